@@ -1,0 +1,1 @@
+//! OCI images for Berth (being built: see issue 4).

@@ -1,0 +1,1 @@
+//! berthd (being built: see issue 5).

@@ -1,0 +1,1 @@
+//! Berth: a runc-compatible OCI runtime.

@@ -1,0 +1,1 @@
+//! Test helpers for the cluster tests (see tests/tests/).

@@ -1,0 +1,1 @@
+//! Test helpers for the images tests (see tests/tests/).
