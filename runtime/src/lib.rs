@@ -1,1 +1,3 @@
 //! Berth: a runc-compatible OCI runtime.
+
+pub mod cli;
