@@ -1,3 +1,4 @@
 //! Berth: a runc-compatible OCI runtime.
 
+pub mod cgroups;
 pub mod cli;

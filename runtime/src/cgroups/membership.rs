@@ -1,0 +1,209 @@
+//! Creating, joining and removing a container's cgroup directories.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::{CgroupError, CgroupHandle};
+
+/// Creates every directory of the cgroup (and their parents). On v1, a new cpuset
+/// cgroup inherits its parent's cpus and mems, without which no task could join it.
+/// Returns the directories this call created, deepest last, so a failed create can
+/// undo exactly what it did.
+pub fn create(handle: &CgroupHandle) -> Result<Vec<PathBuf>, CgroupError> {
+    let mut created = Vec::new();
+    let result = create_inner(handle, &mut created);
+    if result.is_err() {
+        remove_dirs(&created);
+    }
+    result.map(|_| created)
+}
+
+fn create_inner(handle: &CgroupHandle, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+    for dir in handle.all_dirs() {
+        mkdir_all(&dir, created)?;
+    }
+    if let Some(cpuset) = handle.v1_dir("cpuset") {
+        inherit_cpuset(cpuset)?;
+    }
+    Ok(())
+}
+
+fn mkdir_all(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(&d) {
+            Ok(()) => created.push(d),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(CgroupError::Create { path: d, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Fills empty cpuset.cpus / cpuset.mems from the nearest ancestor, top down.
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mut chain = Vec::new();
+        let mut cur = dir.to_path_buf();
+        loop {
+            let f = cur.join(file);
+            let value = match fs::read_to_string(&f) {
+                Ok(v) => v,
+                // Not a cpuset hierarchy root any more: stop.
+                Err(_) => break,
+            };
+            if !value.trim().is_empty() {
+                for child in chain.iter().rev() {
+                    write_file(&PathBuf::from(child).join(file), value.trim())?;
+                }
+                break;
+            }
+            chain.push(cur.clone());
+            match cur.parent() {
+                Some(p) => cur = p.to_path_buf(),
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves `pid` into every directory of the cgroup.
+pub fn join(handle: &CgroupHandle, pid: i32) -> Result<(), CgroupError> {
+    for dir in handle.all_dirs() {
+        write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// The pids in the cgroup (from the first directory that lists them, which on v1 is
+/// any controller: every controller holds every task of the container).
+pub fn pids(handle: &CgroupHandle) -> Result<Vec<i32>, CgroupError> {
+    let dirs = handle.all_dirs();
+    let preferred = handle
+        .v1_dir("pids")
+        .or_else(|| handle.v1_dir("memory"))
+        .map(Path::to_path_buf)
+        .or_else(|| dirs.first().cloned());
+    let Some(dir) = preferred else {
+        return Ok(Vec::new());
+    };
+    let path = dir.join("cgroup.procs");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(CgroupError::Read { path, source }),
+    };
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// Removes every directory of the cgroup. A directory that is already gone is fine;
+/// a busy one is retried briefly (the kernel frees a cgroup shortly after its last
+/// task exits). Parents created for it (e.g. /berth) are left for other containers.
+pub fn remove(handle: &CgroupHandle) -> Result<(), CgroupError> {
+    let mut first_err = None;
+    for dir in handle.all_dirs() {
+        if let Err(e) = remove_one(&dir) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn remove_one(dir: &Path) -> Result<(), CgroupError> {
+    // Child cgroups made inside the container (cgroupns) go first, deepest first.
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_one(&entry.path())?;
+            }
+        }
+    }
+    let mut delay = std::time::Duration::from_millis(1);
+    for attempt in 0..12 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 11 => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Best-effort removal of directories created by a failed `create`, deepest first.
+pub fn remove_dirs(created: &[PathBuf]) {
+    for d in created.iter().rev() {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn create_and_remove_in_fake_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("berth/c1");
+        let h = CgroupHandle::V2 { dir: dir.clone() };
+        let created = create(&h).unwrap();
+        assert_eq!(created, vec![tmp.path().join("berth"), dir.clone()]);
+        assert!(dir.is_dir());
+        remove(&h).unwrap();
+        assert!(!dir.exists());
+        assert!(tmp.path().join("berth").exists());
+        remove(&h).unwrap();
+    }
+
+    #[test]
+    fn cpuset_inherits_parent_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("cpuset");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(root.join("cpuset.mems"), "0\n").unwrap();
+        let leaf = root.join("berth/c1");
+        // A real cpuset hierarchy creates these files empty in new cgroups.
+        let mut dirs = BTreeMap::new();
+        dirs.insert("cpuset".to_string(), leaf.clone());
+        let h = CgroupHandle::V1 { dirs, unified: None };
+        fs::create_dir_all(&leaf).unwrap();
+        for d in [root.join("berth"), leaf.clone()] {
+            fs::write(d.join("cpuset.cpus"), "").unwrap();
+            fs::write(d.join("cpuset.mems"), "").unwrap();
+        }
+        create(&h).unwrap();
+        assert_eq!(fs::read_to_string(leaf.join("cpuset.cpus")).unwrap(), "0-1");
+        assert_eq!(fs::read_to_string(root.join("berth/cpuset.mems")).unwrap(), "0");
+    }
+}
