@@ -1,1 +1,7 @@
-//! berthd (being built: see issue 5).
+//! berth-orchestrator: the `berthd` cluster daemon and the `berthctl` client.
+//!
+//! Protocol cores are IO-free and tested with scenarios: [`registry`] (the replicated state
+//! machine), [`raft`] (raft-rs driving, log storage), [`membership`] (foca SWIM identity and
+//! packet framing). [`daemon`] is the one mio event loop that feeds them bytes and time.
+
+pub mod registry;

@@ -1,0 +1,286 @@
+//! The registry's data and the deterministic `apply`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    validate_key, ApplyError, Command, Event, EventKind, KeyValue, Outcome, WatchError,
+    MAX_VALUE_LEN,
+};
+
+/// How many events the registry keeps for watchers resuming from an older revision.
+pub const DEFAULT_HISTORY: usize = 10_000;
+const MAX_TTL_MS: u64 = 86_400_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    ttl_ms: u64,
+    keys: BTreeSet<String>,
+}
+
+/// The replicated key/value state. Serialised whole into Raft snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    revision: u64,
+    kvs: BTreeMap<String, KeyValue>,
+    leases: BTreeMap<u64, Lease>,
+    next_lease: u64,
+    history: VecDeque<Event>,
+    history_cap: usize,
+    /// Every event with a revision at or below this one has left `history`.
+    dropped_upto: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_history(DEFAULT_HISTORY)
+    }
+}
+
+impl Registry {
+    /// An empty registry that keeps at most `history_cap` events for watchers.
+    pub fn with_history(history_cap: usize) -> Self {
+        Self {
+            revision: 0,
+            kvs: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            next_lease: 1,
+            history: VecDeque::new(),
+            history_cap: history_cap.max(1),
+            dropped_upto: 0,
+        }
+    }
+
+    /// The revision of the last change.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn get(&self, key: &str) -> Option<&KeyValue> {
+        self.kvs.get(key)
+    }
+
+    /// Every key starting with `prefix`, in key order.
+    pub fn range(&self, prefix: &str) -> Vec<&KeyValue> {
+        self.kvs
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// The TTL of a lease, if it exists.
+    pub fn lease_ttl(&self, id: u64) -> Option<u64> {
+        self.leases.get(&id).map(|l| l.ttl_ms)
+    }
+
+    /// Every lease with its TTL.
+    pub fn leases(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.leases.iter().map(|(id, l)| (*id, l.ttl_ms))
+    }
+
+    /// Events with `mod_revision >= from` whose key starts with `prefix`. `from == 0` means
+    /// "only future events" and returns nothing.
+    pub fn events_since(&self, prefix: &str, from: u64) -> Result<Vec<Event>, WatchError> {
+        if from == 0 || from > self.revision {
+            return Ok(Vec::new());
+        }
+        if from <= self.dropped_upto {
+            return Err(WatchError::Compacted {
+                requested: from,
+                oldest: self.dropped_upto + 1,
+            });
+        }
+        Ok(self
+            .history
+            .iter()
+            .filter(|e| e.mod_revision >= from && e.key.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    /// Applies one command; returns its outcome and the events it produced.
+    pub fn apply(&mut self, cmd: &Command) -> (Outcome, Vec<Event>) {
+        let result = match cmd {
+            Command::Put {
+                key,
+                value,
+                lease,
+                prev_revision,
+            } => self.put(key, value, *lease, *prev_revision),
+            Command::Delete { key, prefix } => self.delete(key, *prefix),
+            Command::LeaseGrant { ttl_ms } => self.grant(*ttl_ms),
+            Command::LeaseKeepAlive { id } => match self.leases.get(id) {
+                Some(l) => Ok((
+                    Outcome::Lease {
+                        id: *id,
+                        ttl_ms: l.ttl_ms,
+                    },
+                    Vec::new(),
+                )),
+                None => Err(ApplyError::LeaseNotFound { id: *id }),
+            },
+            Command::LeaseRevoke { id } => self.revoke(*id),
+        };
+        match result {
+            Ok((outcome, events)) => {
+                for e in &events {
+                    self.history.push_back(e.clone());
+                }
+                self.trim_history();
+                (outcome, events)
+            }
+            Err(error) => (Outcome::Failed { error }, Vec::new()),
+        }
+    }
+
+    fn put(
+        &mut self,
+        key: &str,
+        value: &str,
+        lease: u64,
+        prev_revision: Option<u64>,
+    ) -> Result<(Outcome, Vec<Event>), ApplyError> {
+        validate_key(key)?;
+        if value.len() > MAX_VALUE_LEN {
+            return Err(ApplyError::ValueTooLarge {
+                key: key.to_string(),
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        if lease != 0 && !self.leases.contains_key(&lease) {
+            return Err(ApplyError::LeaseNotFound { id: lease });
+        }
+        let current = self.kvs.get(key);
+        if let Some(expected) = prev_revision {
+            let actual = current.map_or(0, |kv| kv.mod_revision);
+            if actual != expected {
+                return Err(ApplyError::CasMismatch {
+                    key: key.to_string(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let revision = self.revision + 1;
+        let (create_revision, version, old_lease) = match current {
+            Some(kv) => (kv.create_revision, kv.version + 1, kv.lease),
+            None => (revision, 1, 0),
+        };
+        if old_lease != 0 && old_lease != lease {
+            if let Some(l) = self.leases.get_mut(&old_lease) {
+                l.keys.remove(key);
+            }
+        }
+        if let Some(l) = self.leases.get_mut(&lease) {
+            l.keys.insert(key.to_string());
+        }
+        self.revision = revision;
+        self.kvs.insert(
+            key.to_string(),
+            KeyValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                create_revision,
+                mod_revision: revision,
+                version,
+                lease,
+            },
+        );
+        let event = Event {
+            kind: EventKind::Put,
+            key: key.to_string(),
+            value: value.to_string(),
+            mod_revision: revision,
+        };
+        Ok((Outcome::Put { revision }, vec![event]))
+    }
+
+    fn delete(&mut self, key: &str, prefix: bool) -> Result<(Outcome, Vec<Event>), ApplyError> {
+        validate_key(key)?;
+        let keys: Vec<String> = if prefix {
+            self.range(key).into_iter().map(|kv| kv.key.clone()).collect()
+        } else {
+            self.kvs.get(key).map(|kv| kv.key.clone()).into_iter().collect()
+        };
+        let events = self.remove_keys(&keys);
+        Ok((
+            Outcome::Deleted {
+                revision: self.revision,
+                deleted: keys.len() as u64,
+            },
+            events,
+        ))
+    }
+
+    /// Removes `keys` (all present) under one new revision.
+    fn remove_keys(&mut self, keys: &[String]) -> Vec<Event> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        self.revision += 1;
+        let mut events = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(kv) = self.kvs.remove(key) {
+                if let Some(l) = self.leases.get_mut(&kv.lease) {
+                    l.keys.remove(key);
+                }
+            }
+            events.push(Event {
+                kind: EventKind::Delete,
+                key: key.clone(),
+                value: String::new(),
+                mod_revision: self.revision,
+            });
+        }
+        events
+    }
+
+    fn grant(&mut self, ttl_ms: u64) -> Result<(Outcome, Vec<Event>), ApplyError> {
+        if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
+            return Err(ApplyError::InvalidTtl { ttl_ms });
+        }
+        let id = self.next_lease;
+        self.next_lease += 1;
+        self.leases.insert(
+            id,
+            Lease {
+                ttl_ms,
+                keys: BTreeSet::new(),
+            },
+        );
+        Ok((Outcome::Lease { id, ttl_ms }, Vec::new()))
+    }
+
+    fn revoke(&mut self, id: u64) -> Result<(Outcome, Vec<Event>), ApplyError> {
+        let lease = self
+            .leases
+            .remove(&id)
+            .ok_or(ApplyError::LeaseNotFound { id })?;
+        let keys: Vec<String> = lease.keys.into_iter().collect();
+        let events = self.remove_keys(&keys);
+        Ok((
+            Outcome::Revoked {
+                revision: self.revision,
+                deleted: keys.len() as u64,
+            },
+            events,
+        ))
+    }
+
+    fn trim_history(&mut self) {
+        while self.history.len() > self.history_cap {
+            let Some(front) = self.history.pop_front() else {
+                break;
+            };
+            let rev = front.mod_revision;
+            // Never keep half of a revision: drop its remaining events too.
+            while self.history.front().is_some_and(|e| e.mod_revision == rev) {
+                self.history.pop_front();
+            }
+            self.dropped_upto = rev;
+        }
+    }
+}
