@@ -4,4 +4,5 @@
 //! machine), [`raft`] (raft-rs driving, log storage), [`membership`] (foca SWIM identity and
 //! packet framing). [`daemon`] is the one mio event loop that feeds them bytes and time.
 
+pub mod raft;
 pub mod registry;

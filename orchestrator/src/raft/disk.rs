@@ -1,0 +1,185 @@
+//! Durable Raft state in redb: entries by index, hard state and latest snapshot. Every write is
+//! one redb transaction committed with `Durability::Immediate` (fsync) before it returns.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message as _;
+use raft::eraftpb::{Entry, HardState, Snapshot};
+use redb::{Database, TableDefinition};
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_entries");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const HARD_STATE: &str = "hard_state";
+const SNAPSHOT: &str = "snapshot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("raft store {path}: {op}: {source}")]
+    Redb {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("raft store: cannot decode {what}: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("raft store is inconsistent: {what}")]
+    Corrupt { what: String },
+}
+
+/// One atomic write.
+pub struct DiskWrite<'a> {
+    pub snapshot: Option<&'a Snapshot>,
+    /// Remove every entry with an index at or below this one.
+    pub remove_upto: Option<u64>,
+    /// Entries to append; any stored entry at or after the first one's index is replaced.
+    pub entries: &'a [Entry],
+    pub hard_state: Option<&'a HardState>,
+}
+
+/// What the disk holds at startup.
+pub struct Loaded {
+    pub hard_state: HardState,
+    pub snapshot: Snapshot,
+    pub entries: Vec<Entry>,
+}
+
+pub struct Disk {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Disk {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<Self, DiskError> {
+        let db = Database::create(path).map_err(|e| DiskError::Redb {
+            path: path.to_path_buf(),
+            op: "open",
+            source: e.into(),
+        })?;
+        let disk = Self {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Make sure both tables exist so reads never fail on a new file.
+        disk.write(&DiskWrite {
+            snapshot: None,
+            remove_upto: None,
+            entries: &[],
+            hard_state: None,
+        })?;
+        Ok(disk)
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(redb::Error) -> DiskError + '_ {
+        move |source| DiskError::Redb {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    pub fn write(&self, w: &DiskWrite<'_>) -> Result<(), DiskError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| (self.err("begin write"))(e.into()))?;
+        {
+            let mut entries = txn
+                .open_table(ENTRIES)
+                .map_err(|e| (self.err("open entries"))(e.into()))?;
+            if let Some(upto) = w.remove_upto {
+                entries
+                    .retain_in(..=upto, |_, _| false)
+                    .map_err(|e| (self.err("remove entries"))(e.into()))?;
+            }
+            if let Some(first) = w.entries.first() {
+                entries
+                    .retain_in(first.index.., |_, _| false)
+                    .map_err(|e| (self.err("truncate entries"))(e.into()))?;
+                for e in w.entries {
+                    let bytes = e.encode_to_vec();
+                    entries
+                        .insert(e.index, bytes.as_slice())
+                        .map_err(|e| (self.err("insert entry"))(e.into()))?;
+                }
+            }
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| (self.err("open meta"))(e.into()))?;
+            if let Some(hs) = w.hard_state {
+                meta.insert(HARD_STATE, hs.encode_to_vec().as_slice())
+                    .map_err(|e| (self.err("write hard state"))(e.into()))?;
+            }
+            if let Some(snap) = w.snapshot {
+                meta.insert(SNAPSHOT, snap.encode_to_vec().as_slice())
+                    .map_err(|e| (self.err("write snapshot"))(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| (self.err("commit"))(e.into()))
+    }
+
+    pub fn load(&self) -> Result<Loaded, DiskError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| (self.err("begin read"))(e.into()))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| (self.err("open meta"))(e.into()))?;
+        let hard_state = match meta
+            .get(HARD_STATE)
+            .map_err(|e| (self.err("read hard state"))(e.into()))?
+        {
+            Some(v) => HardState::decode(v.value()).map_err(|source| DiskError::Decode {
+                what: "hard state".into(),
+                source,
+            })?,
+            None => HardState::default(),
+        };
+        let snapshot = match meta
+            .get(SNAPSHOT)
+            .map_err(|e| (self.err("read snapshot"))(e.into()))?
+        {
+            Some(v) => Snapshot::decode(v.value()).map_err(|source| DiskError::Decode {
+                what: "snapshot".into(),
+                source,
+            })?,
+            None => Snapshot::default(),
+        };
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(|e| (self.err("open entries"))(e.into()))?;
+        let snap_index = snapshot.get_metadata().index;
+        let mut entries = Vec::new();
+        let range = table
+            .range(snap_index + 1..)
+            .map_err(|e| (self.err("read entries"))(e.into()))?;
+        for item in range {
+            let (k, v) = item.map_err(|e| (self.err("read entry"))(e.into()))?;
+            let entry = Entry::decode(v.value()).map_err(|source| DiskError::Decode {
+                what: format!("entry {}", k.value()),
+                source,
+            })?;
+            let expected = snap_index + 1 + entries.len() as u64;
+            if entry.index != expected || k.value() != expected {
+                return Err(DiskError::Corrupt {
+                    what: format!(
+                        "log has a gap: expected entry {expected}, found {}",
+                        k.value()
+                    ),
+                });
+            }
+            entries.push(entry);
+        }
+        Ok(Loaded {
+            hard_state,
+            snapshot,
+            entries,
+        })
+    }
+}

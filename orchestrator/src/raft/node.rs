@@ -1,0 +1,336 @@
+//! The Raft driver: a raft-rs `RawNode` over a [`LogStore`], applying committed entries to the
+//! [`Registry`]. IO-free: the caller ticks it, steps received messages into it and sends the
+//! messages [`Node::process_ready`] returns. Ready handling follows raft-rs' documented order:
+//! apply the snapshot, apply committed entries, persist entries and hard state (one fsync), then
+//! hand out the messages, advance, apply what became committed.
+
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, EntryType, Message, Snapshot};
+use raft::{RawNode, StateRole};
+use serde::{Deserialize, Serialize};
+
+use super::store::{Batch, LogStore};
+use super::RaftError;
+use crate::registry::{Command, Event, Outcome, Registry};
+
+/// A registry command with who proposed it, so the proposing node can answer its client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Raft id of the node whose client asked (0: nobody waits).
+    pub origin: u64,
+    /// Request number on that node.
+    pub req: u64,
+    pub cmd: Command,
+}
+
+/// Carried in a conf change entry's context.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfContext {
+    pub origin: u64,
+    pub req: u64,
+    pub name: String,
+    pub addr: String,
+}
+
+/// Something the local replica applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Command {
+        index: u64,
+        origin: u64,
+        req: u64,
+        cmd: Command,
+        outcome: Outcome,
+    },
+    Conf {
+        index: u64,
+        ctx: ConfContext,
+        result: Result<ConfState, String>,
+    },
+}
+
+/// What one round of Ready handling produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages to send (everything they depend on is already durable).
+    pub messages: Vec<Message>,
+    pub applied: Vec<Applied>,
+    /// Registry events in apply order.
+    pub events: Vec<Event>,
+    /// A snapshot replaced the registry (watchers must resynchronise from its history).
+    pub snapshot_installed: bool,
+}
+
+/// Raft timing and snapshot settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Take a snapshot and compact the log every this many applied entries.
+    pub snapshot_every: u64,
+}
+
+pub struct Node {
+    raw: RawNode<LogStore>,
+    registry: Registry,
+    conf: ConfState,
+    applied: u64,
+    snapshot_every: u64,
+}
+
+/// The snapshot every initial voter starts from: index 1, the voters, an empty registry. Being a
+/// snapshot (not a log entry), it also reaches nodes that join later, with the configuration.
+pub fn bootstrap_snapshot(voters: &[u64]) -> Result<Snapshot, RaftError> {
+    let mut snap = Snapshot::default();
+    snap.data = serde_json::to_vec(&Registry::default()).map_err(RaftError::Encode)?;
+    let meta = snap.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.set_conf_state(ConfState::from((voters.to_vec(), Vec::<u64>::new())));
+    Ok(snap)
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl Node {
+    /// Starts from what `store` holds; when it is blank and `bootstrap` lists voters, first
+    /// writes the bootstrap snapshot.
+    pub fn new(cfg: &NodeConfig, mut store: LogStore, bootstrap: &[u64]) -> Result<Self, RaftError> {
+        if store.is_blank() && !bootstrap.is_empty() {
+            store.persist(Batch {
+                snapshot: Some(bootstrap_snapshot(bootstrap)?),
+                ..Batch::default()
+            })?;
+        }
+        let snap = store.latest_snapshot().clone();
+        let registry = decode_registry(&snap)?;
+        let conf = snap.get_metadata().get_conf_state().clone();
+        let applied = snap.get_metadata().index;
+        let rcfg = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_tick,
+            heartbeat_tick: cfg.heartbeat_tick,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            max_committed_size_per_ready: 16 << 20,
+            ..raft::Config::default()
+        };
+        rcfg.validate().map_err(RaftError::Raft)?;
+        let raw = RawNode::new(&rcfg, store, &logger()).map_err(RaftError::Raft)?;
+        Ok(Self {
+            raw,
+            registry,
+            conf,
+            applied,
+            snapshot_every: cfg.snapshot_every.max(1),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The configuration as of the last applied entry.
+    pub fn conf(&self) -> &ConfState {
+        &self.conf
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// The known leader's id, 0 when none.
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn role(&self) -> StateRole {
+        self.raw.raft.state
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// True while a configuration change is proposed but not yet applied.
+    pub fn has_pending_conf(&self) -> bool {
+        self.raw.raft.has_pending_conf()
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    pub fn step(&mut self, msg: Message) -> Result<(), RaftError> {
+        self.raw.step(msg).map_err(RaftError::Raft)
+    }
+
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    /// Proposes a registry command; only the leader accepts proposals.
+    pub fn propose(&mut self, p: &Proposal) -> Result<(), RaftError> {
+        if !self.is_leader() {
+            return Err(RaftError::NotLeader);
+        }
+        let data = serde_json::to_vec(p).map_err(RaftError::Encode)?;
+        self.raw.propose(Vec::new(), data).map_err(RaftError::Raft)
+    }
+
+    /// Proposes a configuration change; only the leader accepts it, one at a time.
+    pub fn propose_conf(&mut self, ctx: &ConfContext, cc: ConfChangeV2) -> Result<(), RaftError> {
+        if !self.is_leader() {
+            return Err(RaftError::NotLeader);
+        }
+        if self.has_pending_conf() {
+            return Err(RaftError::ConfPending);
+        }
+        let context = serde_json::to_vec(ctx).map_err(RaftError::Encode)?;
+        self.raw
+            .propose_conf_change(context, cc)
+            .map_err(RaftError::Raft)
+    }
+
+    /// Handles one Ready, if any.
+    pub fn process_ready(&mut self) -> Result<Output, RaftError> {
+        let mut out = Output::default();
+        if !self.raw.has_ready() {
+            return Ok(out);
+        }
+        let mut rd = self.raw.ready();
+        out.messages.extend(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.registry = decode_registry(&snap)?;
+            self.conf = snap.get_metadata().get_conf_state().clone();
+            self.applied = snap.get_metadata().index;
+            self.raw.mut_store().persist(Batch {
+                snapshot: Some(snap),
+                ..Batch::default()
+            })?;
+            out.snapshot_installed = true;
+        }
+        self.apply_entries(rd.take_committed_entries(), &mut out)?;
+        let batch = Batch {
+            snapshot: None,
+            entries: rd.take_entries(),
+            hard_state: rd.hs().cloned(),
+        };
+        self.raw.mut_store().persist(batch)?;
+        out.messages.extend(rd.take_persisted_messages());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            // Not fsynced on its own: a lower commit index after a crash is safe (it is
+            // learned again); it is written with the next hard state.
+            self.raw.mut_store().note_commit(commit);
+        }
+        out.messages.extend(light.take_messages());
+        self.apply_entries(light.take_committed_entries(), &mut out)?;
+        self.raw.advance_apply();
+        self.maybe_compact()?;
+        Ok(out)
+    }
+
+    fn apply_entries(
+        &mut self,
+        entries: Vec<raft::eraftpb::Entry>,
+        out: &mut Output,
+    ) -> Result<(), RaftError> {
+        for e in entries {
+            self.applied = e.index;
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if e.data.is_empty() {
+                        continue; // a new leader's empty entry
+                    }
+                    let p: Proposal = match serde_json::from_slice(&e.data) {
+                        Ok(p) => p,
+                        Err(err) => {
+                            // Every replica skips the same entry the same way.
+                            tracing::error!(index = e.index, "skipping undecodable entry: {err}");
+                            continue;
+                        }
+                    };
+                    let (outcome, events) = self.registry.apply(&p.cmd);
+                    out.events.extend(events);
+                    out.applied.push(Applied::Command {
+                        index: e.index,
+                        origin: p.origin,
+                        req: p.req,
+                        cmd: p.cmd,
+                        outcome,
+                    });
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let ctx: ConfContext = serde_json::from_slice(&e.context).unwrap_or_default();
+                    let result = if e.get_entry_type() == EntryType::EntryConfChange {
+                        ConfChange::decode(e.data.as_slice())
+                            .map_err(|err| err.to_string())
+                            .and_then(|cc| {
+                                self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())
+                            })
+                    } else {
+                        ConfChangeV2::decode(e.data.as_slice())
+                            .map_err(|err| err.to_string())
+                            .and_then(|cc| {
+                                self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())
+                            })
+                    };
+                    if let Ok(cs) = &result {
+                        self.conf = cs.clone();
+                    }
+                    out.applied.push(Applied::Conf {
+                        index: e.index,
+                        ctx,
+                        result,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<(), RaftError> {
+        let snap_index = self.raw.store().latest_snapshot().get_metadata().index;
+        let wanted = self.raw.store().take_snapshot_wanted() && self.applied > snap_index;
+        if !wanted && self.applied < snap_index + self.snapshot_every {
+            return Ok(());
+        }
+        let data = serde_json::to_vec(&self.registry).map_err(RaftError::Encode)?;
+        let applied = self.applied;
+        let conf = self.conf.clone();
+        self.raw.mut_store().compact(applied, conf, data)?;
+        tracing::debug!(index = applied, "took a registry snapshot and compacted the log");
+        Ok(())
+    }
+
+    /// Read access to the store (tests).
+    pub fn store(&self) -> &LogStore {
+        self.raw.store()
+    }
+}
+
+fn decode_registry(snap: &Snapshot) -> Result<Registry, RaftError> {
+    if snap.get_metadata().index == 0 {
+        return Ok(Registry::default());
+    }
+    serde_json::from_slice(&snap.data).map_err(RaftError::Decode)
+}

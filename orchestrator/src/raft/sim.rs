@@ -1,0 +1,310 @@
+//! Scenario tests: Raft nodes over a simulated network with a fake tick clock, message drops
+//! and partitions.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message};
+
+use super::disk::Disk;
+use super::store::LogStore;
+use super::*;
+use crate::registry::{Command, KeyValue};
+
+struct Sim {
+    nodes: BTreeMap<u64, Node>,
+    down: BTreeSet<u64>,
+    /// When set, messages cross only inside the same group.
+    groups: Option<Vec<BTreeSet<u64>>>,
+    drop_rate: f64,
+    rng: StdRng,
+    queue: VecDeque<Message>,
+}
+
+fn cfg(id: u64, snapshot_every: u64) -> NodeConfig {
+    NodeConfig {
+        id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        snapshot_every,
+    }
+}
+
+impl Sim {
+    fn new(n: u64, snapshot_every: u64) -> Self {
+        let voters: Vec<u64> = (1..=n).collect();
+        let nodes = voters
+            .iter()
+            .map(|&id| {
+                let node = Node::new(&cfg(id, snapshot_every), LogStore::in_memory(), &voters)
+                    .expect("node starts");
+                (id, node)
+            })
+            .collect();
+        Self {
+            nodes,
+            down: BTreeSet::new(),
+            groups: None,
+            drop_rate: 0.0,
+            rng: StdRng::seed_from_u64(7),
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn connected(&self, a: u64, b: u64) -> bool {
+        if self.down.contains(&a) || self.down.contains(&b) {
+            return false;
+        }
+        match &self.groups {
+            None => true,
+            Some(groups) => groups.iter().any(|g| g.contains(&a) && g.contains(&b)),
+        }
+    }
+
+    /// Drains every node's Ready and delivers messages until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = false;
+            let ids: Vec<u64> = self.nodes.keys().copied().collect();
+            for id in ids {
+                if self.down.contains(&id) {
+                    continue;
+                }
+                let node = self.nodes.get_mut(&id).expect("node exists");
+                let out = node.process_ready().expect("ready handled");
+                moved |= !out.messages.is_empty();
+                self.queue.extend(out.messages);
+            }
+            while let Some(m) = self.queue.pop_front() {
+                moved = true;
+                if !self.connected(m.from, m.to) || self.rng.gen_bool(self.drop_rate) {
+                    continue;
+                }
+                if let Some(node) = self.nodes.get_mut(&m.to) {
+                    let _ = node.step(m);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn run(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            for (id, node) in self.nodes.iter_mut() {
+                if !self.down.contains(id) {
+                    node.tick();
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn leaders(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| !self.down.contains(id) && n.is_leader())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn only_leader(&self) -> u64 {
+        let l = self.leaders();
+        assert_eq!(l.len(), 1, "expected exactly one leader, found {l:?}");
+        l[0]
+    }
+
+    fn put(&mut self, on: u64, key: &str, value: &str) -> Result<(), RaftError> {
+        let p = Proposal {
+            origin: on,
+            req: 0,
+            cmd: Command::Put {
+                key: key.into(),
+                value: value.into(),
+                lease: 0,
+                prev_revision: None,
+            },
+        };
+        self.nodes.get_mut(&on).expect("node exists").propose(&p)
+    }
+
+    fn value(&self, on: u64, key: &str) -> Option<String> {
+        self.nodes[&on].registry().get(key).map(|kv| kv.value.clone())
+    }
+
+    fn dump(&self, on: u64) -> Vec<KeyValue> {
+        self.nodes[&on]
+            .registry()
+            .range("/")
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn elects_exactly_one_leader_everyone_agrees() {
+    let mut sim = Sim::new(3, 1000);
+    sim.run(60);
+    let leader = sim.only_leader();
+    for n in sim.nodes.values() {
+        assert_eq!(n.leader_id(), leader);
+    }
+}
+
+#[test]
+fn leader_failure_elects_new_leader_and_keeps_acknowledged_writes() {
+    let mut sim = Sim::new(3, 1000);
+    sim.run(60);
+    let old = sim.only_leader();
+    for i in 0..5 {
+        sim.put(old, &format!("/k/{i}"), "v").expect("leader accepts");
+    }
+    sim.run(5);
+    for id in 1..=3 {
+        assert_eq!(sim.value(id, "/k/4").as_deref(), Some("v"), "node {id}");
+    }
+    sim.down.insert(old);
+    sim.run(60);
+    let new = sim.only_leader();
+    assert_ne!(new, old);
+    sim.put(new, "/after", "x").expect("new leader accepts");
+    sim.run(5);
+    for id in (1..=3).filter(|id| *id != old) {
+        assert_eq!(sim.value(id, "/after").as_deref(), Some("x"));
+        for i in 0..5 {
+            assert!(sim.value(id, &format!("/k/{i}")).is_some(), "node {id} lost /k/{i}");
+        }
+    }
+    // the old leader comes back as a follower and catches up
+    sim.down.remove(&old);
+    sim.run(30);
+    assert_eq!(sim.only_leader(), new);
+    assert_eq!(sim.dump(old), sim.dump(new));
+}
+
+#[test]
+fn minority_partition_cannot_commit_and_heal_leaves_no_divergence() {
+    let mut sim = Sim::new(5, 1000);
+    sim.run(60);
+    let old = sim.only_leader();
+    let buddy = (1..=5).find(|id| *id != old).expect("a follower");
+    let minority: BTreeSet<u64> = [old, buddy].into();
+    let majority: BTreeSet<u64> = (1..=5).filter(|id| !minority.contains(id)).collect();
+    sim.groups = Some(vec![minority.clone(), majority.clone()]);
+    // the isolated leader still takes the proposal but can never commit it
+    sim.put(old, "/lost", "no").expect("appended locally");
+    sim.run(80);
+    assert_eq!(sim.value(old, "/lost"), None);
+    assert!(!sim.nodes[&old].is_leader(), "check-quorum steps the old leader down");
+    let leaders = sim.leaders();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    let new = leaders[0];
+    assert!(majority.contains(&new));
+    sim.put(new, "/kept", "yes").expect("majority leader accepts");
+    sim.run(5);
+    for id in &majority {
+        assert_eq!(sim.value(*id, "/kept").as_deref(), Some("yes"));
+    }
+    sim.groups = None;
+    sim.run(60);
+    let leader = sim.only_leader();
+    let reference = sim.dump(leader);
+    assert!(reference.iter().all(|kv| kv.key != "/lost"));
+    for id in 1..=5 {
+        assert_eq!(sim.dump(id), reference, "node {id} diverged");
+    }
+}
+
+#[test]
+fn lossy_network_still_converges() {
+    let mut sim = Sim::new(3, 1000);
+    sim.drop_rate = 0.2;
+    sim.run(100);
+    for i in 0..20 {
+        let leaders = sim.leaders();
+        if let Some(l) = leaders.first() {
+            let _ = sim.put(*l, &format!("/k/{i}"), "v");
+        }
+        sim.run(10);
+    }
+    sim.drop_rate = 0.0;
+    sim.run(60);
+    let leader = sim.only_leader();
+    let reference = sim.dump(leader);
+    assert!(!reference.is_empty());
+    for id in 1..=3 {
+        assert_eq!(sim.dump(id), reference, "node {id} diverged");
+    }
+}
+
+#[test]
+fn learner_joins_through_a_snapshot_after_compaction() {
+    let mut sim = Sim::new(3, 5);
+    sim.run(60);
+    let leader = sim.only_leader();
+    for i in 0..20 {
+        sim.put(leader, &format!("/k/{i}"), "v").expect("leader accepts");
+        sim.run(1);
+    }
+    assert!(sim.nodes[&leader].store().latest_snapshot().get_metadata().index > 1);
+    // a blank node with no configuration; the leader adds it as a learner
+    let joiner = Node::new(&cfg(4, 5), LogStore::in_memory(), &[]).expect("node starts");
+    sim.nodes.insert(4, joiner);
+    let mut cc = ConfChangeV2::default();
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(ConfChangeType::AddLearnerNode);
+    single.node_id = 4;
+    cc.changes.push(single);
+    sim.nodes
+        .get_mut(&leader)
+        .expect("leader")
+        .propose_conf(&ConfContext::default(), cc)
+        .expect("conf change proposed");
+    sim.run(30);
+    assert_eq!(sim.nodes[&4].conf().learners, vec![4]);
+    assert_eq!(sim.dump(4), sim.dump(leader));
+    assert!(!sim.nodes[&4].is_leader());
+    sim.put(leader, "/late", "x").expect("leader accepts");
+    sim.run(5);
+    assert_eq!(sim.value(4, "/late").as_deref(), Some("x"));
+}
+
+#[test]
+fn full_restart_recovers_from_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let voters = [1u64, 2, 3];
+    let open = |id: u64| {
+        let disk = Disk::open(&dir.path().join(format!("n{id}.redb"))).expect("disk opens");
+        let store = LogStore::open(disk).expect("store loads");
+        Node::new(&cfg(id, 4), store, &voters).expect("node starts")
+    };
+    let mut sim = Sim::new(3, 4);
+    sim.nodes = voters.iter().map(|&id| (id, open(id))).collect();
+    sim.run(60);
+    let leader = sim.only_leader();
+    for i in 0..10 {
+        sim.put(leader, &format!("/k/{i}"), &i.to_string())
+            .expect("leader accepts");
+        sim.run(1);
+    }
+    sim.run(5);
+    let before = sim.dump(leader);
+    assert_eq!(before.len(), 10);
+    // everything goes away, then comes back from disk only
+    sim.nodes.clear();
+    sim.nodes = voters.iter().map(|&id| (id, open(id))).collect();
+    sim.settle();
+    sim.run(60);
+    let leader = sim.only_leader();
+    sim.put(leader, "/after", "x").expect("leader accepts");
+    sim.run(5);
+    for id in voters {
+        let now = sim.dump(id);
+        assert_eq!(now.len(), 11, "node {id}: {now:?}");
+        for kv in &before {
+            assert!(now.contains(kv), "node {id} lost {}", kv.key);
+        }
+    }
+}

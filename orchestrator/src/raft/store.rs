@@ -1,0 +1,215 @@
+//! The Raft log storage: an in-memory copy that raft-rs reads through [`raft::Storage`], written
+//! through to a durable [`Disk`] (redb) first when one is attached. A [`Batch`] (one Ready's
+//! snapshot, entries and hard state) is one disk transaction: one fsync before anything that
+//! depends on it is sent or applied.
+
+use std::cell::Cell;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use super::disk::{Disk, DiskError, DiskWrite};
+
+/// What one Ready asks to persist.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// Raft log, hard state and latest snapshot.
+pub struct LogStore {
+    hard: HardState,
+    /// The latest snapshot; its metadata index is the compaction point.
+    snapshot: Snapshot,
+    /// Entries after the snapshot, contiguous.
+    entries: Vec<Entry>,
+    disk: Option<Disk>,
+    /// raft-rs asked for a snapshot the latest one cannot serve (too old, or its configuration
+    /// predates the peer it is for): the node should take a fresh one.
+    snapshot_wanted: Cell<bool>,
+}
+
+impl LogStore {
+    /// A store kept in memory only (scenario tests).
+    pub fn in_memory() -> Self {
+        Self {
+            hard: HardState::default(),
+            snapshot: Snapshot::default(),
+            entries: Vec::new(),
+            disk: None,
+            snapshot_wanted: Cell::new(false),
+        }
+    }
+
+    /// A store backed by `disk`, loaded with what it holds.
+    pub fn open(disk: Disk) -> Result<Self, DiskError> {
+        let loaded = disk.load()?;
+        Ok(Self {
+            hard: loaded.hard_state,
+            snapshot: loaded.snapshot,
+            entries: loaded.entries,
+            disk: Some(disk),
+            snapshot_wanted: Cell::new(false),
+        })
+    }
+
+    /// True when nothing was ever stored (a new node).
+    pub fn is_blank(&self) -> bool {
+        self.snapshot.get_metadata().index == 0 && self.entries.is_empty() && self.hard.term == 0
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard
+    }
+
+    pub fn latest_snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Persists one Ready's worth of state (disk first, then the in-memory copy).
+    pub fn persist(&mut self, batch: Batch) -> Result<(), DiskError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut hard = batch.hard_state.clone().unwrap_or_else(|| self.hard.clone());
+        if let Some(snap) = &batch.snapshot {
+            let m = snap.get_metadata();
+            hard.commit = hard.commit.max(m.index);
+            hard.term = hard.term.max(m.term);
+        }
+        let first_new = batch.entries.first().map(|e| e.index);
+        if let Some(disk) = &self.disk {
+            disk.write(&DiskWrite {
+                snapshot: batch.snapshot.as_ref(),
+                // A received snapshot replaces the whole log (as raft-rs' MemStorage does).
+                remove_upto: batch.snapshot.as_ref().map(|_| u64::MAX),
+                entries: &batch.entries,
+                hard_state: Some(&hard),
+            })?;
+        }
+        if let Some(snap) = batch.snapshot {
+            self.entries.clear();
+            self.snapshot = snap;
+        }
+        if let Some(first) = first_new {
+            self.entries.retain(|e| e.index < first);
+            self.entries.extend(batch.entries);
+        }
+        self.hard = hard;
+        Ok(())
+    }
+
+    /// Records (in memory) the commit index raft-rs reports after advancing; it reaches the disk
+    /// with the next hard state.
+    pub fn note_commit(&mut self, commit: u64) {
+        self.hard.commit = self.hard.commit.max(commit);
+    }
+
+    /// Replaces the log up to `index` (applied, persisted) with a snapshot holding `data`.
+    pub fn compact(&mut self, index: u64, conf: ConfState, data: Vec<u8>) -> Result<(), DiskError> {
+        let term = raft::Storage::term(self, index).map_err(|e| DiskError::Corrupt {
+            what: format!("term of entry {index} for a snapshot: {e}"),
+        })?;
+        let mut snap = Snapshot::default();
+        snap.data = data;
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf);
+        if let Some(disk) = &self.disk {
+            disk.write(&DiskWrite {
+                snapshot: Some(&snap),
+                remove_upto: Some(index),
+                entries: &[],
+                hard_state: None,
+            })?;
+        }
+        self.entries.retain(|e| e.index > index);
+        self.snapshot = snap;
+        Ok(())
+    }
+
+    /// Returns (and clears) whether raft-rs wanted a fresher snapshot.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    fn snap_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+}
+
+impl raft::Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard.clone(),
+            conf_state: self.snapshot.get_metadata().get_conf_state().clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let first = self.snap_index() + 1;
+        if low < first {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        let last = raft::Storage::last_index(self)?;
+        if high > last + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let lo = (low - first) as usize;
+        let hi = (high - first) as usize;
+        let mut out = self.entries[lo..hi].to_vec();
+        raft::util::limit_size(&mut out, max_size.into());
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let snap = self.snapshot.get_metadata();
+        if idx == snap.index {
+            return Ok(snap.term);
+        }
+        if idx < snap.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        let pos = (idx - snap.index - 1) as usize;
+        self.entries
+            .get(pos)
+            .map(|e| e.term)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snap_index() + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.entries.last().map_or(self.snap_index(), |e| e.index))
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let conf = self.snapshot.get_metadata().get_conf_state();
+        let knows_peer = conf.voters.contains(&to) || conf.learners.contains(&to);
+        if self.snap_index() >= request_index && self.snap_index() > 0 && knows_peer {
+            Ok(self.snapshot.clone())
+        } else {
+            self.snapshot_wanted.set(true);
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ))
+        }
+    }
+}
