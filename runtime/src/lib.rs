@@ -2,3 +2,4 @@
 
 pub mod cgroups;
 pub mod cli;
+pub mod spec;
