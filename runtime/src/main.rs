@@ -2,14 +2,12 @@ use clap::Parser;
 
 fn main() {
     let cli = berth::cli::Cli::parse();
-    let code = match cli.command {
-        berth::cli::Command::Image(args) => match berth::cli::image::run(&cli.global, args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("berth: {e:#}");
-                1
-            }
-        },
-    };
-    std::process::exit(code);
+    if berth::cli::enters_container(&cli.command) && !berth::sys::memfd::running_from_sealed_memfd()
+    {
+        // CVE-2019-5736: never let a container see the host's berth binary.
+        let err = berth::sys::memfd::reexec_sealed();
+        eprintln!("berth: re-executing from a sealed copy of the binary: {err}");
+        std::process::exit(1);
+    }
+    std::process::exit(berth::cli::dispatch(cli));
 }

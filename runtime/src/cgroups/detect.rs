@@ -41,11 +41,7 @@ pub fn parse_layout(mountinfo: &str) -> Option<Layout> {
         }
         let mountpoint = PathBuf::from(unescape(pre[4]));
         match post[0] {
-            "cgroup2" => {
-                if unified.is_none() {
-                    unified = Some(mountpoint);
-                }
-            }
+            "cgroup2" if unified.is_none() => unified = Some(mountpoint),
             "cgroup" => {
                 for opt in post[2].split(',') {
                     let name = match opt {
@@ -55,7 +51,9 @@ pub fn parse_layout(mountinfo: &str) -> Option<Layout> {
                         o if o.starts_with("release_agent=") => continue,
                         o => o,
                     };
-                    controllers.entry(name.to_string()).or_insert(mountpoint.clone());
+                    controllers
+                        .entry(name.to_string())
+                        .or_insert(mountpoint.clone());
                 }
             }
             _ => {}
@@ -106,12 +104,22 @@ mod tests {
     #[test]
     fn hybrid_host() {
         let l = parse_layout(HYBRID).unwrap();
-        let Layout::Hybrid { controllers, unified } = l else {
+        let Layout::Hybrid {
+            controllers,
+            unified,
+        } = l
+        else {
             panic!("expected hybrid, got {l:?}")
         };
         assert_eq!(unified, PathBuf::from("/sys/fs/cgroup/unified"));
-        assert_eq!(controllers["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
-        assert_eq!(controllers["name=systemd"], PathBuf::from("/sys/fs/cgroup/systemd"));
+        assert_eq!(
+            controllers["memory"],
+            PathBuf::from("/sys/fs/cgroup/memory")
+        );
+        assert_eq!(
+            controllers["name=systemd"],
+            PathBuf::from("/sys/fs/cgroup/systemd")
+        );
         assert!(!controllers.contains_key("xattr"));
     }
 
@@ -121,7 +129,12 @@ mod tests {
             "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n",
         )
         .unwrap();
-        assert_eq!(l, Layout::V2 { mount: "/sys/fs/cgroup".into() });
+        assert_eq!(
+            l,
+            Layout::V2 {
+                mount: "/sys/fs/cgroup".into()
+            }
+        );
     }
 
     #[test]
@@ -130,7 +143,9 @@ mod tests {
             "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
         )
         .unwrap();
-        let Layout::V1 { controllers } = l else { panic!() };
+        let Layout::V1 { controllers } = l else {
+            panic!()
+        };
         assert_eq!(controllers["cpu"], controllers["cpuacct"]);
     }
 

@@ -196,7 +196,10 @@ mod tests {
         // A real cpuset hierarchy creates these files empty in new cgroups.
         let mut dirs = BTreeMap::new();
         dirs.insert("cpuset".to_string(), leaf.clone());
-        let h = CgroupHandle::V1 { dirs, unified: None };
+        let h = CgroupHandle::V1 {
+            dirs,
+            unified: None,
+        };
         fs::create_dir_all(&leaf).unwrap();
         for d in [root.join("berth"), leaf.clone()] {
             fs::write(d.join("cpuset.cpus"), "").unwrap();
@@ -204,6 +207,9 @@ mod tests {
         }
         create(&h).unwrap();
         assert_eq!(fs::read_to_string(leaf.join("cpuset.cpus")).unwrap(), "0-1");
-        assert_eq!(fs::read_to_string(root.join("berth/cpuset.mems")).unwrap(), "0");
+        assert_eq!(
+            fs::read_to_string(root.join("berth/cpuset.mems")).unwrap(),
+            "0"
+        );
     }
 }

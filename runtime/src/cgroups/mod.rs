@@ -20,7 +20,9 @@ pub use detect::{detect, detect_from_mountinfo};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
     /// Pure v1: each controller (or named hierarchy such as `name=systemd`) has its own mount.
-    V1 { controllers: BTreeMap<String, PathBuf> },
+    V1 {
+        controllers: BTreeMap<String, PathBuf>,
+    },
     /// Pure v2: one unified hierarchy with the controllers.
     V2 { mount: PathBuf },
     /// v1 controllers plus a cgroup2 mount (usually /sys/fs/cgroup/unified) that holds no
@@ -121,7 +123,11 @@ impl Layout {
     /// Resolves a container's cgroupsPath (absolute, relative, or absent) into its
     /// directories. Relative paths are placed under `/berth`, as runc places them
     /// under its own parent; `None` gives `/berth/<id>`.
-    pub fn resolve(&self, cgroups_path: Option<&Path>, id: &str) -> Result<CgroupHandle, CgroupError> {
+    pub fn resolve(
+        &self,
+        cgroups_path: Option<&Path>,
+        id: &str,
+    ) -> Result<CgroupHandle, CgroupError> {
         let rel = relative_cgroup_path(cgroups_path, id)?;
         Ok(match self {
             Layout::V1 { controllers } => CgroupHandle::V1 {
@@ -153,7 +159,10 @@ pub fn relative_cgroup_path(cgroups_path: Option<&Path>, id: &str) -> Result<Pat
     let raw = match cgroups_path {
         None => PathBuf::from("berth").join(id),
         Some(p) if p.as_os_str().is_empty() => PathBuf::from("berth").join(id),
-        Some(p) if p.is_absolute() => p.strip_prefix("/").map(Path::to_path_buf).unwrap_or_default(),
+        Some(p) if p.is_absolute() => p
+            .strip_prefix("/")
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
         Some(p) => PathBuf::from("berth").join(p),
     };
     let s = raw.to_string_lossy().to_string();
@@ -177,6 +186,19 @@ pub fn relative_cgroup_path(cgroups_path: Option<&Path>, id: &str) -> Result<Pat
     Ok(raw)
 }
 
+/// Whether the cgroup is frozen (v1 freezer.state FROZEN, v2 cgroup.freeze 1).
+pub fn is_frozen(handle: &CgroupHandle) -> bool {
+    match handle {
+        CgroupHandle::V1 { dirs, .. } => dirs
+            .get("freezer")
+            .and_then(|d| std::fs::read_to_string(d.join("freezer.state")).ok())
+            .is_some_and(|s| s.trim() == "FROZEN"),
+        CgroupHandle::V2 { dir } => {
+            std::fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,19 +213,36 @@ mod tests {
     #[test]
     fn default_path_is_berth_id() {
         let h = v1().resolve(None, "c1").unwrap();
-        assert_eq!(h.v1_dir("memory").unwrap(), Path::new("/sys/fs/cgroup/memory/berth/c1"));
+        assert_eq!(
+            h.v1_dir("memory").unwrap(),
+            Path::new("/sys/fs/cgroup/memory/berth/c1")
+        );
     }
 
     #[test]
     fn absolute_and_relative_paths() {
-        let h = Layout::V2 { mount: "/sys/fs/cgroup".into() }
-            .resolve(Some(Path::new("/a/b")), "c1")
-            .unwrap();
-        assert_eq!(h, CgroupHandle::V2 { dir: "/sys/fs/cgroup/a/b".into() });
-        let h = Layout::V2 { mount: "/sys/fs/cgroup".into() }
-            .resolve(Some(Path::new("x")), "c1")
-            .unwrap();
-        assert_eq!(h, CgroupHandle::V2 { dir: "/sys/fs/cgroup/berth/x".into() });
+        let h = Layout::V2 {
+            mount: "/sys/fs/cgroup".into(),
+        }
+        .resolve(Some(Path::new("/a/b")), "c1")
+        .unwrap();
+        assert_eq!(
+            h,
+            CgroupHandle::V2 {
+                dir: "/sys/fs/cgroup/a/b".into()
+            }
+        );
+        let h = Layout::V2 {
+            mount: "/sys/fs/cgroup".into(),
+        }
+        .resolve(Some(Path::new("x")), "c1")
+        .unwrap();
+        assert_eq!(
+            h,
+            CgroupHandle::V2 {
+                dir: "/sys/fs/cgroup/berth/x".into()
+            }
+        );
     }
 
     #[test]

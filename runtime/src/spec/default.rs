@@ -18,14 +18,20 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Value {
                "options": ["nosuid", "noexec", "nodev"]}),
     ];
     if rootless {
-        mounts.push(json!({"destination": "/sys", "type": "none", "source": "/sys",
-                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}));
+        mounts.push(
+            json!({"destination": "/sys", "type": "none", "source": "/sys",
+                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
+        );
     } else {
-        mounts.push(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-                           "options": ["nosuid", "noexec", "nodev", "ro"]}));
+        mounts.push(
+            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                           "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        );
     }
-    mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                       "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
+    mounts.push(
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                       "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    );
     let mut namespaces = vec![json!({"type": "pid"})];
     if !rootless {
         namespaces.push(json!({"type": "network"}));
@@ -47,9 +53,9 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Value {
         ]
     });
     if rootless {
-        linux["namespaces"]
-            .as_array_mut()
-            .map(|a| a.push(json!({"type": "user"})));
+        if let Some(a) = linux["namespaces"].as_array_mut() {
+            a.push(json!({"type": "user"}));
+        }
         linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
         linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
     } else {

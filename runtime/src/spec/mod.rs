@@ -56,7 +56,11 @@ pub fn parse(bytes: &[u8]) -> Result<Spec, (String, String)> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        let field = if field == "." { "config.json".to_string() } else { field };
+        let field = if field == "." {
+            "config.json".to_string()
+        } else {
+            field
+        };
         (field, e.into_inner().to_string())
     })
 }
@@ -76,7 +80,10 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
     if !rootfs.is_dir() {
         return Err(invalid(
             "root.path",
-            format!("rootfs {} does not exist or is not a directory", rootfs.display()),
+            format!(
+                "rootfs {} does not exist or is not a directory",
+                rootfs.display()
+            ),
         ));
     }
     let linux = spec
@@ -214,7 +221,11 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
         check_sysctl(k, &namespaces)?;
     }
 
-    if linux.mount_label().as_deref().is_some_and(|l| !l.is_empty()) {
+    if linux
+        .mount_label()
+        .as_deref()
+        .is_some_and(|l| !l.is_empty())
+    {
         return Err(invalid(
             "linux.mountLabel",
             "SELinux labels are not supported by berth (the host has no SELinux support enabled for containers)",
@@ -315,7 +326,11 @@ fn plan_namespaces(list: &[oci_spec::runtime::LinuxNamespace]) -> Result<Namespa
     Ok(plan)
 }
 
-fn plan_mount(i: usize, m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<MountPlan, SpecError> {
+fn plan_mount(
+    i: usize,
+    m: &oci_spec::runtime::Mount,
+    bundle: &Path,
+) -> Result<MountPlan, SpecError> {
     let field = format!("mounts[{i}]");
     let dest = m.destination();
     if !dest.is_absolute() {
@@ -338,7 +353,10 @@ fn plan_mount(i: usize, m: &oci_spec::runtime::Mount, bundle: &Path) -> Result<M
             "" => {
                 return Err(invalid(
                     format!("{field}.type"),
-                    format!("missing for {} (and it is not a bind mount)", dest.display()),
+                    format!(
+                        "missing for {} (and it is not a bind mount)",
+                        dest.display()
+                    ),
                 ))
             }
             _ => MountKind::Other,
@@ -419,7 +437,10 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let res = rlimits::by_name(&name).ok_or_else(|| {
-            invalid(format!("process.rlimits[{i}].type"), format!("unknown rlimit {name:?}"))
+            invalid(
+                format!("process.rlimits[{i}].type"),
+                format!("unknown rlimit {name:?}"),
+            )
         })?;
         if seen.contains(&res) {
             return Err(invalid(
@@ -431,7 +452,11 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError
         if r.soft() > r.hard() {
             return Err(invalid(
                 format!("process.rlimits[{i}]"),
-                format!("{name}: soft limit {} is above hard limit {}", r.soft(), r.hard()),
+                format!(
+                    "{name}: soft limit {} is above hard limit {}",
+                    r.soft(),
+                    r.hard()
+                ),
             ));
         }
         rlimits.push((res, r.soft(), r.hard()));
@@ -444,7 +469,10 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError
             ));
         }
     }
-    if p.apparmor_profile().as_deref().is_some_and(|s| !s.is_empty()) {
+    if p.apparmor_profile()
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
         return Err(invalid(
             "process.apparmorProfile",
             "AppArmor profiles are not supported by berth on this host (no AppArmor support is enabled)",
@@ -476,8 +504,14 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError
 fn check_sysctl(key: &str, ns: &NamespacePlan) -> Result<(), SpecError> {
     let ipc = matches!(
         key,
-        "kernel.msgmax" | "kernel.msgmnb" | "kernel.msgmni" | "kernel.sem" | "kernel.shmall"
-            | "kernel.shmmax" | "kernel.shmmni" | "kernel.shm_rmid_forced"
+        "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
+            | "kernel.shmall"
+            | "kernel.shmmax"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
     ) || key.starts_with("fs.mqueue.");
     let need = if ipc {
         NsKind::Ipc
@@ -488,7 +522,9 @@ fn check_sysctl(key: &str, ns: &NamespacePlan) -> Result<(), SpecError> {
     } else {
         return Err(invalid(
             "linux.sysctl",
-            format!("{key:?} is not a namespaced sysctl; berth will not change it for the whole host"),
+            format!(
+                "{key:?} is not a namespaced sysctl; berth will not change it for the whole host"
+            ),
         ));
     };
     if !ns.has(need) {
@@ -498,7 +534,10 @@ fn check_sysctl(key: &str, ns: &NamespacePlan) -> Result<(), SpecError> {
         ));
     }
     if key.contains("..") || key.contains('/') {
-        return Err(invalid("linux.sysctl", format!("{key:?} is not a valid sysctl name")));
+        return Err(invalid(
+            "linux.sysctl",
+            format!("{key:?} is not a valid sysctl name"),
+        ));
     }
     Ok(())
 }

@@ -51,7 +51,10 @@ pub const MOUNT_OPTIONS: &[(&str, OptionEffect)] = &[
     ("slave", OptionEffect::Propagation(MS_SLAVE)),
     ("rslave", OptionEffect::Propagation(MS_SLAVE | MS_REC)),
     ("unbindable", OptionEffect::Propagation(MS_UNBINDABLE)),
-    ("runbindable", OptionEffect::Propagation(MS_UNBINDABLE | MS_REC)),
+    (
+        "runbindable",
+        OptionEffect::Propagation(MS_UNBINDABLE | MS_REC),
+    ),
 ];
 
 /// Looks an option up in the table.

@@ -76,7 +76,10 @@ fn missing_bind_source_named() {
     );
     let (dir, spec) = bundle_with(v);
     let e = plan(&spec, dir.path()).unwrap_err().to_string();
-    assert!(e.contains("mounts[7].source") && e.contains("/nonexistent/x"), "{e}");
+    assert!(
+        e.contains("mounts[7].source") && e.contains("/nonexistent/x"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -119,10 +122,20 @@ fn user_namespace_mappings() {
     let (dir, spec) = bundle_with(v.clone());
     let p = plan(&spec, dir.path()).unwrap();
     assert!(p.namespaces.creates(NsKind::User));
-    assert_eq!(p.uid_mappings, vec![IdMap { container_id: 0, host_id: 1000, size: 1 }]);
+    assert_eq!(
+        p.uid_mappings,
+        vec![IdMap {
+            container_id: 0,
+            host_id: 1000,
+            size: 1
+        }]
+    );
     v["linux"].as_object_mut().unwrap().remove("uidMappings");
     let (dir, spec) = bundle_with(v);
-    assert!(plan(&spec, dir.path()).unwrap_err().to_string().contains("uidMappings"));
+    assert!(plan(&spec, dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("uidMappings"));
 }
 
 #[test]
@@ -133,7 +146,10 @@ fn sysctl_must_be_namespaced() {
     assert_eq!(plan(&spec, dir.path()).unwrap().sysctl.len(), 1);
     v["linux"]["sysctl"] = json!({"vm.swappiness": "1"});
     let (dir, spec) = bundle_with(v);
-    assert!(plan(&spec, dir.path()).unwrap_err().to_string().contains("vm.swappiness"));
+    assert!(plan(&spec, dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("vm.swappiness"));
 }
 
 #[test]
@@ -158,7 +174,10 @@ fn empty_args_refused() {
     let mut v = base();
     v["process"]["args"] = json!([]);
     let (dir, spec) = bundle_with(v);
-    assert!(plan(&spec, dir.path()).unwrap_err().to_string().starts_with("process.args"));
+    assert!(plan(&spec, dir.path())
+        .unwrap_err()
+        .to_string()
+        .starts_with("process.args"));
 }
 
 #[test]
@@ -166,5 +185,8 @@ fn bad_rlimit_order() {
     let mut v = base();
     v["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 10, "soft": 20}]);
     let (dir, spec) = bundle_with(v);
-    assert!(plan(&spec, dir.path()).unwrap_err().to_string().contains("soft limit"));
+    assert!(plan(&spec, dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("soft limit"));
 }

@@ -1,0 +1,290 @@
+//! The parent side of `create` (and of `run`): plan, state dir, cgroup, clone, the
+//! protocol with init, state.json. Any failure undoes everything made so far.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use super::state::{rfc3339_now, ContainerDir, State};
+use super::ContainerError;
+use crate::cgroups::{self, CgroupHandle};
+use crate::process::init::{self, InitArgs, StartSignal};
+use crate::process::protocol::{Channel, ExpectError, Message};
+use crate::spec::{self, NsKind, Plan};
+use crate::sys::{self, clone::Forked};
+
+/// Options of `create` / `run`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// A created container whose init waits to be started.
+pub struct Created {
+    pub dir: ContainerDir,
+    pub state: State,
+    pub plan: Plan,
+    pub chan: Channel,
+    pub pidfd: Option<OwnedFd>,
+    /// The signal mask before create blocked everything (run restores it at the end).
+    pub old_sigmask: libc::sigset_t,
+}
+
+/// Undo list for a failed create.
+struct Cleanup {
+    dir: Option<PathBuf>,
+    cgroup: Option<CgroupHandle>,
+    created_cgroup_dirs: Vec<PathBuf>,
+    child: Option<i32>,
+}
+
+impl Cleanup {
+    fn run(&mut self) {
+        if let Some(pid) = self.child.take() {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            let _ = sys::wait(pid);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            // Other processes may have joined meanwhile (none should); kill them too.
+            if let Ok(pids) = cgroups::membership::pids(&cg) {
+                for p in pids {
+                    let _ = sys::kill(p, libc::SIGKILL);
+                }
+            }
+            let _ = cgroups::membership::remove(&cg);
+            cgroups::membership::remove_dirs(&self.created_cgroup_dirs);
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// `create`: returns once init is ready and waiting.
+pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created, ContainerError> {
+    super::validate_id(&opts.id)?;
+    let bundle = absolute(&opts.bundle)?;
+    let spec = spec::load(&bundle)?;
+    let plan = spec::plan(&spec, &bundle)?;
+    if plan.process.terminal && opts.console_socket.is_none() && !run_mode {
+        return Err(ContainerError::Other(
+            "process.terminal is true but no --console-socket was given: cannot allocate a terminal for a detached container".into(),
+        ));
+    }
+    if plan.process.terminal {
+        return Err(ContainerError::Other(
+            "process.terminal: terminals are not supported yet by berth (set \"terminal\": false)"
+                .into(),
+        ));
+    }
+    if let Some(cs) = &opts.console_socket {
+        if !cs.exists() {
+            return Err(ContainerError::Other(format!(
+                "--console-socket {}: no such socket",
+                cs.display()
+            )));
+        }
+    }
+    let layout = cgroups::detect()?;
+    let cgroup = layout.resolve(plan.cgroups_path.as_deref(), &opts.id)?;
+    let cgroup_rel = cgroups::relative_cgroup_path(plan.cgroups_path.as_deref(), &opts.id)?;
+
+    let dir = ContainerDir::create(root, &opts.id)?;
+    let mut cleanup = Cleanup {
+        dir: Some(dir.path.clone()),
+        cgroup: None,
+        created_cgroup_dirs: Vec::new(),
+        child: None,
+    };
+    let result = create_inner(
+        &dir,
+        &plan,
+        &spec,
+        opts,
+        run_mode,
+        cgroup,
+        &cgroup_rel,
+        &mut cleanup,
+    );
+    match result {
+        Ok((state, chan, pidfd, old_sigmask)) => Ok(Created {
+            dir,
+            state,
+            plan,
+            chan,
+            pidfd,
+            old_sigmask,
+        }),
+        Err(e) => {
+            cleanup.run();
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create_inner(
+    dir: &ContainerDir,
+    plan: &Plan,
+    spec: &oci_spec::runtime::Spec,
+    opts: &CreateOpts,
+    run_mode: bool,
+    cgroup: CgroupHandle,
+    cgroup_rel: &Path,
+    cleanup: &mut Cleanup,
+) -> Result<(State, Channel, Option<OwnedFd>, libc::sigset_t), ContainerError> {
+    let io = |step: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| ContainerError::Io { step, path, source }
+    };
+    cleanup.created_cgroup_dirs = cgroups::membership::create(&cgroup)?;
+    cleanup.cgroup = Some(cgroup.clone());
+
+    let start = if run_mode {
+        StartSignal::Channel
+    } else {
+        let fifo = dir.fifo_path();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+            .map_err(|e| io("creating", &fifo)(e.into()))?;
+        // Read-write, so that neither side ever blocks in open(2).
+        StartSignal::Fifo(sys::fs::open(&fifo, libc::O_RDWR).map_err(io("opening", &fifo))?)
+    };
+    let (parent_sock, child_sock) =
+        sys::seqpacket_pair().map_err(io("creating socketpair", Path::new("-")))?;
+
+    // Join a pid namespace by path here: setns(pid) applies to our children.
+    let ns = &plan.namespaces;
+    if let Some((_, p)) = ns.join.iter().find(|(k, _)| *k == NsKind::Pid) {
+        let fd = sys::fs::open(p, libc::O_RDONLY).map_err(io("opening pid namespace", p))?;
+        sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID).map_err(io("joining pid namespace", p))?;
+    }
+    let slow_path = ns.join.iter().any(|(k, _)| *k != NsKind::Pid);
+    let clone_flags = if slow_path {
+        ns.new_flags & libc::CLONE_NEWPID
+    } else {
+        ns.new_flags
+    };
+
+    // Block signals before the child exists, so no SIGCHLD of a short-lived container
+    // can be missed by `run`; the child restores the mask before exec.
+    let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
+    let forked = match sys::clone::fork_with_flags(clone_flags) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = sys::set_sigmask(&old_sigmask);
+            return Err(io("cloning the container init", Path::new("-"))(e));
+        }
+    };
+    match forked {
+        Forked::Child => {
+            drop(parent_sock);
+            init::run(InitArgs {
+                id: &opts.id,
+                plan,
+                cgroup: &cgroup,
+                cgroup_rel,
+                chan: Channel::new(child_sock),
+                start,
+                slow_path,
+                old_sigmask,
+                no_pivot: opts.no_pivot,
+                no_new_keyring: opts.no_new_keyring,
+                preserve_fds: opts.preserve_fds,
+            })
+        }
+        Forked::Parent { pid, pidfd } => {
+            drop(child_sock);
+            drop(start);
+            cleanup.child = Some(pid);
+            let chan = Channel::new(parent_sock);
+            let fail = |e: ExpectError| ContainerError::Other(format!("container init: {e}"));
+            if ns.creates(NsKind::User) {
+                if slow_path {
+                    chan.expect(Message::NeedIdMaps, "NeedIdMaps")
+                        .map_err(fail)?;
+                }
+                write_id_maps(pid, plan)?;
+                if slow_path {
+                    chan.send(&Message::IdMapsWritten)
+                        .map_err(|e| fail(e.into()))?;
+                }
+            }
+            cgroups::membership::join(&cgroup, pid)?;
+            chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+            chan.expect(Message::Ready, "Ready").map_err(fail)?;
+
+            let pid_start_time = sys::process_start_time(pid).map_err(io(
+                "reading start time of",
+                Path::new(&format!("/proc/{pid}")),
+            ))?;
+            let annotations: BTreeMap<String, String> = plan.annotations.iter().cloned().collect();
+            let state = State {
+                oci_version: plan.oci_version.clone(),
+                id: opts.id.clone(),
+                pid,
+                pid_start_time,
+                bundle: plan.bundle.clone(),
+                rootfs: plan.rootfs.clone(),
+                created: rfc3339_now(),
+                owner: String::new(),
+                annotations,
+                cgroup,
+                own_pid_ns: ns.has(NsKind::Pid),
+                config_path: plan.bundle.join("config.json"),
+            };
+            let _ = spec;
+            dir.save(&state)?;
+            if let Some(pf) = &opts.pid_file {
+                let pf = absolute(pf)?;
+                super::state::write_atomic(&pf, pid.to_string().as_bytes())?;
+            }
+            cleanup.child = None;
+            cleanup.cgroup = None;
+            cleanup.dir = None;
+            Ok((state, chan, pidfd, old_sigmask))
+        }
+    }
+}
+
+fn write_id_maps(pid: i32, plan: &Plan) -> Result<(), ContainerError> {
+    let fmt = |m: &[spec::IdMap]| -> String {
+        m.iter()
+            .map(|x| format!("{} {} {}\n", x.container_id, x.host_id, x.size))
+            .collect()
+    };
+    for (file, maps) in [
+        ("uid_map", &plan.uid_mappings),
+        ("gid_map", &plan.gid_mappings),
+    ] {
+        let p = PathBuf::from(format!("/proc/{pid}/{file}"));
+        std::fs::write(&p, fmt(maps)).map_err(|source| ContainerError::Io {
+            step: "writing id map",
+            path: p.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// An absolute path (relative ones are taken from the cwd), without resolving links.
+pub fn absolute(p: &Path) -> Result<PathBuf, ContainerError> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().map_err(|source| ContainerError::Io {
+        step: "getcwd",
+        path: PathBuf::from("."),
+        source,
+    })?;
+    Ok(if p.as_os_str().is_empty() || p == Path::new(".") {
+        cwd
+    } else {
+        cwd.join(p)
+    })
+}

@@ -1,0 +1,326 @@
+//! The container's init: runs in the cloned child, sets everything up, reports back,
+//! waits to be started, then execs the container program. Never returns.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::cgroups::CgroupHandle;
+use crate::process::protocol::{Channel, InitError, Message};
+use crate::spec::{NsKind, Plan};
+use crate::sys;
+
+/// How init learns it may exec the program.
+pub enum StartSignal {
+    /// `berth create`: `berth start` writes a byte into exec.fifo (opened read-write
+    /// here, so opening it never blocks).
+    Fifo(OwnedFd),
+    /// `berth run`: the parent sends `Start` over the channel.
+    Channel,
+}
+
+/// Everything init needs; it lives in the child's copy of the parent's memory.
+pub struct InitArgs<'a> {
+    pub id: &'a str,
+    pub plan: &'a Plan,
+    pub cgroup: &'a CgroupHandle,
+    pub cgroup_rel: &'a Path,
+    pub chan: Channel,
+    pub start: StartSignal,
+    /// Namespaces are joined by path and created with unshare, not by clone.
+    pub slow_path: bool,
+    pub old_sigmask: libc::sigset_t,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+}
+
+/// Runs init; reports a failure to the parent and exits.
+pub fn run(args: InitArgs<'_>) -> ! {
+    // Die with the parent while it still supervises the setup.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    match setup(&args) {
+        Ok(path) => {
+            let err = exec(&args, &path);
+            // The parent may be gone (create mode): tell the container's stderr too.
+            let _ = args.chan.send(&Message::Error(err.clone()));
+            eprintln!("berth init: {err}");
+            sys::exit_now(127)
+        }
+        Err(e) => {
+            let _ = args.chan.send(&Message::Error(e));
+            sys::exit_now(1)
+        }
+    }
+}
+
+fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
+    let plan = a.plan;
+    if a.slow_path {
+        join_and_unshare(a)?;
+    }
+    wait_for(&a.chan, Message::Go, "Go")?;
+    if plan.namespaces.has(NsKind::User) {
+        // Become root of the user namespace where root is mapped.
+        let root_mapped = |m: &[crate::spec::IdMap]| m.iter().any(|x| x.container_id == 0);
+        if plan.namespaces.joins(NsKind::User)
+            || (root_mapped(&plan.uid_mappings) && root_mapped(&plan.gid_mappings))
+        {
+            setresgid(0).map_err(|e| InitError::io("setresgid(0) in user namespace", None, &e))?;
+            setresuid(0).map_err(|e| InitError::io("setresuid(0) in user namespace", None, &e))?;
+        }
+    }
+    // setsid only fails if we already lead a group.
+    let _ = nix::unistd::setsid();
+    if !a.no_new_keyring {
+        let name = format!("_ses.{}", a.id);
+        match sys::join_session_keyring(&name) {
+            Ok(()) => {}
+            // Kernels without keyrings, or a seccomp'd host: not fatal, as in runc.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) => {}
+            Err(e) => return Err(InitError::io("joining session keyring", None, &e)),
+        }
+    }
+
+    let root = crate::rootfs::prepare(plan, a.cgroup, a.cgroup_rel)?;
+    crate::rootfs::enter(&root, &plan.rootfs, a.no_pivot)?;
+    drop(root);
+
+    for (k, v) in &plan.sysctl {
+        let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+        std::fs::write(&path, v).map_err(|e| InitError::io("writing sysctl", Some(&path), &e))?;
+    }
+    crate::rootfs::finish(plan)?;
+
+    if let Some(h) = &plan.hostname {
+        nix::unistd::sethostname(h)
+            .map_err(|e| InitError::io("sethostname", None, &std::io::Error::from(e)))?;
+    }
+    if let Some(d) = &plan.domainname {
+        setdomainname(d).map_err(|e| InitError::io("setdomainname", None, &e))?;
+    }
+    if let Some(adj) = plan.process.oom_score_adj {
+        let p = Path::new("/proc/self/oom_score_adj");
+        std::fs::write(p, adj.to_string()).map_err(|e| InitError::io("writing", Some(p), &e))?;
+    }
+    for (res, soft, hard) in &plan.process.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: *soft,
+            rlim_max: *hard,
+        };
+        if unsafe_setrlimit(*res, &lim) != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(InitError::io(
+                format!("setrlimit({})", rlimit_name(*res)),
+                None,
+                &e,
+            ));
+        }
+    }
+
+    // User and groups.
+    let p = &plan.process;
+    let gids: Vec<nix::unistd::Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    if let Err(e) = nix::unistd::setgroups(&gids) {
+        // In a user namespace with setgroups denied, only an empty list is possible.
+        if !(plan.namespaces.has(NsKind::User) && gids.is_empty()) {
+            return Err(InitError::io("setgroups", None, &std::io::Error::from(e)));
+        }
+    }
+    setresgid(p.gid).map_err(|e| InitError::io(format!("setresgid({})", p.gid), None, &e))?;
+    setresuid(p.uid).map_err(|e| InitError::io(format!("setresuid({})", p.uid), None, &e))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
+        p.umask.unwrap_or(0o022),
+    ));
+
+    // Nothing of the host may reach the program: every descriptor above stdio and the
+    // preserved ones becomes close-on-exec before cwd is entered (CVE-2024-21626).
+    sys::cloexec_from(3 + a.preserve_fds)
+        .map_err(|e| InitError::io("marking descriptors close-on-exec", None, &e))?;
+    for fd in 3..3 + a.preserve_fds as i32 {
+        let _ = sys::set_cloexec(fd, false);
+    }
+    std::env::set_current_dir(&p.cwd)
+        .map_err(|e| InitError::io("chdir to cwd", Some(&p.cwd), &e))?;
+    let cwd = std::env::current_dir().map_err(|e| InitError::io("getcwd", None, &e))?;
+    if !cwd.is_absolute() || cwd.to_string_lossy().starts_with("(unreachable)") {
+        return Err(InitError::msg(
+            "checking cwd",
+            Some(&p.cwd),
+            "the working directory is outside the container's root",
+        ));
+    }
+
+    let path = lookup(&p.args[0], &p.env)?;
+    a.chan
+        .send(&Message::Ready)
+        .map_err(|e| InitError::msg("reporting ready", None, e.to_string()))?;
+    Ok(path)
+}
+
+fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
+    match &a.start {
+        StartSignal::Fifo(fd) => {
+            let mut f = std::fs::File::from(match fd.try_clone() {
+                Ok(f) => f,
+                Err(e) => return InitError::io("waiting for start", None, &e),
+            });
+            let mut b = [0u8; 1];
+            loop {
+                match f.read(&mut b) {
+                    Ok(1) => break,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return InitError::io("waiting for start on exec.fifo", None, &e),
+                }
+            }
+        }
+        StartSignal::Channel => {
+            if let Err(e) = wait_for(&a.chan, Message::Start, "Start") {
+                return e;
+            }
+        }
+    }
+    if a.plan.process.no_new_privileges {
+        if let Err(e) = sys::set_no_new_privs() {
+            return InitError::io("prctl(PR_SET_NO_NEW_PRIVS)", None, &e);
+        }
+    }
+    let args: Vec<CString> = a
+        .plan
+        .process
+        .args
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
+        .collect();
+    let env: Vec<CString> = a
+        .plan
+        .process
+        .env
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
+        .collect();
+    sys::reset_signal_dispositions();
+    let _ = sys::set_sigmask(&a.old_sigmask);
+    match nix::unistd::execve(path, &args, &env) {
+        Ok(never) => match never {},
+        Err(e) => InitError::io(
+            "exec",
+            Some(Path::new(&*path.to_string_lossy())),
+            &std::io::Error::from(e),
+        ),
+    }
+}
+
+fn wait_for(chan: &Channel, want: Message, name: &'static str) -> Result<(), InitError> {
+    chan.expect(want, name)
+        .map_err(|e| InitError::msg(format!("waiting for {name}"), None, e.to_string()))
+}
+
+/// Slow path: join namespaces by path (user first), then create the new ones.
+fn join_and_unshare(a: &InitArgs<'_>) -> Result<(), InitError> {
+    let ns = &a.plan.namespaces;
+    for (kind, path) in &ns.join {
+        if *kind == NsKind::Pid {
+            continue; // joined by the parent before clone
+        }
+        let fd = sys::fs::open(path, libc::O_RDONLY)
+            .map_err(|e| InitError::io("opening namespace", Some(path), &e))?;
+        sys::setns(fd.as_raw_fd(), kind.clone_flag()).map_err(|e| {
+            InitError::io(
+                format!("joining {} namespace", kind.spec_name()),
+                Some(path),
+                &e,
+            )
+        })?;
+    }
+    let new = ns.new_flags & !libc::CLONE_NEWPID;
+    if new & libc::CLONE_NEWUSER != 0 {
+        sys::unshare(libc::CLONE_NEWUSER).map_err(|e| InitError::io("unshare(user)", None, &e))?;
+        a.chan
+            .send(&Message::NeedIdMaps)
+            .map_err(|e| InitError::msg("asking for id maps", None, e.to_string()))?;
+        wait_for(&a.chan, Message::IdMapsWritten, "IdMapsWritten")?;
+    }
+    let rest = new & !libc::CLONE_NEWUSER;
+    if rest != 0 {
+        sys::unshare(rest).map_err(|e| InitError::io("unshare(namespaces)", None, &e))?;
+    }
+    Ok(())
+}
+
+/// Finds the program like execvp would, in the container's PATH (or the default PATH
+/// when the process gives none), and checks it is executable.
+fn lookup(arg0: &str, env: &[String]) -> Result<CString, InitError> {
+    let found = if arg0.contains('/') {
+        Some(PathBuf::from(arg0))
+    } else {
+        let path_var = env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        path_var
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(arg0))
+            .find(|p| is_executable(p))
+    };
+    let Some(path) = found else {
+        return Err(InitError::msg(
+            "looking up the program",
+            Some(Path::new(arg0)),
+            "executable file not found in $PATH",
+        ));
+    };
+    if !is_executable(&path) {
+        let e = std::fs::metadata(&path)
+            .err()
+            .unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::EACCES));
+        return Err(InitError::io("checking the program", Some(&path), &e));
+    }
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| InitError::msg("looking up the program", Some(&path), "path contains NUL"))
+}
+
+fn is_executable(p: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(p) else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+fn setresuid(uid: u32) -> std::io::Result<()> {
+    let u = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(std::io::Error::from)
+}
+
+fn setresgid(gid: u32) -> std::io::Result<()> {
+    let g = nix::unistd::Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(std::io::Error::from)
+}
+
+fn setdomainname(name: &str) -> std::io::Result<()> {
+    sys::setdomainname(name)
+}
+
+fn unsafe_setrlimit(res: u32, lim: &libc::rlimit) -> i32 {
+    sys::setrlimit(res, lim)
+}
+
+fn rlimit_name(res: u32) -> &'static str {
+    crate::spec::rlimits::RLIMITS
+        .iter()
+        .find(|(_, r)| *r == res)
+        .map(|(n, _)| *n)
+        .unwrap_or("?")
+}

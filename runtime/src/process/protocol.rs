@@ -1,0 +1,166 @@
+//! The parent/init protocol over a SOCK_SEQPACKET socketpair, one JSON message per packet.
+//!
+//! ```text
+//!  berth create / run (parent)                    container init (child)
+//!  ----------------------------                   ----------------------
+//!  clone3(CLONE_NEW*) ───────────────────────────▶ starts, restores signal mask
+//!  [fast path, new userns] writes uid/gid maps
+//!                         ◀─────────── NeedIdMaps  [slow path] setns(paths), unshare(new)
+//!  writes uid/gid maps    ─────────── IdMapsWritten ▶
+//!  joins the pid to the cgroup
+//!                          ───────────────── Go ──▶ rootfs, devices, pivot_root, sysctl,
+//!                                                   masked/readonly paths, hostname,
+//!                                                   rlimits, user, cwd, PATH lookup
+//!                          ◀──── Ready | Error{step, path, errno, message}
+//!  writes state.json, exits (create)
+//!  [run]                   ───────────── Start ──▶ (create: `berth start` opens exec.fifo)
+//!                                                   seccomp, execve(process.args)
+//! ```
+//! Every failure in the child travels back as `Error` with its step and path, so
+//! `create` can print it and clean up; the child then exits.
+
+use std::os::fd::OwnedFd;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys;
+
+/// Messages of the protocol, in both directions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    NeedIdMaps,
+    IdMapsWritten,
+    Go,
+    Ready,
+    Start,
+    Error(InitError),
+}
+
+/// A failure inside the container init, with where it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{step}{}: {message}", path.as_ref().map(|p| format!(" {p}")).unwrap_or_default())]
+pub struct InitError {
+    pub step: String,
+    pub path: Option<String>,
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl InitError {
+    pub fn io(
+        step: impl Into<String>,
+        path: Option<&std::path::Path>,
+        e: &std::io::Error,
+    ) -> InitError {
+        InitError {
+            step: step.into(),
+            path: path.map(|p| p.display().to_string()),
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        }
+    }
+    pub fn msg(
+        step: impl Into<String>,
+        path: Option<&std::path::Path>,
+        message: impl Into<String>,
+    ) -> InitError {
+        InitError {
+            step: step.into(),
+            path: path.map(|p| p.display().to_string()),
+            errno: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Errors of the channel itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{0}: {1}")]
+    Io(&'static str, std::io::Error),
+    #[error("the container init exited during setup")]
+    Closed,
+    #[error("malformed message from the other side: {0}")]
+    Malformed(String),
+    #[error("unexpected message {got:?} while waiting for {want}")]
+    Unexpected {
+        got: Box<Message>,
+        want: &'static str,
+    },
+}
+
+/// One end of the socketpair.
+pub struct Channel {
+    fd: OwnedFd,
+}
+
+const MAX_MESSAGE: usize = 64 * 1024;
+
+impl Channel {
+    pub fn new(fd: OwnedFd) -> Channel {
+        Channel { fd }
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    pub fn send(&self, m: &Message) -> Result<(), ChannelError> {
+        let bytes = serde_json::to_vec(m).map_err(|e| ChannelError::Malformed(e.to_string()))?;
+        sys::send(&self.fd, &bytes).map_err(|e| ChannelError::Io("sending to the other side", e))
+    }
+
+    pub fn recv(&self) -> Result<Message, ChannelError> {
+        let bytes = sys::recv(&self.fd, MAX_MESSAGE)
+            .map_err(|e| ChannelError::Io("reading from the other side", e))?;
+        if bytes.is_empty() {
+            return Err(ChannelError::Closed);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ChannelError::Malformed(e.to_string()))
+    }
+
+    /// Receives, turning an `Error` message into `Err` and anything but `want` into
+    /// `Unexpected`.
+    pub fn expect(&self, want: Message, name: &'static str) -> Result<(), ExpectError> {
+        match self.recv()? {
+            Message::Error(e) => Err(ExpectError::Init(e)),
+            m if m == want => Ok(()),
+            got => Err(ExpectError::Channel(ChannelError::Unexpected {
+                got: Box::new(got),
+                want: name,
+            })),
+        }
+    }
+}
+
+/// A failed wait: the init reported an error, or the channel broke.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectError {
+    #[error("{0}")]
+    Init(InitError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_over_socketpair() {
+        let (a, b) = sys::seqpacket_pair().unwrap();
+        let (a, b) = (Channel::new(a), Channel::new(b));
+        let err = InitError::msg(
+            "mount proc",
+            Some(std::path::Path::new("/proc")),
+            "Permission denied",
+        );
+        a.send(&Message::Error(err.clone())).unwrap();
+        a.send(&Message::Ready).unwrap();
+        assert_eq!(b.recv().unwrap(), Message::Error(err.clone()));
+        assert_eq!(b.expect(Message::Ready, "Ready").ok(), Some(()));
+        assert_eq!(err.to_string(), "mount proc /proc: Permission denied");
+        drop(a);
+        assert!(matches!(b.recv(), Err(ChannelError::Closed)));
+    }
+}

@@ -1,0 +1,280 @@
+//! Path resolution confined to a root directory (openat2 RESOLVE_IN_ROOT), so that no
+//! symlink inside a container's rootfs can lead a mount or a mknod out of it.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// open(2) of a host path.
+pub fn open(path: &Path, flags: i32) -> io::Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: open reads the NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens `path` as if `root` were "/": `..` and absolute symlinks stay inside.
+pub fn open_in_root(root: RawFd, path: &Path, flags: i32) -> io::Result<OwnedFd> {
+    let rel = relative(path);
+    let c = cstr(if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &rel
+    })?;
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    loop {
+        // SAFETY: openat2 reads the path and the open_how struct we own.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root,
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            // EAGAIN: a concurrent rename raced the lookup; try again.
+            if e.raw_os_error() == Some(libc::EAGAIN) {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: the descriptor was just created and is owned by nobody else.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    }
+}
+
+/// `path` without its leading `/`, with `.` dropped.
+pub fn relative(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| {
+            !matches!(
+                c,
+                Component::RootDir | Component::CurDir | Component::Prefix(_)
+            )
+        })
+        .collect()
+}
+
+/// What to create at the end of a path that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    Dir,
+    File,
+}
+
+/// Resolves `path` inside `root`, creating missing directories (mode 0755) and, if
+/// asked, an empty file at the end. Returns an O_PATH descriptor of the result.
+pub fn mkdir_all_in_root(root: RawFd, path: &Path, leaf: Leaf) -> io::Result<OwnedFd> {
+    let rel = relative(path);
+    let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
+    // Fast path: it all exists.
+    match open_in_root(root, &rel, libc::O_PATH) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let mut parent = open_in_root(root, Path::new(""), libc::O_PATH | libc::O_DIRECTORY)?;
+    let mut walked = PathBuf::new();
+    for (i, comp) in comps.iter().enumerate() {
+        walked.push(comp);
+        let last = i + 1 == comps.len();
+        match open_in_root(root, &walked, libc::O_PATH) {
+            Ok(fd) => {
+                parent = fd;
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        let name = CString::new(comp.as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        if last && leaf == Leaf::File {
+            // SAFETY: openat reads the NUL-terminated name relative to our dirfd.
+            let fd = unsafe {
+                libc::openat(
+                    parent.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_WRONLY
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            } else {
+                // SAFETY: we own the descriptor we just created; closing it is all we do.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        } else {
+            // SAFETY: mkdirat reads the NUL-terminated name relative to our dirfd.
+            let r = unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            }
+        }
+        parent = open_in_root(root, &walked, libc::O_PATH)?;
+    }
+    Ok(parent)
+}
+
+/// The /proc/self/fd path of a descriptor: mount(2) and friends follow it to the
+/// exact object the descriptor holds, with no further path lookup.
+pub fn proc_fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// fstat of a descriptor's file type bits.
+pub fn file_type(fd: &OwnedFd) -> io::Result<u32> {
+    // SAFETY: stat is plain data that fstat fills in.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into our local.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_mode & libc::S_IFMT)
+}
+
+/// mknodat + fchownat relative to a directory descriptor.
+pub fn mknod_at(
+    dir: &OwnedFd,
+    name: &str,
+    mode: u32,
+    dev: u64,
+    uid: u32,
+    gid: u32,
+) -> io::Result<()> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: mknodat reads the NUL-terminated name relative to our dirfd.
+    let r = unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, dev) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fchownat reads the name; AT_SYMLINK_NOFOLLOW keeps it on the node itself.
+    let r = unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // mknod applies the umask: set the exact mode asked for.
+    // SAFETY: fchmodat reads the name relative to our dirfd.
+    let r = unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode & 0o7777, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// symlinkat relative to a directory descriptor; an existing entry is left alone.
+pub fn symlink_at(dir: &OwnedFd, target: &str, name: &str) -> io::Result<()> {
+    let t = CString::new(target).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: symlinkat reads both NUL-terminated strings.
+    let r = unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), n.as_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// fchdir(2).
+pub fn fchdir(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fchdir only reads the descriptor number.
+    if unsafe { libc::fchdir(fd.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// statfs flags (ST_RDONLY, ST_NOSUID, ...) of a mounted path, as MS_* flags, so a
+/// remount keeps the ones the kernel would refuse to drop.
+pub fn mount_flags_of(path: &Path) -> io::Result<u64> {
+    let c = cstr(path)?;
+    // SAFETY: statvfs is plain data that the call fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs reads the path and writes into our local.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let f = st.f_flag;
+    let mut out = 0u64;
+    for (st_flag, ms) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f & st_flag != 0 {
+            out |= ms;
+        }
+    }
+    Ok(out)
+}
+
+/// Is `path` (already canonical, in the current root) a directory?
+pub fn is_dir(path: &Path) -> bool {
+    std::fs::metadata(path).map(|m| m.is_dir()).unwrap_or(false)
+}
+
+/// flock(LOCK_EX), waiting; released when the descriptor closes.
+pub fn flock_exclusive(fd: &OwnedFd) -> io::Result<()> {
+    loop {
+        // SAFETY: flock only reads the descriptor number.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Re-executing `berth` from a sealed memfd before it enters a container (CVE-2019-5736
+//! class): a container process that reaches /proc/<pid>/exe of berth (for example by
+//! making its entrypoint `#!/proc/self/exe`) finds a sealed, unwritable copy, never
+//! the host's binary.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+const MFD_CLOEXEC: u32 = 0x1;
+const MFD_ALLOW_SEALING: u32 = 0x2;
+const MFD_EXEC: u32 = 0x10;
+const SEALS: i32 = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// True when the running binary is a sealed memfd (so it cannot be written).
+pub fn running_from_sealed_memfd() -> bool {
+    let Ok(f) = std::fs::File::open("/proc/self/exe") else {
+        return false;
+    };
+    // SAFETY: F_GET_SEALS only reads descriptor state.
+    let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & SEALS == SEALS
+}
+
+/// Copies /proc/self/exe into a sealed memfd and execs it with the same arguments and
+/// environment. Returns only on failure.
+pub fn reexec_sealed() -> io::Error {
+    match try_reexec() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn try_reexec() -> io::Result<Never> {
+    let exe = std::fs::File::open("/proc/self/exe")?;
+    let len = exe.metadata()?.len();
+    let name = c"berth";
+    // SAFETY: memfd_create reads the NUL-terminated name.
+    let mut fd = unsafe {
+        libc::syscall(
+            libc::SYS_memfd_create,
+            name.as_ptr(),
+            MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC,
+        )
+    };
+    if fd < 0 {
+        // Kernels before 6.3 do not know MFD_EXEC.
+        // SAFETY: as above.
+        fd = unsafe {
+            libc::syscall(
+                libc::SYS_memfd_create,
+                name.as_ptr(),
+                MFD_CLOEXEC | MFD_ALLOW_SEALING,
+            )
+        };
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    let mem = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut copied: u64 = 0;
+    while copied < len {
+        // SAFETY: sendfile copies between two descriptors we hold; offset is NULL.
+        let n = unsafe {
+            libc::sendfile(
+                mem.as_raw_fd(),
+                exe.as_raw_fd(),
+                std::ptr::null_mut(),
+                (len - copied) as usize,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+    }
+    // SAFETY: F_ADD_SEALS only changes the memfd's seal set.
+    if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    let envs: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut b = k.as_bytes().to_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            CString::new(b).unwrap_or_default()
+        })
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
+    // outlive the call; on success fexecve does not return.
+    unsafe { libc::fexecve(mem.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
+    Err(io::Error::last_os_error())
+}

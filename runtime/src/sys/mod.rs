@@ -1,0 +1,317 @@
+//! The syscall seam: the only place in the runtime with `unsafe`. Each wrapper is thin
+//! and returns `std::io::Error` (errno); callers add the step and the path.
+
+pub mod clone;
+pub mod fs;
+pub mod memfd;
+pub mod mount;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Converts a -1 return into the errno.
+pub(crate) fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// setns(2) into the namespace behind `fd` (nstype 0: any).
+pub fn setns(fd: RawFd, nstype: i32) -> io::Result<()> {
+    // SAFETY: setns only reads its integer arguments.
+    cvt(unsafe { libc::setns(fd, nstype) } as libc::c_long).map(|_| ())
+}
+
+/// unshare(2).
+pub fn unshare(flags: i32) -> io::Result<()> {
+    // SAFETY: unshare only reads its integer argument.
+    cvt(unsafe { libc::unshare(flags) } as libc::c_long).map(|_| ())
+}
+
+/// Marks every descriptor from `first` upwards close-on-exec, so nothing of the host
+/// reaches the container program (CVE-2024-21626 class).
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Old kernels: walk /proc/self/fd.
+    let dir = std::fs::read_dir("/proc/self/fd")?;
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    for fd in fds {
+        if fd >= first as i32 {
+            let _ = set_cloexec(fd, true);
+        }
+    }
+    Ok(())
+}
+
+/// Sets or clears FD_CLOEXEC.
+pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFD/F_SETFD only change descriptor flags.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) } as libc::c_long)? as i32;
+    let new = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, new) } as libc::c_long).map(|_| ())
+}
+
+/// Joins a new anonymous session keyring, so containers do not share the host's.
+pub fn join_session_keyring(name: &str) -> io::Result<()> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: KEYCTL_JOIN_SESSION_KEYRING (1) reads the NUL-terminated name.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, 1, c.as_ptr()) };
+    cvt(r).map(|_| ())
+}
+
+/// A socketpair for the parent/init protocol: SOCK_SEQPACKET keeps message boundaries.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair writes two descriptors into the array we own.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } as libc::c_long)?;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// send(2) of one whole message.
+pub fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<()> {
+    // SAFETY: send reads `buf.len()` bytes from a live slice.
+    let n = cvt(unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    } as libc::c_long)?;
+    if n as usize != buf.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short send"));
+    }
+    Ok(())
+}
+
+/// recv(2) of one message; Ok(empty) at end of stream. Retries on EINTR.
+pub fn recv(fd: &OwnedFd, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; max];
+    loop {
+        // SAFETY: recv writes at most `buf.len()` bytes into our buffer.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        buf.truncate(n as usize);
+        return Ok(buf);
+    }
+}
+
+/// The start time of a process (field 22 of /proc/<pid>/stat, in clock ticks since
+/// boot): with the pid it identifies a process across pid reuse.
+pub fn process_start_time(pid: i32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_stat(&stat)
+        .map(|(_, start)| start)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc/<pid>/stat"))
+}
+
+/// The state letter and start time of a process, or None if it is gone.
+pub fn process_state(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// Parses (state, starttime) from /proc/<pid>/stat; the comm field may hold spaces
+/// and parentheses, so fields are counted from the last ')'.
+pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // After the comm: state is field 3 (index 0 here), starttime is field 22 (index 19).
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// kill(2).
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill only reads its integer arguments.
+    cvt(unsafe { libc::kill(pid, sig) } as libc::c_long).map(|_| ())
+}
+
+/// prctl(PR_SET_NO_NEW_PRIVS, 1).
+pub fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long).map(|_| ())
+}
+
+/// prctl(PR_SET_PDEATHSIG).
+pub fn set_parent_death_signal(sig: i32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) } as libc::c_long).map(|_| ())
+}
+
+/// Restores the given signal mask.
+pub fn set_sigmask(set: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: sigprocmask reads the set we pass and writes nothing (old = null).
+    cvt(unsafe { libc::sigprocmask(libc::SIG_SETMASK, set, std::ptr::null_mut()) } as libc::c_long)
+        .map(|_| ())
+}
+
+/// Blocks every signal, returning the previous mask.
+pub fn block_all_signals() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data; sigfillset/sigprocmask write into our locals.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        cvt(libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old) as libc::c_long)?;
+        Ok(old)
+    }
+}
+
+/// Resets every catchable signal's disposition to the default (before exec of the
+/// container program; ignored signals would otherwise stay ignored).
+pub fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting SIG_DFL has no memory effects; invalid numbers just fail.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Waits for a blocked signal from `set`, with a timeout; None on timeout.
+pub fn sigtimedwait(set: &libc::sigset_t, timeout_ms: u64) -> io::Result<Option<libc::siginfo_t>> {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ms / 1000) as libc::time_t,
+        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: siginfo_t is plain data that the kernel fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sigtimedwait reads the set and timeout, writes into `info`.
+        let r = unsafe { libc::sigtimedwait(set, &mut info, &ts) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Ok(None),
+                _ => return Err(e),
+            }
+        }
+        return Ok(Some(info));
+    }
+}
+
+/// A full signal set.
+pub fn full_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset initializes it.
+    unsafe {
+        let mut s: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut s);
+        s
+    }
+}
+
+/// Non-blocking waitpid of any child; Some((pid, status)) when one has exited.
+pub fn try_wait_any() -> io::Result<Option<(i32, i32)>> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into our local.
+    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ECHILD) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    if r == 0 {
+        return Ok(None);
+    }
+    Ok(Some((r, status)))
+}
+
+/// Blocking waitpid (retrying on EINTR).
+pub fn wait(pid: i32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes the status into our local.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(status);
+    }
+}
+
+/// The shell-style exit code of a wait status: the exit code, or 128+N for signal N.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        255
+    }
+}
+
+/// Immediately ends the process without running destructors (used in the child
+/// after a failure has been reported).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// setdomainname(2).
+pub fn setdomainname(name: &str) -> io::Result<()> {
+    // SAFETY: setdomainname reads `len` bytes from the string.
+    cvt(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } as libc::c_long)
+        .map(|_| ())
+}
+
+/// setrlimit(2); returns 0 or -1 with errno set.
+pub fn setrlimit(res: u32, lim: &libc::rlimit) -> i32 {
+    // SAFETY: setrlimit reads the struct we pass.
+    unsafe { libc::setrlimit(res as _, lim) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stat_with_odd_comm() {
+        let s = "123 (a b) c)) S 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(super::parse_stat(s), Some(('S', 98765)));
+    }
+}
