@@ -4,5 +4,7 @@
 //! machine), [`raft`] (raft-rs driving, log storage), [`membership`] (foca SWIM identity and
 //! packet framing). [`daemon`] is the one mio event loop that feeds them bytes and time.
 
+pub mod config;
+pub mod membership;
 pub mod raft;
 pub mod registry;

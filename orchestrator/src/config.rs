@@ -1,0 +1,379 @@
+//! berthd configuration: a TOML file and flags (flags win), validated into [`Config`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// berthd's command line (every key can also come from the `--config` TOML file).
+#[derive(Debug, Default, Clone, clap::Parser)]
+#[command(name = "berthd", version, about = "Berth cluster daemon: SWIM membership, Raft registry")]
+pub struct Flags {
+    /// TOML file with the same keys as the flags (cluster-id = "...", metadata = {k = "v"}, ...)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Cluster ID carried by every packet and frame (required)
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// This node's unique name (default: hostname)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Machine metadata key=value (repeatable)
+    #[arg(long = "metadata")]
+    pub metadata: Vec<String>,
+    /// Data directory (orchestrator files go under DIR/orchestrator/)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// TCP (Raft) and UDP (SWIM) address
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address other nodes use to reach this one (default: --listen)
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// Unix socket of the HTTP API
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Initial voters: NAME=IP:PORT,NAME=IP:PORT,...
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// Any member's IP:PORT; this node joins as a learner
+    #[arg(long)]
+    pub join: Option<SocketAddr>,
+    /// Raft tick length in milliseconds
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Raft election timeout in ticks (randomised between this and twice this)
+    #[arg(long)]
+    pub election_ticks: Option<usize>,
+    /// Raft heartbeat interval in ticks
+    #[arg(long)]
+    pub heartbeat_ticks: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    cluster_id: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    advertise: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+    bootstrap: Option<Bootstrap>,
+    join: Option<SocketAddr>,
+    tick_ms: Option<u64>,
+    election_ticks: Option<usize>,
+    heartbeat_ticks: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Bootstrap {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("--cluster-id is required")]
+    MissingClusterId,
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Raft timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub tick_ms: u64,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            tick_ms: 10,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub cluster_id: String,
+    pub name: String,
+    pub metadata: BTreeMap<String, String>,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub socket: PathBuf,
+    pub bootstrap: Vec<(String, SocketAddr)>,
+    pub join: Option<SocketAddr>,
+    pub timing: Timing,
+}
+
+impl Config {
+    /// Where the orchestrator keeps its files.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("orchestrator")
+    }
+
+    /// True when this node is one of the initial voters.
+    pub fn is_bootstrap_voter(&self) -> bool {
+        self.bootstrap.iter().any(|(n, _)| n == &self.name)
+    }
+}
+
+/// Checks a cluster ID or node name: 1..=63 bytes of `[A-Za-z0-9._-]`.
+pub fn validate_name(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > 63 {
+        return Err(invalid(field, value, "must be 1 to 63 bytes long"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(invalid(
+            field,
+            value,
+            "only letters, digits, '.', '_' and '-' are allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `NAME=IP:PORT,NAME=IP:PORT`.
+pub fn parse_bootstrap(items: &[String]) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
+    let mut out: Vec<(String, SocketAddr)> = Vec::new();
+    for item in items.iter().flat_map(|s| s.split(',')) {
+        let item = item.trim();
+        if item.is_empty() {
+            continue;
+        }
+        let (name, addr) = item
+            .split_once('=')
+            .ok_or_else(|| invalid("bootstrap", item, "expected NAME=IP:PORT"))?;
+        validate_name("bootstrap name", name)?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| invalid("bootstrap", item, &format!("bad address: {e}")))?;
+        if out.iter().any(|(n, a)| n == name || *a == addr) {
+            return Err(invalid("bootstrap", item, "duplicate name or address"));
+        }
+        out.push((name.to_string(), addr));
+    }
+    Ok(out)
+}
+
+fn parse_metadata(items: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| invalid("metadata", item, "expected key=value"))?;
+        if k.is_empty() {
+            return Err(invalid("metadata", item, "empty key"));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// Merges `file` (TOML text, when `--config` was given) under `flags` and validates.
+pub fn resolve(flags: Flags, file: Option<&str>, hostname: &str) -> Result<Config, ConfigError> {
+    let file: FileConfig = match (file, &flags.config) {
+        (Some(text), path) => toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.clone().unwrap_or_default(),
+            reason: e.to_string(),
+        })?,
+        (None, _) => FileConfig::default(),
+    };
+    let cluster_id = flags
+        .cluster_id
+        .or(file.cluster_id)
+        .ok_or(ConfigError::MissingClusterId)?;
+    validate_name("cluster-id", &cluster_id)?;
+    let name = flags
+        .name
+        .or(file.name)
+        .unwrap_or_else(|| hostname.to_string());
+    validate_name("name", &name)?;
+    let mut metadata = file.metadata;
+    metadata.extend(parse_metadata(&flags.metadata)?);
+    let listen = flags
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7380)));
+    let advertise = flags.advertise.or(file.advertise).unwrap_or(listen);
+    if advertise.ip().is_unspecified() {
+        return Err(invalid(
+            "advertise",
+            &advertise.to_string(),
+            "must be a routable address (set --advertise when --listen is 0.0.0.0)",
+        ));
+    }
+    if advertise.port() == 0 || listen.port() == 0 {
+        return Err(invalid("listen", &listen.to_string(), "port 0 is not allowed"));
+    }
+    let bootstrap = match (flags.bootstrap, file.bootstrap) {
+        (Some(s), _) => parse_bootstrap(&[s])?,
+        (None, Some(Bootstrap::One(s))) => parse_bootstrap(&[s])?,
+        (None, Some(Bootstrap::Many(v))) => parse_bootstrap(&v)?,
+        (None, None) => Vec::new(),
+    };
+    let join = flags.join.or(file.join);
+    let defaults = Timing::default();
+    let timing = Timing {
+        tick_ms: flags.tick_ms.or(file.tick_ms).unwrap_or(defaults.tick_ms),
+        election_ticks: flags
+            .election_ticks
+            .or(file.election_ticks)
+            .unwrap_or(defaults.election_ticks),
+        heartbeat_ticks: flags
+            .heartbeat_ticks
+            .or(file.heartbeat_ticks)
+            .unwrap_or(defaults.heartbeat_ticks),
+    };
+    if timing.tick_ms == 0 || timing.tick_ms > 1000 {
+        return Err(invalid("tick-ms", &timing.tick_ms.to_string(), "must be 1..=1000"));
+    }
+    if timing.heartbeat_ticks == 0 || timing.election_ticks <= timing.heartbeat_ticks {
+        return Err(invalid(
+            "election-ticks",
+            &timing.election_ticks.to_string(),
+            "must be greater than heartbeat-ticks (>= 1)",
+        ));
+    }
+    Ok(Config {
+        cluster_id,
+        name,
+        metadata,
+        data_dir: flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
+        listen,
+        advertise,
+        socket: flags
+            .socket
+            .or(file.socket)
+            .unwrap_or_else(|| PathBuf::from("/run/berth/berthd.sock")),
+        bootstrap,
+        join,
+        timing,
+    })
+}
+
+/// The Raft id of a node: a 64-bit FNV-1a hash of its name (never 0).
+pub fn node_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::parse_from(std::iter::once("berthd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = r#"
+cluster-id = "c1"
+name = "from-file"
+metadata = { region = "eu", disk = "ssd" }
+listen = "10.0.0.1:7000"
+bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
+"#;
+        let c = resolve(
+            flags(&["--name", "n1", "--metadata", "region=us", "--socket", "/tmp/s"]),
+            Some(file),
+            "host",
+        )
+        .expect("valid");
+        assert_eq!(c.cluster_id, "c1");
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.metadata["region"], "us");
+        assert_eq!(c.metadata["disk"], "ssd");
+        assert_eq!(c.advertise, "10.0.0.1:7000".parse().expect("addr"));
+        assert_eq!(c.bootstrap.len(), 3);
+        assert_eq!(c.socket, PathBuf::from("/tmp/s"));
+        assert_eq!(c.state_dir(), PathBuf::from("/var/lib/berth/orchestrator"));
+        assert!(!c.is_bootstrap_voter());
+    }
+
+    #[test]
+    fn defaults_and_hostname() {
+        let c = resolve(
+            flags(&["--cluster-id", "c", "--listen", "127.0.0.1:7380"]),
+            None,
+            "myhost",
+        )
+        .expect("valid");
+        assert_eq!(c.name, "myhost");
+        assert_eq!(c.timing, Timing::default());
+        assert!(c.bootstrap.is_empty() && c.join.is_none());
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let e = resolve(flags(&[]), None, "h").expect_err("no cluster id");
+        assert_eq!(e, ConfigError::MissingClusterId);
+        let e = resolve(flags(&["--cluster-id", "a/b"]), None, "h").expect_err("bad id");
+        assert!(e.to_string().contains("cluster-id"), "{e}");
+        let e = resolve(flags(&["--cluster-id", "c"]), None, "h").expect_err("0.0.0.0");
+        assert!(e.to_string().contains("advertise"), "{e}");
+        let e = resolve(
+            flags(&["--cluster-id", "c", "--advertise", "1.2.3.4:5", "--bootstrap", "a=x"]),
+            None,
+            "h",
+        )
+        .expect_err("bad bootstrap");
+        assert!(e.to_string().contains("bootstrap"), "{e}");
+        let e = resolve(
+            flags(&["--cluster-id", "c", "--advertise", "1.2.3.4:5", "--metadata", "novalue"]),
+            None,
+            "h",
+        )
+        .expect_err("bad metadata");
+        assert!(e.to_string().contains("metadata"), "{e}");
+        let e = resolve(flags(&["--config", "/x.toml"]), Some("bogus = 1"), "h")
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn node_ids_are_stable_and_distinct() {
+        assert_eq!(node_id("n1"), node_id("n1"));
+        assert_ne!(node_id("n1"), node_id("n2"));
+        assert_ne!(node_id(""), 0);
+    }
+}
