@@ -4,7 +4,9 @@
 //! machine), [`raft`] (raft-rs driving, log storage), [`membership`] (foca SWIM identity and
 //! packet framing). [`daemon`] is the one mio event loop that feeds them bytes and time.
 
+pub mod api;
 pub mod config;
 pub mod membership;
+pub mod net;
 pub mod raft;
 pub mod registry;

@@ -1,0 +1,3 @@
+//! Peer link framing.
+
+pub mod frame;
