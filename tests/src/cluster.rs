@@ -1,1 +1,648 @@
-//! Test helpers for the cluster tests (see tests/tests/).
+//! The multi-node cluster harness: real `berthd` processes, each in its own network
+//! namespace on a test bridge (see [`net`]), driven through their unix-socket API
+//! (see [`http`]). It can kill -9, restart, partition and heal nodes, and tears
+//! everything down in `Drop` (daemons, namespaces, bridge, veths, nft tables, temp dirs),
+//! also when a test panics; on a panic it prints the tail of every node's log first.
+//!
+//! Node `k` is named `n<k>`, lives in namespace slot `k` and listens on `10.99.S.(k+1):7380`.
+
+pub mod http;
+pub mod net;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub use http::{HttpError, Response};
+pub use net::Net;
+
+/// The peer port every node listens on (TCP for Raft, UDP for SWIM).
+pub const PEER_PORT: u16 = 7380;
+
+/// A deadline generous enough for a loaded 2-core CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long one API call may take before we call it failed.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Polls `probe` until it returns `Ok`, or panics after `deadline` naming `what` and the
+/// last reason `probe` gave. Never sleeps longer than 50 ms between polls.
+pub fn wait_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(why) => {
+                if start.elapsed() > deadline {
+                    panic!("timed out after {deadline:?} waiting for {what}; last: {why}");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How a node is started.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// An initial voter: gets `--bootstrap` with every voter.
+    Voter,
+    /// Joins through node `via` (`--join`), becoming a learner.
+    Learner { via: usize },
+}
+
+/// One `berthd` (running or not).
+pub struct Node {
+    pub name: String,
+    pub cluster_id: String,
+    pub addr: SocketAddrV4,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    /// Command-line arguments after the binary (kept for restarts).
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// The daemon's pid, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process we started has not been reaped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// One API call on this node's socket.
+    pub fn call(
+        &self,
+        method: &str,
+        target: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, HttpError> {
+        http::unix_request(&self.socket, method, target, body, CALL_TIMEOUT)
+    }
+
+    /// GET that must answer 2xx with JSON; the error says what the node said instead.
+    pub fn get_json(&self, target: &str) -> Result<Value, String> {
+        match self.call("GET", target, None) {
+            Ok(r) if r.ok() => Ok(r.json()),
+            Ok(r) => Err(format!(
+                "{}: GET {target} -> {} {}",
+                self.name,
+                r.status,
+                r.text()
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    /// PUT /v1/keys/KEY with a call timeout of `timeout`; Ok(revision) only when acknowledged.
+    pub fn put_with_timeout(
+        &self,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> Result<u64, String> {
+        let target = format!("/v1/keys/{}", key.trim_start_matches('/'));
+        let body = json!({ "value": value });
+        match http::unix_request(&self.socket, "PUT", &target, Some(&body), timeout) {
+            Ok(r) if r.ok() => r.json()["revision"]
+                .as_u64()
+                .ok_or_else(|| format!("{}: PUT {key}: no revision in {}", self.name, r.text())),
+            Ok(r) => Err(format!(
+                "{}: PUT {key} -> {} {}",
+                self.name,
+                r.status,
+                r.text()
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    /// PUT with the default call timeout.
+    pub fn put(&self, key: &str, value: &str) -> Result<u64, String> {
+        self.put_with_timeout(key, value, CALL_TIMEOUT)
+    }
+
+    /// GET /v1/keys/KEY: Ok(Some(kv)), Ok(None) on 404.
+    pub fn get_key(&self, key: &str) -> Result<Option<Value>, String> {
+        let target = format!("/v1/keys/{}", key.trim_start_matches('/'));
+        match self.call("GET", &target, None) {
+            Ok(r) if r.ok() => Ok(Some(r.json())),
+            Ok(r) if r.status == 404 => Ok(None),
+            Ok(r) => Err(format!(
+                "{}: GET {key} -> {} {}",
+                self.name,
+                r.status,
+                r.text()
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    /// Every key under `prefix` as key -> (value, mod_revision, create_revision, version).
+    pub fn range(&self, prefix: &str) -> Result<BTreeMap<String, KeyState>, String> {
+        let target = format!("/v1/keys/{}?prefix=true", prefix.trim_start_matches('/'));
+        let v = self.get_json(&target)?;
+        let kvs = v["kvs"]
+            .as_array()
+            .ok_or_else(|| format!("{}: range {prefix}: no kvs in {v}", self.name))?;
+        Ok(kvs
+            .iter()
+            .map(|kv| {
+                // Keys are compared with a leading slash whichever way the daemon spells them.
+                let key = kv["key"].as_str().unwrap_or_default();
+                let key = if key.starts_with('/') {
+                    key.to_string()
+                } else {
+                    format!("/{key}")
+                };
+                (key, KeyState::from_json(kv))
+            })
+            .collect())
+    }
+
+    /// The leader this node reports (`/v1/leader`), if any.
+    pub fn leader(&self) -> Result<Option<String>, String> {
+        let v = self.get_json("/v1/leader")?;
+        Ok(v["leader"].as_str().map(str::to_string))
+    }
+
+    /// `/v1/machines` as name -> (state, leader flag).
+    pub fn machines(&self) -> Result<BTreeMap<String, Value>, String> {
+        let v = self.get_json("/v1/machines")?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| format!("{}: /v1/machines is not a list: {v}", self.name))?;
+        Ok(list
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap_or_default().to_string(),
+                    m.clone(),
+                )
+            })
+            .collect())
+    }
+
+    /// `/v1/services/NAME` as a list of instances.
+    pub fn service(&self, name: &str) -> Result<Vec<Value>, String> {
+        let v = self.get_json(&format!("/v1/services/{name}"))?;
+        v.as_array()
+            .cloned()
+            .ok_or_else(|| format!("{}: /v1/services/{name} is not a list: {v}", self.name))
+    }
+}
+
+/// What a node reports about one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyState {
+    pub value: String,
+    pub mod_revision: u64,
+    pub create_revision: u64,
+    pub version: u64,
+}
+
+impl KeyState {
+    fn from_json(kv: &Value) -> KeyState {
+        KeyState {
+            value: kv["value"].as_str().unwrap_or_default().to_string(),
+            mod_revision: kv["mod_revision"].as_u64().unwrap_or_default(),
+            create_revision: kv["create_revision"].as_u64().unwrap_or_default(),
+            version: kv["version"].as_u64().unwrap_or_default(),
+        }
+    }
+}
+
+/// A set of `berthd` nodes on one test network.
+pub struct Cluster {
+    pub net: Net,
+    pub nodes: Vec<Node>,
+    pub berthd: PathBuf,
+    dir: tempfile::TempDir,
+    /// Extra flags given to every node started from now on.
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// An empty cluster (bridge and temp dir only) using the workspace's `berthd`.
+    pub fn empty() -> Cluster {
+        Cluster::with_berthd(crate::workspace_bin("berthd"))
+    }
+
+    /// An empty cluster using the given `berthd` binary.
+    pub fn with_berthd(berthd: PathBuf) -> Cluster {
+        let net = Net::create();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("berth-cluster-{}-", net.id()))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        Cluster {
+            net,
+            nodes: Vec::new(),
+            berthd,
+            dir,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// `voters` bootstrap voters (cluster ID `cluster_id`), a leader they all agree on,
+    /// then `learners` nodes joined through n0 and listed as members by every node.
+    pub fn start(cluster_id: &str, voters: usize, learners: usize) -> Cluster {
+        let mut c = Cluster::empty();
+        c.start_voters(cluster_id, voters);
+        c.wait_for_agreed_leader(&c.all());
+        for _ in 0..learners {
+            let k = c.add_node(cluster_id, Role::Learner { via: 0 });
+            c.wait_for_member(k);
+        }
+        c
+    }
+
+    /// Adds and starts `n` bootstrap voters sharing one `--bootstrap` list.
+    pub fn start_voters(&mut self, cluster_id: &str, n: usize) {
+        let first = self.nodes.len();
+        let mut slots = Vec::new();
+        for _ in 0..n {
+            slots.push(self.net.add_slot());
+        }
+        let bootstrap: Vec<String> = slots
+            .iter()
+            .map(|&k| format!("n{k}={}:{PEER_PORT}", self.net.slot(k).ip))
+            .collect();
+        let bootstrap = bootstrap.join(",");
+        for &k in &slots {
+            let args = vec!["--bootstrap".to_string(), bootstrap.clone()];
+            self.define_node(k, cluster_id, args);
+        }
+        for k in first..first + n {
+            self.spawn(k);
+        }
+        for k in first..first + n {
+            self.wait_healthy(k);
+        }
+    }
+
+    /// Adds one node (its own namespace) and starts it; returns its index.
+    pub fn add_node(&mut self, cluster_id: &str, role: Role) -> usize {
+        let k = self.net.add_slot();
+        let args = match role {
+            Role::Voter => vec![
+                "--bootstrap".to_string(),
+                format!("n{k}={}:{PEER_PORT}", self.net.slot(k).ip),
+            ],
+            Role::Learner { via } => vec!["--join".to_string(), self.nodes[via].addr.to_string()],
+        };
+        self.define_node(k, cluster_id, args);
+        self.spawn(k);
+        self.wait_healthy(k);
+        k
+    }
+
+    fn define_node(&mut self, k: usize, cluster_id: &str, role_args: Vec<String>) {
+        assert_eq!(k, self.nodes.len(), "slots and nodes are created together");
+        let name = format!("n{k}");
+        let addr = SocketAddrV4::new(self.net.slot(k).ip, PEER_PORT);
+        let data_dir = self.dir.path().join(&name);
+        let socket = self.dir.path().join(format!("{name}.sock"));
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut args = vec![
+            "--cluster-id".to_string(),
+            cluster_id.to_string(),
+            "--name".to_string(),
+            name.clone(),
+            "--listen".to_string(),
+            addr.to_string(),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+            "--socket".to_string(),
+            socket.display().to_string(),
+            "--metadata".to_string(),
+            format!("slot={k}"),
+        ];
+        args.extend(role_args);
+        args.extend(self.extra_args.iter().cloned());
+        self.nodes.push(Node {
+            name,
+            cluster_id: cluster_id.to_string(),
+            addr,
+            data_dir,
+            socket,
+            log,
+            args,
+            child: None,
+        });
+    }
+
+    fn spawn(&mut self, k: usize) {
+        let node = &mut self.nodes[k];
+        assert!(node.child.is_none(), "{} is already running", node.name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", node.log.display()));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.net.slot(k).netns])
+            .arg(&self.berthd)
+            .args(&node.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("BERTH_TEST_LOG").unwrap_or("info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .unwrap_or_else(|e| panic!("dup log fd: {e}")),
+            )
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} for {}: {e}",
+                    self.berthd.display(),
+                    node.name
+                )
+            });
+        node.child = Some(child);
+    }
+
+    /// Waits until node `k` answers `/v1/health` with its own name and cluster ID.
+    pub fn wait_healthy(&mut self, k: usize) {
+        let what = format!("{} to answer /v1/health", self.nodes[k].name);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.reap(k) {
+                panic!(
+                    "{} exited ({status}) before becoming healthy; log:\n{}",
+                    self.nodes[k].name,
+                    tail(&self.nodes[k].log, 40)
+                );
+            }
+            let node = &self.nodes[k];
+            match node.get_json("/v1/health") {
+                Ok(v) if v["ok"] == json!(true) => {
+                    assert_eq!(v["name"], json!(node.name), "health of {}: {v}", node.name);
+                    assert_eq!(
+                        v["cluster_id"],
+                        json!(node.cluster_id),
+                        "health of {}: {v}",
+                        node.name
+                    );
+                    return;
+                }
+                Ok(v) => {
+                    if start.elapsed() > PATIENCE {
+                        panic!("timed out waiting for {what}: {v}");
+                    }
+                }
+                Err(e) => {
+                    if start.elapsed() > PATIENCE {
+                        panic!("timed out waiting for {what}: {e}");
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// If node `k`'s process exited, reaps it and returns its status.
+    fn reap(&mut self, k: usize) -> Option<std::process::ExitStatus> {
+        let child = self.nodes[k].child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.nodes[k].child = None;
+                Some(status)
+            }
+            _ => None,
+        }
+    }
+
+    /// Indices of every node.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.nodes.len()).collect()
+    }
+
+    /// Indices of every node whose process runs.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&k| self.nodes[k].is_running())
+            .collect()
+    }
+
+    /// Node `k`.
+    pub fn node(&self, k: usize) -> &Node {
+        &self.nodes[k]
+    }
+
+    /// Index of the node called `name`.
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node called {name:?}"))
+    }
+
+    /// kill -9 node `k` and reap it.
+    pub fn kill(&mut self, k: usize) {
+        self.signal_and_reap(k, nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// SIGTERM node `k` (graceful leave) and wait for it to exit; returns its exit status.
+    pub fn stop(&mut self, k: usize) -> std::process::ExitStatus {
+        self.signal_and_reap(k, nix::sys::signal::Signal::SIGTERM)
+    }
+
+    fn signal_and_reap(
+        &mut self,
+        k: usize,
+        sig: nix::sys::signal::Signal,
+    ) -> std::process::ExitStatus {
+        let node = &mut self.nodes[k];
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} is not running", node.name));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits i32"));
+        // ESRCH means it already exited; wait() below reaps it either way.
+        let _ = nix::sys::signal::kill(pid, sig);
+        child
+            .wait()
+            .unwrap_or_else(|e| panic!("wait for {}: {e}", node.name))
+    }
+
+    /// Starts node `k` again with the same arguments and data dir; waits until healthy.
+    pub fn restart(&mut self, k: usize) {
+        self.spawn(k);
+        self.wait_healthy(k);
+    }
+
+    /// Cuts node `k` off the bridge (its bridge port goes down).
+    pub fn isolate(&self, k: usize) {
+        self.net.link_down(k);
+    }
+
+    /// Undoes [`Cluster::isolate`].
+    pub fn reconnect(&self, k: usize) {
+        self.net.link_up(k);
+    }
+
+    /// Splits nodes into groups that cannot reach each other (nftables drops).
+    pub fn partition(&self, groups: &[&[usize]]) {
+        self.net.partition(groups);
+    }
+
+    /// Removes every nftables partition.
+    pub fn heal(&self) {
+        self.net.heal();
+    }
+
+    /// Waits until every node in `among` reports the same non-null leader, and that leader
+    /// is one of the running nodes; returns the leader's index.
+    pub fn wait_for_agreed_leader(&self, among: &[usize]) -> usize {
+        let name = wait_until("every node to report the same leader", PATIENCE, || {
+            self.agreed_leader(among)
+        });
+        self.index_of(&name)
+    }
+
+    /// The leader every node in `among` reports, or why there is none.
+    pub fn agreed_leader(&self, among: &[usize]) -> Result<String, String> {
+        let mut seen = BTreeMap::new();
+        for &k in among {
+            let leader = self.nodes[k].leader()?;
+            seen.insert(self.nodes[k].name.clone(), leader);
+        }
+        let first = seen.values().next().cloned().flatten();
+        match first {
+            Some(l) if seen.values().all(|v| v.as_deref() == Some(l.as_str())) => {
+                let k = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.name == l)
+                    .ok_or_else(|| format!("unknown leader {l}: {seen:?}"))?;
+                if self.nodes[k].is_running() && among.contains(&k) {
+                    Ok(l)
+                } else {
+                    Err(format!("leader {l} is not among the live nodes: {seen:?}"))
+                }
+            }
+            _ => Err(format!("no agreement: {seen:?}")),
+        }
+    }
+
+    /// Waits until every running node lists node `k` as an alive machine and as a
+    /// member in `/v1/cluster`.
+    pub fn wait_for_member(&self, k: usize) {
+        let name = self.nodes[k].name.clone();
+        wait_until(
+            &format!("every node to list {name} as alive member"),
+            PATIENCE,
+            || {
+                for j in self.running() {
+                    let m = self.nodes[j].machines()?;
+                    let state = m.get(&name).map(|v| v["state"].clone());
+                    if state != Some(json!("alive")) {
+                        return Err(format!("{} sees {name} as {state:?}", self.nodes[j].name));
+                    }
+                    let members = self.nodes[j].get_json("/v1/cluster")?;
+                    let listed = members["members"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|m| m["name"] == json!(name)));
+                    if !listed {
+                        return Err(format!(
+                            "{} members lack {name}: {members}",
+                            self.nodes[j].name
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    /// Waits until every node in `among` holds exactly `expected` under `prefix`.
+    pub fn wait_for_keys(
+        &self,
+        among: &[usize],
+        prefix: &str,
+        expected: &BTreeMap<String, String>,
+    ) {
+        wait_until(
+            &format!("{} keys under {prefix} on nodes {among:?}", expected.len()),
+            PATIENCE,
+            || {
+                for &k in among {
+                    let got = self.nodes[k].range(prefix)?;
+                    let values: BTreeMap<String, String> =
+                        got.into_iter().map(|(k, s)| (k, s.value)).collect();
+                    if &values != expected {
+                        let missing: Vec<_> = expected
+                            .keys()
+                            .filter(|key| !values.contains_key(*key))
+                            .collect();
+                        let wrong: Vec<_> = values
+                            .iter()
+                            .filter(|(key, v)| expected.get(*key) != Some(*v))
+                            .collect();
+                        return Err(format!(
+                            "{}: missing {missing:?}, unexpected or wrong {wrong:?}",
+                            self.nodes[k].name
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    /// The temp dir holding data dirs, sockets and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The last `n` lines of a file (for failure messages).
+pub fn tail(path: &Path, n: usize) -> String {
+    let Ok(file) = File::open(path) else {
+        return format!("(no log at {})", path.display());
+    };
+    let lines: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                // Already exited is fine; wait() reaps either way.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!(
+                    "----- {} log (last 30 lines) -----\n{}",
+                    node.name,
+                    tail(&node.log, 30)
+                );
+            }
+        }
+        // Net's Drop removes the namespaces (with their nft tables), veths and bridge;
+        // TempDir's Drop removes data dirs, sockets and logs.
+    }
+}

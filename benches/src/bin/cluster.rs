@@ -1,0 +1,750 @@
+//! Cluster benchmark: 3 `berthd` nodes and, where installed, 3 etcd 3.4 members (tuned
+//! heartbeat 50 / election 250, and defaults), each member in its own network namespace on
+//! a test bridge (the harness from berth-tests). Prints medians and p99 side by side.
+//!
+//! Measures: kill -9 of the leader -> next successful put through a survivor; kill -9 ->
+//! every survivor marks the node dead (berthd only: etcd has no failure detector); put on
+//! the leader -> watch event on each follower; service registration on the leader ->
+//! visible on every other node; sequential durable puts/s; RSS per member; term changes
+//! while both cores spin (spurious elections).
+//!
+//! Build and run as root (not in CI):
+//!   cargo build --release -p berth-orchestrator --bins -p berth-benches --bin cluster
+//!   sudo target/release/cluster [--trials N] [--samples N] [--writes N] [--load-secs S] [--no-etcd]
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use berth_tests::cluster::http::{read_response, unix_request, write_request, LineStream};
+use berth_tests::cluster::{wait_until, Cluster, Net};
+use serde_json::{json, Value};
+
+struct Opts {
+    trials: usize,
+    samples: usize,
+    writes: usize,
+    load_secs: u64,
+    etcd: bool,
+}
+
+fn parse_opts() -> Result<Opts> {
+    let mut o = Opts {
+        trials: 20,
+        samples: 300,
+        writes: 2000,
+        load_secs: 10,
+        etcd: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut num = |name: &str| -> Result<usize> {
+            let v = args
+                .next()
+                .with_context(|| format!("{name} needs a value"))?;
+            v.parse()
+                .with_context(|| format!("{name}: not a number: {v:?}"))
+        };
+        match a.as_str() {
+            "--trials" => o.trials = num("--trials")?,
+            "--samples" => o.samples = num("--samples")?,
+            "--writes" => o.writes = num("--writes")?,
+            "--load-secs" => o.load_secs = u64::try_from(num("--load-secs")?)?,
+            "--no-etcd" => o.etcd = false,
+            other => bail!("unknown argument {other:?} (see the file's header for usage)"),
+        }
+    }
+    Ok(o)
+}
+
+/// Results of one system, each a list of samples in milliseconds (or a single figure).
+#[derive(Default)]
+struct Figures {
+    failover: Vec<f64>,
+    dead: Vec<f64>,
+    watch: Vec<f64>,
+    visible: Vec<f64>,
+    writes_per_s: Option<f64>,
+    rss_mib: Vec<f64>,
+    spurious: Option<u64>,
+}
+
+fn pct(v: &[f64], p: usize) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    Some(s[((s.len() - 1) * p).div_ceil(100)])
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Busy-spins every core for `secs` (to show elections do not flap under load).
+fn burn_cpus(secs: u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+// ---------------------------------------------------------------- berthd
+
+fn berth_put(c: &Cluster, k: usize, key: &str, value: &str, timeout: Duration) -> Result<u64> {
+    c.node(k)
+        .put_with_timeout(key, value, timeout)
+        .map_err(|e| anyhow!(e))
+}
+
+/// Opens a watch on node `k` and forwards (value-or-key, arrival time) of every event.
+fn berth_watch(
+    c: &Cluster,
+    k: usize,
+    prefix: &str,
+    tx: mpsc::Sender<(usize, String, Instant)>,
+) -> Result<()> {
+    let stream = UnixStream::connect(&c.node(k).socket)?;
+    let target = format!("/v1/watch?prefix={prefix}");
+    let mut ls = LineStream::open(stream, "GET", &target, None)?;
+    if ls.status != 200 {
+        bail!("watch on {} answered {}", c.node(k).name, ls.status);
+    }
+    std::thread::spawn(move || {
+        while let Ok(Some(line)) = ls.next_line() {
+            let now = Instant::now();
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            let key = v["key"].as_str().unwrap_or_default().to_string();
+            if tx.send((k, key, now)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Waits until each node in `nodes` delivered an event whose key ends with `suffix`;
+/// returns the arrival times per node.
+fn collect(
+    rx: &mpsc::Receiver<(usize, String, Instant)>,
+    nodes: &[usize],
+    suffix: &str,
+) -> Result<BTreeMap<usize, Instant>> {
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < nodes.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (k, key, at) = rx.recv_timeout(left).context("watch event never arrived")?;
+        if key.ends_with(suffix) && nodes.contains(&k) {
+            got.entry(k).or_insert(at);
+        }
+    }
+    Ok(got)
+}
+
+fn bench_berth(o: &Opts, berthd: PathBuf) -> Result<Figures> {
+    let mut f = Figures::default();
+    let mut c = Cluster::with_berthd(berthd);
+    c.start_voters("bench", 3);
+    let all = c.all();
+
+    // Watch latency: put on the leader -> event on each follower; registration -> every node.
+    let leader = c.wait_for_agreed_leader(&all);
+    let followers: Vec<usize> = all.iter().copied().filter(|&k| k != leader).collect();
+    let (tx, rx) = mpsc::channel();
+    for &k in &followers {
+        berth_watch(&c, k, "/bench/w/", tx.clone())?;
+        berth_watch(&c, k, "/services/bench-svc/", tx.clone())?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..o.samples {
+        let key = format!("/bench/w/{i:06}");
+        let t0 = Instant::now();
+        berth_put(&c, leader, &key, "x", Duration::from_secs(5))?;
+        for at in collect(&rx, &followers, &format!("/{i:06}"))?.values() {
+            f.watch.push(ms(at.duration_since(t0)));
+        }
+    }
+    for i in 0..o.samples {
+        let body = json!({"name": "bench-svc", "ip": "10.0.0.1", "port": 80, "instance": format!("i{i:06}")});
+        let t0 = Instant::now();
+        let r = c.node(leader).call("POST", "/v1/services", Some(&body))?;
+        if !r.ok() {
+            bail!("register: {} {}", r.status, r.text());
+        }
+        let got = collect(&rx, &followers, &format!("i{i:06}"))?;
+        let last = got.values().max().copied().unwrap_or(t0);
+        f.visible.push(ms(last.duration_since(t0)));
+    }
+
+    // Sequential durable writes on the leader.
+    let t0 = Instant::now();
+    for i in 0..o.writes {
+        berth_put(
+            &c,
+            leader,
+            &format!("/bench/seq/{i:06}"),
+            "0123456789abcdef",
+            Duration::from_secs(5),
+        )?;
+    }
+    f.writes_per_s = Some(o.writes as f64 / t0.elapsed().as_secs_f64());
+    f.rss_mib = all
+        .iter()
+        .filter_map(|&k| c.node(k).pid().and_then(rss_mib))
+        .collect();
+
+    // Spurious elections while every core spins.
+    let term = |c: &Cluster| -> Vec<u64> {
+        c.all()
+            .iter()
+            .map(|&k| {
+                c.node(k)
+                    .get_json("/v1/leader")
+                    .map_or(0, |v| v["term"].as_u64().unwrap_or(0))
+            })
+            .collect()
+    };
+    let before = term(&c);
+    burn_cpus(o.load_secs);
+    let after = term(&c);
+    f.spurious = Some(
+        after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .max()
+            .unwrap_or(0),
+    );
+
+    // Failover and failure detection.
+    for t in 0..o.trials {
+        let leader = c.wait_for_agreed_leader(&c.all());
+        let writer = (0..3).find(|&k| k != leader).context("three nodes")?;
+        berth_put(&c, writer, "/bench/fo/warm", "x", Duration::from_secs(5))?;
+        let dead_name = c.node(leader).name.clone();
+        // One poller per survivor reports when it first sees the killed node dead (or gone).
+        let (dead_tx, dead_rx) = mpsc::channel::<Instant>();
+        for k in (0..3).filter(|&k| k != leader) {
+            let (sock, dead_tx, name) =
+                (c.node(k).socket.clone(), dead_tx.clone(), dead_name.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(40);
+                while Instant::now() < deadline {
+                    let r =
+                        unix_request(&sock, "GET", "/v1/machines", None, Duration::from_secs(2));
+                    if let Ok(r) = r {
+                        let v = r.json();
+                        let dead = v.as_array().is_some_and(|l| {
+                            !l.iter()
+                                .any(|m| m["name"] == json!(name) && m["state"] != json!("dead"))
+                        });
+                        if dead {
+                            let _ = dead_tx.send(Instant::now());
+                            return;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+        }
+        let t0 = Instant::now();
+        c.kill(leader);
+        loop {
+            if berth_put(
+                &c,
+                writer,
+                "/bench/fo/after",
+                &t.to_string(),
+                Duration::from_secs(3),
+            )
+            .is_ok()
+            {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                bail!("no successful put within 60 s of killing the leader");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        f.failover.push(ms(t0.elapsed()));
+        let mut worst: Option<f64> = None;
+        for _ in 0..2 {
+            match dead_rx.recv_timeout(Duration::from_secs(45)) {
+                Ok(at) => {
+                    let d = ms(at.saturating_duration_since(t0));
+                    worst = Some(worst.map_or(d, |w: f64| w.max(d)));
+                }
+                Err(_) => {
+                    worst = None;
+                    break;
+                }
+            }
+        }
+        match worst {
+            Some(w) => f.dead.push(w),
+            None => eprintln!("trial {t}: a survivor never marked {dead_name} dead within 30 s"),
+        }
+        c.restart(leader);
+        c.wait_for_member(leader);
+        eprintln!(
+            "berthd trial {}/{}: failover {:.1} ms",
+            t + 1,
+            o.trials,
+            f.failover[t]
+        );
+    }
+    Ok(f)
+}
+
+// ---------------------------------------------------------------- etcd
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(T[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A keep-alive HTTP/1.1 connection to one etcd member's JSON gateway.
+struct EtcdConn {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl EtcdConn {
+    fn new(addr: SocketAddr) -> EtcdConn {
+        EtcdConn { addr, conn: None }
+    }
+
+    fn post(&mut self, path: &str, body: &Value, timeout: Duration) -> Result<Value> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, timeout)?;
+            s.set_nodelay(true)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().context("connected above")?;
+        conn.get_ref().set_read_timeout(Some(timeout))?;
+        let bytes = body.to_string().into_bytes();
+        let res = write_request(conn.get_mut(), "POST", path, Some(&bytes), true)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| read_response(conn, "POST", path).map_err(anyhow::Error::from));
+        match res {
+            Ok(r) if r.ok() => Ok(r.json()),
+            Ok(r) => {
+                self.conn = None;
+                bail!("{path}: {} {}", r.status, r.text())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+
+    fn put(&mut self, key: &str, value: &str, timeout: Duration) -> Result<()> {
+        self.post(
+            "/v3/kv/put",
+            &json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())}),
+            timeout,
+        )?;
+        Ok(())
+    }
+
+    /// (member id, leader id, raft term).
+    fn status(&mut self) -> Result<(String, String, u64)> {
+        let v = self.post("/v3/maintenance/status", &json!({}), Duration::from_secs(2))?;
+        let term = v["raftTerm"]
+            .as_str()
+            .or(v["header"]["raft_term"].as_str())
+            .unwrap_or("0");
+        Ok((
+            v["header"]["member_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            v["leader"].as_str().unwrap_or_default().to_string(),
+            term.parse().unwrap_or(0),
+        ))
+    }
+}
+
+struct Etcd {
+    net: Net,
+    _dir: tempfile::TempDir,
+    args: Vec<Vec<String>>,
+    children: Vec<Option<Child>>,
+    client_slot: usize,
+}
+
+impl Etcd {
+    fn start(tuned: bool) -> Result<Etcd> {
+        let mut net = Net::create();
+        let dir = tempfile::tempdir()?;
+        let slots: Vec<usize> = (0..3).map(|_| net.add_slot()).collect();
+        let client_slot = net.add_slot();
+        let initial: Vec<String> = slots
+            .iter()
+            .map(|&k| format!("e{k}=http://{}:2380", net.slot(k).ip))
+            .collect();
+        let mut e = Etcd {
+            net,
+            _dir: dir,
+            args: Vec::new(),
+            children: Vec::new(),
+            client_slot,
+        };
+        for &k in &slots {
+            let ip = e.net.slot(k).ip;
+            let mut a: Vec<String> = vec![
+                "--name".into(),
+                format!("e{k}"),
+                "--data-dir".into(),
+                e._dir.path().join(format!("e{k}")).display().to_string(),
+                "--listen-peer-urls".into(),
+                format!("http://{ip}:2380"),
+                "--initial-advertise-peer-urls".into(),
+                format!("http://{ip}:2380"),
+                "--listen-client-urls".into(),
+                format!("http://{ip}:2379"),
+                "--advertise-client-urls".into(),
+                format!("http://{ip}:2379"),
+                "--initial-cluster".into(),
+                initial.join(","),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--initial-cluster-token".into(),
+                "bench".into(),
+                "--log-level".into(),
+                "error".into(),
+            ];
+            if tuned {
+                a.extend([
+                    "--heartbeat-interval".into(),
+                    "50".into(),
+                    "--election-timeout".into(),
+                    "250".into(),
+                ]);
+            }
+            e.args.push(a);
+            e.children.push(None);
+            e.spawn(k)?;
+        }
+        Ok(e)
+    }
+
+    fn spawn(&mut self, k: usize) -> Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.net.slot(k).netns, "etcd"])
+            .args(&self.args[k])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start etcd")?;
+        self.children[k] = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self, k: usize) {
+        if let Some(mut c) = self.children[k].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn addr(&self, k: usize) -> SocketAddr {
+        SocketAddr::from((self.net.slot(k).ip, 2379))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for k in 0..self.children.len() {
+            self.kill(k);
+        }
+    }
+}
+
+/// Finds the leader: (index, statuses' max term).
+fn etcd_leader(conns: &mut [EtcdConn], alive: &[usize]) -> Result<usize> {
+    let mut ids = BTreeMap::new();
+    let mut leader = None;
+    for &k in alive {
+        let (id, l, _) = conns[k].status()?;
+        ids.insert(id, k);
+        leader = Some(l);
+    }
+    let l = leader.context("no members")?;
+    ids.get(&l)
+        .copied()
+        .with_context(|| format!("leader {l} not among {ids:?}"))
+}
+
+fn bench_etcd(o: &Opts, tuned: bool) -> Result<Figures> {
+    let mut f = Figures::default();
+    let mut e = Etcd::start(tuned)?;
+    let client = e.client_slot;
+    let path = format!("/var/run/netns/{}", e.net.slot(client).netns);
+    // Everything that opens TCP sockets runs on a thread inside the client namespace.
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<Figures> {
+            berth_tests::cluster::net::enter_netns(&path);
+            let mut conns: Vec<EtcdConn> = (0..3).map(|k| EtcdConn::new(e.addr(k))).collect();
+            let leader = wait_until("etcd leader", Duration::from_secs(60), || {
+                etcd_leader(&mut conns, &[0, 1, 2]).map_err(|x| x.to_string())
+            });
+            let followers: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
+            let (tx, rx) = mpsc::channel();
+            for &k in &followers {
+                let stream = TcpStream::connect(e.addr(k))?;
+                let body = json!({"create_request": {"key": b64(b"/bench/w/"), "range_end": b64(b"/bench/w0")}}).to_string();
+                let mut ls = LineStream::open(stream, "POST", "/v3/watch", Some(body.as_bytes()))?;
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    while let Ok(Some(line)) = ls.next_line() {
+                        let now = Instant::now();
+                        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                        for ev in v["result"]["events"].as_array().cloned().unwrap_or_default() {
+                            let val = ev["kv"]["value"].as_str().unwrap_or_default().to_string();
+                            if tx.send((k, val, now)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            for i in 0..o.samples {
+                let val = format!("{i:06}");
+                let t0 = Instant::now();
+                conns[leader].put(&format!("/bench/w/{val}"), &val, Duration::from_secs(5))?;
+                for at in collect(&rx, &followers, &b64(val.as_bytes()))?.values() {
+                    f.watch.push(ms(at.duration_since(t0)));
+                }
+            }
+            let t0 = Instant::now();
+            for i in 0..o.writes {
+                conns[leader].put(&format!("/bench/seq/{i:06}"), "0123456789abcdef", Duration::from_secs(5))?;
+            }
+            f.writes_per_s = Some(o.writes as f64 / t0.elapsed().as_secs_f64());
+            f.rss_mib = e.children.iter().flatten().filter_map(|c| rss_mib(c.id())).collect();
+
+            let terms = |conns: &mut [EtcdConn]| -> Vec<u64> {
+                (0..3).map(|k| conns[k].status().map_or(0, |s| s.2)).collect()
+            };
+            let before = terms(&mut conns);
+            burn_cpus(o.load_secs);
+            let after = terms(&mut conns);
+            f.spurious = Some(after.iter().zip(&before).map(|(a, b)| a.saturating_sub(*b)).max().unwrap_or(0));
+
+            for t in 0..o.trials {
+                let leader = wait_until("etcd leader", Duration::from_secs(60), || {
+                    etcd_leader(&mut conns, &[0, 1, 2]).map_err(|x| x.to_string())
+                });
+                let writer = (0..3).find(|&k| k != leader).context("three members")?;
+                conns[writer].put("/bench/fo/warm", "x", Duration::from_secs(5))?;
+                let t0 = Instant::now();
+                e.kill(leader);
+                loop {
+                    if conns[writer].put("/bench/fo/after", &t.to_string(), Duration::from_secs(3)).is_ok() {
+                        break;
+                    }
+                    if t0.elapsed() > Duration::from_secs(60) {
+                        bail!("etcd: no successful put within 60 s of killing the leader");
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                f.failover.push(ms(t0.elapsed()));
+                e.spawn(leader)?;
+                conns[leader] = EtcdConn::new(e.addr(leader));
+                wait_until("restarted etcd member serves", Duration::from_secs(60), || {
+                    conns[leader].status().map_err(|x| x.to_string())
+                });
+                eprintln!("etcd trial {}/{}: failover {:.1} ms", t + 1, o.trials, f.failover[t]);
+            }
+            Ok(std::mem::take(&mut f))
+        })
+        .join()
+        .map_err(|_| anyhow!("etcd bench thread panicked"))?
+    })
+}
+
+// ---------------------------------------------------------------- report
+
+/// One table row: a label and how to read the figure from a column's results.
+type Row = (&'static str, Box<dyn Fn(&Figures) -> String>);
+
+fn cell(v: &[f64]) -> String {
+    match (pct(v, 50), pct(v, 99)) {
+        (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+        _ => "-".into(),
+    }
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn main() -> Result<()> {
+    let o = parse_opts()?;
+    let bin_dir = std::env::var_os("BERTH_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(
+            std::env::current_exe()?
+                .parent()
+                .context("exe dir")?
+                .to_path_buf(),
+        );
+    let berthd = bin_dir.join("berthd");
+    if !berthd.exists() {
+        bail!(
+            "{} not found: cargo build --release -p berth-orchestrator --bins",
+            berthd.display()
+        );
+    }
+    let mut cols: Vec<(String, Figures)> = vec![("berthd".into(), bench_berth(&o, berthd)?)];
+    let have_etcd = Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if o.etcd && have_etcd {
+        cols.push(("etcd hb50/el250".into(), bench_etcd(&o, true)?));
+        cols.push(("etcd defaults".into(), bench_etcd(&o, false)?));
+    } else if o.etcd {
+        eprintln!("etcd not installed (apt-get install -y etcd-server): berthd column only");
+    }
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "command: {}",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    )?;
+    writeln!(
+        out,
+        "machine: {cpu}, {} cores, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        first_line("uname", &["-r"])
+    )?;
+    writeln!(
+        out,
+        "berthd {} (git {}); {}",
+        env!("CARGO_PKG_VERSION"),
+        first_line("git", &["rev-parse", "--short", "HEAD"]),
+        if have_etcd {
+            first_line("etcd", &["--version"])
+        } else {
+            "etcd: not installed".into()
+        }
+    )?;
+    writeln!(out, "3 members, each in its own netns on one bridge; trials={} samples={} writes={}; etcd through its v3 JSON gateway (HTTP/1.1 keep-alive), berthd through its unix-socket API (one connection per request)\n", o.trials, o.samples, o.writes)?;
+    write!(out, "{:<48}", "metric (ms: p50 / p99)")?;
+    for (name, _) in &cols {
+        write!(out, "{name:>20}")?;
+    }
+    writeln!(out)?;
+    let rows: Vec<Row> = vec![
+        (
+            "kill -9 leader -> next successful put",
+            Box::new(|f| cell(&f.failover)),
+        ),
+        (
+            "kill -9 -> every survivor marks it dead",
+            Box::new(|f| cell(&f.dead)),
+        ),
+        (
+            "put on leader -> watch event on a follower",
+            Box::new(|f| cell(&f.watch)),
+        ),
+        (
+            "register on leader -> visible on every node",
+            Box::new(|f| cell(&f.visible)),
+        ),
+        (
+            "sequential durable puts/s",
+            Box::new(|f| f.writes_per_s.map_or("-".into(), |w| format!("{w:.0}"))),
+        ),
+        (
+            "RSS per member MiB (median / max)",
+            Box::new(|f| match (pct(&f.rss_mib, 50), pct(&f.rss_mib, 100)) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                _ => "-".into(),
+            }),
+        ),
+        (
+            "term changes while all cores spin",
+            Box::new(|f| f.spurious.map_or("-".into(), |s| s.to_string())),
+        ),
+    ];
+    for (label, get) in rows {
+        write!(out, "{label:<48}")?;
+        for (_, f) in &cols {
+            write!(out, "{:>20}", get(f))?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
