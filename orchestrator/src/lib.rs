@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod daemon;
 pub mod membership;
 pub mod net;
 pub mod raft;

@@ -186,21 +186,21 @@ impl Node {
         self.raw.report_unreachable(id);
     }
 
-    /// Proposes a registry command; only the leader accepts proposals.
+    pub fn report_snapshot(&mut self, id: u64, status: raft::SnapshotStatus) {
+        self.raw.report_snapshot(id, status);
+    }
+
+    /// Proposes a registry command. A follower forwards it to the leader it knows (raft-rs
+    /// proposal forwarding); with no known leader it is dropped (an error).
     pub fn propose(&mut self, p: &Proposal) -> Result<(), RaftError> {
-        if !self.is_leader() {
-            return Err(RaftError::NotLeader);
-        }
         let data = serde_json::to_vec(p).map_err(RaftError::Encode)?;
         self.raw.propose(Vec::new(), data).map_err(RaftError::Raft)
     }
 
-    /// Proposes a configuration change; only the leader accepts it, one at a time.
+    /// Proposes a configuration change (forwarded like [`Node::propose`]); the leader takes one
+    /// at a time.
     pub fn propose_conf(&mut self, ctx: &ConfContext, cc: ConfChangeV2) -> Result<(), RaftError> {
-        if !self.is_leader() {
-            return Err(RaftError::NotLeader);
-        }
-        if self.has_pending_conf() {
+        if self.is_leader() && self.has_pending_conf() {
             return Err(RaftError::ConfPending);
         }
         let context = serde_json::to_vec(ctx).map_err(RaftError::Encode)?;

@@ -1,0 +1,537 @@
+//! API connections on the unix socket: bounded buffers, requests parsed in the loop, answers
+//! from the local replica, writes proposed through Raft and answered once applied here, watch
+//! streams fed from applied events.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use mio::{Interest, Token};
+use raft::eraftpb::ConfChangeType;
+use serde_json::{json, Value};
+
+use super::conn::{read_all, ApiConn, ApiState, Conn, WriteBuf, API_RBUF_MAX, API_WBUF_MAX};
+use super::{Daemon, ReplyKind, Responder, SelfLease};
+use crate::api::http::{self, err, HttpError, Request};
+use crate::api::routes::{route, Route, Service};
+use crate::config::node_id;
+use crate::raft::RaftError;
+use crate::registry::{ApplyError, Command, Event, KeyValue, Outcome};
+
+fn kv_json(kv: &KeyValue) -> Value {
+    json!({
+        "key": kv.key, "value": kv.value, "create_revision": kv.create_revision,
+        "mod_revision": kv.mod_revision, "version": kv.version, "lease": kv.lease,
+    })
+}
+
+fn event_line(e: &Event) -> Vec<u8> {
+    let mut line = serde_json::to_vec(e).unwrap_or_default();
+    line.push(b'\n');
+    http::chunk(&line)
+}
+
+fn propose_error(e: RaftError) -> HttpError {
+    match e {
+        RaftError::Raft(raft::Error::ProposalDropped) | RaftError::NotLeader => {
+            err(503, "no leader: the cluster cannot accept writes right now")
+        }
+        RaftError::ConfPending => err(409, "a configuration change is already in progress"),
+        other => err(500, other.to_string()),
+    }
+}
+
+impl Daemon {
+    pub(super) fn accept_api(&mut self) {
+        loop {
+            match self.api_listener.accept() {
+                Ok((mut stream, _)) => {
+                    let token = self.alloc_token();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        tracing::warn!("cannot register API client: {e}");
+                        continue;
+                    }
+                    self.conns.insert(
+                        token,
+                        Conn::Api(ApiConn {
+                            stream,
+                            rbuf: Vec::new(),
+                            wbuf: WriteBuf::default(),
+                            state: ApiState::Idle,
+                            close_after_write: false,
+                            eof: false,
+                            close_current: false,
+                        }),
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("accept on API socket: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_api(&mut self, token: Token, readable: bool, _writable: bool) {
+        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if readable {
+            let rbuf = &mut c.rbuf;
+            let watching = matches!(c.state, ApiState::Watching { .. });
+            let mut overflow = false;
+            match read_all(&mut c.stream, |chunk| {
+                if watching {
+                    return true; // a watcher has nothing more to say; discard
+                }
+                if rbuf.len() + chunk.len() > API_RBUF_MAX {
+                    overflow = true;
+                    return false;
+                }
+                rbuf.extend_from_slice(chunk);
+                true
+            }) {
+                Ok(eof) => c.eof |= eof,
+                Err(_) => {
+                    self.close_api(token);
+                    return;
+                }
+            }
+            if overflow {
+                self.metrics.api_errors += 1;
+                let e = err(413, "request too large");
+                self.write_api(token, &http::error(&e, true));
+                if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
+                    c.close_after_write = true;
+                    c.rbuf.clear();
+                }
+            }
+        }
+        self.process_requests(token);
+        self.flush_api(token);
+    }
+
+    /// Parses and serves requests while the connection is idle.
+    fn process_requests(&mut self, token: Token) {
+        loop {
+            let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
+                return;
+            };
+            if c.state != ApiState::Idle || c.close_after_write {
+                return;
+            }
+            match http::parse(&c.rbuf) {
+                Ok(None) => return,
+                Ok(Some((req, used))) => {
+                    c.rbuf.drain(..used);
+                    c.close_current = req.close;
+                    self.metrics.api_requests += 1;
+                    self.serve(token, &req);
+                }
+                Err(e) => {
+                    c.rbuf.clear();
+                    c.close_after_write = true;
+                    self.metrics.api_errors += 1;
+                    tracing::debug!("malformed API request: {e}");
+                    self.write_api(token, &http::error(&e, true));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush_api(&mut self, token: Token) {
+        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let done = match c.wbuf.flush(&mut c.stream) {
+            Ok(done) => done,
+            Err(_) => {
+                self.close_api(token);
+                return;
+            }
+        };
+        let idle = c.state == ApiState::Idle;
+        if done && (c.close_after_write || (c.eof && idle && c.rbuf.is_empty())) {
+            self.close_api(token);
+        } else if c.eof && matches!(c.state, ApiState::Watching { .. }) {
+            self.close_api(token);
+        }
+    }
+
+    fn close_api(&mut self, token: Token) {
+        if let Some(Conn::Api(mut c)) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    fn write_api(&mut self, token: Token, data: &[u8]) {
+        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if c.wbuf.pending() + data.len() > API_WBUF_MAX {
+            tracing::warn!("API client too slow (backlog over {API_WBUF_MAX} bytes); disconnecting");
+            self.close_api(token);
+            return;
+        }
+        c.wbuf.push(data);
+    }
+
+    /// Sends a complete JSON response and returns the connection to idle.
+    pub(super) fn respond(&mut self, token: Token, status: u16, body: &Value) {
+        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let close = c.close_current;
+        c.state = ApiState::Idle;
+        if close {
+            c.close_after_write = true;
+        }
+        if status >= 400 {
+            self.metrics.api_errors += 1;
+        }
+        self.write_api(token, &http::json(status, body, close));
+        self.process_requests(token);
+        self.flush_api(token);
+    }
+
+    fn respond_err(&mut self, token: Token, e: &HttpError) {
+        self.respond(token, e.status, &json!({ "error": e.message }));
+    }
+
+    fn serve(&mut self, token: Token, req: &Request) {
+        let r = match route(req) {
+            Ok(r) => r,
+            Err(e) => return self.respond_err(token, &e),
+        };
+        match self.execute(token, r) {
+            Ok(Some((status, body))) => self.respond(token, status, &body),
+            Ok(None) => {}
+            Err(e) => self.respond_err(token, &e),
+        }
+    }
+
+    /// Serves a route: Some(answer) now, or None when the answer comes later.
+    fn execute(&mut self, token: Token, r: Route) -> Result<Option<(u16, Value)>, HttpError> {
+        let reg = self.node.registry();
+        let now = |v: Value| Ok(Some((200, v)));
+        match r {
+            Route::Health => now(json!({"ok": true, "name": self.cfg.name, "cluster_id": self.cfg.cluster_id})),
+            Route::Leader => {
+                let l = self.node.leader_id();
+                now(json!({
+                    "leader": if l == 0 { Value::Null } else { json!(self.name_of(l)) },
+                    "leader_id": if l == 0 { Value::Null } else { json!(l) },
+                    "term": self.node.term(),
+                }))
+            }
+            Route::Cluster => now(self.cluster_json()),
+            Route::Machines => now(self.machines_json()),
+            Route::Metrics => {
+                let body = self.metrics_text();
+                self.write_raw(token, 200, "text/plain; version=0.0.4", body.as_bytes());
+                Ok(None)
+            }
+            Route::GetKey { key } => match reg.get(&key) {
+                Some(kv) => now(kv_json(kv)),
+                None => Err(err(404, format!("key {key} not found"))),
+            },
+            Route::Range { prefix } => {
+                let kvs: Vec<Value> = reg.range(&prefix).into_iter().map(kv_json).collect();
+                now(json!({"revision": reg.revision(), "kvs": kvs}))
+            }
+            Route::Services => {
+                let mut all: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+                for kv in reg.range("/services/") {
+                    if let Ok(s) = serde_json::from_str::<Service>(&kv.value) {
+                        all.entry(s.name.clone()).or_default().push(json!(s));
+                    }
+                }
+                now(json!({ "services": all }))
+            }
+            Route::LookupService { name } => {
+                let list: Vec<Value> = reg
+                    .range(&format!("/services/{name}/"))
+                    .into_iter()
+                    .filter_map(|kv| serde_json::from_str::<Service>(&kv.value).ok())
+                    .map(|s| json!(s))
+                    .collect();
+                now(Value::Array(list))
+            }
+            Route::Watch { prefix, from_revision } => {
+                let history = reg
+                    .events_since(&prefix, from_revision)
+                    .map_err(|e| err(410, e.to_string()))?;
+                let from = reg.revision() + 1;
+                let mut out = http::stream_head();
+                for e in &history {
+                    out.extend(event_line(e));
+                }
+                self.write_api(token, &out);
+                if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
+                    c.state = ApiState::Watching { prefix, from };
+                }
+                self.flush_api(token);
+                Ok(None)
+            }
+            Route::Put { key, value, lease, prev_revision } => {
+                self.write(token, ReplyKind::Put, Command::Put { key, value, lease, prev_revision })
+            }
+            Route::Delete { key, prefix } => {
+                self.write(token, ReplyKind::Delete, Command::Delete { key, prefix })
+            }
+            Route::LeaseGrant { ttl_s } => {
+                self.write(token, ReplyKind::Lease, Command::LeaseGrant { ttl_ms: ttl_s * 1000 })
+            }
+            Route::KeepAlive { id } => {
+                self.write(token, ReplyKind::Lease, Command::LeaseKeepAlive { id })
+            }
+            Route::Revoke { id } => self.write(token, ReplyKind::Revoke, Command::LeaseRevoke { id }),
+            Route::RegisterService(mut s) => {
+                let SelfLease::Held { id, .. } = self.self_lease else {
+                    return Err(err(503, "this node has not registered with the cluster yet (no node lease); retry shortly"));
+                };
+                s.machine = self.cfg.name.clone();
+                let key = format!("/services/{}/{}/{}", s.name, s.machine, s.instance);
+                let value = serde_json::to_string(&s).map_err(|e| err(500, e.to_string()))?;
+                self.my_services.insert(key.clone(), value.clone());
+                self.write(
+                    token,
+                    ReplyKind::Service,
+                    Command::Put { key, value, lease: id, prev_revision: None },
+                )
+            }
+            Route::AddVoter { name } => {
+                let id = node_id(&name);
+                let conf = self.node.conf();
+                if conf.voters.contains(&id) {
+                    return Err(err(409, format!("{name} is already a voter")));
+                }
+                if !conf.learners.contains(&id) {
+                    return Err(err(404, format!("{name} is not a member (no learner with that name)")));
+                }
+                self.conf_write(token, ConfChangeType::AddNode, id, &name)
+            }
+            Route::RemoveVoter { name } => {
+                let id = node_id(&name);
+                let conf = self.node.conf();
+                if !conf.voters.contains(&id) {
+                    return Err(err(404, format!("{name} is not a voter")));
+                }
+                if conf.voters.len() <= 1 {
+                    return Err(err(409, "cannot demote the last voter"));
+                }
+                if id == self.node.leader_id() {
+                    return Err(err(409, format!("{name} is the leader; it cannot be demoted")));
+                }
+                self.conf_write(token, ConfChangeType::AddLearnerNode, id, &name)
+            }
+        }
+    }
+
+    fn write(&mut self, token: Token, kind: ReplyKind, cmd: Command) -> Result<Option<(u16, Value)>, HttpError> {
+        let req = self
+            .propose(cmd, Responder::Client { token, kind })
+            .map_err(propose_error)?;
+        if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
+            c.state = ApiState::Waiting { req };
+        }
+        Ok(None)
+    }
+
+    fn conf_write(&mut self, token: Token, change: ConfChangeType, id: u64, name: &str) -> Result<Option<(u16, Value)>, HttpError> {
+        let responder = Responder::Client { token, kind: ReplyKind::Conf };
+        self.propose_conf(change, id, name, Some(responder))
+            .map_err(propose_error)?;
+        if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
+            c.state = ApiState::Waiting { req: 0 };
+        }
+        Ok(None)
+    }
+
+    fn write_raw(&mut self, token: Token, status: u16, content_type: &str, body: &[u8]) {
+        let close = match self.conns.get_mut(&token) {
+            Some(Conn::Api(c)) => {
+                if c.close_current {
+                    c.close_after_write = true;
+                }
+                c.close_current
+            }
+            _ => return,
+        };
+        self.write_api(token, &http::response(status, content_type, body, close));
+        self.flush_api(token);
+    }
+
+    /// Answers a client whose write was applied (or failed).
+    pub(super) fn reply_client(&mut self, token: Token, kind: ReplyKind, result: Result<Outcome, String>) {
+        let (status, body) = match result {
+            Err(e) => (503, json!({ "error": e })),
+            Ok(Outcome::Failed { error }) => {
+                let status = match error {
+                    ApplyError::CasMismatch { .. } => 409,
+                    ApplyError::LeaseNotFound { .. } => 404,
+                    _ => 400,
+                };
+                (status, json!({ "error": error.to_string() }))
+            }
+            Ok(Outcome::Put { revision }) => (200, json!({ "revision": revision })),
+            Ok(Outcome::Deleted { revision, deleted }) | Ok(Outcome::Revoked { revision, deleted }) => {
+                (200, json!({ "revision": revision, "deleted": deleted }))
+            }
+            Ok(Outcome::Lease { id, ttl_ms }) => (200, json!({ "id": id, "ttl": ttl_ms / 1000 })),
+        };
+        let _ = kind;
+        self.respond(token, status, &body);
+    }
+
+    /// Streams applied events to every watcher whose prefix matches.
+    pub(super) fn fan_out(&mut self, events: &[Event]) {
+        let revision = self.node.registry().revision();
+        let tokens: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::Api(a) if matches!(a.state, ApiState::Watching { .. })))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            let ApiState::Watching { prefix, from } = &mut c.state else {
+                continue;
+            };
+            let mut out = Vec::new();
+            for e in events {
+                if e.mod_revision >= *from && e.key.starts_with(prefix.as_str()) {
+                    out.extend(event_line(e));
+                }
+            }
+            *from = (*from).max(revision + 1);
+            if !out.is_empty() {
+                self.write_api(token, &out);
+                self.flush_api(token);
+            }
+        }
+    }
+
+    /// After a snapshot replaced the registry, catch watchers up from its history.
+    pub(super) fn resync_watchers(&mut self) {
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            let Some(Conn::Api(c)) = self.conns.get(&token) else {
+                continue;
+            };
+            let ApiState::Watching { prefix, from } = &c.state else {
+                continue;
+            };
+            let reg = self.node.registry();
+            match reg.events_since(prefix, *from) {
+                Ok(events) => {
+                    let next = reg.revision() + 1;
+                    let out: Vec<u8> = events.iter().flat_map(event_line).collect();
+                    if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
+                        if let ApiState::Watching { from, .. } = &mut c.state {
+                            *from = (*from).max(next);
+                        }
+                    }
+                    self.write_api(token, &out);
+                }
+                Err(e) => {
+                    let mut out = http::chunk(format!("{}\n", json!({"error": e.to_string()})).as_bytes());
+                    out.extend(http::chunk(b""));
+                    self.write_api(token, &out);
+                    if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
+                        c.close_after_write = true;
+                    }
+                }
+            }
+            self.flush_api(token);
+        }
+    }
+
+    fn cluster_json(&self) -> Value {
+        let conf = self.node.conf();
+        let member = |id: &u64, role: &str| {
+            let (name, addr) = self
+                .book
+                .get(id)
+                .map(|(n, a)| (n.clone(), a.to_string()))
+                .unwrap_or_else(|| (format!("{id:016x}"), String::new()));
+            json!({"name": name, "id": id, "addr": addr, "role": role})
+        };
+        let mut members: Vec<Value> = conf.voters.iter().map(|id| member(id, "voter")).collect();
+        members.extend(conf.learners.iter().map(|id| member(id, "learner")));
+        let l = self.node.leader_id();
+        json!({
+            "cluster_id": self.cfg.cluster_id, "name": self.cfg.name, "id": self.id,
+            "term": self.node.term(),
+            "leader": if l == 0 { Value::Null } else { json!(self.name_of(l)) },
+            "commit_index": self.node.commit_index(), "applied_index": self.node.applied_index(),
+            "members": members,
+        })
+    }
+
+    fn machines_json(&self) -> Value {
+        let leader = self.name_of(self.node.leader_id());
+        let mut list = vec![json!({
+            "name": self.cfg.name, "addr": self.cfg.advertise.to_string(),
+            "metadata": self.cfg.metadata, "state": "alive", "leader": leader == self.cfg.name,
+        })];
+        let mut members = self.swim.members();
+        members.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        for (id, state) in members {
+            if id.name.is_empty() || id.name == self.cfg.name {
+                continue;
+            }
+            let state = match state {
+                foca::State::Alive => "alive",
+                foca::State::Suspect => "suspect",
+                foca::State::Down => "dead",
+            };
+            list.push(json!({
+                "name": id.name, "addr": id.addr.to_string(), "metadata": id.meta,
+                "state": state, "leader": leader == id.name,
+            }));
+        }
+        Value::Array(list)
+    }
+
+    fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        let alive = self
+            .swim
+            .members()
+            .iter()
+            .filter(|(_, s)| *s == foca::State::Alive)
+            .count();
+        let lines = [
+            ("berthd_raft_term", "gauge", self.node.term()),
+            ("berthd_raft_is_leader", "gauge", u64::from(self.node.is_leader())),
+            ("berthd_raft_commit_index", "gauge", self.node.commit_index()),
+            ("berthd_raft_applied_index", "gauge", self.node.applied_index()),
+            ("berthd_raft_leader_changes_total", "counter", m.leader_changes),
+            ("berthd_registry_revision", "gauge", self.node.registry().revision()),
+            ("berthd_registry_leases", "gauge", self.lease_clock.len() as u64),
+            ("berthd_swim_alive_members", "gauge", alive as u64),
+            ("berthd_api_requests_total", "counter", m.api_requests),
+            ("berthd_api_errors_total", "counter", m.api_errors),
+            ("berthd_proposals_total", "counter", m.proposals),
+            ("berthd_applied_entries_total", "counter", m.applied),
+            ("berthd_bad_peer_frames_total", "counter", m.bad_frames),
+            ("berthd_bad_datagrams_total", "counter", m.bad_datagrams),
+            ("berthd_peer_connects_total", "counter", m.peer_connects),
+            ("berthd_pending_proposals", "gauge", self.pending.len() as u64),
+        ];
+        let mut out = String::new();
+        for (name, kind, v) in lines {
+            out.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
+        }
+        out
+    }
+}
