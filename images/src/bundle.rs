@@ -1,0 +1,442 @@
+//! Runtime bundles from images: config.json generated from the image config
+//! as `umoci unpack` does (Env, Entrypoint + Cmd, WorkingDir, User resolved
+//! through the image's /etc/passwd and /etc/group, ExposedPorts and Labels
+//! as annotations) on top of `runc spec`'s defaults (mounts, namespaces,
+//! capabilities, masked and read-only paths). Generation is pure; only
+//! [`read_user_db`] and [`write_config`] touch the filesystem.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+use serde_json::{json, Value};
+
+use crate::manifest::ImageConfig;
+
+/// Errors of bundle generation.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("user `{0}` not found in the image's /etc/passwd")]
+    UnknownUser(String),
+    #[error("group `{0}` not found in the image's /etc/group")]
+    UnknownGroup(String),
+    #[error("invalid user `{0}`: want user, uid, user:group or uid:gid")]
+    BadUser(String),
+    #[error("the image has no Entrypoint or Cmd; give a command")]
+    NoCommand,
+    #[error("invalid environment variable `{0}`: want KEY=VALUE")]
+    BadEnv(String),
+    #[error("working directory `{0}` must be absolute")]
+    BadCwd(String),
+    #[error("invalid memory size `{0}`: want a number with an optional b, k, m, g or t suffix (e.g. 64m)")]
+    BadMemory(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Network setting of `image run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// A new, empty network namespace (only loopback).
+    None,
+    /// The host's network namespace (no netns entry).
+    Host,
+}
+
+/// Overrides from the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overrides {
+    /// Replaces the image's Cmd (the Entrypoint stays).
+    pub cmd: Option<Vec<String>>,
+    /// KEY=VALUE, added or replacing the image's.
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub user: Option<String>,
+    /// Bytes.
+    pub memory: Option<i64>,
+    pub net: Net,
+    pub hostname: String,
+    pub terminal: bool,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Overrides {
+            cmd: None,
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            memory: None,
+            net: Net::None,
+            hostname: "berth".into(),
+            terminal: false,
+        }
+    }
+}
+
+/// A passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+/// A group entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+}
+
+/// The image's users and groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserDb {
+    pub users: Vec<PasswdEntry>,
+    pub groups: Vec<GroupEntry>,
+}
+
+pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f.get(5).copied().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+pub fn parse_group(text: &str) -> Vec<GroupEntry> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 3 {
+                return None;
+            }
+            Some(GroupEntry {
+                name: f[0].to_string(),
+                gid: f[2].parse().ok()?,
+                members: f
+                    .get(3)
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The process identity a User string resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub home: String,
+}
+
+/// Resolves `user`, `uid`, `user:group`, `uid:gid` (empty = root) like
+/// runc's GetExecUser: a numeric uid missing from passwd is allowed (gid
+/// 0), a name must exist; supplementary groups come from /etc/group.
+pub fn resolve_user(spec: &str, db: &UserDb) -> Result<ExecUser, BundleError> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if u.is_empty() && g.is_some() || g == Some("") {
+        return Err(BundleError::BadUser(spec.to_string()));
+    }
+    let entry = if u.is_empty() {
+        db.users.iter().find(|e| e.uid == 0)
+    } else if let Ok(uid) = u.parse::<u32>() {
+        db.users.iter().find(|e| e.uid == uid)
+    } else {
+        Some(
+            db.users
+                .iter()
+                .find(|e| e.name == u)
+                .ok_or_else(|| BundleError::UnknownUser(u.to_string()))?,
+        )
+    };
+    let uid = match (entry, u.parse::<u32>()) {
+        (Some(e), _) => e.uid,
+        (None, Ok(n)) => n,
+        (None, Err(_)) => 0,
+    };
+    let mut gid = entry.map_or(0, |e| e.gid);
+    if let Some(g) = g {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                db.groups
+                    .iter()
+                    .find(|e| e.name == g)
+                    .ok_or_else(|| BundleError::UnknownGroup(g.to_string()))?
+                    .gid
+            }
+        };
+    }
+    let mut additional = Vec::new();
+    if let Some(e) = entry {
+        for grp in &db.groups {
+            if grp.members.iter().any(|m| m == &e.name)
+                && grp.gid != gid
+                && !additional.contains(&grp.gid)
+            {
+                additional.push(grp.gid);
+            }
+        }
+    }
+    Ok(ExecUser {
+        uid,
+        gid,
+        additional_gids: additional,
+        home: entry.map_or_else(
+            || "/".to_string(),
+            |e| {
+                if e.home.is_empty() {
+                    "/".into()
+                } else {
+                    e.home.clone()
+                }
+            },
+        ),
+    })
+}
+
+/// Parses runc/docker-style sizes: `1024`, `512k`, `64m`, `1g`, `64MB`.
+pub fn parse_memory(s: &str) -> Result<i64, BundleError> {
+    let bad = || BundleError::BadMemory(s.to_string());
+    let lower = s.trim().to_ascii_lowercase();
+    let t = lower.strip_suffix('b').unwrap_or(&lower);
+    let (num, mult): (&str, i64) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        Some(c) if c.is_ascii_digit() => (t, 1),
+        _ => return Err(bad()),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(bad());
+    }
+    let v = n * mult as f64;
+    if v >= i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(v as i64)
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+
+fn merge_env(image: &[String], extra: &[String]) -> Result<Vec<String>, BundleError> {
+    let mut out: Vec<String> = image.to_vec();
+    for e in extra {
+        let Some((k, _)) = e.split_once('=') else {
+            return Err(BundleError::BadEnv(e.clone()));
+        };
+        if k.is_empty() {
+            return Err(BundleError::BadEnv(e.clone()));
+        }
+        out.retain(|x| x.split_once('=').map_or(x.as_str(), |(xk, _)| xk) != k);
+        out.push(e.clone());
+    }
+    Ok(out)
+}
+
+/// The runtime config for an image with overrides (pure).
+pub fn generate(
+    config: &ImageConfig,
+    users: &UserDb,
+    ov: &Overrides,
+) -> Result<Value, BundleError> {
+    let exec = config.config.clone().unwrap_or_default();
+    let mut args: Vec<String> = exec.entrypoint.clone().unwrap_or_default();
+    match &ov.cmd {
+        Some(cmd) => args.extend(cmd.iter().cloned()),
+        None => args.extend(exec.cmd.clone().unwrap_or_default()),
+    }
+    if args.is_empty() {
+        return Err(BundleError::NoCommand);
+    }
+    let user_spec = ov.user.clone().or(exec.user.clone()).unwrap_or_default();
+    let user = resolve_user(&user_spec, users)?;
+    let mut env = merge_env(exec.env.as_deref().unwrap_or(&[]), &ov.env)?;
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    if ov.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let cwd = ov
+        .cwd
+        .clone()
+        .or(exec.working_dir.clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(BundleError::BadCwd(cwd));
+    }
+    let mut annotations = BTreeMap::new();
+    if let Some(labels) = &exec.labels {
+        for (k, v) in labels {
+            annotations.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(ports) = &exec.exposed_ports {
+        annotations.insert(
+            "org.opencontainers.image.exposedPorts".to_string(),
+            ports.keys().cloned().collect::<Vec<_>>().join(","),
+        );
+    }
+    annotations.insert("org.opencontainers.image.os".into(), config.os.clone());
+    annotations.insert(
+        "org.opencontainers.image.architecture".into(),
+        config.architecture.clone(),
+    );
+    if let Some(a) = &config.author {
+        annotations.insert("org.opencontainers.image.author".into(), a.clone());
+    }
+    if let Some(c) = &config.created {
+        annotations.insert("org.opencontainers.image.created".into(), c.clone());
+    }
+    if let Some(s) = &exec.stop_signal {
+        annotations.insert("org.opencontainers.image.stopSignal".into(), s.clone());
+    }
+    let mut namespaces = vec![json!({"type": "pid"})];
+    if ov.net == Net::None {
+        namespaces.push(json!({"type": "network"}));
+    }
+    namespaces.extend([
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ]);
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(m) = ov.memory {
+        resources["memory"] = json!({ "limit": m });
+    }
+    let mut user_json = json!({"uid": user.uid, "gid": user.gid});
+    if !user.additional_gids.is_empty() {
+        user_json["additionalGids"] = json!(user.additional_gids);
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": ov.terminal,
+            "user": user_json,
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {
+                "bounding": DEFAULT_CAPS,
+                "effective": DEFAULT_CAPS,
+                "permitted": DEFAULT_CAPS,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": ov.hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+        ],
+        "annotations": annotations,
+        "linux": {
+            "resources": resources,
+            "namespaces": namespaces,
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ],
+        },
+    }))
+}
+
+const MAX_DB: u64 = 4 << 20;
+
+fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, BundleError> {
+    let io_err = |source| BundleError::Io {
+        path: format!("{}/{rel}", rootfs.display()),
+        source,
+    };
+    let root = std::fs::File::open(rootfs).map_err(io_err)?;
+    // Symlinks are followed but stay inside the image's root.
+    let fd = match crate::sys::open_in_root(root.as_fd(), Path::new(rel), OFlag::O_RDONLY, false) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(io_err(std::io::Error::from(e))),
+    };
+    let mut s = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_DB)
+        .read_to_end(&mut s)
+        .map_err(io_err)?;
+    Ok(Some(String::from_utf8_lossy(&s).into_owned()))
+}
+
+/// Reads /etc/passwd and /etc/group of a rootfs (resolved inside it).
+pub fn read_user_db(rootfs: &Path) -> Result<UserDb, BundleError> {
+    Ok(UserDb {
+        users: read_in_root(rootfs, "etc/passwd")?
+            .map(|t| parse_passwd(&t))
+            .unwrap_or_default(),
+        groups: read_in_root(rootfs, "etc/group")?
+            .map(|t| parse_group(&t))
+            .unwrap_or_default(),
+    })
+}
+
+/// Writes `dir/config.json`.
+pub fn write_config(dir: &Path, config: &Value) -> Result<(), BundleError> {
+    let p = dir.join("config.json");
+    let bytes = serde_json::to_vec_pretty(config).map_err(|e| BundleError::Io {
+        path: p.display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    crate::store::write_atomic(&p, &bytes).map_err(|source| BundleError::Io {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

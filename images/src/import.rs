@@ -1,0 +1,413 @@
+//! Importing an image into the store: blobs are ingested (verified), then
+//! [`commit_image`] unpacks the missing layers in parallel (each into its
+//! own temp directory, renamed into place once its diff_id checks) and
+//! records the reference. A registry puller would feed `ingest_blob` and
+//! call `commit_image` the same way.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor, ImageConfig, Manifest, Platform};
+use crate::progress::{Counting, Progress};
+use crate::reference::{Reference, ReferenceError};
+use crate::source::{Source, SourceError};
+use crate::store::{ImageRecord, LayerRecord, Lock, Store, StoreError};
+use crate::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
+
+/// Errors of importing.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("{0}")]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("image {path} has no name; pass --name")]
+    NoName { path: String },
+    #[error("--name `{0}`: a name for the store cannot carry a digest")]
+    NameWithDigest(String),
+    #[error("layer {digest}: {source}")]
+    Layer { digest: Digest, source: UnpackError },
+    #[error("layer {digest}: {path}: {source}")]
+    LayerIo {
+        digest: Digest,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Import settings.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The reference to store the image under (and to pick it in the source).
+    pub name: Option<Reference>,
+    /// Bound on each layer's uncompressed size.
+    pub max_layer_size: u64,
+    pub platform: Platform,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            name: None,
+            max_layer_size: unpack::DEFAULT_MAX_LAYER_SIZE,
+            platform: Platform::host(),
+        }
+    }
+}
+
+/// Derives a repository name from a file name: `busybox.tar` -> `busybox`.
+pub fn name_from_path(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_string_lossy().to_lowercase();
+    let mut out = String::new();
+    for c in stem.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-').to_string();
+    (!out.is_empty()).then_some(out)
+}
+
+/// The reference an import stores its image under.
+pub fn choose_reference(
+    given: Option<&Reference>,
+    source_name: Option<&str>,
+    path: &Path,
+) -> Result<Reference, ImportError> {
+    if let Some(r) = given {
+        if r.digest().is_some() {
+            return Err(ImportError::NameWithDigest(r.to_string()));
+        }
+        return Ok(r.clone());
+    }
+    let no_name = || ImportError::NoName {
+        path: path.display().to_string(),
+    };
+    let Some(n) = source_name else {
+        return Err(no_name());
+    };
+    // A full reference (docker RepoTags, or a ref.name like `busybox:1`).
+    if n.contains(':') || n.contains('/') {
+        if let Ok(r) = n.parse::<Reference>() {
+            return Ok(r.without_digest());
+        }
+    }
+    // Only a tag (`latest`): name it after the file.
+    let repo = name_from_path(path).ok_or_else(no_name)?;
+    Ok(Reference::with_tag(&repo, n)?)
+}
+
+/// Imports the image at `path` (layout dir, oci-archive or docker-archive).
+pub fn import(
+    store: &Store,
+    path: &Path,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<ImageRecord, ImportError> {
+    let source = Source::open(path)?;
+    let resolved = source.resolve(opts.name.as_ref(), &opts.platform)?;
+    let reference = choose_reference(opts.name.as_ref(), resolved.source_name.as_deref(), path)?;
+    let lock = store.lock()?;
+    store.clean_tmp(&lock)?;
+    let result = (|| {
+        let mut layer_descs = Vec::new();
+        for l in &resolved.layers {
+            let (reader, size) = source.open_file(&l.path)?;
+            let id = l
+                .digest
+                .as_ref()
+                .map_or_else(|| short_path(&l.path), |d| d.short().to_string());
+            progress.start(&id, "copying", size);
+            let counting = Counting {
+                inner: reader,
+                id: id.clone(),
+                progress,
+            };
+            let digest = store.ingest_blob(&lock, l.digest.as_ref(), Some(l.size), counting)?;
+            progress.finish(&id, "copied");
+            let media_type = if l.media_type.is_empty() {
+                sniff_layer_type(store, &digest)?
+            } else {
+                l.media_type.clone()
+            };
+            layer_descs.push(Descriptor {
+                media_type,
+                digest,
+                size: l.size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            });
+        }
+        let config_digest = store.ingest_blob(
+            &lock,
+            Some(&resolved.config_digest),
+            Some(resolved.config_bytes.len() as u64),
+            &resolved.config_bytes[..],
+        )?;
+        let (manifest_digest, manifest_bytes) = match &resolved.manifest {
+            Some((d, b)) => (d.clone(), b.clone()),
+            None => {
+                let m = Manifest {
+                    schema_version: 2,
+                    media_type: Some(manifest::OCI_MANIFEST.to_string()),
+                    config: Descriptor {
+                        media_type: manifest::OCI_CONFIG.to_string(),
+                        digest: config_digest,
+                        size: resolved.config_bytes.len() as u64,
+                        platform: None,
+                        annotations: BTreeMap::new(),
+                    },
+                    layers: layer_descs,
+                    annotations: BTreeMap::new(),
+                };
+                let b = serde_json::to_vec(&m).map_err(|source| StoreError::Index {
+                    path: store.root().join("blobs"),
+                    source,
+                })?;
+                (Digest::sha256_of(&b), b)
+            }
+        };
+        store.ingest_blob(
+            &lock,
+            Some(&manifest_digest),
+            Some(manifest_bytes.len() as u64),
+            &manifest_bytes[..],
+        )?;
+        let record = commit_image(store, &lock, &reference, &manifest_digest, opts, progress)?;
+        // Free what a replaced image under the same reference held alone.
+        store.gc(&lock)?;
+        Ok(record)
+    })();
+    if result.is_err() {
+        // Leave nothing of a failed import behind.
+        if let Err(e) = store.gc(&lock) {
+            tracing::warn!(error = %e, "cleaning up after a failed import");
+        }
+    }
+    result
+}
+
+fn short_path(p: &str) -> String {
+    let s: String = p
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
+    if s.is_empty() {
+        "layer".into()
+    } else {
+        s
+    }
+}
+
+fn sniff_layer_type(store: &Store, d: &Digest) -> Result<String, ImportError> {
+    let p = store.blob_path(d);
+    let mut head = [0u8; 4];
+    let n = File::open(&p)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|source| StoreError::Io { path: p, source })?;
+    Ok(match unpack::sniff(&head[..n]) {
+        unpack::Compression::None => manifest::OCI_LAYER_TAR,
+        unpack::Compression::Gzip => manifest::OCI_LAYER_GZIP,
+        unpack::Compression::Zstd => manifest::OCI_LAYER_ZSTD,
+    }
+    .to_string())
+}
+
+/// Reads a stored manifest and its config.
+pub fn load_manifest(
+    store: &Store,
+    manifest_digest: &Digest,
+) -> Result<(Manifest, ImageConfig), ImportError> {
+    let bytes = store.read_blob(manifest_digest)?;
+    let m = match manifest::parse_manifest_or_index("", manifest_digest, &bytes)? {
+        manifest::Parsed::Manifest(m) => m,
+        manifest::Parsed::Index(_) => {
+            return Err(ImportError::Manifest(manifest::ManifestError::MediaType {
+                what: "manifest",
+                digest: manifest_digest.to_string(),
+                media_type: manifest::OCI_INDEX.to_string(),
+            }))
+        }
+    };
+    let cbytes = store.read_blob(&m.config.digest)?;
+    let config = manifest::parse_config(&m.config.digest, &cbytes, &m)?;
+    Ok((m, config))
+}
+
+/// Unpacks the layers of a manifest whose blobs are all in the store, then
+/// records `reference` -> manifest. Layers already unpacked are shared.
+pub fn commit_image(
+    store: &Store,
+    lock: &Lock,
+    reference: &Reference,
+    manifest_digest: &Digest,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<ImageRecord, ImportError> {
+    let (m, config) = load_manifest(store, manifest_digest)?;
+    let mut todo: Vec<(Descriptor, Digest)> = Vec::new();
+    for (d, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
+        manifest::layer_kind(d)?;
+        if !store.has_blob(&d.digest) {
+            return Err(StoreError::MissingBlob {
+                store: store.root().to_path_buf(),
+                digest: d.digest.clone(),
+            }
+            .into());
+        }
+        if !store.has_layer(diff_id) && !todo.iter().any(|(_, x)| x == diff_id) {
+            todo.push((d.clone(), diff_id.clone()));
+        }
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(todo.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let errors: Mutex<Vec<ImportError>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((desc, diff_id)) = todo.get(i) else {
+                    break;
+                };
+                if let Err(e) = unpack_one(store, lock, desc, diff_id, opts, progress) {
+                    if let Ok(mut errs) = errors.lock() {
+                        errs.push(e);
+                    }
+                    // Stop taking new layers; running ones finish.
+                    next.store(todo.len(), Ordering::SeqCst);
+                    break;
+                }
+            });
+        }
+    });
+    if let Some(e) = errors
+        .into_inner()
+        .ok()
+        .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)))
+    {
+        return Err(e);
+    }
+    store.sync()?;
+    let record = ImageRecord {
+        reference: reference.to_string(),
+        manifest: manifest_digest.clone(),
+        config: m.config.digest.clone(),
+        layers: m
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(d, diff_id)| LayerRecord {
+                digest: d.digest.clone(),
+                diff_id: diff_id.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            })
+            .collect(),
+        platform: {
+            let mut p = format!("{}/{}", config.os, config.architecture);
+            if let Some(v) = &config.variant {
+                p = format!("{p}/{v}");
+            }
+            p
+        },
+        created: config.created.clone(),
+        imported: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    store.put_image(lock, record.clone())?;
+    Ok(record)
+}
+
+fn unpack_one(
+    store: &Store,
+    lock: &Lock,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<(), ImportError> {
+    let layer_err = |source| ImportError::Layer {
+        digest: desc.digest.clone(),
+        source,
+    };
+    let io_err = |path: &Path, source| ImportError::LayerIo {
+        digest: desc.digest.clone(),
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = store.tmp_dir(lock, "layer-")?;
+    let root = tmp.join("fs");
+    std::fs::create_dir(&root).map_err(|e| io_err(&root, e))?;
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| io_err(&root, e))?;
+    let blob = store.blob_path(&desc.digest);
+    let f = File::open(&blob).map_err(|e| io_err(&blob, e))?;
+    let id = desc.digest.short().to_string();
+    progress.start(&id, "unpacking", desc.size);
+    let mut uopts = UnpackOptions::new(WhiteoutMode::Overlay);
+    uopts.max_size = opts.max_layer_size;
+    let reader = Counting {
+        inner: f,
+        id: id.clone(),
+        progress,
+    };
+    let r = unpack::unpack_layer(reader, &root, &uopts, Some(diff_id));
+    if let Err(e) = r {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(layer_err(e));
+    }
+    let dest = store.layer_dir(diff_id);
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+    }
+    std::fs::rename(&root, &dest).map_err(|e| io_err(&dest, e))?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    progress.finish(&id, "done");
+    Ok(())
+}
+
+/// Applies all layers of an image, in order, into one directory (for
+/// `image unpack` and the copy fallback of snapshots).
+pub fn flatten(
+    store: &Store,
+    image: &ImageRecord,
+    rootfs: &Path,
+    max_layer_size: u64,
+) -> Result<(), ImportError> {
+    let mut uopts = UnpackOptions::new(WhiteoutMode::Flatten);
+    uopts.max_size = max_layer_size;
+    for l in &image.layers {
+        let blob = store.blob_path(&l.digest);
+        let f = File::open(&blob).map_err(|source| ImportError::LayerIo {
+            digest: l.digest.clone(),
+            path: blob.display().to_string(),
+            source,
+        })?;
+        unpack::unpack_layer(f, rootfs, &uopts, Some(&l.diff_id)).map_err(|source| {
+            ImportError::Layer {
+                digest: l.digest.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,354 @@
+//! Container snapshots: a rootfs made of an image's layer directories as
+//! overlayfs lowerdirs plus a private upper and work dir. [`prepare`] makes
+//! the directories and returns the mount to perform; it mounts nothing.
+//! Where overlayfs is missing the caller falls back to [`fill_copy`].
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::import::{self, ImportError};
+use crate::store::{ImageRecord, Lock, SnapshotRecord, Store, StoreError};
+
+/// Errors of snapshots.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(
+        "invalid container name `{0}`: use [A-Za-z0-9][A-Za-z0-9_.-]*, at most 128 characters"
+    )]
+    Name(String),
+    #[error("container `{name}` already exists ({path})")]
+    Exists { name: String, path: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "overlay path {path} contains `,`, `:` or a newline, which overlayfs options cannot carry"
+    )]
+    BadPath { path: PathBuf },
+    #[error("overlay mount options are {len} bytes, over the kernel's {max}-byte limit ({layers} layers)")]
+    TooManyLayers {
+        len: usize,
+        max: usize,
+        layers: usize,
+    },
+    #[error("mounting overlay at {target}: {errno}")]
+    Mount { target: PathBuf, errno: Errno },
+    #[error("unmounting {target}: {errno}")]
+    Unmount { target: PathBuf, errno: Errno },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+}
+
+/// A mount to perform (as containerd's snapshotters return them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub fstype: String,
+    pub source: String,
+    pub target: PathBuf,
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// Performs the mount (needs CAP_SYS_ADMIN).
+    pub fn perform(&self) -> Result<(), SnapshotError> {
+        crate::sys::mount_overlay(&self.target, &self.options.join(",")).map_err(|errno| {
+            SnapshotError::Mount {
+                target: self.target.clone(),
+                errno,
+            }
+        })
+    }
+}
+
+/// The directories of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub name: String,
+    /// STORE/containers/<name>: also the bundle directory.
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Snapshot {
+    pub fn at(store: &Store, name: &str) -> Result<Snapshot, SnapshotError> {
+        validate_name(name)?;
+        let dir = store.containers_dir().join(name);
+        Ok(Snapshot {
+            name: name.to_string(),
+            rootfs: dir.join("rootfs"),
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+            dir,
+        })
+    }
+}
+
+/// What `prepare` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// Perform this overlay mount on `snapshot.rootfs`.
+    Overlay(Mount),
+    /// No overlayfs here: call [`fill_copy`] to populate `snapshot.rootfs`.
+    Copy,
+}
+
+pub fn validate_name(name: &str) -> Result<(), SnapshotError> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::Name(name.to_string()))
+    }
+}
+
+/// Page size: the kernel's limit on mount option data.
+const MAX_MOUNT_DATA: usize = 4095;
+
+/// The overlay mount for `lowers` (top layer first), pure.
+pub fn overlay_mount(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<Mount, SnapshotError> {
+    for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
+        let s = p.to_string_lossy();
+        if s.contains(',') || s.contains(':') || s.contains('\n') {
+            return Err(SnapshotError::BadPath {
+                path: p.to_path_buf(),
+            });
+        }
+    }
+    let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let options = vec![
+        format!("lowerdir={}", lower.join(":")),
+        format!("upperdir={}", upper.display()),
+        format!("workdir={}", work.display()),
+    ];
+    let len = options.join(",").len();
+    if len > MAX_MOUNT_DATA {
+        return Err(SnapshotError::TooManyLayers {
+            len,
+            max: MAX_MOUNT_DATA,
+            layers: lowers.len(),
+        });
+    }
+    Ok(Mount {
+        fstype: "overlay".into(),
+        source: "overlay".into(),
+        target: target.to_path_buf(),
+        options,
+    })
+}
+
+/// Creates the snapshot directories and its record (so garbage collection
+/// keeps its layers) and returns what to do to get a rootfs.
+pub fn prepare(
+    store: &Store,
+    _lock: &Lock,
+    name: &str,
+    image: &ImageRecord,
+    overlay_available: bool,
+) -> Result<(Snapshot, Prepared), SnapshotError> {
+    let snap = Snapshot::at(store, name)?;
+    let io_err = |path: &Path, source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match fs::create_dir(&snap.dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(SnapshotError::Exists {
+                name: name.to_string(),
+                path: snap.dir.clone(),
+            })
+        }
+        Err(e) => return Err(io_err(&snap.dir, e)),
+    }
+    let result = (|| {
+        let kind = if overlay_available { "overlay" } else { "copy" };
+        let record = SnapshotRecord {
+            name: name.to_string(),
+            image: image.reference.clone(),
+            layers: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            kind: kind.to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| io_err(&snap.dir, io::Error::other(e)))?;
+        crate::store::write_atomic(&snap.dir.join("snapshot.json"), &bytes)
+            .map_err(|e| io_err(&snap.dir, e))?;
+        for d in [&snap.rootfs, &snap.upper, &snap.work] {
+            fs::create_dir(d).map_err(|e| io_err(d, e))?;
+        }
+        fs::set_permissions(
+            &snap.upper,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .map_err(|e| io_err(&snap.upper, e))?;
+        if !overlay_available {
+            return Ok(Prepared::Copy);
+        }
+        let lowers: Vec<PathBuf> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| store.layer_dir(&l.diff_id))
+            .collect();
+        Ok(Prepared::Overlay(overlay_mount(
+            &lowers,
+            &snap.upper,
+            &snap.work,
+            &snap.rootfs,
+        )?))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&snap.dir);
+    }
+    result.map(|p| (snap, p))
+}
+
+/// Whether this kernel has overlayfs.
+pub fn overlay_available() -> bool {
+    crate::sys::overlay_in_proc_filesystems()
+}
+
+/// The fallback where overlayfs is missing: a full copy of the image into
+/// the snapshot's rootfs (O(image size), hence the warning callers print).
+pub fn fill_copy(store: &Store, snap: &Snapshot, image: &ImageRecord) -> Result<(), SnapshotError> {
+    import::flatten(
+        store,
+        image,
+        &snap.rootfs,
+        crate::unpack::DEFAULT_MAX_LAYER_SIZE,
+    )?;
+    Ok(())
+}
+
+/// Unmounts (if mounted) and deletes a snapshot.
+pub fn remove(store: &Store, _lock: &Lock, name: &str) -> Result<(), SnapshotError> {
+    let snap = Snapshot::at(store, name)?;
+    unmount(&snap)?;
+    match fs::remove_dir_all(&snap.dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SnapshotError::Io {
+            path: snap.dir,
+            source: e,
+        }),
+    }
+}
+
+/// Unmounts the snapshot's rootfs if it is mounted.
+pub fn unmount(snap: &Snapshot) -> Result<(), SnapshotError> {
+    if crate::sys::is_mount_point(&snap.rootfs) {
+        crate::sys::unmount(&snap.rootfs).map_err(|errno| SnapshotError::Unmount {
+            target: snap.rootfs.clone(),
+            errno,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_mount_puts_top_layer_first() {
+        let lowers = vec![
+            PathBuf::from("/s/layers/top"),
+            PathBuf::from("/s/layers/base"),
+        ];
+        let m = overlay_mount(
+            &lowers,
+            Path::new("/s/c/upper"),
+            Path::new("/s/c/work"),
+            Path::new("/s/c/rootfs"),
+        )
+        .unwrap();
+        assert_eq!(m.fstype, "overlay");
+        assert_eq!(
+            m.options,
+            vec![
+                "lowerdir=/s/layers/top:/s/layers/base".to_string(),
+                "upperdir=/s/c/upper".into(),
+                "workdir=/s/c/work".into()
+            ]
+        );
+        assert_eq!(m.target, PathBuf::from("/s/c/rootfs"));
+    }
+
+    #[test]
+    fn overlay_mount_refuses_unsafe_paths_and_overlong_options() {
+        let bad = vec![PathBuf::from("/a,b")];
+        assert!(matches!(
+            overlay_mount(&bad, Path::new("/u"), Path::new("/w"), Path::new("/t")),
+            Err(SnapshotError::BadPath { .. })
+        ));
+        let many: Vec<PathBuf> = (0..200)
+            .map(|i| PathBuf::from(format!("/var/lib/berth/layers/sha256/{i:064}")))
+            .collect();
+        assert!(matches!(
+            overlay_mount(&many, Path::new("/u"), Path::new("/w"), Path::new("/t")),
+            Err(SnapshotError::TooManyLayers { layers: 200, .. })
+        ));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("web-1.a_b").is_ok());
+        for bad in ["", "-x", "a/b", "..", "a b"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prepare_records_snapshot_and_refuses_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lock = store.lock().unwrap();
+        let image = ImageRecord {
+            reference: "x:1".into(),
+            manifest: crate::digest::Digest::sha256_of(b"m"),
+            config: crate::digest::Digest::sha256_of(b"c"),
+            layers: vec![crate::store::LayerRecord {
+                digest: crate::digest::Digest::sha256_of(b"l"),
+                diff_id: crate::digest::Digest::sha256_of(b"d"),
+                size: 1,
+                media_type: String::new(),
+            }],
+            platform: "linux/amd64".into(),
+            created: None,
+            imported: 0,
+        };
+        let (snap, prepared) = prepare(&store, &lock, "c1", &image, true).unwrap();
+        match prepared {
+            Prepared::Overlay(m) => {
+                assert!(m.options[0].contains(&image.layers[0].diff_id.hex().to_string()))
+            }
+            Prepared::Copy => panic!("expected overlay"),
+        }
+        assert!(snap.upper.is_dir() && snap.work.is_dir() && snap.rootfs.is_dir());
+        let recs = store.snapshots().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].layers, vec![image.layers[0].diff_id.clone()]);
+        assert!(matches!(
+            prepare(&store, &lock, "c1", &image, true),
+            Err(SnapshotError::Exists { .. })
+        ));
+        remove(&store, &lock, "c1").unwrap();
+        assert!(!snap.dir.exists());
+        assert!(store.snapshots().unwrap().is_empty());
+    }
+}

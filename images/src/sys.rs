@@ -1,0 +1,146 @@
+//! The syscall seam: the only place with `unsafe`, and the thin wrappers
+//! around openat2 that every path resolution in this crate goes through.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+
+/// Opens `path` below `dir` with `openat2(RESOLVE_IN_ROOT)`: `..` and
+/// absolute symlinks are clamped to `dir`, so nothing outside can be
+/// reached. With `no_symlinks`, any symlink in the path fails with ELOOP.
+pub fn open_in_root(
+    dir: BorrowedFd<'_>,
+    path: &Path,
+    flags: OFlag,
+    no_symlinks: bool,
+) -> Result<OwnedFd, Errno> {
+    let mut resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+    if no_symlinks {
+        resolve |= ResolveFlag::RESOLVE_NO_SYMLINKS;
+    }
+    let path: &Path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .mode(Mode::empty())
+        .resolve(resolve);
+    // openat2 asks callers to retry EAGAIN (a concurrent rename raced `..`).
+    let mut tries = 0;
+    loop {
+        match nix::fcntl::openat2(dir, path, how) {
+            Err(Errno::EAGAIN) if tries < 16 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Sets an extended attribute on an open (non-O_PATH) file.
+pub fn fsetxattr(fd: BorrowedFd<'_>, name: &[u8], value: &[u8]) -> Result<(), Errno> {
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `fd` is a live descriptor for the duration of the call, `name`
+    // is a NUL-terminated string we own and `value` is a valid slice whose
+    // pointer and length describe readable memory.
+    let rc = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Reads an extended attribute of an open file (None when it is absent).
+#[cfg(test)]
+pub fn fgetxattr(fd: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Vec<u8>>, Errno> {
+    let name = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: `fd` is live, `name` is NUL-terminated and `buf` is a writable
+    // buffer of exactly `buf.len()` bytes.
+    let rc = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    match Errno::result(rc) {
+        Ok(n) => {
+            buf.truncate(usize::try_from(n).unwrap_or(0));
+            Ok(Some(buf))
+        }
+        Err(Errno::ENODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the running kernel knows overlayfs (from /proc/filesystems).
+pub fn overlay_in_proc_filesystems() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
+        .unwrap_or(false)
+}
+
+/// `mount -t overlay overlay -o <data> <target>`.
+pub fn mount_overlay(target: &Path, data: &str) -> Result<(), Errno> {
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data),
+    )
+}
+
+/// Detaches the mount at `target`.
+pub fn unmount(target: &Path) -> Result<(), Errno> {
+    nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's,
+/// or it appears in /proc/self/mountinfo).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.as_os_str().as_bytes();
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|mp| unescape_mountinfo(mp).as_slice() == want)
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
