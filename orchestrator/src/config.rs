@@ -8,7 +8,11 @@ use serde::Deserialize;
 
 /// berthd's command line (every key can also come from the `--config` TOML file).
 #[derive(Debug, Default, Clone, clap::Parser)]
-#[command(name = "berthd", version, about = "Berth cluster daemon: SWIM membership, Raft registry")]
+#[command(
+    name = "berthd",
+    version,
+    about = "Berth cluster daemon: SWIM membership, Raft registry"
+)]
 pub struct Flags {
     /// TOML file with the same keys as the flags (cluster-id = "...", metadata = {k = "v"}, ...)
     #[arg(long)]
@@ -234,7 +238,11 @@ pub fn resolve(flags: Flags, file: Option<&str>, hostname: &str) -> Result<Confi
         ));
     }
     if advertise.port() == 0 || listen.port() == 0 {
-        return Err(invalid("listen", &listen.to_string(), "port 0 is not allowed"));
+        return Err(invalid(
+            "listen",
+            &listen.to_string(),
+            "port 0 is not allowed",
+        ));
     }
     let bootstrap = match (flags.bootstrap, file.bootstrap) {
         (Some(s), _) => parse_bootstrap(&[s])?,
@@ -256,7 +264,11 @@ pub fn resolve(flags: Flags, file: Option<&str>, hostname: &str) -> Result<Confi
             .unwrap_or(defaults.heartbeat_ticks),
     };
     if timing.tick_ms == 0 || timing.tick_ms > 1000 {
-        return Err(invalid("tick-ms", &timing.tick_ms.to_string(), "must be 1..=1000"));
+        return Err(invalid(
+            "tick-ms",
+            &timing.tick_ms.to_string(),
+            "must be 1..=1000",
+        ));
     }
     if timing.heartbeat_ticks == 0 || timing.election_ticks <= timing.heartbeat_ticks {
         return Err(invalid(
@@ -314,7 +326,14 @@ listen = "10.0.0.1:7000"
 bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
 "#;
         let c = resolve(
-            flags(&["--name", "n1", "--metadata", "region=us", "--socket", "/tmp/s"]),
+            flags(&[
+                "--name",
+                "n1",
+                "--metadata",
+                "region=us",
+                "--socket",
+                "/tmp/s",
+            ]),
             Some(file),
             "host",
         )
@@ -352,14 +371,28 @@ bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
         let e = resolve(flags(&["--cluster-id", "c"]), None, "h").expect_err("0.0.0.0");
         assert!(e.to_string().contains("advertise"), "{e}");
         let e = resolve(
-            flags(&["--cluster-id", "c", "--advertise", "1.2.3.4:5", "--bootstrap", "a=x"]),
+            flags(&[
+                "--cluster-id",
+                "c",
+                "--advertise",
+                "1.2.3.4:5",
+                "--bootstrap",
+                "a=x",
+            ]),
             None,
             "h",
         )
         .expect_err("bad bootstrap");
         assert!(e.to_string().contains("bootstrap"), "{e}");
         let e = resolve(
-            flags(&["--cluster-id", "c", "--advertise", "1.2.3.4:5", "--metadata", "novalue"]),
+            flags(&[
+                "--cluster-id",
+                "c",
+                "--advertise",
+                "1.2.3.4:5",
+                "--metadata",
+                "novalue",
+            ]),
             None,
             "h",
         )

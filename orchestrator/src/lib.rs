@@ -5,6 +5,7 @@
 //! packet framing). [`daemon`] is the one mio event loop that feeds them bytes and time.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod membership;

@@ -71,7 +71,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
                 .parse()
                 .map_err(|_| err(400, format!("invalid Content-Length {v:?}")))?;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(err(411, "chunked request bodies are not supported; send Content-Length"));
+            return Err(err(
+                411,
+                "chunked request bodies are not supported; send Content-Length",
+            ));
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = std::str::from_utf8(h.value).unwrap_or("");
             if v.eq_ignore_ascii_case("close") {
@@ -89,7 +92,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
         return Ok(None);
     }
     let (raw_path, raw_query) = target.split_once('?').unwrap_or((target, ""));
-    let path = percent_decode(raw_path).ok_or_else(|| err(400, format!("bad path {raw_path:?}")))?;
+    let path =
+        percent_decode(raw_path).ok_or_else(|| err(400, format!("bad path {raw_path:?}")))?;
     let mut query = Vec::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -228,7 +232,10 @@ mod tests {
 
     #[test]
     fn malformed_requests_get_4xx() {
-        assert_eq!(parse(b"\x00\x01garbage\r\n\r\n").map_err(|e| e.status), Err(400));
+        assert_eq!(
+            parse(b"\x00\x01garbage\r\n\r\n").map_err(|e| e.status),
+            Err(400)
+        );
         assert_eq!(
             parse(b"PUT /x HTTP/1.1\r\nContent-Length: nope\r\n\r\n").map_err(|e| e.status),
             Err(400)
@@ -244,7 +251,10 @@ mod tests {
         let mut big = b"GET /x HTTP/1.1\r\nX: ".to_vec();
         big.extend(vec![b'a'; MAX_HEAD + 1]);
         assert_eq!(parse(&big).map_err(|e| e.status), Err(431));
-        assert_eq!(parse(b"GET /%zz HTTP/1.1\r\n\r\n").map_err(|e| e.status), Err(400));
+        assert_eq!(
+            parse(b"GET /%zz HTTP/1.1\r\n\r\n").map_err(|e| e.status),
+            Err(400)
+        );
     }
 
     #[test]

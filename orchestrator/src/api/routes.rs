@@ -13,20 +13,47 @@ pub enum Route {
     Health,
     Leader,
     Cluster,
-    AddVoter { name: String },
-    RemoveVoter { name: String },
+    AddVoter {
+        name: String,
+    },
+    RemoveVoter {
+        name: String,
+    },
     Machines,
-    GetKey { key: String },
-    Range { prefix: String },
-    Put { key: String, value: String, lease: u64, prev_revision: Option<u64> },
-    Delete { key: String, prefix: bool },
-    LeaseGrant { ttl_s: u64 },
-    KeepAlive { id: u64 },
-    Revoke { id: u64 },
-    Watch { prefix: String, from_revision: u64 },
+    GetKey {
+        key: String,
+    },
+    Range {
+        prefix: String,
+    },
+    Put {
+        key: String,
+        value: String,
+        lease: u64,
+        prev_revision: Option<u64>,
+    },
+    Delete {
+        key: String,
+        prefix: bool,
+    },
+    LeaseGrant {
+        ttl_s: u64,
+    },
+    KeepAlive {
+        id: u64,
+    },
+    Revoke {
+        id: u64,
+    },
+    Watch {
+        prefix: String,
+        from_revision: u64,
+    },
     RegisterService(Service),
     Services,
-    LookupService { name: String },
+    LookupService {
+        name: String,
+    },
     Metrics,
 }
 
@@ -86,7 +113,10 @@ fn flag(req: &Request, name: &str) -> Result<bool, HttpError> {
     match req.query(name) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
-        Some(v) => Err(err(400, format!("query parameter {name}={v:?} must be true or false"))),
+        Some(v) => Err(err(
+            400,
+            format!("query parameter {name}={v:?} must be true or false"),
+        )),
     }
 }
 
@@ -188,7 +218,10 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
         ("GET", "/v1/watch") => {
             let prefix = req.query("prefix").unwrap_or("/").to_string();
             if !prefix.starts_with('/') {
-                return Err(err(400, format!("watch prefix {prefix:?} must start with '/'")));
+                return Err(err(
+                    400,
+                    format!("watch prefix {prefix:?} must start with '/'"),
+                ));
             }
             let from_revision = match req.query("from_revision") {
                 Some(s) => number("from_revision", s)?,
@@ -218,10 +251,11 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
                 meta: b.meta,
             }))
         }
-        (_, "/v1/health" | "/v1/leader" | "/v1/cluster" | "/v1/machines" | "/metrics"
-            | "/v1/services" | "/v1/cluster/voters" | "/v1/leases" | "/v1/watch") => {
-            Err(not_allowed())
-        }
+        (
+            _,
+            "/v1/health" | "/v1/leader" | "/v1/cluster" | "/v1/machines" | "/metrics"
+            | "/v1/services" | "/v1/cluster/voters" | "/v1/leases" | "/v1/watch",
+        ) => Err(not_allowed()),
         _ => Err(err(404, format!("no such endpoint {m} {p}"))),
     }
 }
@@ -251,10 +285,17 @@ mod tests {
         );
         assert_eq!(
             route(&req("GET", "/v1/keys/a/", &[("prefix", "true")], "")),
-            Ok(Route::Range { prefix: "/a/".into() })
+            Ok(Route::Range {
+                prefix: "/a/".into()
+            })
         );
         assert_eq!(
-            route(&req("PUT", "/v1/keys/a", &[], r#"{"value":"v","prev_revision":3}"#)),
+            route(&req(
+                "PUT",
+                "/v1/keys/a",
+                &[],
+                r#"{"value":"v","prev_revision":3}"#
+            )),
             Ok(Route::Put {
                 key: "/a".into(),
                 value: "v".into(),
@@ -264,7 +305,10 @@ mod tests {
         );
         assert_eq!(
             route(&req("DELETE", "/v1/keys/a", &[("prefix", "1")], "")),
-            Ok(Route::Delete { key: "/a".into(), prefix: true })
+            Ok(Route::Delete {
+                key: "/a".into(),
+                prefix: true
+            })
         );
     }
 
@@ -275,8 +319,14 @@ mod tests {
         assert!(e.message.contains("JSON"));
         let e = route(&req("PUT", "/v1/keys/a", &[], r#"{"valu":"v"}"#)).expect_err("field");
         assert!(e.message.contains("valu"), "{}", e.message);
-        assert_eq!(route(&req("GET", "/nope", &[], "")).map_err(|e| e.status), Err(404));
-        assert_eq!(route(&req("POST", "/v1/health", &[], "")).map_err(|e| e.status), Err(405));
+        assert_eq!(
+            route(&req("GET", "/nope", &[], "")).map_err(|e| e.status),
+            Err(404)
+        );
+        assert_eq!(
+            route(&req("POST", "/v1/health", &[], "")).map_err(|e| e.status),
+            Err(405)
+        );
         assert_eq!(
             route(&req("POST", "/v1/leases", &[], r#"{"ttl":0}"#)).map_err(|e| e.status),
             Err(400)
@@ -321,7 +371,10 @@ mod tests {
             route(&req("POST", "/v1/leases/7/keepalive", &[], "")),
             Ok(Route::KeepAlive { id: 7 })
         );
-        assert_eq!(route(&req("DELETE", "/v1/leases/7", &[], "")), Ok(Route::Revoke { id: 7 }));
+        assert_eq!(
+            route(&req("DELETE", "/v1/leases/7", &[], "")),
+            Ok(Route::Revoke { id: 7 })
+        );
         assert_eq!(
             route(&req("POST", "/v1/cluster/voters", &[], r#"{"name":"n4"}"#)),
             Ok(Route::AddVoter { name: "n4".into() })
@@ -331,8 +384,16 @@ mod tests {
             Ok(Route::RemoveVoter { name: "n4".into() })
         );
         assert_eq!(
-            route(&req("GET", "/v1/watch", &[("prefix", "/s/"), ("from_revision", "5")], "")),
-            Ok(Route::Watch { prefix: "/s/".into(), from_revision: 5 })
+            route(&req(
+                "GET",
+                "/v1/watch",
+                &[("prefix", "/s/"), ("from_revision", "5")],
+                ""
+            )),
+            Ok(Route::Watch {
+                prefix: "/s/".into(),
+                from_revision: 5
+            })
         );
     }
 }

@@ -1,1 +1,445 @@
-fn main() {}
+//! berthctl: fleetctl-style client for berthd's API socket.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use berth_orchestrator::api::http::percent_encode;
+use berth_orchestrator::client::Client;
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(
+    name = "berthctl",
+    version,
+    about = "Control a Berth cluster through berthd"
+)]
+struct Cli {
+    /// berthd API socket
+    #[arg(long, default_value = "/run/berth/berthd.sock", global = true)]
+    endpoint: PathBuf,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    format: Format,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the machines in the cluster (a '*' marks the leader)
+    ListMachines,
+    /// Read and write registry keys
+    #[command(subcommand)]
+    Kv(Kv),
+    /// Service registry
+    #[command(subcommand)]
+    Services(Services),
+    /// Raft membership
+    #[command(subcommand)]
+    Cluster(Cluster),
+}
+
+#[derive(Subcommand)]
+enum Kv {
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+        /// Attach the key to a new lease with this TTL (seconds)
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    Rm {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+    },
+    Ls {
+        prefix: Option<String>,
+    },
+    Watch {
+        prefix: String,
+        #[arg(long)]
+        from_revision: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Services {
+    Ls,
+    Lookup {
+        name: String,
+    },
+    Register {
+        name: String,
+        #[arg(long)]
+        ip: String,
+        #[arg(long)]
+        port: u16,
+        /// key=value (repeatable)
+        #[arg(long)]
+        meta: Vec<String>,
+        #[arg(long)]
+        instance: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Cluster {
+    Status,
+    AddVoter { name: String },
+    RemoveVoter { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berthctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn key_path(key: &str) -> String {
+    let key = if key.starts_with('/') {
+        key.to_string()
+    } else {
+        format!("/{key}")
+    };
+    format!("/v1/keys{}", percent_encode(&key))
+}
+
+fn print_json(v: &Value) {
+    println!("{v}");
+}
+
+fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut out = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                out.push_str(&c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn meta_text(v: Option<&Value>) -> String {
+    let Some(Value::Object(m)) = v else {
+        return "-".into();
+    };
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_meta(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("invalid --meta {item:?}: expected key=value"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn service_rows(list: &[Value]) -> Vec<Vec<String>> {
+    list.iter()
+        .map(|e| {
+            vec![
+                s(e, "name"),
+                s(e, "machine"),
+                s(e, "instance"),
+                format!("{}:{}", s(e, "ip"), s(e, "port")),
+                meta_text(e.get("meta")),
+            ]
+        })
+        .collect()
+}
+
+const SERVICE_HEADERS: [&str; 5] = ["SERVICE", "MACHINE", "INSTANCE", "ADDRESS", "META"];
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = Client::new(&cli.endpoint);
+    let json_out = cli.format == Format::Json;
+    match cli.cmd {
+        Cmd::ListMachines => {
+            let v = c.json("GET", "/v1/machines", None)?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|m| {
+                    let mark = if m.get("leader") == Some(&Value::Bool(true)) {
+                        "*"
+                    } else {
+                        ""
+                    };
+                    let addr = s(m, "addr");
+                    let ip = addr
+                        .rsplit_once(':')
+                        .map(|(ip, _)| ip.to_string())
+                        .unwrap_or(addr);
+                    vec![
+                        format!("{}{mark}", s(m, "name")),
+                        ip,
+                        s(m, "state"),
+                        meta_text(m.get("metadata")),
+                    ]
+                })
+                .collect();
+            table(&["MACHINE", "IP", "STATE", "METADATA"], &rows);
+        }
+        Cmd::Kv(Kv::Get { key }) => {
+            let v = c.json("GET", &key_path(&key), None)?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("{}", s(&v, "value"));
+            }
+        }
+        Cmd::Kv(Kv::Put { key, value, ttl }) => {
+            let mut body = json!({ "value": value });
+            if let Some(ttl) = ttl {
+                let lease = c.json("POST", "/v1/leases", Some(&json!({ "ttl": ttl })))?;
+                body["lease"] = lease.get("id").cloned().unwrap_or(Value::Null);
+            }
+            let v = c.json("PUT", &key_path(&key), Some(&body))?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("revision {}", s(&v, "revision"));
+            }
+        }
+        Cmd::Kv(Kv::Rm { key, prefix }) => {
+            let path = format!(
+                "{}{}",
+                key_path(&key),
+                if prefix { "?prefix=true" } else { "" }
+            );
+            let v = c.json("DELETE", &path, None)?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!(
+                    "deleted {} (revision {})",
+                    s(&v, "deleted"),
+                    s(&v, "revision")
+                );
+            }
+        }
+        Cmd::Kv(Kv::Ls { prefix }) => {
+            let prefix = prefix.unwrap_or_else(|| "/".into());
+            let v = c.json("GET", &format!("{}?prefix=true", key_path(&prefix)), None)?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .get("kvs")
+                .and_then(|k| k.as_array())
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|kv| {
+                    vec![
+                        s(kv, "key"),
+                        s(kv, "mod_revision"),
+                        s(kv, "lease"),
+                        s(kv, "value"),
+                    ]
+                })
+                .collect();
+            table(&["KEY", "REVISION", "LEASE", "VALUE"], &rows);
+        }
+        Cmd::Kv(Kv::Watch {
+            prefix,
+            from_revision,
+        }) => {
+            let prefix = if prefix.starts_with('/') {
+                prefix
+            } else {
+                format!("/{prefix}")
+            };
+            let mut target = format!("/v1/watch?prefix={}", percent_encode(&prefix));
+            if let Some(r) = from_revision {
+                target.push_str(&format!("&from_revision={r}"));
+            }
+            c.stream(&target, |line| {
+                if json_out {
+                    println!("{line}");
+                } else if let Ok(e) = serde_json::from_str::<Value>(line) {
+                    if e.get("error").is_some() {
+                        println!("error: {}", s(&e, "error"));
+                    } else {
+                        println!(
+                            "{} {} {} (revision {})",
+                            s(&e, "type"),
+                            s(&e, "key"),
+                            s(&e, "value"),
+                            s(&e, "mod_revision")
+                        );
+                    }
+                }
+            })?;
+        }
+        Cmd::Services(Services::Ls) => {
+            let v = c.json("GET", "/v1/services", None)?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let mut rows = Vec::new();
+            if let Some(Value::Object(m)) = v.get("services") {
+                for list in m.values() {
+                    rows.extend(service_rows(
+                        list.as_array().map(|a| a.as_slice()).unwrap_or_default(),
+                    ));
+                }
+            }
+            table(&SERVICE_HEADERS, &rows);
+        }
+        Cmd::Services(Services::Lookup { name }) => {
+            let v = c.json(
+                "GET",
+                &format!("/v1/services/{}", percent_encode(&name)),
+                None,
+            )?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            let list = v.as_array().map(|a| a.as_slice()).unwrap_or_default();
+            if list.is_empty() {
+                bail!("no instances of service {name}");
+            }
+            table(&SERVICE_HEADERS, &service_rows(list));
+        }
+        Cmd::Services(Services::Register {
+            name,
+            ip,
+            port,
+            meta,
+            instance,
+        }) => {
+            let mut body =
+                json!({ "name": name, "ip": ip, "port": port, "meta": parse_meta(&meta)? });
+            if let Some(i) = instance {
+                body["instance"] = json!(i);
+            }
+            let v = c.json("POST", "/v1/services", Some(&body))?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!(
+                    "registered {name} at {ip}:{port} (revision {})",
+                    s(&v, "revision")
+                );
+            }
+        }
+        Cmd::Cluster(Cluster::Status) => {
+            let v = c.json("GET", "/v1/cluster", None)?;
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            println!(
+                "cluster {}  node {}  term {}  leader {}",
+                s(&v, "cluster_id"),
+                s(&v, "name"),
+                s(&v, "term"),
+                s(&v, "leader")
+            );
+            println!(
+                "commit index {}  applied index {}",
+                s(&v, "commit_index"),
+                s(&v, "applied_index")
+            );
+            let leader = s(&v, "leader");
+            let rows: Vec<Vec<String>> = v
+                .get("members")
+                .and_then(|m| m.as_array())
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|m| {
+                    let name = s(m, "name");
+                    let mark = if name == leader { "*" } else { "" };
+                    vec![
+                        format!("{name}{mark}"),
+                        s(m, "addr"),
+                        s(m, "role"),
+                        s(m, "id"),
+                    ]
+                })
+                .collect();
+            table(&["MEMBER", "ADDR", "ROLE", "ID"], &rows);
+        }
+        Cmd::Cluster(Cluster::AddVoter { name }) => {
+            let v = c.json("POST", "/v1/cluster/voters", Some(&json!({ "name": name })))?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("{name} is now a voter");
+            }
+        }
+        Cmd::Cluster(Cluster::RemoveVoter { name }) => {
+            let v = c.json(
+                "DELETE",
+                &format!("/v1/cluster/voters/{}", percent_encode(&name)),
+                None,
+            )?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("{name} is now a learner");
+            }
+        }
+    }
+    Ok(())
+}

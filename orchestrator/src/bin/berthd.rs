@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use berth_orchestrator::config::{resolve, Flags};
+use clap::Parser;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTHD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -157,9 +157,8 @@ impl Daemon {
             }
         };
         let idle = c.state == ApiState::Idle;
-        if done && (c.close_after_write || (c.eof && idle && c.rbuf.is_empty())) {
-            self.close_api(token);
-        } else if c.eof && matches!(c.state, ApiState::Watching { .. }) {
+        let finished = done && (c.close_after_write || (c.eof && idle && c.rbuf.is_empty()));
+        if finished || (c.eof && matches!(c.state, ApiState::Watching { .. })) {
             self.close_api(token);
         }
     }
@@ -175,7 +174,9 @@ impl Daemon {
             return;
         };
         if c.wbuf.pending() + data.len() > API_WBUF_MAX {
-            tracing::warn!("API client too slow (backlog over {API_WBUF_MAX} bytes); disconnecting");
+            tracing::warn!(
+                "API client too slow (backlog over {API_WBUF_MAX} bytes); disconnecting"
+            );
             self.close_api(token);
             return;
         }
@@ -221,7 +222,9 @@ impl Daemon {
         let reg = self.node.registry();
         let now = |v: Value| Ok(Some((200, v)));
         match r {
-            Route::Health => now(json!({"ok": true, "name": self.cfg.name, "cluster_id": self.cfg.cluster_id})),
+            Route::Health => {
+                now(json!({"ok": true, "name": self.cfg.name, "cluster_id": self.cfg.cluster_id}))
+            }
             Route::Leader => {
                 let l = self.node.leader_id();
                 now(json!({
@@ -263,7 +266,10 @@ impl Daemon {
                     .collect();
                 now(Value::Array(list))
             }
-            Route::Watch { prefix, from_revision } => {
+            Route::Watch {
+                prefix,
+                from_revision,
+            } => {
                 let history = reg
                     .events_since(&prefix, from_revision)
                     .map_err(|e| err(410, e.to_string()))?;
@@ -279,19 +285,37 @@ impl Daemon {
                 self.flush_api(token);
                 Ok(None)
             }
-            Route::Put { key, value, lease, prev_revision } => {
-                self.write(token, ReplyKind::Put, Command::Put { key, value, lease, prev_revision })
-            }
+            Route::Put {
+                key,
+                value,
+                lease,
+                prev_revision,
+            } => self.write(
+                token,
+                ReplyKind::Put,
+                Command::Put {
+                    key,
+                    value,
+                    lease,
+                    prev_revision,
+                },
+            ),
             Route::Delete { key, prefix } => {
                 self.write(token, ReplyKind::Delete, Command::Delete { key, prefix })
             }
-            Route::LeaseGrant { ttl_s } => {
-                self.write(token, ReplyKind::Lease, Command::LeaseGrant { ttl_ms: ttl_s * 1000 })
-            }
+            Route::LeaseGrant { ttl_s } => self.write(
+                token,
+                ReplyKind::Lease,
+                Command::LeaseGrant {
+                    ttl_ms: ttl_s * 1000,
+                },
+            ),
             Route::KeepAlive { id } => {
                 self.write(token, ReplyKind::Lease, Command::LeaseKeepAlive { id })
             }
-            Route::Revoke { id } => self.write(token, ReplyKind::Revoke, Command::LeaseRevoke { id }),
+            Route::Revoke { id } => {
+                self.write(token, ReplyKind::Revoke, Command::LeaseRevoke { id })
+            }
             Route::RegisterService(mut s) => {
                 let SelfLease::Held { id, .. } = self.self_lease else {
                     return Err(err(503, "this node has not registered with the cluster yet (no node lease); retry shortly"));
@@ -303,7 +327,12 @@ impl Daemon {
                 self.write(
                     token,
                     ReplyKind::Service,
-                    Command::Put { key, value, lease: id, prev_revision: None },
+                    Command::Put {
+                        key,
+                        value,
+                        lease: id,
+                        prev_revision: None,
+                    },
                 )
             }
             Route::AddVoter { name } => {
@@ -313,7 +342,10 @@ impl Daemon {
                     return Err(err(409, format!("{name} is already a voter")));
                 }
                 if !conf.learners.contains(&id) {
-                    return Err(err(404, format!("{name} is not a member (no learner with that name)")));
+                    return Err(err(
+                        404,
+                        format!("{name} is not a member (no learner with that name)"),
+                    ));
                 }
                 self.conf_write(token, ConfChangeType::AddNode, id, &name)
             }
@@ -327,14 +359,22 @@ impl Daemon {
                     return Err(err(409, "cannot demote the last voter"));
                 }
                 if id == self.node.leader_id() {
-                    return Err(err(409, format!("{name} is the leader; it cannot be demoted")));
+                    return Err(err(
+                        409,
+                        format!("{name} is the leader; it cannot be demoted"),
+                    ));
                 }
                 self.conf_write(token, ConfChangeType::AddLearnerNode, id, &name)
             }
         }
     }
 
-    fn write(&mut self, token: Token, kind: ReplyKind, cmd: Command) -> Result<Option<(u16, Value)>, HttpError> {
+    fn write(
+        &mut self,
+        token: Token,
+        kind: ReplyKind,
+        cmd: Command,
+    ) -> Result<Option<(u16, Value)>, HttpError> {
         let req = self
             .propose(cmd, Responder::Client { token, kind })
             .map_err(propose_error)?;
@@ -344,8 +384,17 @@ impl Daemon {
         Ok(None)
     }
 
-    fn conf_write(&mut self, token: Token, change: ConfChangeType, id: u64, name: &str) -> Result<Option<(u16, Value)>, HttpError> {
-        let responder = Responder::Client { token, kind: ReplyKind::Conf };
+    fn conf_write(
+        &mut self,
+        token: Token,
+        change: ConfChangeType,
+        id: u64,
+        name: &str,
+    ) -> Result<Option<(u16, Value)>, HttpError> {
+        let responder = Responder::Client {
+            token,
+            kind: ReplyKind::Conf,
+        };
         self.propose_conf(change, id, name, Some(responder))
             .map_err(propose_error)?;
         if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
@@ -369,7 +418,12 @@ impl Daemon {
     }
 
     /// Answers a client whose write was applied (or failed).
-    pub(super) fn reply_client(&mut self, token: Token, kind: ReplyKind, result: Result<Outcome, String>) {
+    pub(super) fn reply_client(
+        &mut self,
+        token: Token,
+        kind: ReplyKind,
+        result: Result<Outcome, String>,
+    ) {
         let (status, body) = match result {
             Err(e) => (503, json!({ "error": e })),
             Ok(Outcome::Failed { error }) => {
@@ -381,7 +435,8 @@ impl Daemon {
                 (status, json!({ "error": error.to_string() }))
             }
             Ok(Outcome::Put { revision }) => (200, json!({ "revision": revision })),
-            Ok(Outcome::Deleted { revision, deleted }) | Ok(Outcome::Revoked { revision, deleted }) => {
+            Ok(Outcome::Deleted { revision, deleted })
+            | Ok(Outcome::Revoked { revision, deleted }) => {
                 (200, json!({ "revision": revision, "deleted": deleted }))
             }
             Ok(Outcome::Lease { id, ttl_ms }) => (200, json!({ "id": id, "ttl": ttl_ms / 1000 })),
@@ -396,7 +451,9 @@ impl Daemon {
         let tokens: Vec<Token> = self
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c, Conn::Api(a) if matches!(a.state, ApiState::Watching { .. })))
+            .filter(
+                |(_, c)| matches!(c, Conn::Api(a) if matches!(a.state, ApiState::Watching { .. })),
+            )
             .map(|(t, _)| *t)
             .collect();
         for token in tokens {
@@ -443,7 +500,8 @@ impl Daemon {
                     self.write_api(token, &out);
                 }
                 Err(e) => {
-                    let mut out = http::chunk(format!("{}\n", json!({"error": e.to_string()})).as_bytes());
+                    let mut out =
+                        http::chunk(format!("{}\n", json!({"error": e.to_string()})).as_bytes());
                     out.extend(http::chunk(b""));
                     self.write_api(token, &out);
                     if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
@@ -512,12 +570,36 @@ impl Daemon {
             .count();
         let lines = [
             ("berthd_raft_term", "gauge", self.node.term()),
-            ("berthd_raft_is_leader", "gauge", u64::from(self.node.is_leader())),
-            ("berthd_raft_commit_index", "gauge", self.node.commit_index()),
-            ("berthd_raft_applied_index", "gauge", self.node.applied_index()),
-            ("berthd_raft_leader_changes_total", "counter", m.leader_changes),
-            ("berthd_registry_revision", "gauge", self.node.registry().revision()),
-            ("berthd_registry_leases", "gauge", self.lease_clock.len() as u64),
+            (
+                "berthd_raft_is_leader",
+                "gauge",
+                u64::from(self.node.is_leader()),
+            ),
+            (
+                "berthd_raft_commit_index",
+                "gauge",
+                self.node.commit_index(),
+            ),
+            (
+                "berthd_raft_applied_index",
+                "gauge",
+                self.node.applied_index(),
+            ),
+            (
+                "berthd_raft_leader_changes_total",
+                "counter",
+                m.leader_changes,
+            ),
+            (
+                "berthd_registry_revision",
+                "gauge",
+                self.node.registry().revision(),
+            ),
+            (
+                "berthd_registry_leases",
+                "gauge",
+                self.lease_clock.len() as u64,
+            ),
             ("berthd_swim_alive_members", "gauge", alive as u64),
             ("berthd_api_requests_total", "counter", m.api_requests),
             ("berthd_api_errors_total", "counter", m.api_errors),
@@ -526,7 +608,11 @@ impl Daemon {
             ("berthd_bad_peer_frames_total", "counter", m.bad_frames),
             ("berthd_bad_datagrams_total", "counter", m.bad_datagrams),
             ("berthd_peer_connects_total", "counter", m.peer_connects),
-            ("berthd_pending_proposals", "gauge", self.pending.len() as u64),
+            (
+                "berthd_pending_proposals",
+                "gauge",
+                self.pending.len() as u64,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, v) in lines {

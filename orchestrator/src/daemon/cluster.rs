@@ -178,14 +178,18 @@ impl Daemon {
                 ..
             } => {
                 match (&cmd, &outcome) {
-                    (Command::LeaseGrant { .. } | Command::LeaseKeepAlive { .. }, Outcome::Lease { id, ttl_ms }) => {
-                        self.lease_clock.touch(*id, *ttl_ms, now)
-                    }
+                    (
+                        Command::LeaseGrant { .. } | Command::LeaseKeepAlive { .. },
+                        Outcome::Lease { id, ttl_ms },
+                    ) => self.lease_clock.touch(*id, *ttl_ms, now),
                     (Command::LeaseRevoke { id }, _) => {
                         self.lease_clock.remove(*id);
                         if let SelfLease::Held { id: mine, .. } = self.self_lease {
                             if mine == *id {
-                                tracing::warn!(lease = id, "this node's lease was revoked; registering again");
+                                tracing::warn!(
+                                    lease = id,
+                                    "this node's lease was revoked; registering again"
+                                );
                                 self.self_lease = SelfLease::None;
                             }
                         }
@@ -204,11 +208,14 @@ impl Daemon {
                         name = %ctx.name, voters = ?cs.voters, learners = ?cs.learners,
                         "configuration changed"
                     ),
-                    Err(e) => tracing::warn!(name = %ctx.name, "configuration change rejected: {e}"),
+                    Err(e) => {
+                        tracing::warn!(name = %ctx.name, "configuration change rejected: {e}")
+                    }
                 }
                 if !ctx.name.is_empty() {
                     if let Ok(addr) = ctx.addr.parse() {
-                        self.book.insert(node_id(&ctx.name), (ctx.name.clone(), addr));
+                        self.book
+                            .insert(node_id(&ctx.name), (ctx.name.clone(), addr));
                     }
                 }
                 if ctx.origin == self.id {
@@ -237,8 +244,13 @@ impl Daemon {
             let (status, body) = match result {
                 Ok(_) => {
                     let cs = self.node.conf();
-                    let names = |ids: &[u64]| -> Vec<String> { ids.iter().map(|i| self.name_of(*i)).collect() };
-                    (200, serde_json::json!({"voters": names(&cs.voters), "learners": names(&cs.learners)}))
+                    let names = |ids: &[u64]| -> Vec<String> {
+                        ids.iter().map(|i| self.name_of(*i)).collect()
+                    };
+                    (
+                        200,
+                        serde_json::json!({"voters": names(&cs.voters), "learners": names(&cs.learners)}),
+                    )
                 }
                 Err(e) => (409, serde_json::json!({ "error": e })),
             };
@@ -249,7 +261,11 @@ impl Daemon {
     fn on_internal(&mut self, i: Internal, result: Result<Outcome, String>) {
         match (i, result) {
             (Internal::Grant, Ok(Outcome::Lease { id, .. })) => {
-                tracing::info!(lease = id, "node lease granted; registering /machines/{}", self.cfg.name);
+                tracing::info!(
+                    lease = id,
+                    "node lease granted; registering /machines/{}",
+                    self.cfg.name
+                );
                 self.self_lease = SelfLease::Held {
                     id,
                     last_keepalive: Instant::now(),
@@ -262,7 +278,12 @@ impl Daemon {
                 self.self_lease = SelfLease::None;
             }
             (Internal::KeepAlive(id), r) => {
-                if let SelfLease::Held { id: mine, last_keepalive, .. } = self.self_lease {
+                if let SelfLease::Held {
+                    id: mine,
+                    last_keepalive,
+                    ..
+                } = self.self_lease
+                {
                     if mine != id {
                         return;
                     }
@@ -275,7 +296,10 @@ impl Daemon {
                         Ok(Outcome::Failed {
                             error: ApplyError::LeaseNotFound { .. },
                         }) => {
-                            tracing::warn!(lease = id, "this node's lease is gone; registering again");
+                            tracing::warn!(
+                                lease = id,
+                                "this node's lease is gone; registering again"
+                            );
                             SelfLease::None
                         }
                         _ => SelfLease::Held {
@@ -324,7 +348,8 @@ impl Daemon {
             OwnedNotification::MemberUp(id) => {
                 tracing::info!(name = %id.name, addr = %id.addr, "member up");
                 if !id.name.is_empty() {
-                    self.book.insert(node_id(&id.name), (id.name.clone(), id.addr));
+                    self.book
+                        .insert(node_id(&id.name), (id.name.clone(), id.addr));
                     self.down.remove(&id.name);
                 }
             }
@@ -335,9 +360,14 @@ impl Daemon {
                 }
             }
             OwnedNotification::Rejoin(id) => {
-                tracing::warn!(boot = id.boot, "declared down by the cluster; rejoined with a new identity")
+                tracing::warn!(
+                    boot = id.boot,
+                    "declared down by the cluster; rejoined with a new identity"
+                )
             }
-            OwnedNotification::Rename(a, b) => tracing::debug!(from = ?a, to = ?b, "member renamed"),
+            OwnedNotification::Rename(a, b) => {
+                tracing::debug!(from = ?a, to = ?b, "member renamed")
+            }
             OwnedNotification::Active => tracing::info!("swim: connected to the cluster"),
             OwnedNotification::Idle => tracing::warn!("swim: no active members"),
             OwnedNotification::Defunct => tracing::warn!("swim: this node was declared down"),
@@ -352,7 +382,8 @@ impl Daemon {
         if self.node.is_leader() {
             self.leader_chores(now);
         }
-        self.down.retain(|_, t| now.duration_since(*t) < DOWN_MEMORY);
+        self.down
+            .retain(|_, t| now.duration_since(*t) < DOWN_MEMORY);
     }
 
     fn expire_pending(&mut self, now: Instant) {
@@ -392,13 +423,20 @@ impl Daemon {
             .filter_map(|kv| serde_json::from_str(&kv.value).ok())
             .collect();
         for r in records {
-            self.book.entry(node_id(&r.name)).or_insert((r.name, r.addr));
+            self.book
+                .entry(node_id(&r.name))
+                .or_insert((r.name, r.addr));
         }
     }
 
     /// While SWIM knows no one, announce to every address we know, once a second.
     fn announce_if_alone(&mut self, now: Instant) {
-        if self.swim.members().iter().any(|(_, s)| *s != foca::State::Down) {
+        if self
+            .swim
+            .members()
+            .iter()
+            .any(|(_, s)| *s != foca::State::Down)
+        {
             return;
         }
         if self
@@ -408,8 +446,7 @@ impl Daemon {
             return;
         }
         self.last_announce = Some(now);
-        let mut targets: Vec<std::net::SocketAddr> =
-            self.book.values().map(|(_, a)| *a).collect();
+        let mut targets: Vec<std::net::SocketAddr> = self.book.values().map(|(_, a)| *a).collect();
         targets.extend(self.cfg.join);
         targets.sort();
         targets.dedup();
@@ -433,7 +470,10 @@ impl Daemon {
                 let cmd = Command::LeaseGrant {
                     ttl_ms: NODE_LEASE_TTL_MS,
                 };
-                if self.propose(cmd, Responder::Internal(Internal::Grant)).is_ok() {
+                if self
+                    .propose(cmd, Responder::Internal(Internal::Grant))
+                    .is_ok()
+                {
                     self.self_lease = SelfLease::Granting;
                 }
             }
@@ -464,7 +504,10 @@ impl Daemon {
         let now_ms = self.now_ms();
         for id in self.lease_clock.take_expired(now_ms) {
             tracing::info!(lease = id, "lease expired; revoking");
-            let _ = self.propose(Command::LeaseRevoke { id }, Responder::Internal(Internal::Fire));
+            let _ = self.propose(
+                Command::LeaseRevoke { id },
+                Responder::Internal(Internal::Fire),
+            );
         }
         // Members SWIM declared dead lose their lease (and with it /machines and services).
         let names: Vec<String> = self.down.keys().cloned().collect();
@@ -482,7 +525,10 @@ impl Daemon {
             if lease != 0 {
                 tracing::info!(%name, lease, "member is dead; revoking its lease");
                 if self
-                    .propose(Command::LeaseRevoke { id: lease }, Responder::Internal(Internal::Fire))
+                    .propose(
+                        Command::LeaseRevoke { id: lease },
+                        Responder::Internal(Internal::Fire),
+                    )
                     .is_err()
                 {
                     continue;
@@ -514,7 +560,9 @@ impl Daemon {
             let rid = node_id(&ident.name);
             self.book.insert(rid, (ident.name.clone(), ident.addr));
             tracing::info!(name = %ident.name, "adding member as a learner");
-            if let Err(e) = self.propose_conf(ConfChangeType::AddLearnerNode, rid, &ident.name, None) {
+            if let Err(e) =
+                self.propose_conf(ConfChangeType::AddLearnerNode, rid, &ident.name, None)
+            {
                 tracing::debug!("add learner: {e}");
             }
         }

@@ -206,8 +206,7 @@ impl Daemon {
         } else {
             Vec::new()
         };
-        if store.is_blank() && voters.is_empty() && cfg.join.is_none() && cfg.bootstrap.is_empty()
-        {
+        if store.is_blank() && voters.is_empty() && cfg.join.is_none() && cfg.bootstrap.is_empty() {
             return Err(DaemonError::NothingToJoin);
         }
         let node = Node::new(
@@ -386,7 +385,10 @@ impl Daemon {
 
     fn on_signal(&mut self) {
         while let Ok(Some(info)) = self.signals.read_signal() {
-            tracing::info!(signal = info.ssi_signo, "signal received: leaving the cluster");
+            tracing::info!(
+                signal = info.ssi_signo,
+                "signal received: leaving the cluster"
+            );
             self.stop = true;
         }
     }

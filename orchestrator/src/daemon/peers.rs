@@ -30,9 +30,9 @@ impl Daemon {
                             MembershipError::Foca(_) => {
                                 tracing::debug!(%from, "swim datagram ignored: {e}")
                             }
-                            _ => self.warn_limited(format_args!(
-                                "dropped datagram from {from}: {e}"
-                            )),
+                            _ => {
+                                self.warn_limited(format_args!("dropped datagram from {from}: {e}"))
+                            }
                         }
                     }
                 }
@@ -72,11 +72,11 @@ impl Daemon {
                 Ok((mut stream, from)) => {
                     let _ = stream.set_nodelay(true);
                     let token = self.alloc_token();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        token,
-                        Interest::READABLE,
-                    ) {
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, token, Interest::READABLE)
+                    {
                         tracing::warn!(%from, "cannot register peer link: {e}");
                         continue;
                     }
@@ -195,7 +195,8 @@ impl Daemon {
         }
         if let Some(id) = p.outbound {
             self.peer_out.remove(&id);
-            self.peer_retry.insert(id, Instant::now() + RECONNECT_BACKOFF);
+            self.peer_retry
+                .insert(id, Instant::now() + RECONNECT_BACKOFF);
             self.node.report_unreachable(id);
         }
     }

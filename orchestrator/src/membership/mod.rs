@@ -182,7 +182,12 @@ impl Swim {
         }
     }
 
-    fn rt(&mut self) -> (&mut Foca<Ident, PostcardCodec, SmallRng, NoCustomBroadcast>, Collect<'_>) {
+    fn rt(
+        &mut self,
+    ) -> (
+        &mut Foca<Ident, PostcardCodec, SmallRng, NoCustomBroadcast>,
+        Collect<'_>,
+    ) {
         (
             &mut self.foca,
             Collect {

@@ -1,7 +1,7 @@
 //! SWIM scenario tests over a simulated network with a fake clock.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use super::*;
@@ -56,7 +56,8 @@ impl Net {
             meta: BTreeMap::from([("rack".to_string(), format!("r{i}"))]),
             boot: 1,
         };
-        self.nodes.insert(addr(i), Swim::new(ident, cluster, u64::from(i)));
+        self.nodes
+            .insert(addr(i), Swim::new(ident, cluster, u64::from(i)));
     }
 
     fn collect(&mut self, at: SocketAddr) {
@@ -67,8 +68,7 @@ impl Net {
         for (after, t) in fx.timers {
             self.seq += 1;
             let due = self.now + after.as_millis() as u64;
-            self.timers
-                .push(Reverse((due, self.seq, at, TimerBox(t))));
+            self.timers.push(Reverse((due, self.seq, at, TimerBox(t))));
         }
         for n in fx.notifications {
             if let OwnedNotification::MemberDown(id) = n {
@@ -90,7 +90,12 @@ impl Net {
         let end = self.now + ms;
         while self.now < end {
             self.now += 1;
-            let due: Vec<_> = self.packets.iter().filter(|p| p.0 <= self.now).cloned().collect();
+            let due: Vec<_> = self
+                .packets
+                .iter()
+                .filter(|p| p.0 <= self.now)
+                .cloned()
+                .collect();
             self.packets.retain(|p| p.0 > self.now);
             for (_, to, data) in due {
                 if self.dead.contains(&to) {
@@ -149,7 +154,10 @@ fn join_through_one_member_then_everyone_knows_everyone() {
     }
     let m = net.nodes[&addr(1)].members();
     let n2 = m.iter().find(|(id, _)| id.name == "n2").expect("n2 listed");
-    assert_eq!(n2.0.meta["rack"], "r2", "metadata travels with the identity");
+    assert_eq!(
+        n2.0.meta["rack"], "r2",
+        "metadata travels with the identity"
+    );
 }
 
 #[test]
@@ -174,7 +182,16 @@ fn killed_node_is_declared_down_by_every_survivor_quickly() {
         let after = seen.unwrap_or_else(|| panic!("n{i} never saw n3 down"));
         // simulated milliseconds: the configured probe period, RTT and suspicion bound this
         assert!(after <= 1500, "n{i} saw n3 down after {after} ms");
-        assert_eq!(net.active_names(i), names(&[1, 2].iter().copied().filter(|j| *j != i).collect::<Vec<_>>()));
+        assert_eq!(
+            net.active_names(i),
+            names(
+                &[1, 2]
+                    .iter()
+                    .copied()
+                    .filter(|j| *j != i)
+                    .collect::<Vec<_>>()
+            )
+        );
     }
 }
 
@@ -187,7 +204,11 @@ fn graceful_leave_is_seen_without_waiting_for_suspicion() {
     net.announce(2, 1);
     net.announce(3, 1);
     net.advance(3000);
-    net.nodes.get_mut(&addr(3)).expect("n3").leave().expect("leave");
+    net.nodes
+        .get_mut(&addr(3))
+        .expect("n3")
+        .leave()
+        .expect("leave");
     net.collect(addr(3));
     net.advance(50);
     net.dead.insert(addr(3));
@@ -219,8 +240,14 @@ fn node_of_another_cluster_is_rejected_and_never_listed() {
 #[test]
 fn garbage_datagrams_are_rejected() {
     let mut s = Swim::new(Ident::placeholder(addr(1)), "c1", 1);
-    assert!(matches!(s.handle_datagram(b""), Err(MembershipError::NotBerth { .. })));
-    assert!(matches!(s.handle_datagram(b"BS\xff"), Err(MembershipError::NotBerth { .. })));
+    assert!(matches!(
+        s.handle_datagram(b""),
+        Err(MembershipError::NotBerth { .. })
+    ));
+    assert!(matches!(
+        s.handle_datagram(b"BS\xff"),
+        Err(MembershipError::NotBerth { .. })
+    ));
     assert!(matches!(
         s.handle_datagram(&vec![0u8; MAX_DATAGRAM + 1]),
         Err(MembershipError::TooBig { .. })

@@ -196,7 +196,10 @@ mod tests {
         head.extend([KIND_RAFT, 2]);
         head.extend(b"zz");
         d.push(&head);
-        assert!(matches!(d.next_frame(), Err(FrameError::WrongCluster { .. })));
+        assert!(matches!(
+            d.next_frame(),
+            Err(FrameError::WrongCluster { .. })
+        ));
 
         let mut d = Decoder::new("c1");
         let f = encode("c1", KIND_RAFT, b"abcdef");

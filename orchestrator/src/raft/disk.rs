@@ -19,7 +19,7 @@ pub enum DiskError {
         path: PathBuf,
         op: &'static str,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     #[error("raft store: cannot decode {what}: {source}")]
     Decode {
@@ -59,7 +59,7 @@ impl Disk {
         let db = Database::create(path).map_err(|e| DiskError::Redb {
             path: path.to_path_buf(),
             op: "open",
-            source: e.into(),
+            source: Box::new(e.into()),
         })?;
         let disk = Self {
             db,
@@ -79,7 +79,7 @@ impl Disk {
         move |source| DiskError::Redb {
             path: self.path.clone(),
             op,
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -3,9 +3,9 @@
 
 pub mod disk;
 pub mod node;
-pub mod store;
 #[cfg(test)]
 mod sim;
+pub mod store;
 
 pub use node::{Applied, ConfContext, Node, NodeConfig, Output, Proposal};
 

@@ -82,8 +82,10 @@ pub struct Node {
 /// The snapshot every initial voter starts from: index 1, the voters, an empty registry. Being a
 /// snapshot (not a log entry), it also reaches nodes that join later, with the configuration.
 pub fn bootstrap_snapshot(voters: &[u64]) -> Result<Snapshot, RaftError> {
-    let mut snap = Snapshot::default();
-    snap.data = serde_json::to_vec(&Registry::default()).map_err(RaftError::Encode)?;
+    let mut snap = Snapshot {
+        data: serde_json::to_vec(&Registry::default()).map_err(RaftError::Encode)?,
+        ..Snapshot::default()
+    };
     let meta = snap.mut_metadata();
     meta.index = 1;
     meta.term = 1;
@@ -98,7 +100,11 @@ fn logger() -> slog::Logger {
 impl Node {
     /// Starts from what `store` holds; when it is blank and `bootstrap` lists voters, first
     /// writes the bootstrap snapshot.
-    pub fn new(cfg: &NodeConfig, mut store: LogStore, bootstrap: &[u64]) -> Result<Self, RaftError> {
+    pub fn new(
+        cfg: &NodeConfig,
+        mut store: LogStore,
+        bootstrap: &[u64],
+    ) -> Result<Self, RaftError> {
         if store.is_blank() && !bootstrap.is_empty() {
             store.persist(Batch {
                 snapshot: Some(bootstrap_snapshot(bootstrap)?),
@@ -318,7 +324,10 @@ impl Node {
         let applied = self.applied;
         let conf = self.conf.clone();
         self.raw.mut_store().compact(applied, conf, data)?;
-        tracing::debug!(index = applied, "took a registry snapshot and compacted the log");
+        tracing::debug!(
+            index = applied,
+            "took a registry snapshot and compacted the log"
+        );
         Ok(())
     }
 

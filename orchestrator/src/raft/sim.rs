@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rand::{rngs::StdRng, Rng, SeedableRng};
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message};
+use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::disk::Disk;
 use super::store::LogStore;
@@ -130,7 +130,10 @@ impl Sim {
     }
 
     fn value(&self, on: u64, key: &str) -> Option<String> {
-        self.nodes[&on].registry().get(key).map(|kv| kv.value.clone())
+        self.nodes[&on]
+            .registry()
+            .get(key)
+            .map(|kv| kv.value.clone())
     }
 
     fn dump(&self, on: u64) -> Vec<KeyValue> {
@@ -159,7 +162,8 @@ fn leader_failure_elects_new_leader_and_keeps_acknowledged_writes() {
     sim.run(60);
     let old = sim.only_leader();
     for i in 0..5 {
-        sim.put(old, &format!("/k/{i}"), "v").expect("leader accepts");
+        sim.put(old, &format!("/k/{i}"), "v")
+            .expect("leader accepts");
     }
     sim.run(5);
     for id in 1..=3 {
@@ -174,7 +178,10 @@ fn leader_failure_elects_new_leader_and_keeps_acknowledged_writes() {
     for id in (1..=3).filter(|id| *id != old) {
         assert_eq!(sim.value(id, "/after").as_deref(), Some("x"));
         for i in 0..5 {
-            assert!(sim.value(id, &format!("/k/{i}")).is_some(), "node {id} lost /k/{i}");
+            assert!(
+                sim.value(id, &format!("/k/{i}")).is_some(),
+                "node {id} lost /k/{i}"
+            );
         }
     }
     // the old leader comes back as a follower and catches up
@@ -197,12 +204,16 @@ fn minority_partition_cannot_commit_and_heal_leaves_no_divergence() {
     sim.put(old, "/lost", "no").expect("appended locally");
     sim.run(80);
     assert_eq!(sim.value(old, "/lost"), None);
-    assert!(!sim.nodes[&old].is_leader(), "check-quorum steps the old leader down");
+    assert!(
+        !sim.nodes[&old].is_leader(),
+        "check-quorum steps the old leader down"
+    );
     let leaders = sim.leaders();
     assert_eq!(leaders.len(), 1, "{leaders:?}");
     let new = leaders[0];
     assert!(majority.contains(&new));
-    sim.put(new, "/kept", "yes").expect("majority leader accepts");
+    sim.put(new, "/kept", "yes")
+        .expect("majority leader accepts");
     sim.run(5);
     for id in &majority {
         assert_eq!(sim.value(*id, "/kept").as_deref(), Some("yes"));
@@ -245,10 +256,18 @@ fn learner_joins_through_a_snapshot_after_compaction() {
     sim.run(60);
     let leader = sim.only_leader();
     for i in 0..20 {
-        sim.put(leader, &format!("/k/{i}"), "v").expect("leader accepts");
+        sim.put(leader, &format!("/k/{i}"), "v")
+            .expect("leader accepts");
         sim.run(1);
     }
-    assert!(sim.nodes[&leader].store().latest_snapshot().get_metadata().index > 1);
+    assert!(
+        sim.nodes[&leader]
+            .store()
+            .latest_snapshot()
+            .get_metadata()
+            .index
+            > 1
+    );
     // a blank node with no configuration; the leader adds it as a learner
     let joiner = Node::new(&cfg(4, 5), LogStore::in_memory(), &[]).expect("node starts");
     sim.nodes.insert(4, joiner);

@@ -79,7 +79,10 @@ impl LogStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut hard = batch.hard_state.clone().unwrap_or_else(|| self.hard.clone());
+        let mut hard = batch
+            .hard_state
+            .clone()
+            .unwrap_or_else(|| self.hard.clone());
         if let Some(snap) = &batch.snapshot {
             let m = snap.get_metadata();
             hard.commit = hard.commit.max(m.index);
@@ -118,8 +121,10 @@ impl LogStore {
         let term = raft::Storage::term(self, index).map_err(|e| DiskError::Corrupt {
             what: format!("term of entry {index} for a snapshot: {e}"),
         })?;
-        let mut snap = Snapshot::default();
-        snap.data = data;
+        let mut snap = Snapshot {
+            data,
+            ..Snapshot::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;

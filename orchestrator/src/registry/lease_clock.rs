@@ -19,7 +19,8 @@ pub struct LeaseClock {
 impl LeaseClock {
     /// A lease was granted or kept alive at `now`.
     pub fn touch(&mut self, id: u64, ttl_ms: u64, now: u64) {
-        self.deadlines.insert(id, (now.saturating_add(ttl_ms), ttl_ms));
+        self.deadlines
+            .insert(id, (now.saturating_add(ttl_ms), ttl_ms));
         self.revoking.remove(&id);
     }
 

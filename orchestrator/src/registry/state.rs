@@ -201,9 +201,16 @@ impl Registry {
     fn delete(&mut self, key: &str, prefix: bool) -> Result<(Outcome, Vec<Event>), ApplyError> {
         validate_key(key)?;
         let keys: Vec<String> = if prefix {
-            self.range(key).into_iter().map(|kv| kv.key.clone()).collect()
+            self.range(key)
+                .into_iter()
+                .map(|kv| kv.key.clone())
+                .collect()
         } else {
-            self.kvs.get(key).map(|kv| kv.key.clone()).into_iter().collect()
+            self.kvs
+                .get(key)
+                .map(|kv| kv.key.clone())
+                .into_iter()
+                .collect()
         };
         let events = self.remove_keys(&keys);
         Ok((

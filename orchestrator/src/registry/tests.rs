@@ -19,7 +19,12 @@ fn put_get_revisions_and_versions() {
     assert_eq!(r.apply(&put("/a", "3")).0, Outcome::Put { revision: 3 });
     let a = r.get("/a").expect("a exists");
     assert_eq!(
-        (a.value.as_str(), a.create_revision, a.mod_revision, a.version),
+        (
+            a.value.as_str(),
+            a.create_revision,
+            a.mod_revision,
+            a.version
+        ),
         ("3", 1, 3, 2)
     );
     assert_eq!(r.revision(), 3);
@@ -122,11 +127,17 @@ fn keys_vanish_with_their_lease() {
     });
     r.apply(&put("/machines/a", "detached"));
     let (out, events) = r.apply(&Command::LeaseRevoke { id });
-    assert!(matches!(out, Outcome::Revoked { deleted: 1, .. }), "{out:?}");
+    assert!(
+        matches!(out, Outcome::Revoked { deleted: 1, .. }),
+        "{out:?}"
+    );
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].key, "/services/web/a/1");
     assert!(r.get("/services/web/a/1").is_none());
-    assert_eq!(r.get("/machines/a").map(|kv| kv.value.as_str()), Some("detached"));
+    assert_eq!(
+        r.get("/machines/a").map(|kv| kv.value.as_str()),
+        Some("detached")
+    );
     assert!(r.get("/other").is_some());
     // the lease is gone: keep-alive and attaching fail
     assert_eq!(
