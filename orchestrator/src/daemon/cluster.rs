@@ -39,6 +39,11 @@ impl Daemon {
     /// Handles Readies until raft has nothing more to say.
     pub(super) fn drive(&mut self) -> Result<(), DaemonError> {
         for _ in 0..64 {
+            // A leader's appends go out before its own fsync (raft-rs allows it), so the
+            // leader's and the followers' disk writes overlap.
+            for m in self.node.begin_ready() {
+                self.send_raft(m);
+            }
             let out = match self.node.process_ready() {
                 Ok(out) => out,
                 Err(RaftError::Disk(e)) => {
@@ -53,6 +58,12 @@ impl Daemon {
                 && !out.snapshot_installed;
             for m in out.messages {
                 self.send_raft(m);
+            }
+            for (id, snap) in std::mem::take(&mut self.reports) {
+                match snap {
+                    None => self.node.report_unreachable(id),
+                    Some(status) => self.node.report_snapshot(id, status),
+                }
             }
             if out.snapshot_installed {
                 let now = self.now_ms();

@@ -184,6 +184,8 @@ pub(crate) struct Daemon {
     next_housekeeping: Instant,
     last_warn: Option<Instant>,
     metrics: Metrics,
+    /// Link failures and snapshot results to report to raft-rs once no Ready is in flight.
+    reports: Vec<(u64, Option<raft::SnapshotStatus>)>,
     stop: bool,
 }
 
@@ -307,6 +309,7 @@ impl Daemon {
             next_housekeeping: now,
             last_warn: None,
             metrics: Metrics::default(),
+            reports: Vec::new(),
             stop: false,
             cfg,
         })

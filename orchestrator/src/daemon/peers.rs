@@ -197,7 +197,7 @@ impl Daemon {
             self.peer_out.remove(&id);
             self.peer_retry
                 .insert(id, Instant::now() + RECONNECT_BACKOFF);
-            self.node.report_unreachable(id);
+            self.reports.push((id, None));
         }
     }
 
@@ -210,9 +210,9 @@ impl Daemon {
             None => match self.connect_peer(to) {
                 Some(t) => t,
                 None => {
-                    self.node.report_unreachable(to);
+                    self.reports.push((to, None));
                     if is_snapshot {
-                        self.node.report_snapshot(to, SnapshotStatus::Failure);
+                        self.reports.push((to, Some(SnapshotStatus::Failure)));
                     }
                     return;
                 }
@@ -224,9 +224,9 @@ impl Daemon {
         };
         if p.wbuf.pending() + data.len() > PEER_WBUF_MAX {
             tracing::debug!(to, "peer link backlog full, dropping a raft message");
-            self.node.report_unreachable(to);
+            self.reports.push((to, None));
             if is_snapshot {
-                self.node.report_snapshot(to, SnapshotStatus::Failure);
+                self.reports.push((to, Some(SnapshotStatus::Failure)));
             }
             return;
         }
@@ -238,7 +238,7 @@ impl Daemon {
             }
         }
         if is_snapshot {
-            self.node.report_snapshot(to, SnapshotStatus::Finish);
+            self.reports.push((to, Some(SnapshotStatus::Finish)));
         }
         if let Some(why) = failed {
             self.drop_peer(token, &why);

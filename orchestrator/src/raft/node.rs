@@ -73,6 +73,8 @@ pub struct NodeConfig {
 
 pub struct Node {
     raw: RawNode<LogStore>,
+    /// A Ready whose early messages were handed out by [`Node::begin_ready`].
+    started: Option<raft::Ready>,
     registry: Registry,
     conf: ConfState,
     applied: u64,
@@ -130,6 +132,7 @@ impl Node {
         let raw = RawNode::new(&rcfg, store, &logger()).map_err(RaftError::Raft)?;
         Ok(Self {
             raw,
+            started: None,
             registry,
             conf,
             applied,
@@ -215,13 +218,26 @@ impl Node {
             .map_err(RaftError::Raft)
     }
 
-    /// Handles one Ready, if any.
-    pub fn process_ready(&mut self) -> Result<Output, RaftError> {
-        let mut out = Output::default();
-        if !self.raw.has_ready() {
-            return Ok(out);
+    /// Starts handling a Ready and returns the messages that may be sent before its entries
+    /// are durable (a leader's appends and heartbeats). Finish with [`Node::process_ready`].
+    pub fn begin_ready(&mut self) -> Vec<Message> {
+        if self.started.is_some() || !self.raw.has_ready() {
+            return Vec::new();
         }
         let mut rd = self.raw.ready();
+        let early = rd.take_messages();
+        self.started = Some(rd);
+        early
+    }
+
+    /// Handles one Ready (the one [`Node::begin_ready`] started, or a new one), if any.
+    pub fn process_ready(&mut self) -> Result<Output, RaftError> {
+        let mut out = Output::default();
+        let mut rd = match self.started.take() {
+            Some(rd) => rd,
+            None if self.raw.has_ready() => self.raw.ready(),
+            None => return Ok(out),
+        };
         out.messages.extend(rd.take_messages());
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();

@@ -89,6 +89,16 @@ impl LogStore {
             hard.term = hard.term.max(m.term);
         }
         let first_new = batch.entries.first().map(|e| e.index);
+        if batch.snapshot.is_none()
+            && batch.entries.is_empty()
+            && hard.term == self.hard.term
+            && hard.vote == self.hard.vote
+        {
+            // Only the commit index moved: it need not be durable (a lower one after a crash
+            // is learned again), so it rides along with the next real write.
+            self.hard = hard;
+            return Ok(());
+        }
         if let Some(disk) = &self.disk {
             disk.write(&DiskWrite {
                 snapshot: batch.snapshot.as_ref(),
