@@ -1,1 +1,248 @@
-//! linux.resources -> cgroupfs writes for v1 and v2 (issue 3; being built).
+//! linux.resources -> cgroupfs writes, for v1 and v2.
+//!
+//! [`plan`] validates a `LinuxResources` and turns it into an ordered list of
+//! [`Write`]s for one cgroup version (pure; unit-tested). [`apply`] carries a plan out
+//! on a [`CgroupHandle`]; the v1/v2 decision is only ever a match on the handle.
+//! [`update`] applies a partial `LinuxResources` over the saved one (as `runc update`).
+//! `freezer` pauses and resumes, `stats` reads what `events` prints.
+//!
+//! The writes go straight to cgroupfs (no cgroups-rs): each is one file of the
+//! container's directory, which keeps plans comparable and tests able to run against
+//! a fake tree in a temp dir. Files are opened without O_CREAT, so a file the kernel
+//! does not provide is an error naming it (or, for writes marked optional, skipped).
+
+pub mod freezer;
+pub mod stats;
+mod util;
+mod v1;
+mod v2;
+
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write as _};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxResources};
+
+use super::{CgroupError, CgroupHandle, Version};
+
+pub use freezer::{freeze, is_frozen, thaw};
+pub use stats::{oom_kill_count, stats, Stats, StatsEvent};
+
+/// Errors of the resources layer; each names the spec field, file or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("invalid linux.resources.{field} {value:?}: {reason}")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
+    #[error("linux.resources.{field} is not supported on cgroup {version}: {reason}")]
+    Unsupported {
+        field: String,
+        version: &'static str,
+        reason: &'static str,
+    },
+    #[error(
+        "cgroup controller {controller:?} is not mounted (needed for linux.resources.{field})"
+    )]
+    NoController { controller: String, field: String },
+    #[error(
+        "{path} does not exist: the kernel does not offer it (needed for linux.resources.{field})"
+    )]
+    MissingFile { path: PathBuf, field: String },
+    #[error("reading {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path} did not reach {want:?} (last read {got:?})")]
+    Timeout {
+        path: PathBuf,
+        want: String,
+        got: String,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+/// One cgroupfs write: `value` into `file` of the directory of `controller` (on v2 the
+/// one directory; `controller` then only says which controller the file belongs to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub controller: &'static str,
+    pub file: String,
+    pub value: String,
+    /// The spec field this write carries out (for error messages).
+    pub field: &'static str,
+    /// Used instead when `file` does not exist (e.g. blkio.bfq.weight -> blkio.weight).
+    pub fallback: Option<(String, String)>,
+    /// Skip silently when neither file exists (implied values, e.g. memsw -1).
+    pub optional: bool,
+}
+
+impl Write {
+    pub(crate) fn new(
+        controller: &'static str,
+        file: impl Into<String>,
+        value: impl ToString,
+        field: &'static str,
+    ) -> Write {
+        Write {
+            controller,
+            file: file.into(),
+            value: value.to_string(),
+            field,
+            fallback: None,
+            optional: false,
+        }
+    }
+    pub(crate) fn or(mut self, file: impl Into<String>, value: impl ToString) -> Write {
+        self.fallback = Some((file.into(), value.to_string()));
+        self
+    }
+    pub(crate) fn optional(mut self) -> Write {
+        self.optional = true;
+        self
+    }
+}
+
+/// Validates `r` and plans its writes for cgroup `version`.
+pub fn plan(r: &LinuxResources, version: Version) -> Result<Vec<Write>, ResourceError> {
+    match version {
+        Version::V1 => v1::plan(r),
+        Version::V2 => v2::plan(r),
+    }
+}
+
+/// Carries out `writes` on the cgroup. On v1, a memory limit and a memory+swap limit
+/// given together are written in the order the kernel accepts (memsw >= limit must
+/// hold after each write), which depends on the current memsw value.
+pub fn apply(handle: &CgroupHandle, writes: &[Write]) -> Result<(), ResourceError> {
+    match handle {
+        CgroupHandle::V1 { .. } => {
+            let ordered = v1::order_memory(handle, writes);
+            for w in &ordered {
+                let dir =
+                    handle
+                        .v1_dir(w.controller)
+                        .ok_or_else(|| ResourceError::NoController {
+                            controller: w.controller.to_string(),
+                            field: w.field.to_string(),
+                        })?;
+                write_one(dir, w)?;
+            }
+        }
+        CgroupHandle::V2 { dir } => {
+            for w in writes {
+                write_one(dir, w)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Plans and applies `r` on the cgroup.
+pub fn set(handle: &CgroupHandle, r: &LinuxResources) -> Result<(), ResourceError> {
+    apply(handle, &plan(r, handle.version())?)
+}
+
+/// `update`: applies the parts of `patch` that are given, merged over `saved` (the
+/// resources the container runs with), and returns the merged resources to save.
+/// Only the subsystems named in `patch` are written; within them, fields not in
+/// `patch` keep their saved values (so e.g. a new cpu period keeps the saved quota).
+pub fn update(
+    handle: &CgroupHandle,
+    saved: &LinuxResources,
+    patch: &LinuxResources,
+) -> Result<LinuxResources, ResourceError> {
+    let merged = util::merge(saved, patch);
+    let partial = util::restrict(&merged, patch);
+    apply(handle, &plan(&partial, handle.version())?)?;
+    Ok(merged)
+}
+
+fn open_existing(path: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new().write(true).truncate(true).open(path)
+}
+
+fn write_one(dir: &Path, w: &Write) -> Result<(), ResourceError> {
+    let mut target = (dir.join(&w.file), w.value.as_str());
+    if !target.0.exists() {
+        match &w.fallback {
+            Some((f, v)) if dir.join(f).exists() => target = (dir.join(f), v.as_str()),
+            _ if w.optional => return Ok(()),
+            _ => {
+                return Err(ResourceError::MissingFile {
+                    path: target.0,
+                    field: w.field.to_string(),
+                })
+            }
+        }
+    }
+    let (path, value) = target;
+    let res = open_existing(&path).and_then(|mut f| f.write_all(value.as_bytes()));
+    match res {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound && w.optional => Ok(()),
+        Err(source) => Err(CgroupError::Write {
+            path,
+            value: value.to_string(),
+            source,
+        }
+        .into()),
+    }
+}
+
+/// runc's default device allow list, applied after the spec's rules on v1 (as runc's
+/// specconv appends it): mknod of any device, /dev/null, zero, full, random, urandom,
+/// tty, console, ptmx, the pts devices, and /dev/net/tun.
+pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
+    use oci_spec::runtime::LinuxDeviceType::{B, C};
+    let rule = |t, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut d = LinuxDeviceCgroup::default();
+        d.set_allow(true);
+        d.set_typ(Some(t));
+        d.set_major(major);
+        d.set_minor(minor);
+        d.set_access(Some(access.to_string()));
+        d
+    };
+    vec![
+        rule(C, None, None, "m"),
+        rule(B, None, None, "m"),
+        rule(C, Some(1), Some(3), "rwm"),
+        rule(C, Some(1), Some(8), "rwm"),
+        rule(C, Some(1), Some(7), "rwm"),
+        rule(C, Some(5), Some(0), "rwm"),
+        rule(C, Some(1), Some(5), "rwm"),
+        rule(C, Some(1), Some(9), "rwm"),
+        rule(C, Some(5), Some(1), "rwm"),
+        rule(C, Some(136), None, "rwm"),
+        rule(C, Some(5), Some(2), "rwm"),
+        rule(C, Some(10), Some(200), "rwm"),
+    ]
+}
+
+/// Allow rules ("rwm") for the device nodes of linux.devices, which the caller appends
+/// to linux.resources.devices so the container can use the nodes it is given.
+pub fn device_rules_for(devices: &[LinuxDevice]) -> Vec<LinuxDeviceCgroup> {
+    devices
+        .iter()
+        .map(|d| {
+            let mut r = LinuxDeviceCgroup::default();
+            r.set_allow(true);
+            r.set_typ(Some(d.typ()));
+            r.set_major(Some(d.major()));
+            r.set_minor(Some(d.minor()));
+            r.set_access(Some("rwm".to_string()));
+            r
+        })
+        .collect()
+}
+
+/// What Berth's cgroup code supports, for features.json.
+pub const SUPPORTS_V1: bool = true;
+pub const SUPPORTS_V2: bool = true;
+pub const SUPPORTS_SYSTEMD: bool = false;
+pub const SUPPORTS_RDMA: bool = false;
+
+#[cfg(test)]
+mod tests;
