@@ -116,8 +116,10 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             tick_ms: 10,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
+            // 250-500 ms: survives ~200 ms stalls (fsync on a busy disk, starved CPU) without
+            // spurious elections; --election-ticks 10 gives faster failover on quiet machines.
+            election_ticks: 25,
+            heartbeat_ticks: 3,
         }
     }
 }

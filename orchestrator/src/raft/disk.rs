@@ -84,6 +84,16 @@ impl Disk {
     }
 
     pub fn write(&self, w: &DiskWrite<'_>) -> Result<(), DiskError> {
+        let started = std::time::Instant::now();
+        self.write_txn(w)?;
+        let took = started.elapsed();
+        if took > std::time::Duration::from_millis(100) {
+            tracing::warn!(ms = took.as_millis() as u64, path = %self.path.display(), "slow raft log write (fsync)");
+        }
+        Ok(())
+    }
+
+    fn write_txn(&self, w: &DiskWrite<'_>) -> Result<(), DiskError> {
         let txn = self
             .db
             .begin_write()
