@@ -1,0 +1,254 @@
+//! Hand-made OCI image layouts and tar layers, including entries no honest tool writes.
+//!
+//! [`RawTar`] writes headers byte for byte, bypassing the `tar` crate's path checks, so a
+//! test can put `../`, absolute names and links to host files into a layer.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// A tar stream assembled from raw headers.
+pub struct RawTar {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Default for RawTar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RawTar {
+    pub fn new() -> Self {
+        Self {
+            builder: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    fn header(kind: tar::EntryType, name: &str, mode: u32, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_ustar();
+        let raw = name.as_bytes();
+        assert!(
+            raw.len() <= 100,
+            "raw tar name longer than 100 bytes: {name}"
+        );
+        header.as_old_mut().name[..raw.len()].copy_from_slice(raw);
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_size(size);
+        header
+    }
+
+    fn append(&mut self, mut header: tar::Header, data: &[u8]) -> &mut Self {
+        header.set_cksum();
+        self.builder
+            .append(&header, data)
+            .expect("append to in-memory tar");
+        self
+    }
+
+    /// A directory entry.
+    pub fn dir(&mut self, name: &str, mode: u32) -> &mut Self {
+        let header = Self::header(tar::EntryType::Directory, name, mode, 0);
+        self.append(header, &[])
+    }
+
+    /// A regular file entry with `data` as content.
+    pub fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> &mut Self {
+        let header = Self::header(tar::EntryType::Regular, name, mode, data.len() as u64);
+        self.append(header, data)
+    }
+
+    /// A symlink `name -> target`.
+    pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.link(tar::EntryType::Symlink, name, target)
+    }
+
+    /// A hard link `name` to the earlier entry (or hostile path) `target`.
+    pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.link(tar::EntryType::Link, name, target)
+    }
+
+    fn link(&mut self, kind: tar::EntryType, name: &str, target: &str) -> &mut Self {
+        let mut header = Self::header(kind, name, 0o777, 0);
+        let raw = target.as_bytes();
+        assert!(raw.len() <= 100, "raw link target longer than 100 bytes");
+        header.as_old_mut().linkname[..raw.len()].copy_from_slice(raw);
+        self.append(header, &[])
+    }
+
+    /// The finished archive, with its end-of-archive blocks.
+    pub fn finish(self) -> Vec<u8> {
+        self.builder.into_inner().expect("finish in-memory tar")
+    }
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// `tar` compressed this way.
+    pub fn compress(self, tar: &[u8]) -> Vec<u8> {
+        match self {
+            Compression::None => tar.to_vec(),
+            Compression::Gzip => {
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(tar).expect("gzip in memory");
+                enc.finish().expect("gzip in memory")
+            }
+            Compression::Zstd => zstd::encode_all(tar, 1).expect("zstd in memory"),
+        }
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A layer as the manifest and config describe it.
+#[derive(Debug, Clone)]
+pub struct LayerDesc {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// An OCI image layout being written by hand (`oci-layout`, `index.json`, `blobs/sha256`).
+pub struct OciLayout {
+    pub dir: PathBuf,
+    layers: Vec<LayerDesc>,
+    manifests: Vec<Value>,
+}
+
+impl OciLayout {
+    /// Creates the layout skeleton in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        fs::create_dir_all(dir.join("blobs/sha256")).expect("create layout dirs");
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("write oci-layout");
+        Self {
+            dir: dir.to_path_buf(),
+            layers: Vec::new(),
+            manifests: Vec::new(),
+        }
+    }
+
+    /// Path of the blob with `digest` (`sha256:<hex>`).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.dir.join("blobs/sha256").join(hex)
+    }
+
+    /// Stores `bytes` as a blob and returns its digest and size.
+    pub fn blob(&self, bytes: &[u8]) -> (String, u64) {
+        let digest = digest_of(bytes);
+        fs::write(self.blob_path(&digest), bytes).expect("write blob");
+        (digest, bytes.len() as u64)
+    }
+
+    /// Adds a layer made of `tar`, compressed as asked; returns its descriptor.
+    pub fn add_layer(&mut self, tar: &[u8], compression: Compression) -> LayerDesc {
+        let (digest, size) = self.blob(&compression.compress(tar));
+        let desc = LayerDesc {
+            digest,
+            diff_id: digest_of(tar),
+            size,
+            media_type: compression.media_type().to_string(),
+        };
+        self.layers.push(desc.clone());
+        desc
+    }
+
+    /// Adds a layer whose blob is already in place (written by another tool).
+    pub fn add_layer_desc(&mut self, desc: LayerDesc) {
+        self.layers.push(desc);
+    }
+
+    /// Writes config and manifest for the layers added so far, tagged `tag` in index.json.
+    /// `config` is the image config's `config` object (Env, Cmd, ...). Layers are reset so
+    /// another image can be added to the same layout.
+    pub fn tag(&mut self, tag: &str, config: Value) -> String {
+        let layers = std::mem::take(&mut self.layers);
+        let image_config = json!({
+            "architecture": crate::images::host_arch(),
+            "os": "linux",
+            "config": config,
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
+            },
+        });
+        let config_bytes = serde_json::to_vec(&image_config).expect("serialize config");
+        let (config_digest, config_size) = self.blob(&config_bytes);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config_size,
+            },
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": l.media_type,
+                "digest": l.digest,
+                "size": l.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("serialize manifest");
+        let (manifest_digest, manifest_size) = self.blob(&manifest_bytes);
+        self.manifests.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
+        let index = json!({"schemaVersion": 2, "manifests": self.manifests});
+        fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).expect("serialize index"),
+        )
+        .expect("write index.json");
+        manifest_digest
+    }
+
+    /// The config blob's digest of the manifest `manifest_digest`.
+    pub fn config_digest(&self, manifest_digest: &str) -> String {
+        let manifest: Value =
+            serde_json::from_slice(&fs::read(self.blob_path(manifest_digest)).expect("manifest"))
+                .expect("manifest JSON");
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("config digest")
+            .to_string()
+    }
+}
+
+/// A one-layer image of `tar` (gzip) in a fresh layout at `dir`, tagged `latest`.
+pub fn single_layer_image(dir: &Path, tar: &[u8]) -> PathBuf {
+    let mut layout = OciLayout::new(dir);
+    layout.add_layer(tar, Compression::Gzip);
+    layout.tag("latest", json!({"Cmd": ["/bin/sh"]}));
+    dir.to_path_buf()
+}
