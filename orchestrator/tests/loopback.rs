@@ -1,0 +1,393 @@
+//! End-to-end tests of real berthd processes on 127.0.0.1 (no root needed). The multi-host
+//! network-namespace harness lives in tests/; these check the daemon itself: election,
+//! replication, failover, service expiry, bad input, restart from disk, learners.
+
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_orchestrator::client::{Client, ClientError};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Node {
+    name: String,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    tmp: tempfile::TempDir,
+    nodes: Vec<Node>,
+    bootstrap: String,
+}
+
+fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        drop(l);
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Cluster {
+    fn new(n: usize) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let nodes: Vec<Node> = (1..=n)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                port: free_port(),
+                dir: tmp.path().join(format!("n{i}")),
+                child: None,
+            })
+            .collect();
+        let bootstrap = nodes
+            .iter()
+            .map(|n| format!("{}=127.0.0.1:{}", n.name, n.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Self {
+            tmp,
+            nodes,
+            bootstrap,
+        };
+        for i in 0..n {
+            c.start(i, &[]);
+        }
+        c
+    }
+
+    fn sock(&self, i: usize) -> PathBuf {
+        self.tmp.path().join(format!("{}.sock", self.nodes[i].name))
+    }
+
+    fn start(&mut self, i: usize, extra: &[&str]) {
+        let sock = self.sock(i);
+        let log = std::fs::File::create(self.tmp.path().join(format!("n{}.log", i + 1)))
+            .expect("log file");
+        let n = &mut self.nodes[i];
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berthd"));
+        cmd.args(["--cluster-id", "loop", "--name", &n.name])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", n.port))
+            .arg("--data-dir")
+            .arg(&n.dir)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--metadata", &format!("idx={i}")])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if extra.is_empty() {
+            cmd.args(["--bootstrap", &self.bootstrap]);
+        }
+        n.child = Some(cmd.spawn().expect("spawn berthd"));
+    }
+
+    fn add_node(&mut self, join_port: u16) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Node {
+            name: format!("n{}", i + 1),
+            port: free_port(),
+            dir: self.tmp.path().join(format!("n{}", i + 1)),
+            child: None,
+        });
+        let join = format!("127.0.0.1:{join_port}");
+        self.start(i, &["--join", &join]);
+        i
+    }
+
+    fn client(&self, i: usize) -> Client {
+        Client::new(&self.sock(i))
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns whether it exited 0.
+    fn stop(&mut self, i: usize) -> bool {
+        let Some(mut c) = self.nodes[i].child.take() else {
+            return true;
+        };
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        c.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            let p = self.tmp.path().join(format!("n{}.log", i + 1));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- n{} ---\n", i + 1));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Polls `f` until it returns Some, or panics with the daemons' logs.
+    fn wait_for<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if start.elapsed() > WAIT {
+                panic!("timed out waiting for {what}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The leader's name once every live node agrees on one.
+    fn agreed_leader(&self) -> String {
+        self.agreed_leader_except("")
+    }
+
+    /// Like [`Cluster::agreed_leader`], ignoring agreement on `old`.
+    fn agreed_leader_except(&self, old: &str) -> String {
+        self.wait_for("all live nodes to agree on a leader", || {
+            let mut names = Vec::new();
+            for i in self.live() {
+                let v = self.client(i).json("GET", "/v1/leader", None).ok()?;
+                names.push(v.get("leader")?.as_str()?.to_string());
+            }
+            let first = names.first()?.clone();
+            (first != old && names.iter().all(|n| *n == first)).then_some(first)
+        })
+    }
+
+    fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("known node")
+    }
+
+    /// A write, retried while the cluster has no leader (503).
+    fn put(&self, i: usize, key: &str, value: &str) -> Value {
+        self.wait_for(&format!("put {key} on n{}", i + 1), || {
+            match self.client(i).json(
+                "PUT",
+                &format!("/v1/keys{key}"),
+                Some(&json!({ "value": value })),
+            ) {
+                Ok(v) => Some(v),
+                Err(ClientError::Api { status: 503, .. }) => None,
+                Err(e) => panic!("put {key}: {e}"),
+            }
+        })
+    }
+
+    fn get(&self, i: usize, key: &str) -> Option<String> {
+        let v = self
+            .client(i)
+            .json("GET", &format!("/v1/keys{key}"), None)
+            .ok()?;
+        Some(v.get("value")?.as_str()?.to_string())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill9(i);
+        }
+    }
+}
+
+#[test]
+fn elects_one_leader_replicates_and_fails_over() {
+    let mut c = Cluster::new(3);
+    let leader = c.agreed_leader();
+    let li = c.index_of(&leader);
+    let follower = (0..3).find(|i| *i != li).expect("a follower");
+    // a write on a follower is forwarded, and visible on every node
+    c.put(follower, "/k/1", "one");
+    for i in 0..3 {
+        c.wait_for("replication", || {
+            (c.get(i, "/k/1").as_deref() == Some("one")).then_some(())
+        });
+    }
+    c.kill9(li);
+    let new_leader = c.agreed_leader_except(&leader);
+    assert_ne!(new_leader, leader);
+    let survivor = c.live()[0];
+    c.put(survivor, "/k/2", "two");
+    for i in c.live() {
+        assert_eq!(
+            c.get(i, "/k/1").as_deref(),
+            Some("one"),
+            "acknowledged write lost on n{}",
+            i + 1
+        );
+        c.wait_for("replication after failover", || {
+            (c.get(i, "/k/2").as_deref() == Some("two")).then_some(())
+        });
+    }
+}
+
+#[test]
+fn killed_nodes_services_vanish_from_every_node() {
+    let mut c = Cluster::new(3);
+    c.agreed_leader();
+    let body = json!({"name": "web", "ip": "10.1.2.3", "port": 8080, "meta": {"v": "1"}});
+    c.wait_for("service registration on n1", || {
+        match c.client(0).json("POST", "/v1/services", Some(&body)) {
+            Ok(v) => Some(v),
+            Err(ClientError::Api { status: 503, .. }) => None,
+            Err(e) => panic!("register: {e}"),
+        }
+    });
+    for i in 1..3 {
+        let list = c.wait_for("service visible on other nodes", || {
+            let v = c.client(i).json("GET", "/v1/services/web", None).ok()?;
+            let a = v.as_array()?.clone();
+            (!a.is_empty()).then_some(a)
+        });
+        assert_eq!(list[0]["machine"], "n1");
+        assert_eq!(list[0]["ip"], "10.1.2.3");
+        assert_eq!(list[0]["port"], 8080);
+    }
+    c.kill9(0);
+    for i in 1..3 {
+        c.wait_for("the dead node's service to vanish", || {
+            let v = c.client(i).json("GET", "/v1/services/web", None).ok()?;
+            v.as_array()?.is_empty().then_some(())
+        });
+        c.wait_for("the dead node's machine key to vanish", || {
+            c.get(i, "/machines/n1").is_none().then_some(())
+        });
+        c.wait_for("n1 listed as dead", || {
+            let machines = c.client(i).json("GET", "/v1/machines", None).ok()?;
+            let n1 = machines
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == "n1")?
+                .clone();
+            (n1["state"] == "dead").then_some(())
+        });
+    }
+}
+
+#[test]
+fn garbage_on_every_port_is_dropped_and_the_daemon_keeps_serving() {
+    use std::io::{Read, Write};
+    let c = Cluster::new(3);
+    c.agreed_leader();
+    let port = c.nodes[0].port;
+    let junk: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    for payload in [
+        &junk[..],
+        &[0xff, 0xff, 0xff, 0xff][..],
+        b"\x00\x00\x00\x09\x01\x02zzabcde",
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect peer port");
+        let _ = s.write_all(payload);
+    }
+    let u = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    u.send_to(&junk[..1000], ("127.0.0.1", port)).expect("send");
+    u.send_to(b"BS\x05other", ("127.0.0.1", port))
+        .expect("send");
+    let mut api = std::os::unix::net::UnixStream::connect(c.sock(0)).expect("api");
+    api.write_all(b"\x01\x02 nonsense\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    let _ = api.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("\"error\""), "{resp}");
+    // still serving, still in the cluster
+    let h = c.client(0).json("GET", "/v1/health", None).expect("health");
+    assert_eq!(h["ok"], true);
+    c.put(0, "/after-garbage", "ok");
+    c.wait_for("replication", || {
+        (c.get(2, "/after-garbage").as_deref() == Some("ok")).then_some(())
+    });
+}
+
+#[test]
+fn full_restart_recovers_from_disk() {
+    let mut c = Cluster::new(3);
+    let leader = c.agreed_leader();
+    let li = c.index_of(&leader);
+    for k in 0..20 {
+        c.put(li, &format!("/data/{k}"), &k.to_string());
+    }
+    for i in 0..3 {
+        assert!(c.stop(i), "n{} did not exit 0 on SIGTERM", i + 1);
+    }
+    for i in 0..3 {
+        c.start(i, &[]);
+    }
+    c.agreed_leader();
+    for i in 0..3 {
+        c.wait_for("keys recovered", || {
+            let v = c
+                .client(i)
+                .json("GET", "/v1/keys/data/?prefix=true", None)
+                .ok()?;
+            (v["kvs"].as_array()?.len() == 20).then_some(())
+        });
+        assert_eq!(c.get(i, "/data/7").as_deref(), Some("7"));
+    }
+}
+
+#[test]
+fn joined_node_is_a_learner_with_the_data_and_can_be_promoted() {
+    let mut c = Cluster::new(3);
+    let leader = c.agreed_leader();
+    c.put(c.index_of(&leader), "/before-join", "x");
+    let j = c.add_node(c.nodes[1].port);
+    c.wait_for("the joiner to receive the registry", || {
+        (c.get(j, "/before-join").as_deref() == Some("x")).then_some(())
+    });
+    let role = |i: usize| -> Option<String> {
+        let v = c.client(i).json("GET", "/v1/cluster", None).ok()?;
+        let m = v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == "n4")?
+            .clone();
+        Some(m["role"].as_str()?.to_string())
+    };
+    assert_eq!(c.wait_for("n4 listed", || role(0)), "learner");
+    let v = c
+        .client(j)
+        .json("POST", "/v1/cluster/voters", Some(&json!({"name": "n4"})))
+        .expect("promote");
+    assert!(
+        v["voters"]
+            .as_array()
+            .expect("voters")
+            .iter()
+            .any(|n| n == "n4"),
+        "{v}"
+    );
+    c.wait_for("n4 is a voter everywhere", || {
+        (0..4)
+            .all(|i| role(i).as_deref() == Some("voter"))
+            .then_some(())
+    });
+}
