@@ -9,7 +9,9 @@ use mio::{Interest, Token};
 use raft::eraftpb::ConfChangeType;
 use serde_json::{json, Value};
 
-use super::conn::{read_all, ApiConn, ApiState, Conn, WriteBuf, API_RBUF_MAX, API_WBUF_MAX};
+use super::conn::{
+    read_all, ApiConn, ApiState, Conn, WriteBuf, API_MAX_CONNS, API_RBUF_MAX, API_WBUF_MAX,
+};
 use super::{Daemon, ReplyKind, Responder, SelfLease};
 use crate::api::http::{self, err, HttpError, Request};
 use crate::api::routes::{route, Route, Service};
@@ -45,6 +47,18 @@ impl Daemon {
         loop {
             match self.api_listener.accept() {
                 Ok((mut stream, _)) => {
+                    let clients = self
+                        .conns
+                        .values()
+                        .filter(|c| matches!(c, Conn::Api(_)))
+                        .count();
+                    if clients >= API_MAX_CONNS {
+                        self.warn_limited(format_args!(
+                            "refusing an API client: {API_MAX_CONNS} already connected"
+                        ));
+                        drop(stream);
+                        continue;
+                    }
                     let token = self.alloc_token();
                     if let Err(e) = self.poll.registry().register(
                         &mut stream,

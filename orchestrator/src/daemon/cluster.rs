@@ -387,6 +387,7 @@ impl Daemon {
 
     pub(super) fn housekeeping(&mut self, now: Instant) {
         self.expire_pending(now);
+        self.reap_stalled_links(now);
         self.refresh_book(now);
         self.announce_if_alone(now);
         self.self_registration(now);

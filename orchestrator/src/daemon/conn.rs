@@ -7,8 +7,15 @@ use mio::net::{TcpStream, UnixStream};
 
 use crate::net::frame::Decoder;
 
-/// Most bytes queued for one peer before messages to it are dropped (Raft resends).
-pub const PEER_WBUF_MAX: usize = 96 << 20;
+/// Most bytes queued for one connected peer before messages to it are dropped (Raft resends);
+/// a single larger frame (a snapshot) is still accepted into an empty buffer.
+pub const PEER_WBUF_MAX: usize = 8 << 20;
+/// Most bytes queued while a link is still connecting.
+pub const PEER_CONNECTING_MAX: usize = 1 << 20;
+/// A link not connected after this long is dropped (the peer is unreachable).
+pub const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most API clients connected at once; more are refused.
+pub const API_MAX_CONNS: usize = 1024;
 /// Most bytes queued for one API client (a watcher this far behind is disconnected).
 pub const API_WBUF_MAX: usize = 8 << 20;
 /// Most unparsed request bytes kept for one API client.
@@ -78,6 +85,8 @@ pub struct PeerConn {
     /// For links we opened: the peer's Raft id. Inbound links only receive.
     pub outbound: Option<u64>,
     pub connected: bool,
+    /// When the connect started (outbound links).
+    pub since: std::time::Instant,
     pub decoder: Decoder,
     pub wbuf: WriteBuf,
 }

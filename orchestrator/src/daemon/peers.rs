@@ -10,7 +10,9 @@ use prost::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
 
-use super::conn::{read_all, Conn, PeerConn, WriteBuf, PEER_WBUF_MAX};
+use super::conn::{
+    read_all, Conn, PeerConn, WriteBuf, PEER_CONNECTING_MAX, PEER_CONNECT_TIMEOUT, PEER_WBUF_MAX,
+};
 use super::{Daemon, TimerSlot};
 use crate::membership::{MembershipError, MAX_DATAGRAM};
 use crate::net::frame::{self, Decoder, KIND_RAFT};
@@ -86,6 +88,7 @@ impl Daemon {
                             stream,
                             outbound: None,
                             connected: true,
+                            since: Instant::now(),
                             decoder: Decoder::new(&self.cfg.cluster_id),
                             wbuf: WriteBuf::default(),
                         }),
@@ -177,6 +180,25 @@ impl Daemon {
         }
     }
 
+    /// Drops outbound links that did not connect in time (a partitioned or dead peer).
+    pub(super) fn reap_stalled_links(&mut self, now: Instant) {
+        let stalled: Vec<Token> = self
+            .conns
+            .iter()
+            .filter_map(|(t, c)| match c {
+                Conn::Peer(p)
+                    if !p.connected && now.duration_since(p.since) > PEER_CONNECT_TIMEOUT =>
+                {
+                    Some(*t)
+                }
+                _ => None,
+            })
+            .collect();
+        for t in stalled {
+            self.drop_peer(t, "connect timed out");
+        }
+    }
+
     fn drop_peer(&mut self, token: Token, why: &str) {
         let Some(Conn::Peer(mut p)) = self.conns.remove(&token) else {
             return;
@@ -222,7 +244,12 @@ impl Daemon {
         let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
             return;
         };
-        if p.wbuf.pending() + data.len() > PEER_WBUF_MAX {
+        let cap = if p.connected {
+            PEER_WBUF_MAX
+        } else {
+            PEER_CONNECTING_MAX
+        };
+        if p.wbuf.pending() > 0 && p.wbuf.pending() + data.len() > cap {
             tracing::debug!(to, "peer link backlog full, dropping a raft message");
             self.reports.push((to, None));
             if is_snapshot {
@@ -280,6 +307,7 @@ impl Daemon {
                 stream,
                 outbound: Some(to),
                 connected: false,
+                since: Instant::now(),
                 decoder: Decoder::new(&self.cfg.cluster_id),
                 wbuf: WriteBuf::default(),
             }),
