@@ -25,6 +25,19 @@ fn import_and_compare_with_umoci(form: fn(&fixture::BusyboxImage) -> PathBuf) {
     assert_fixture_exercises_layers(&expected);
 
     env.import(&form(&image), "bb:1").ok();
+    let listed = env.list();
+    assert!(
+        listed.len() == 1 && listed[0].to_string().contains("bb:1"),
+        "image ls should list bb:1 only: {listed:?}"
+    );
+    let out = env.image(&["inspect", "bb:1"]).ok();
+    let inspected: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("image inspect is not JSON ({e}): {out}"));
+    assert_eq!(
+        inspected.pointer("/config/rootfs/diff_ids"),
+        Some(&layout_diff_ids(&image.layout)),
+        "image inspect shows other layers than the image has: {out}"
+    );
     let bundle = env.work().join("berth-bundle");
     env.unpack("bb:1", &bundle);
 
@@ -40,6 +53,30 @@ fn import_and_compare_with_umoci(form: fn(&fixture::BusyboxImage) -> PathBuf) {
         &image.umoci_bundle.join("config.json"),
         &bundle.join("config.json"),
     );
+}
+
+/// The diff_ids in the config of the (only) image of an OCI layout.
+fn layout_diff_ids(layout: &Path) -> Value {
+    let read = |p: PathBuf| -> Value {
+        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let blob = |d: &Value| {
+        let d = d.as_str().expect("digest string");
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index = read(layout.join("index.json"));
+    let manifest = read(blob(&index["manifests"][0]["digest"]));
+    let config = read(blob(&manifest["config"]["digest"]));
+    let diff_ids = config["rootfs"]["diff_ids"].clone();
+    assert_eq!(
+        diff_ids.as_array().map(Vec::len),
+        Some(4),
+        "the fixture has 4 layers"
+    );
+    diff_ids
 }
 
 /// Guards the fixture itself: umoci's unpack shows the whiteout and both opaque dirs applied,
