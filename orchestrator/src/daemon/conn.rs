@@ -14,6 +14,9 @@ pub const PEER_WBUF_MAX: usize = 8 << 20;
 pub const PEER_CONNECTING_MAX: usize = 1 << 20;
 /// A link not connected after this long is dropped (the peer is unreachable).
 pub const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// A connected link whose queued bytes have not moved for this long is dropped and reopened
+/// (after a partition heals, a fresh connection beats TCP's backed-off retransmissions).
+pub const PEER_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most API clients connected at once; more are refused.
 pub const API_MAX_CONNS: usize = 1024;
 /// Most bytes queued for one API client (a watcher this far behind is disconnected).
@@ -26,6 +29,8 @@ pub const API_RBUF_MAX: usize = crate::api::http::MAX_HEAD + crate::api::http::M
 pub struct WriteBuf {
     buf: Vec<u8>,
     off: usize,
+    /// When bytes last left (or the buffer last became non-empty).
+    progress: Option<std::time::Instant>,
 }
 
 impl WriteBuf {
@@ -33,10 +38,19 @@ impl WriteBuf {
         self.buf.len() - self.off
     }
 
+    /// How long queued bytes have been waiting without any being written.
+    pub fn stalled_for(&self, now: std::time::Instant) -> std::time::Duration {
+        match self.progress {
+            Some(t) if self.pending() > 0 => now.saturating_duration_since(t),
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
     pub fn push(&mut self, data: &[u8]) {
         if self.off == self.buf.len() {
             self.buf.clear();
             self.off = 0;
+            self.progress = Some(std::time::Instant::now());
         }
         self.buf.extend_from_slice(data);
     }
@@ -46,7 +60,10 @@ impl WriteBuf {
         while self.off < self.buf.len() {
             match w.write(&self.buf[self.off..]) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => self.off += n,
+                Ok(n) => {
+                    self.off += n;
+                    self.progress = Some(std::time::Instant::now());
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -11,7 +11,8 @@ use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
 
 use super::conn::{
-    read_all, Conn, PeerConn, WriteBuf, PEER_CONNECTING_MAX, PEER_CONNECT_TIMEOUT, PEER_WBUF_MAX,
+    read_all, Conn, PeerConn, WriteBuf, PEER_CONNECTING_MAX, PEER_CONNECT_TIMEOUT,
+    PEER_STALL_TIMEOUT, PEER_WBUF_MAX,
 };
 use super::{Daemon, TimerSlot};
 use crate::membership::{MembershipError, MAX_DATAGRAM};
@@ -187,7 +188,8 @@ impl Daemon {
             .iter()
             .filter_map(|(t, c)| match c {
                 Conn::Peer(p)
-                    if !p.connected && now.duration_since(p.since) > PEER_CONNECT_TIMEOUT =>
+                    if (!p.connected && now.duration_since(p.since) > PEER_CONNECT_TIMEOUT)
+                        || p.wbuf.stalled_for(now) > PEER_STALL_TIMEOUT =>
                 {
                     Some(*t)
                 }
@@ -195,7 +197,7 @@ impl Daemon {
             })
             .collect();
         for t in stalled {
-            self.drop_peer(t, "connect timed out");
+            self.drop_peer(t, "connect timed out or peer not reading");
         }
     }
 
