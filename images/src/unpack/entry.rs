@@ -19,11 +19,16 @@ pub enum PathProblem {
 /// Splits an entry name into components: leading `./` and `.`/empty
 /// components are dropped; absolute names and `..` are refused (the caller
 /// reports them as hostile; resolution is still done in-root by openat2).
+/// The one absolute name accepted is `/` itself, the root entry umoci and
+/// GNU tar write.
 pub fn normalize(raw: &[u8]) -> Result<Vec<&[u8]>, PathProblem> {
     if raw.is_empty() {
         return Err(PathProblem::Empty);
     }
     if raw[0] == b'/' {
+        if raw.iter().all(|&b| b == b'/' || b == b'.') && !raw.windows(2).any(|w| w == b"..") {
+            return Ok(Vec::new());
+        }
         return Err(PathProblem::Absolute);
     }
     let mut out = Vec::new();
@@ -137,6 +142,9 @@ mod tests {
         assert_eq!(normalize(b"./a/b/").unwrap(), vec![&b"a"[..], b"b"]);
         assert_eq!(normalize(b"a//./c").unwrap(), vec![&b"a"[..], b"c"]);
         assert!(normalize(b"./").unwrap().is_empty());
+        assert!(normalize(b"/").unwrap().is_empty());
+        assert!(normalize(b"/./").unwrap().is_empty());
+        assert_eq!(normalize(b"/.."), Err(PathProblem::Absolute));
     }
 
     #[test]

@@ -1,11 +1,303 @@
-//! `berth image ...` (owned by the images work, issue 4).
+//! `berth image ...`: import, ls, inspect, rm, unpack and run, on top of the
+//! berth-images crate. `image run` prepares an overlay snapshot and a
+//! bundle, then re-executes berth itself (`berth --root R run --bundle B
+//! NAME`) as a child: image code never reaches into runtime internals, and
+//! no container is ever forked from this (possibly multithreaded) process.
+
+mod run;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use berth_images::progress::{Bars, Progress, Quiet};
+use berth_images::store::{ImageRecord, Store};
+use berth_images::{bundle, import};
 
 use crate::cli::GlobalOpts;
 
 #[derive(Debug, clap::Args)]
-pub struct ImageArgs {}
+pub struct ImageArgs {
+    /// Image store directory.
+    #[arg(
+        long,
+        env = "BERTH_STORE",
+        default_value = "/var/lib/berth",
+        global = true
+    )]
+    pub store: PathBuf,
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI layout directory, oci-archive or docker-archive.
+    Import(ImportArgs),
+    /// List stored images.
+    Ls(LsArgs),
+    /// Print an image's record, manifest and config as JSON.
+    Inspect {
+        /// Image reference (name:tag, name@sha256:..., or a digest prefix).
+        reference: String,
+    },
+    /// Remove an image reference and free the layers nothing else uses.
+    Rm {
+        /// Image reference.
+        reference: String,
+    },
+    /// Unpack an image into a runtime bundle: DIR/config.json + DIR/rootfs.
+    Unpack {
+        /// Image reference.
+        reference: String,
+        /// Bundle directory (must not exist, or be empty).
+        dir: PathBuf,
+    },
+    /// Run a container from an image (overlay snapshot + berth run).
+    Run(run::RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The image: a layout directory, an oci-archive or a docker-archive.
+    pub path: PathBuf,
+    /// Reference to store the image under (also picks it in the source).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Largest uncompressed layer accepted (e.g. 512m, 64g).
+    #[arg(long = "max-layer-size", env = "BERTH_MAX_LAYER_SIZE")]
+    pub max_layer_size: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Output format: table or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+}
 
 /// Runs an `image` subcommand and returns the exit code.
-pub fn run(_global: &GlobalOpts, _args: ImageArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("berth image: not implemented yet")
+pub fn run(global: &GlobalOpts, args: ImageArgs) -> anyhow::Result<i32> {
+    let store = Store::open(&args.store)?;
+    match args.command {
+        ImageCommand::Import(a) => import_cmd(&store, a),
+        ImageCommand::Ls(a) => ls(&store, &a),
+        ImageCommand::Inspect { reference } => inspect(&store, &reference),
+        ImageCommand::Rm { reference } => rm(&store, &reference),
+        ImageCommand::Unpack { reference, dir } => unpack(&store, &reference, &dir),
+        ImageCommand::Run(a) => run::run(global, &store, a),
+    }
+}
+
+fn progress() -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Box::new(Bars::new())
+    } else {
+        Box::new(Quiet)
+    }
+}
+
+fn import_cmd(store: &Store, a: ImportArgs) -> anyhow::Result<i32> {
+    let mut opts = import::ImportOptions::default();
+    if let Some(n) = &a.name {
+        opts.name = Some(n.parse().with_context(|| format!("--name {n}"))?);
+    }
+    if let Some(s) = &a.max_layer_size {
+        opts.max_layer_size = bundle::parse_memory(s)
+            .with_context(|| "--max-layer-size")?
+            .try_into()
+            .context("--max-layer-size")?;
+    }
+    let p = progress();
+    let record = import::import(store, &a.path, &opts, p.as_ref())
+        .with_context(|| format!("importing {}", a.path.display()))?;
+    println!("{} {}", record.reference, record.manifest);
+    Ok(0)
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
+/// The `image ls` table.
+pub fn table(images: &[ImageRecord]) -> String {
+    let w = images
+        .iter()
+        .map(|i| i.reference.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let mut out = format!(
+        "{:<w$}  {:<12}  {:<14}  {:>6}  {:>8}\n",
+        "REFERENCE", "DIGEST", "PLATFORM", "LAYERS", "SIZE"
+    );
+    for i in images {
+        out.push_str(&format!(
+            "{:<w$}  {:<12}  {:<14}  {:>6}  {:>8}\n",
+            i.reference,
+            i.manifest.short(),
+            i.platform,
+            i.layers.len(),
+            human(i.size())
+        ));
+    }
+    out
+}
+
+fn ls(store: &Store, a: &LsArgs) -> anyhow::Result<i32> {
+    let images = store.images()?;
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+    } else {
+        print!("{}", table(&images));
+    }
+    Ok(0)
+}
+
+fn inspect(store: &Store, reference: &str) -> anyhow::Result<i32> {
+    let image = store.find(reference)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&image.manifest)?)
+        .with_context(|| format!("manifest {}", image.manifest))?;
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&image.config)?)
+        .with_context(|| format!("config {}", image.config))?;
+    let out = serde_json::json!({
+        "reference": image.reference,
+        "digest": image.manifest,
+        "config_digest": image.config,
+        "platform": image.platform,
+        "created": image.created,
+        "imported": image.imported,
+        "size": image.size(),
+        "layers": image.layers,
+        "manifest": manifest,
+        "config": config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+fn rm(store: &Store, reference: &str) -> anyhow::Result<i32> {
+    let lock = store.lock()?;
+    let (record, freed) = store.remove_image(&lock, reference)?;
+    println!("untagged {}", record.reference);
+    for l in &freed.layers {
+        println!("deleted layer {l}");
+    }
+    for b in &freed.blobs {
+        println!("deleted blob {b}");
+    }
+    Ok(0)
+}
+
+fn unpack(store: &Store, reference: &str, dir: &Path) -> anyhow::Result<i32> {
+    let image = store.find(reference)?;
+    let created = match std::fs::read_dir(dir) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                bail!("{}: bundle directory is not empty", dir.display());
+            }
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            true
+        }
+        Err(e) => return Err(e).with_context(|| dir.display().to_string()),
+    };
+    let r = (|| -> anyhow::Result<()> {
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+        std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .with_context(|| rootfs.display().to_string())?;
+        import::flatten(
+            store,
+            &image,
+            &rootfs,
+            berth_images::unpack::DEFAULT_MAX_LAYER_SIZE,
+        )?;
+        let (_, config) = import::load_manifest(store, &image.manifest)?;
+        let users = bundle::read_user_db(&rootfs)?;
+        let value = bundle::generate(&config, &users, &bundle::Overrides::default())?;
+        bundle::write_config(dir, &value)?;
+        Ok(())
+    })();
+    if let Err(e) = r {
+        // Leave nothing behind: the directory as we found it.
+        let cleanup = if created {
+            std::fs::remove_dir_all(dir)
+        } else {
+            std::fs::remove_dir_all(dir.join("rootfs")).and_then(|_| {
+                match std::fs::remove_file(dir.join("config.json")) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            })
+        };
+        if let Err(c) = cleanup {
+            tracing::warn!(error = %c, dir = %dir.display(), "cleaning up a failed unpack");
+        }
+        return Err(e.context(format!("unpacking {reference} into {}", dir.display())));
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(999), "999B");
+        assert_eq!(human(1500), "1.5kB");
+        assert_eq!(human(2_500_000), "2.5MB");
+    }
+
+    #[test]
+    fn cli_parses_the_documented_surface() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "berth", "image", "--store", "/s", "run", "--rm", "--name", "c1", "-e", "A=1", "-e",
+            "B=2", "-w", "/tmp", "--user", "1:2", "--memory", "64m", "--net", "host", "busybox",
+            "sh", "-c", "echo hi",
+        ])
+        .unwrap();
+        let crate::cli::Command::Image(a) = cli.command else {
+            panic!("not an image command")
+        };
+        assert_eq!(a.store, PathBuf::from("/s"));
+        let ImageCommand::Run(r) = a.command else {
+            panic!("not run")
+        };
+        assert!(r.rm);
+        assert_eq!(r.name.as_deref(), Some("c1"));
+        assert_eq!(r.env, vec!["A=1", "B=2"]);
+        assert_eq!(r.workdir.as_deref(), Some("/tmp"));
+        assert_eq!(r.net, "host");
+        assert_eq!(r.reference, "busybox");
+        assert_eq!(r.cmd, vec!["sh", "-c", "echo hi"]);
+        let cli =
+            crate::cli::Cli::try_parse_from(["berth", "image", "ls", "--format", "json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            crate::cli::Command::Image(ImageArgs {
+                command: ImageCommand::Ls(_),
+                ..
+            })
+        ));
+        assert!(
+            crate::cli::Cli::try_parse_from(["berth", "image", "run", "--net", "bridge", "x"])
+                .is_err()
+        );
+    }
 }
