@@ -196,7 +196,7 @@ impl Cluster {
             .arg(&self.berthd)
             .args(&node.args)
             .env(
-                "RUST_LOG",
+                "BERTHD_LOG",
                 std::env::var("BERTH_TEST_LOG").unwrap_or("info".into()),
             )
             .stdin(Stdio::null())
@@ -380,15 +380,22 @@ impl Cluster {
         }
     }
 
-    /// Waits until every running node lists node `k` as an alive machine and as a
+    /// Waits until every running node of `k`'s cluster lists node `k` as an alive machine and as a
     /// member in `/v1/cluster`.
     pub fn wait_for_member(&self, k: usize) {
         let name = self.nodes[k].name.clone();
+        let cluster_id = self.nodes[k].cluster_id.clone();
+        // Only nodes of the same cluster are asked (a foreign node must not list it).
+        let peers: Vec<usize> = self
+            .running()
+            .into_iter()
+            .filter(|&j| self.nodes[j].cluster_id == cluster_id)
+            .collect();
         wait_until(
             &format!("every node to list {name} as alive member"),
             PATIENCE,
             || {
-                for j in self.running() {
+                for &j in &peers {
                     let m = self.nodes[j].machines()?;
                     let state = m.get(&name).map(|v| v["state"].clone());
                     if state != Some(json!("alive")) {
