@@ -873,3 +873,48 @@ fn image_run_containers_do_not_see_each_others_writes() {
         differences.join("\n")
     );
 }
+
+#[test]
+fn concurrent_imports_of_one_image_share_its_layers() {
+    let env = ImageEnv::new();
+    let image = fixture::build(&env.work(), &env.work());
+    let names = ["c1:1", "c2:1", "c3:1", "c4:1"];
+    let children: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let mut cmd = env.image_command(&[
+                "import",
+                image.layout.to_str().expect("utf-8"),
+                "--name",
+                name,
+            ]);
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().expect("start an import")
+        })
+        .collect();
+    for (name, child) in names.iter().zip(children) {
+        let out = child.wait_with_output().expect("wait for an import");
+        assert!(
+            out.status.success(),
+            "concurrent import of {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(env.list().len(), names.len(), "every import is listed");
+    // Files that exist in exactly one layer each: every layer is stored once.
+    for unique in ["busybox-hardlink", "added", "new.html"] {
+        assert_eq!(
+            env.find_in_store(unique).len(),
+            1,
+            "`{unique}` should be stored once, in its layer's directory"
+        );
+    }
+    let bundle = env.work().join("bundle");
+    env.unpack("c4:1", &bundle);
+    let differences = tree::diff(
+        &tree::snapshot(&image.umoci_bundle.join("rootfs")),
+        &tree::snapshot(&bundle.join("rootfs")),
+    );
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
