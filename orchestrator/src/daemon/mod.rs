@@ -186,7 +186,8 @@ pub(crate) struct Daemon {
     metrics: Metrics,
     /// Link failures and snapshot results to report to raft-rs once no Ready is in flight.
     reports: Vec<(u64, Option<raft::SnapshotStatus>)>,
-    stop: bool,
+    /// Set on SIGTERM/SIGINT: exit once leadership is handed over or at this time.
+    stop_deadline: Option<Instant>,
 }
 
 fn now_ms(start: Instant) -> u64 {
@@ -310,17 +311,29 @@ impl Daemon {
             last_warn: None,
             metrics: Metrics::default(),
             reports: Vec::new(),
-            stop: false,
+            stop_deadline: None,
             cfg,
         })
     }
 
     /// Runs until SIGTERM/SIGINT.
     pub(crate) fn run(mut self) -> Result<(), DaemonError> {
+        let result = self.event_loop();
+        self.shutdown();
+        result
+    }
+
+    fn event_loop(&mut self) -> Result<(), DaemonError> {
         let mut events = Events::with_capacity(256);
         // Replay the log recovered from disk before anything else.
         self.drive()?;
-        while !self.stop {
+        loop {
+            if let Some(deadline) = self.stop_deadline {
+                // A leader that is stopping waits (briefly) for its successor to take over.
+                if !self.node.is_leader() || Instant::now() >= deadline {
+                    return Ok(());
+                }
+            }
             let now = Instant::now();
             let mut deadline = self.next_tick.min(self.next_housekeeping);
             if let Some(Reverse((t, _, _))) = self.timers.peek() {
@@ -351,8 +364,6 @@ impl Daemon {
             self.drive()?;
             self.flush_swim();
         }
-        self.shutdown();
-        Ok(())
     }
 
     fn tick_raft(&mut self, now: Instant) {
@@ -392,7 +403,12 @@ impl Daemon {
                 signal = info.ssi_signo,
                 "signal received: leaving the cluster"
             );
-            self.stop = true;
+            if self.stop_deadline.is_none() {
+                if self.node.transfer_to_best_voter() {
+                    tracing::info!("handing leadership over before exiting");
+                }
+                self.stop_deadline = Some(Instant::now() + Duration::from_secs(1));
+            }
         }
     }
 

@@ -195,6 +195,30 @@ impl Node {
         self.raw.report_unreachable(id);
     }
 
+    /// Hands leadership to the most up-to-date other voter (graceful shutdown); false when
+    /// this node is not the leader or has no other voter.
+    pub fn transfer_to_best_voter(&mut self) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let me = self.id();
+        let best = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me && self.conf.voters.contains(id))
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(id, _)| *id);
+        match best {
+            Some(id) => {
+                self.raw.transfer_leader(id);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn report_snapshot(&mut self, id: u64, status: raft::SnapshotStatus) {
         self.raw.report_snapshot(id, status);
     }
