@@ -176,6 +176,7 @@ fn assert_refused(case: &str, layers: &[Vec<u8>], entry: &str, sentinel: &Sentin
         out.status.code().is_some_and(|c| c != 0),
         "{case}: the import should have been refused: {out}"
     );
+    eprintln!("{case}: refused: {}", out.stderr.trim());
     assert!(
         out.stderr.contains(entry),
         "{case}: the error does not name the entry `{entry}`: {out}"
@@ -303,6 +304,17 @@ fn hostile_hardlink_to_host_file_is_refused() {
             .file("stolen", 0o644, b"pwned\n");
         assert_refused(case, &[tar.finish()], "stolen", &sentinel);
     }
+    // A link target that is itself inside the layer, but only through a symlink to outside.
+    let mut tar = RawTar::new();
+    tar.symlink("escape", &sentinel.dir().display().to_string())
+        .hardlink("stolen", "escape/sentinel")
+        .file("stolen", 0o644, b"pwned\n");
+    assert_refused(
+        "hardlink through a symlink",
+        &[tar.finish()],
+        "stolen",
+        &sentinel,
+    );
 }
 
 #[test]
