@@ -211,6 +211,12 @@ impl Daemon {
             self.metrics.api_errors += 1;
         }
         self.write_api(token, &http::json(status, body, close));
+        self.flush_api(token);
+    }
+
+    /// Answers a request that waited for a proposal, then serves any pipelined requests.
+    pub(super) fn respond_later(&mut self, token: Token, status: u16, body: &Value) {
+        self.respond(token, status, body);
         self.process_requests(token);
         self.flush_api(token);
     }
@@ -456,7 +462,7 @@ impl Daemon {
             Ok(Outcome::Lease { id, ttl_ms }) => (200, json!({ "id": id, "ttl": ttl_ms / 1000 })),
         };
         let _ = kind;
-        self.respond(token, status, &body);
+        self.respond_later(token, status, &body);
     }
 
     /// Streams applied events to every watcher whose prefix matches.

@@ -263,9 +263,10 @@ impl Daemon {
                         serde_json::json!({"voters": names(&cs.voters), "learners": names(&cs.learners)}),
                     )
                 }
+                Err(e) if e.starts_with("not applied") => (503, serde_json::json!({ "error": e })),
                 Err(e) => (409, serde_json::json!({ "error": e })),
             };
-            self.respond(token, status, &body);
+            self.respond_later(token, status, &body);
         }
     }
 
