@@ -295,7 +295,9 @@ impl Daemon {
             peer_retry: HashMap::new(),
             book,
             pending: HashMap::new(),
-            next_req: 1,
+            // Request numbers must not repeat across restarts: an entry proposed by a previous
+            // run may still commit and must not answer a new request.
+            next_req: rand::random::<u64>() >> 2,
             lease_clock: LeaseClock::default(),
             start: now,
             self_lease: SelfLease::None,

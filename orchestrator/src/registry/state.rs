@@ -11,6 +11,8 @@ use super::{
 
 /// How many events the registry keeps for watchers resuming from an older revision.
 pub const DEFAULT_HISTORY: usize = 10_000;
+/// At most this many key and value bytes are kept in the event history.
+pub const HISTORY_MAX_BYTES: usize = 16 << 20;
 const MAX_TTL_MS: u64 = 86_400_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +32,9 @@ pub struct Registry {
     history_cap: usize,
     /// Every event with a revision at or below this one has left `history`.
     dropped_upto: u64,
+    /// Key and value bytes held in `history`.
+    #[serde(default)]
+    history_bytes: usize,
 }
 
 impl Default for Registry {
@@ -49,6 +54,7 @@ impl Registry {
             history: VecDeque::new(),
             history_cap: history_cap.max(1),
             dropped_upto: 0,
+            history_bytes: 0,
         }
     }
 
@@ -126,6 +132,7 @@ impl Registry {
         match result {
             Ok((outcome, events)) => {
                 for e in &events {
+                    self.history_bytes += e.key.len() + e.value.len();
                     self.history.push_back(e.clone());
                 }
                 self.trim_history();
@@ -278,13 +285,16 @@ impl Registry {
     }
 
     fn trim_history(&mut self) {
-        while self.history.len() > self.history_cap {
-            let Some(front) = self.history.pop_front() else {
+        while self.history.len() > self.history_cap || self.history_bytes > HISTORY_MAX_BYTES {
+            let Some(rev) = self.history.front().map(|e| e.mod_revision) else {
                 break;
             };
-            let rev = front.mod_revision;
-            // Never keep half of a revision: drop its remaining events too.
-            while self.history.front().is_some_and(|e| e.mod_revision == rev) {
+            // Never keep half of a revision: drop all of its events.
+            while let Some(e) = self.history.front() {
+                if e.mod_revision != rev {
+                    break;
+                }
+                self.history_bytes -= e.key.len() + e.value.len();
                 self.history.pop_front();
             }
             self.dropped_upto = rev;

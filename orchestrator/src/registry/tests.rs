@@ -238,3 +238,21 @@ fn snapshot_roundtrip_keeps_everything() {
         r.apply(&Command::LeaseRevoke { id: 1 })
     );
 }
+
+#[test]
+fn history_is_bounded_by_bytes_too() {
+    let mut r = Registry::default();
+    let big = "x".repeat(1 << 20);
+    for i in 0..40 {
+        r.apply(&put(&format!("/big/{i}"), &big));
+    }
+    let kept = r.events_since("/", r.revision()).expect("latest kept");
+    assert_eq!(kept.len(), 1);
+    assert!(matches!(
+        r.events_since("/", 1),
+        Err(WatchError::Compacted { .. })
+    ));
+    // 16 MiB hold the 15 most recent 1 MiB events (plus keys)
+    assert_eq!(r.events_since("/", 26).expect("recent kept").len(), 15);
+    assert!(r.events_since("/", 25).is_err());
+}
