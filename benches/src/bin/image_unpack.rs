@@ -329,9 +329,15 @@ fn build_image(w: &Path, opts: &Options) -> Result<BuiltImage> {
     let ldd = sh_output("ldd /usr/bin/true")?;
     text.push_str("usr/bin/true\n");
     for word in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
-        let real = fs::canonicalize(word)?;
-        text.push_str(real.to_str().context("lib path")?.trim_start_matches('/'));
-        text.push('\n');
+        // Both the name the binary asks for (its directory resolved, e.g. /lib64 ->
+        // /usr/lib64, keeping a final symlink) and the file it finally points to.
+        let path = Path::new(word);
+        let dir = fs::canonicalize(path.parent().context("lib path")?)?;
+        let named = dir.join(path.file_name().context("lib name")?);
+        for p in [named, fs::canonicalize(path)?] {
+            text.push_str(p.to_str().context("lib path")?.trim_start_matches('/'));
+            text.push('\n');
+        }
     }
     fs::write(&list, text)?;
 
