@@ -172,7 +172,7 @@ fn run_all(opts: &Options, berth: &Path, w: &Path) -> Result<()> {
         "berth run (prepared bundle)",
         &format!("{next_name}; {berths} --root {roots} run --bundle {bundles} bench-$n"),
         "true",
-        opts.runs * 2,
+        opts.runs * 4,
     )?);
     starts.push(Row::measure(
         "berth image run --rm IMAGE true",
@@ -180,13 +180,13 @@ fn run_all(opts: &Options, berth: &Path, w: &Path) -> Result<()> {
             "{berths} --root {roots} image --store {stores} run --rm --net host big:1 /usr/bin/true"
         ),
         "true",
-        opts.runs * 2,
+        opts.runs * 4,
     )?);
     starts.push(Row::measure(
         "runc run (prepared bundle, reference)",
         &format!("{next_name}; runc --root {roots}/runc run --bundle {bundles} rbench-$n"),
         "true",
-        opts.runs * 2,
+        opts.runs * 4,
     )?);
     print_table(
         "start and run `true` (warm cache)",
