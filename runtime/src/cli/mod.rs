@@ -6,15 +6,19 @@
 
 pub mod create;
 pub mod delete;
+pub mod events;
+pub mod features;
 pub mod image;
 pub mod kill;
 pub mod list;
 pub mod logging;
+pub mod pause;
 pub mod ps;
 pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use std::path::PathBuf;
 
@@ -77,6 +81,16 @@ pub enum Command {
     List(list::ListArgs),
     /// List a container's processes.
     Ps(ps::PsArgs),
+    /// Suspend every process in the container (cgroup freezer).
+    Pause(pause::PauseArgs),
+    /// Resume a paused container.
+    Resume(pause::PauseArgs),
+    /// Change a running container's resource limits.
+    Update(update::UpdateArgs),
+    /// Print a container's resource statistics and OOM events as JSON.
+    Events(events::EventsArgs),
+    /// Print the runtime's features as runtime-spec JSON.
+    Features,
     /// OCI images: import, list, inspect, remove, unpack to a bundle, run.
     Image(image::ImageArgs),
 }
@@ -105,6 +119,11 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Delete(a) => delete::run(g, a),
         Command::List(a) => list::run(g, a),
         Command::Ps(a) => ps::run(g, a),
+        Command::Pause(a) => pause::pause(g, a),
+        Command::Resume(a) => pause::resume(g, a),
+        Command::Update(a) => update::run(g, a),
+        Command::Events(a) => events::run(g, a),
+        Command::Features => features::run(g),
         Command::Image(a) => image::run(g, a),
     };
     match r {

@@ -145,6 +145,17 @@ fn create_inner(
     };
     cleanup.created_cgroup_dirs = cgroups::membership::create(&cgroup)?;
     cleanup.cgroup = Some(cgroup.clone());
+    if let Some(r) = &plan.resources {
+        cgroups::resources::set(&cgroup, r)
+            .map_err(|e| ContainerError::Other(format!("linux.resources: {e}")))?;
+    }
+    let seccomp = match &plan.seccomp {
+        Some(profile) => Some(
+            crate::seccomp::compile_cached(profile, &seccomp_cache_dir(dir))
+                .map_err(|e| ContainerError::Other(format!("linux.seccomp: {e}")))?,
+        ),
+        None => None,
+    };
 
     let start = if run_mode {
         StartSignal::Channel
@@ -183,6 +194,7 @@ fn create_inner(
     };
     match forked {
         Forked::Child => {
+            dir.close_lock_in_child();
             drop(parent_sock);
             init::run(InitArgs {
                 id: &opts.id,
@@ -196,6 +208,7 @@ fn create_inner(
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
+                seccomp,
             })
         }
         Forked::Parent { pid, pidfd } => {
@@ -217,6 +230,21 @@ fn create_inner(
             }
             cgroups::membership::join(&cgroup, pid)?;
             chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+            if let Some(h) = &plan.hooks {
+                use crate::hooks::HookKind;
+                if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty()
+                {
+                    chan.expect(Message::RuntimeHooks, "RuntimeHooks")
+                        .map_err(fail)?;
+                    let st = creating_state(plan, &opts.id, pid);
+                    for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+                        crate::hooks::run_hooks(kind.of(h), &st).map_err(|e| {
+                            ContainerError::Other(format!("{} hook: {e}", kind.name()))
+                        })?;
+                    }
+                    chan.send(&Message::HooksDone).map_err(|e| fail(e.into()))?;
+                }
+            }
             chan.expect(Message::Ready, "Ready").map_err(fail)?;
 
             let pid_start_time = sys::process_start_time(pid).map_err(io(
@@ -237,6 +265,7 @@ fn create_inner(
                 cgroup,
                 own_pid_ns: ns.has(NsKind::Pid),
                 config_path: plan.bundle.join("config.json"),
+                resources: plan.resources.clone(),
             };
             let _ = spec;
             dir.save(&state)?;
@@ -287,4 +316,25 @@ pub fn absolute(p: &Path) -> Result<PathBuf, ContainerError> {
     } else {
         cwd.join(p)
     })
+}
+
+/// Compiled seccomp filters are cached next to the containers' state, keyed by the
+/// profile's hash, so a repeated profile costs a file read instead of a compile.
+fn seccomp_cache_dir(dir: &ContainerDir) -> PathBuf {
+    dir.path
+        .parent()
+        .unwrap_or(Path::new("/run/berth"))
+        .join(".seccomp-cache")
+}
+
+fn creating_state(plan: &Plan, id: &str, pid: i32) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ociVersion": plan.oci_version,
+        "id": id,
+        "status": "creating",
+        "pid": pid,
+        "bundle": plan.bundle,
+        "annotations": plan.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
+    }))
+    .unwrap_or_default()
 }

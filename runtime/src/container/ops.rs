@@ -41,7 +41,26 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
         path: fifo,
         source,
     })?;
+    run_warn_hooks(&state, crate::hooks::HookKind::Poststart, Status::Running);
     Ok(())
+}
+
+/// poststart and poststop: failures are warnings, as the runtime spec says.
+pub fn run_warn_hooks(state: &State, kind: crate::hooks::HookKind, status: Status) {
+    let Some(hooks) = crate::spec::load(&state.bundle)
+        .ok()
+        .and_then(|s| s.hooks().clone())
+    else {
+        return;
+    };
+    let list = kind.of(&hooks);
+    if list.is_empty() {
+        return;
+    }
+    let st = serde_json::to_vec(&state.spec_state(status)).unwrap_or_default();
+    for e in crate::hooks::run_hooks_all(list, &st) {
+        eprintln!("berth: warning: {} hook: {e}", kind.name());
+    }
 }
 
 /// `kill`: sends `sig` to init, or with `all` to every process in the cgroup.
@@ -133,6 +152,7 @@ pub fn destroy(dir: &ContainerDir, state: &State, status: Status) -> Result<(), 
     }
     kill_all_and_wait(state);
     cgroups::membership::remove(&state.cgroup)?;
+    run_warn_hooks(state, crate::hooks::HookKind::Poststop, Status::Stopped);
     dir.remove()
 }
 
@@ -175,6 +195,7 @@ pub fn run_foreground(created: Created, keep: bool) -> Result<i32, ContainerErro
     chan.send(&Message::Start)
         .map_err(|e| ContainerError::Other(format!("starting container: {e}")))?;
     drop(chan);
+    run_warn_hooks(&state, crate::hooks::HookKind::Poststart, Status::Running);
     // Unlock: `state`, `kill` and `delete` from other processes must work while we wait.
     let dir_path = dir.path.clone();
     drop(dir);

@@ -54,6 +54,9 @@ pub struct State {
     pub own_pid_ns: bool,
     /// poststop hooks etc. read the config again from the bundle.
     pub config_path: PathBuf,
+    /// The resources the container runs with (`update` merges into them).
+    #[serde(default)]
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
 }
 
 /// The runtime-spec state JSON printed by `berth state`.
@@ -168,6 +171,13 @@ impl ContainerDir {
         write_atomic(&self.path.join(STATE_FILE), &bytes)
     }
 
+    /// In a cloned child: closes the inherited lock descriptor, which would otherwise
+    /// keep the container locked for as long as init lives (flock locks belong to the
+    /// open file, and the child shares it).
+    pub fn close_lock_in_child(&self) {
+        crate::sys::close_raw(std::os::fd::AsRawFd::as_raw_fd(&self._lock));
+    }
+
     pub fn fifo_path(&self) -> PathBuf {
         self.path.join(EXEC_FIFO)
     }
@@ -240,10 +250,10 @@ impl State {
     pub fn status(&self, dir: &Path) -> Status {
         match crate::sys::process_state(self.pid) {
             Some((st, start)) if start == self.pid_start_time && st != 'Z' && st != 'X' => {
-                if dir.join(EXEC_FIFO).exists() {
-                    Status::Created
-                } else if crate::cgroups::is_frozen(&self.cgroup) {
+                if crate::cgroups::is_frozen(&self.cgroup) {
                     Status::Paused
+                } else if dir.join(EXEC_FIFO).exists() {
+                    Status::Created
                 } else {
                     Status::Running
                 }

@@ -35,12 +35,15 @@ pub struct InitArgs<'a> {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// The compiled seccomp filter, installed last (or before the uid change when
+    /// noNewPrivileges is off, while init still has CAP_SYS_ADMIN).
+    pub seccomp: Option<crate::seccomp::CompiledFilter>,
 }
 
 /// Runs init; reports a failure to the parent and exits.
 pub fn run(args: InitArgs<'_>) -> ! {
-    // Die with the parent while it still supervises the setup.
-    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    // No parent-death signal: after `create` returns, init must outlive it. If the
+    // parent dies during setup, the channel closes and init exits on its own.
     match setup(&args) {
         Ok(path) => {
             let err = exec(&args, &path);
@@ -85,6 +88,20 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     }
 
     let root = crate::rootfs::prepare(plan, a.cgroup, a.cgroup_rel)?;
+    if let Some(h) = &plan.hooks {
+        use crate::hooks::HookKind;
+        if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty() {
+            a.chan.send(&Message::RuntimeHooks).map_err(|e| {
+                InitError::msg("asking for createRuntime hooks", None, e.to_string())
+            })?;
+            wait_for(&a.chan, Message::HooksDone, "HooksDone")?;
+        }
+        let hooks = HookKind::CreateContainer.of(h);
+        if !hooks.is_empty() {
+            crate::hooks::run_hooks(hooks, &hook_state(a, "created"))
+                .map_err(|e| InitError::msg("createContainer hook", None, e.to_string()))?;
+        }
+    }
     crate::rootfs::enter(&root, &plan.rootfs, a.no_pivot)?;
     drop(root);
 
@@ -120,8 +137,22 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         }
     }
 
-    // User and groups.
     let p = &plan.process;
+    if !p.no_new_privileges {
+        if let Some(f) = &a.seccomp {
+            crate::seccomp::install(f)
+                .map_err(|e| InitError::msg("installing seccomp filter", None, e.to_string()))?;
+        }
+    }
+    // Capabilities: drop the bounding set and keep the rest across the uid change.
+    if let Some(c) = &p.capabilities {
+        crate::capabilities::drop_bounding(c)
+            .map_err(|e| InitError::msg("dropping bounding capabilities", None, e.to_string()))?;
+        crate::capabilities::keep_caps().map_err(|e| {
+            InitError::msg("keeping capabilities across setuid", None, e.to_string())
+        })?;
+    }
+    // User and groups.
     let gids: Vec<nix::unistd::Gid> = p
         .additional_gids
         .iter()
@@ -135,6 +166,10 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     }
     setresgid(p.gid).map_err(|e| InitError::io(format!("setresgid({})", p.gid), None, &e))?;
     setresuid(p.uid).map_err(|e| InitError::io(format!("setresuid({})", p.uid), None, &e))?;
+    if let Some(c) = &p.capabilities {
+        crate::capabilities::apply_after_setuid(c)
+            .map_err(|e| InitError::msg("setting capabilities", None, e.to_string()))?;
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         p.umask.unwrap_or(0o022),
     ));
@@ -187,9 +222,22 @@ fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
             }
         }
     }
+    if let Some(h) = &a.plan.hooks {
+        let hooks = crate::hooks::HookKind::StartContainer.of(h);
+        if !hooks.is_empty() {
+            if let Err(e) = crate::hooks::run_hooks(hooks, &hook_state(a, "running")) {
+                return InitError::msg("startContainer hook", None, e.to_string());
+            }
+        }
+    }
     if a.plan.process.no_new_privileges {
         if let Err(e) = sys::set_no_new_privs() {
             return InitError::io("prctl(PR_SET_NO_NEW_PRIVS)", None, &e);
+        }
+        if let Some(f) = &a.seccomp {
+            if let Err(e) = crate::seccomp::install(f) {
+                return InitError::msg("installing seccomp filter", None, e.to_string());
+            }
         }
     }
     let args: Vec<CString> = a
@@ -323,4 +371,17 @@ fn rlimit_name(res: u32) -> &'static str {
         .find(|(_, r)| *r == res)
         .map(|(n, _)| *n)
         .unwrap_or("?")
+}
+
+/// The state JSON hooks read on stdin, as seen from init.
+fn hook_state(a: &InitArgs<'_>, status: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ociVersion": a.plan.oci_version,
+        "id": a.id,
+        "status": status,
+        "pid": std::process::id(),
+        "bundle": a.plan.bundle,
+        "annotations": a.plan.annotations.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+    .unwrap_or_default()
 }

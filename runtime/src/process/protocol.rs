@@ -8,7 +8,9 @@
 //!                         ◀─────────── NeedIdMaps  [slow path] setns(paths), unshare(new)
 //!  writes uid/gid maps    ─────────── IdMapsWritten ▶
 //!  joins the pid to the cgroup
-//!                          ───────────────── Go ──▶ rootfs, devices, pivot_root, sysctl,
+//!                          ───────────────── Go ──▶ rootfs mounts and devices
+//!  [hooks] prestart, createRuntime ◀── RuntimeHooks
+//!                          ────────── HooksDone ──▶ createContainer hooks, pivot_root, sysctl,
 //!                                                   masked/readonly paths, hostname,
 //!                                                   rlimits, user, cwd, PATH lookup
 //!                          ◀──── Ready | Error{step, path, errno, message}
@@ -31,6 +33,10 @@ pub enum Message {
     NeedIdMaps,
     IdMapsWritten,
     Go,
+    /// The rootfs is mounted (not yet pivoted): the parent runs prestart and
+    /// createRuntime hooks, then answers `HooksDone`.
+    RuntimeHooks,
+    HooksDone,
     Ready,
     Start,
     Error(InitError),

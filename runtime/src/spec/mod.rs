@@ -263,6 +263,9 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
         process,
         cgroups_path: linux.cgroups_path().clone(),
         annotations,
+        resources: linux.resources().clone(),
+        seccomp: linux.seccomp().clone(),
+        hooks: spec.hooks().clone(),
     })
 }
 
@@ -484,6 +487,13 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError
             "SELinux labels are not supported by berth on this host (no SELinux support is enabled)",
         ));
     }
+    let capabilities = match p.capabilities() {
+        Some(c) => Some(
+            crate::capabilities::CapsPlan::from_spec(c)
+                .map_err(|e| invalid("process.capabilities", e.to_string()))?,
+        ),
+        None => None,
+    };
     let user = p.user();
     Ok(ProcessPlan {
         args,
@@ -497,6 +507,7 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError
         oom_score_adj: p.oom_score_adj(),
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
+        capabilities,
     })
 }
 

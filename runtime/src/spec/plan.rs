@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// Everything `create` needs, checked and translated from config.json.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub oci_version: String,
     pub bundle: PathBuf,
@@ -25,6 +25,11 @@ pub struct Plan {
     pub process: ProcessPlan,
     pub cgroups_path: Option<PathBuf>,
     pub annotations: Vec<(String, String)>,
+    /// linux.resources, validated against the host's cgroup version at create time.
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
+    /// linux.seccomp, compiled (and cached) by the parent before clone.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// Which namespaces to create and which to join by path.
@@ -171,4 +176,6 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     pub no_new_privileges: bool,
     pub terminal: bool,
+    /// The five capability sets; None leaves the process's own (runc: all of root's).
+    pub capabilities: Option<crate::capabilities::CapsPlan>,
 }

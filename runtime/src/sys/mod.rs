@@ -294,6 +294,16 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// close(2) of a raw descriptor this process will never use or drop again (a cloned
+/// child closing the parent's descriptors before exec).
+pub fn close_raw(fd: RawFd) {
+    // SAFETY: closing a descriptor only affects the descriptor table; the caller
+    // guarantees no owner will use or close it afterwards.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
 /// setdomainname(2).
 pub fn setdomainname(name: &str) -> io::Result<()> {
     // SAFETY: setdomainname reads `len` bytes from the string.
