@@ -147,13 +147,17 @@ impl CapsPlan {
         inheritable: &[S],
         ambient: &[S],
     ) -> Result<CapsPlan, CapsError> {
-        let plan = CapsPlan {
+        let mut plan = CapsPlan {
             bounding: mask_of(bounding)?,
             effective: mask_of(effective)?,
             permitted: mask_of(permitted)?,
             inheritable: mask_of(inheritable)?,
             ambient: mask_of(ambient)?,
         };
+        // The kernel cannot raise an ambient capability that is not both permitted
+        // and inheritable; runc warns and skips those (and `runc spec` itself asks for
+        // such ambient caps), so they are dropped here rather than refused.
+        plan.ambient = CapMask(plan.ambient.0 & plan.permitted.0 & plan.inheritable.0);
         plan.validate()?;
         Ok(plan)
     }
@@ -301,10 +305,23 @@ mod tests {
             e.contains("CAP_KILL") && e.contains("effective") && e.contains("permitted"),
             "{e}"
         );
-        let e = CapsPlan::from_names(&[], &[], &["CAP_KILL"], &[], &["CAP_KILL"])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("ambient") && e.contains("inheritable"), "{e}");
+    }
+
+    #[test]
+    fn ambient_outside_inheritable_dropped_like_runc() {
+        // `runc spec` asks for ambient caps that are not inheritable; runc skips them.
+        let p =
+            CapsPlan::from_names(&["CAP_KILL"], &[], &["CAP_KILL"], &[], &["CAP_KILL"]).unwrap();
+        assert_eq!(p.ambient, CapMask(0));
+        let p = CapsPlan::from_names(
+            &["CAP_KILL"],
+            &[],
+            &["CAP_KILL"],
+            &["CAP_KILL"],
+            &["CAP_KILL"],
+        )
+        .unwrap();
+        assert_eq!(p.ambient, CapMask(bit(Capability::CAP_KILL)));
     }
 
     #[test]

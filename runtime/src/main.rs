@@ -1,6 +1,8 @@
 use clap::Parser;
 
 fn main() {
+    // Like C tools: a closed stdout (e.g. `| head`) ends the process quietly.
+    berth::sys::default_sigpipe();
     let cli = berth::cli::Cli::parse();
     if berth::cli::enters_container(&cli.command) && !berth::sys::memfd::running_from_sealed_memfd()
     {

@@ -33,7 +33,7 @@ fn parse_interval(s: &str) -> anyhow::Result<Duration> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    if !(secs > 0.0) {
+    if secs.is_nan() || secs <= 0.0 {
         return Err(bad());
     }
     Ok(Duration::from_secs_f64(secs))
@@ -51,14 +51,17 @@ pub fn run(g: &GlobalOpts, a: EventsArgs) -> anyhow::Result<i32> {
         (state.cgroup, state.id)
     };
     if a.stats {
-        let s = resources::stats(&cgroup).map_err(|e| anyhow::anyhow!("reading stats of {id}: {e}"))?;
+        let s =
+            resources::stats(&cgroup).map_err(|e| anyhow::anyhow!("reading stats of {id}: {e}"))?;
         println!("{}", serde_json::to_string(&StatsEvent::new(&id, s))?);
         return Ok(0);
     }
     let mut ooms = resources::oom_kill_count(&cgroup).unwrap_or(0);
     loop {
         // Stop when the container is gone.
-        let Ok(dir) = ContainerDir::open(&g.root, &id) else { return Ok(0) };
+        let Ok(dir) = ContainerDir::open(&g.root, &id) else {
+            return Ok(0);
+        };
         let Ok(state) = dir.load() else { return Ok(0) };
         drop(dir);
         let now = resources::oom_kill_count(&cgroup).unwrap_or(ooms);

@@ -6,8 +6,14 @@ use serde_json::json;
 use super::GlobalOpts;
 
 pub fn features_json() -> serde_json::Value {
-    let namespaces: Vec<&str> = crate::spec::NAMESPACES.iter().map(|(_, n, _, _)| *n).collect();
-    let mount_options: Vec<&str> = crate::spec::mount_options::MOUNT_OPTIONS.iter().map(|(n, _)| *n).collect();
+    let namespaces: Vec<&str> = crate::spec::NAMESPACES
+        .iter()
+        .map(|(_, n, _, _)| *n)
+        .collect();
+    let mount_options: Vec<&str> = crate::spec::mount_options::MOUNT_OPTIONS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     let actions: Vec<serde_json::Value> = crate::seccomp::SUPPORTED_ACTIONS
         .iter()
         .map(|a| serde_json::to_value(a).unwrap_or_default())

@@ -23,7 +23,8 @@ pub fn pause(g: &GlobalOpts, a: PauseArgs) -> anyhow::Result<i32> {
         }
         .into());
     }
-    resources::freeze(&state.cgroup).map_err(|e| anyhow::anyhow!("pausing container {}: {e}", a.id))?;
+    resources::freeze(&state.cgroup)
+        .map_err(|e| anyhow::anyhow!("pausing container {}: {e}", a.id))?;
     Ok(0)
 }
 
@@ -40,6 +41,7 @@ pub fn resume(g: &GlobalOpts, a: PauseArgs) -> anyhow::Result<i32> {
         }
         .into());
     }
-    resources::thaw(&state.cgroup).map_err(|e| anyhow::anyhow!("resuming container {}: {e}", a.id))?;
+    resources::thaw(&state.cgroup)
+        .map_err(|e| anyhow::anyhow!("resuming container {}: {e}", a.id))?;
     Ok(0)
 }

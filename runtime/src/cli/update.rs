@@ -76,7 +76,10 @@ fn patch_from_flags(a: &UpdateArgs) -> anyhow::Result<Value> {
         mem.insert("swap".into(), json!(parse_size("memory-swap", m)?));
     }
     if let Some(m) = &a.memory_reservation {
-        mem.insert("reservation".into(), json!(parse_size("memory-reservation", m)?));
+        mem.insert(
+            "reservation".into(),
+            json!(parse_size("memory-reservation", m)?),
+        );
     }
     let mut cpu = Map::new();
     if let Some(v) = a.cpu_shares {
@@ -121,9 +124,11 @@ pub fn run(g: &GlobalOpts, a: UpdateArgs) -> anyhow::Result<i32> {
             if p.as_os_str() == "-" {
                 std::io::stdin().read_to_string(&mut text)?;
             } else {
-                text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+                text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
             }
-            let mut v: Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--resources {}: {e}", p.display()))?;
+            let mut v: Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("--resources {}: {e}", p.display()))?;
             // Flags given alongside the file win, as in runc.
             if let (Value::Object(o), Value::Object(f)) = (&mut v, patch_from_flags(&a)?) {
                 for (k, val) in f {

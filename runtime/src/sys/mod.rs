@@ -304,6 +304,14 @@ pub fn close_raw(fd: RawFd) {
     }
 }
 
+/// Restores SIGPIPE's default action (Rust starts with it ignored).
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_DFL has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// setdomainname(2).
 pub fn setdomainname(name: &str) -> io::Result<()> {
     // SAFETY: setdomainname reads `len` bytes from the string.
