@@ -23,6 +23,9 @@ fn responder_token(token: mio::Token) -> Responder {
     }
 }
 
+/// Start of the error a write in flight gets when leadership moves.
+const LEADER_CHANGED: &str = "leader changed while the write was in flight";
+
 /// How long SWIM's verdict on a dead member is acted upon.
 const DOWN_MEMORY: Duration = Duration::from_secs(10);
 
@@ -92,6 +95,20 @@ impl Daemon {
             let name = self.name_of(leader);
             tracing::info!(leader = %name, leader_id = leader, term = self.node.term(), "leader changed");
             self.last_leader = leader;
+            let stale: Vec<u64> = self
+                .pending
+                .iter()
+                .filter(|(_, p)| p.leader != leader)
+                .map(|(r, _)| *r)
+                .collect();
+            for req in stale {
+                if let Some(p) = self.pending.remove(&req) {
+                    self.reply(
+                        p.responder,
+                        Err(format!("{LEADER_CHANGED}; it may or may not have been applied, retry")),
+                    );
+                }
+            }
         }
         if is_leader && !self.was_leader {
             // Followers never saw keep-alives in real time: restart every TTL, as etcd does.
@@ -130,6 +147,7 @@ impl Daemon {
             Pending {
                 responder,
                 deadline: Instant::now() + PROPOSAL_TIMEOUT,
+                leader: self.node.leader_id(),
             },
         );
         Ok(req)
@@ -171,6 +189,7 @@ impl Daemon {
                 Pending {
                     responder,
                     deadline: Instant::now() + PROPOSAL_TIMEOUT,
+                    leader: self.node.leader_id(),
                 },
             );
         }
@@ -263,7 +282,9 @@ impl Daemon {
                         serde_json::json!({"voters": names(&cs.voters), "learners": names(&cs.learners)}),
                     )
                 }
-                Err(e) if e.starts_with("not applied") => (503, serde_json::json!({ "error": e })),
+                Err(e) if e.starts_with("not applied") || e.starts_with(LEADER_CHANGED) => {
+                    (503, serde_json::json!({ "error": e }))
+                }
                 Err(e) => (409, serde_json::json!({ "error": e })),
             };
             self.respond_later(token, status, &body);

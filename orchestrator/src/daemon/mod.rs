@@ -103,6 +103,9 @@ enum Internal {
 struct Pending {
     responder: Responder,
     deadline: Instant,
+    /// The leader when it was proposed: if leadership moves, the answer is "retry" (as etcd's
+    /// "leader changed") instead of a wait for an entry the old leader may never have shared.
+    leader: u64,
 }
 
 /// The node's own lease, under which /machines/<name> and its services live.
