@@ -1,6 +1,6 @@
 //! A cache of compiled filters on disk, keyed by a hash of the profile.
 //!
-//! Key: sha256 over a format tag, Berth's version, the architecture and its syscall
+//! Key: sha256 over a format tag, Berth's version and translation revision, the architecture and its syscall
 //! table size, and the canonical JSON of the `LinuxSeccomp` (oci-spec serialises its
 //! fields in a fixed order and the profile holds no maps). Entry: `<dir>/<key>.bpf`,
 //! written to a temp name and renamed into place. An entry is trusted only if its
@@ -25,6 +25,10 @@ use super::SeccompError;
 
 const MAGIC: &[u8; 8] = b"BRTHBPF1";
 
+/// Bump whenever the translation (plan/compile) changes what it emits, so entries
+/// written by an older build of the same version are not reused.
+const TRANSLATION_REVISION: u32 = 1;
+
 /// The cache key of a profile for an architecture (hex sha256).
 pub fn cache_key(profile: &LinuxSeccomp, arch: SyscallArch) -> Result<String, SeccompError> {
     let json = serde_json::to_vec(profile).map_err(|e| SeccompError::Compile {
@@ -34,6 +38,7 @@ pub fn cache_key(profile: &LinuxSeccomp, arch: SyscallArch) -> Result<String, Se
     let mut h = Sha256::new();
     h.update(MAGIC);
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(TRANSLATION_REVISION.to_le_bytes());
     h.update([0]);
     h.update(arch.name().as_bytes());
     h.update((arch.table_len() as u64).to_le_bytes());

@@ -84,6 +84,21 @@ pub fn supported_archs() -> Vec<Arch> {
         .unwrap_or_default()
 }
 
+/// The `linux.seccomp` section of features.json, from the tables above.
+pub fn features() -> oci_spec::runtime::Seccomp {
+    let mut f = oci_spec::runtime::Seccomp::default();
+    f.set_enabled(Some(true));
+    f.set_actions(Some(SUPPORTED_ACTIONS.to_vec()));
+    f.set_operators(Some(
+        SUPPORTED_OPERATORS.iter().map(|s| s.to_string()).collect(),
+    ));
+    f.set_archs(Some(supported_archs()));
+    let flags: Vec<String> = SUPPORTED_FLAGS.iter().map(|s| s.to_string()).collect();
+    f.set_known_flags(Some(flags.clone()));
+    f.set_supported_flags(Some(flags));
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +125,13 @@ mod tests {
             assert_ne!(plan(&p, arch).unwrap().flags, 0);
         }
         assert_eq!(supported_archs(), vec![Arch::ScmpArchX86_64]);
+        let j = serde_json::to_value(features()).unwrap();
+        assert_eq!(j["enabled"], true);
+        assert_eq!(j["operators"].as_array().unwrap().len(), 7);
+        assert!(!j["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&"SCMP_ACT_NOTIFY".into()));
+        assert_eq!(j["archs"][0], "SCMP_ARCH_X86_64");
     }
 }

@@ -5,12 +5,16 @@
 //! on a [`CgroupHandle`]; the v1/v2 decision is only ever a match on the handle.
 //! [`update`] applies a partial `LinuxResources` over the saved one (as `runc update`).
 //! `freezer` pauses and resumes, `stats` reads what `events` prints.
+//! Device rules are files on v1 (devices.allow/deny) and an eBPF program on v2
+//! ([`plan_devices_v2`], attached by [`set`] and [`update`]).
 //!
 //! The writes go straight to cgroupfs (no cgroups-rs): each is one file of the
 //! container's directory, which keeps plans comparable and tests able to run against
 //! a fake tree in a temp dir. Files are opened without O_CREAT, so a file the kernel
 //! does not provide is an error naming it (or, for writes marked optional, skipped).
 
+pub mod devices_attach;
+pub mod devices_bpf;
 pub mod freezer;
 pub mod stats;
 mod util;
@@ -139,9 +143,34 @@ pub fn apply(handle: &CgroupHandle, writes: &[Write]) -> Result<(), ResourceErro
     Ok(())
 }
 
-/// Plans and applies `r` on the cgroup.
+/// The v2 device program for `r`: the spec's rules in order, then runc's default
+/// allow list (as on v1). `None` when `r` gives no device rules.
+pub fn plan_devices_v2(
+    r: &LinuxResources,
+) -> Result<Option<Vec<devices_bpf::BpfInsn>>, ResourceError> {
+    let Some(devs) = r.devices() else {
+        return Ok(None);
+    };
+    let mut all = devs.clone();
+    all.extend(default_device_rules());
+    Ok(Some(devices_bpf::program(&devices_bpf::rules(&all)?)?))
+}
+
+/// Plans and applies `r` on the cgroup: the file writes, and on v2 the device program.
+/// Everything is validated before the first write.
 pub fn set(handle: &CgroupHandle, r: &LinuxResources) -> Result<(), ResourceError> {
-    apply(handle, &plan(r, handle.version())?)
+    let writes = plan(r, handle.version())?;
+    match handle {
+        CgroupHandle::V1 { .. } => apply(handle, &writes),
+        CgroupHandle::V2 { dir } => {
+            let devices = plan_devices_v2(r)?;
+            apply(handle, &writes)?;
+            match devices {
+                Some(p) => devices_attach::attach(dir, &p),
+                None => Ok(()),
+            }
+        }
+    }
 }
 
 /// `update`: applies the parts of `patch` that are given, merged over `saved` (the
@@ -154,8 +183,7 @@ pub fn update(
     patch: &LinuxResources,
 ) -> Result<LinuxResources, ResourceError> {
     let merged = util::merge(saved, patch);
-    let partial = util::restrict(&merged, patch);
-    apply(handle, &plan(&partial, handle.version())?)?;
+    set(handle, &util::restrict(&merged, patch))?;
     Ok(merged)
 }
 
@@ -243,6 +271,17 @@ pub const SUPPORTS_V1: bool = true;
 pub const SUPPORTS_V2: bool = true;
 pub const SUPPORTS_SYSTEMD: bool = false;
 pub const SUPPORTS_RDMA: bool = false;
+
+/// The `linux.cgroup` section of features.json, from the constants above.
+pub fn features() -> oci_spec::runtime::Cgroup {
+    let mut c = oci_spec::runtime::Cgroup::default();
+    c.set_v1(Some(SUPPORTS_V1));
+    c.set_v2(Some(SUPPORTS_V2));
+    c.set_systemd(Some(SUPPORTS_SYSTEMD));
+    c.set_systemd_user(Some(SUPPORTS_SYSTEMD));
+    c.set_rdma(Some(SUPPORTS_RDMA));
+    c
+}
 
 #[cfg(test)]
 mod tests;

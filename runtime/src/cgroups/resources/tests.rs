@@ -190,7 +190,7 @@ fn bad_values_name_the_field() {
 }
 
 #[test]
-fn devices_v1_in_order_then_defaults_and_v2_refused() {
+fn devices_v1_in_order_then_defaults_and_v2_program() {
     let r = res(r#"{"devices":[{"allow":false,"access":"rwm"},
         {"allow":true,"type":"c","major":10,"minor":229,"access":"rw"},
         {"allow":false,"type":"b","major":8,"access":"m"}]}"#);
@@ -208,11 +208,17 @@ fn devices_v1_in_order_then_defaults_and_v2_refused() {
     assert!(f.contains(&("devices.allow".into(), "c 1:3 rwm".into())));
     assert!(f.contains(&("devices.allow".into(), "c 136:* rwm".into())));
     assert!(f.contains(&("devices.allow".into(), "c *:* m".into())));
-    let e = plan(&r, Version::V2).unwrap_err().to_string();
-    assert!(
-        e.contains("devices") && e.contains("v2") && e.contains("eBPF"),
-        "{e}"
-    );
+    // v2: no file writes, a program with the same rules and defaults.
+    assert!(plan(&r, Version::V2).unwrap().is_empty());
+    let prog = plan_devices_v2(&r).unwrap().unwrap();
+    use super::devices_bpf::{tests::run, ACC_MKNOD, ACC_READ, ACC_WRITE, DEV_BLOCK, DEV_CHAR};
+    let rw = ACC_READ | ACC_WRITE;
+    assert_eq!(run(&prog, DEV_CHAR, rw, 10, 229), 1); // the listed device
+    assert_eq!(run(&prog, DEV_CHAR, ACC_MKNOD, 10, 229), 1); // mknod from the defaults
+    assert_eq!(run(&prog, DEV_CHAR, rw, 1, 3), 1); // /dev/null from the defaults
+    assert_eq!(run(&prog, DEV_BLOCK, ACC_READ, 8, 0), 0); // deny-all
+    assert_eq!(run(&prog, DEV_CHAR, rw, 4, 1), 0);
+    assert!(plan_devices_v2(&res("{}")).unwrap().is_none());
 }
 
 #[test]

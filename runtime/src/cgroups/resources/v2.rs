@@ -299,12 +299,7 @@ pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
             .optional(),
         );
     }
-    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(unsupported(
-            "devices",
-            "cgroup v2 restricts devices with an eBPF program, which Berth does not implement",
-        ));
-    }
+    // linux.resources.devices becomes an eBPF program: see `plan_devices_v2`.
     if r.network().is_some() {
         return Err(unsupported(
             "network",
