@@ -160,8 +160,13 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Streams a chunked response, calling `on_line` for each complete line.
-    pub fn stream(&self, target: &str, mut on_line: impl FnMut(&str)) -> Result<(), ClientError> {
+    /// Streams a chunked response, calling `on_line` for each complete line until it returns
+    /// false or the stream ends.
+    pub fn stream(
+        &self,
+        target: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
         let mut s = self.send("GET", target, None)?;
         let mut buf = Vec::new();
         let mut tmp = [0u8; 16 << 10];
@@ -194,7 +199,9 @@ impl Client {
             let done = take_chunks(&mut buf, &mut text)?;
             while let Some(pos) = text.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = text.drain(..=pos).collect();
-                on_line(String::from_utf8_lossy(&line).trim_end());
+                if !on_line(String::from_utf8_lossy(&line).trim_end()) {
+                    return Ok(());
+                }
             }
             if done {
                 return Ok(());

@@ -391,3 +391,108 @@ fn joined_node_is_a_learner_with_the_data_and_can_be_promoted() {
             .then_some(())
     });
 }
+
+#[test]
+fn leases_expire_cas_conflicts_and_watch_streams_in_order() {
+    let c = Cluster::new(3);
+    c.agreed_leader();
+    // a lease that is never kept alive takes its key with it, on every node
+    let lease = c.wait_for("lease grant", || {
+        c.client(1)
+            .json("POST", "/v1/leases", Some(&json!({"ttl": 1})))
+            .ok()
+    });
+    let id = lease["id"].as_u64().expect("lease id");
+    c.client(1)
+        .json(
+            "PUT",
+            "/v1/keys/tmp/a",
+            Some(&json!({"value": "x", "lease": id})),
+        )
+        .expect("put under lease");
+    for i in 0..3 {
+        c.wait_for("the key to appear", || c.get(i, "/tmp/a"));
+    }
+    for i in 0..3 {
+        c.wait_for("the key to vanish with its lease", || {
+            c.get(i, "/tmp/a").is_none().then_some(())
+        });
+    }
+    match c
+        .client(0)
+        .json("POST", &format!("/v1/leases/{id}/keepalive"), None)
+    {
+        Err(ClientError::Api { status: 404, .. }) => {}
+        other => panic!("keepalive of an expired lease: {other:?}"),
+    }
+    // compare-and-swap on mod_revision
+    let rev = c.put(0, "/cas", "1")["revision"]
+        .as_u64()
+        .expect("revision");
+    match c.client(2).json(
+        "PUT",
+        "/v1/keys/cas",
+        Some(&json!({"value": "2", "prev_revision": rev + 100})),
+    ) {
+        Err(ClientError::Api { status: 409, .. }) => {}
+        other => panic!("CAS with a wrong revision: {other:?}"),
+    }
+    c.client(2)
+        .json(
+            "PUT",
+            "/v1/keys/cas",
+            Some(&json!({"value": "2", "prev_revision": rev})),
+        )
+        .expect("CAS with the right revision");
+    // a watch from a revision replays history then streams, each event once, in order
+    let start = c.put(0, "/w/0", "a")["revision"]
+        .as_u64()
+        .expect("revision");
+    c.put(1, "/w/1", "b");
+    let client = c.client(2);
+    let mut seen: Vec<(String, String, u64)> = Vec::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            c.put(0, "/w/2", "c");
+            c.client(0)
+                .json("DELETE", "/v1/keys/w/?prefix=true", None)
+                .expect("prefix delete");
+        });
+        client
+            .stream(
+                &format!("/v1/watch?prefix=/w/&from_revision={start}"),
+                |line| {
+                    let e: Value = serde_json::from_str(line).expect("event JSON");
+                    seen.push((
+                        e["type"].as_str().unwrap_or("").to_string(),
+                        e["key"].as_str().unwrap_or("").to_string(),
+                        e["mod_revision"].as_u64().unwrap_or(0),
+                    ));
+                    seen.len() < 6
+                },
+            )
+            .expect("watch stream");
+    });
+    let kinds: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(t, k, _)| (t.as_str(), k.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("put", "/w/0"),
+            ("put", "/w/1"),
+            ("put", "/w/2"),
+            ("delete", "/w/0"),
+            ("delete", "/w/1"),
+            ("delete", "/w/2"),
+        ]
+    );
+    assert_eq!(seen[0].2, start);
+    assert!(
+        seen.windows(2).all(|w| w[0].2 <= w[1].2),
+        "revisions go forward: {seen:?}"
+    );
+    assert_eq!(seen[3].2, seen[5].2, "one prefix delete is one revision");
+}

@@ -326,6 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                 }
+                true
             })?;
         }
         Cmd::Services(Services::Ls) => {

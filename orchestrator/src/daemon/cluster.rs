@@ -105,7 +105,9 @@ impl Daemon {
                 if let Some(p) = self.pending.remove(&req) {
                     self.reply(
                         p.responder,
-                        Err(format!("{LEADER_CHANGED}; it may or may not have been applied, retry")),
+                        Err(format!(
+                            "{LEADER_CHANGED}; it may or may not have been applied, retry"
+                        )),
                     );
                 }
             }
