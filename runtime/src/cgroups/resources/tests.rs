@@ -288,7 +288,7 @@ const V1_FILES: &[(&str, &[&str])] = &[
     ("freezer", &["freezer.state"]),
 ];
 
-fn fake_v1(root: &Path) -> CgroupHandle {
+pub(crate) fn fake_v1(root: &Path) -> CgroupHandle {
     let mut dirs = BTreeMap::new();
     for (c, fs_) in V1_FILES {
         let d = root.join(c).join("berth/c1");
@@ -313,7 +313,7 @@ fn read(dir: &Path, f: &str) -> String {
     fs::read_to_string(dir.join(f)).unwrap()
 }
 
-fn v1d(h: &CgroupHandle, c: &str) -> PathBuf {
+pub(crate) fn v1d(h: &CgroupHandle, c: &str) -> PathBuf {
     h.v1_dir(c).unwrap().to_path_buf()
 }
 
@@ -481,97 +481,6 @@ fn freezer_fake_trees() {
     thaw(&h2).unwrap();
     assert_eq!(read(&dir, "cgroup.freeze"), "0");
     assert!(!is_frozen(&h2).unwrap());
-}
-
-#[test]
-fn stats_v1_and_oom_fake_tree() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut h = fake_v1(tmp.path());
-    let acct = tmp.path().join("cpuacct/berth/c1");
-    fs::create_dir_all(&acct).unwrap();
-    fs::write(acct.join("cpuacct.usage"), "5000000\n").unwrap();
-    fs::write(acct.join("cpuacct.usage_percpu"), "3000000 2000000 \n").unwrap();
-    fs::write(acct.join("cpuacct.stat"), "user 3\nsystem 1\n").unwrap();
-    if let CgroupHandle::V1 { dirs, .. } = &mut h {
-        dirs.insert("cpuacct".into(), acct);
-    }
-    let mem = v1d(&h, "memory");
-    fs::write(mem.join("memory.limit_in_bytes"), "104857600\n").unwrap();
-    fs::write(mem.join("memory.usage_in_bytes"), "4096\n").unwrap();
-    fs::write(mem.join("memory.max_usage_in_bytes"), "8192\n").unwrap();
-    fs::write(mem.join("memory.failcnt"), "2\n").unwrap();
-    fs::write(mem.join("memory.stat"), "cache 100\nrss 200\n").unwrap();
-    fs::write(
-        mem.join("memory.oom_control"),
-        "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
-    )
-    .unwrap();
-    let pids = v1d(&h, "pids");
-    fs::write(pids.join("pids.current"), "4\n").unwrap();
-    fs::write(pids.join("pids.max"), "max\n").unwrap();
-    fs::write(
-        v1d(&h, "blkio").join("blkio.throttle.io_service_bytes_recursive"),
-        "8:0 Read 4096\n8:0 Write 512\nTotal 4608\n",
-    )
-    .unwrap();
-    let s = stats(&h).unwrap();
-    assert_eq!(s.cpu.usage.total, 5_000_000);
-    assert_eq!(s.cpu.usage.percpu, vec![3_000_000, 2_000_000]);
-    assert_eq!(s.cpu.usage.user, 30_000_000);
-    assert_eq!(s.memory.usage.limit, 104_857_600);
-    assert_eq!(s.memory.usage.max, 8192);
-    assert_eq!(s.memory.usage.failcnt, 2);
-    assert_eq!(s.memory.cache, 100);
-    assert_eq!(s.pids.current, 4);
-    assert_eq!(s.pids.limit, 0);
-    assert_eq!(s.blkio.io_service_bytes_recursive.len(), 2);
-    assert_eq!(oom_kill_count(&h).unwrap(), 3);
-    let j = serde_json::to_value(StatsEvent::new("c1", s)).unwrap();
-    assert_eq!(j["type"], "stats");
-    assert_eq!(j["id"], "c1");
-    assert_eq!(j["data"]["cpu"]["usage"]["total"], 5_000_000);
-    assert_eq!(j["data"]["memory"]["usage"]["usage"], 4096);
-    assert_eq!(j["data"]["memory"]["raw"]["rss"], 200);
-    assert_eq!(j["data"]["pids"]["current"], 4);
-    assert_eq!(
-        j["data"]["blkio"]["ioServiceBytesRecursive"][0]["op"],
-        "Read"
-    );
-}
-
-#[test]
-fn stats_v2_and_oom_fake_tree() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().to_path_buf();
-    fs::write(d.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 7\nnr_throttled 2\nthrottled_usec 30\n").unwrap();
-    fs::write(d.join("memory.current"), "4096\n").unwrap();
-    fs::write(d.join("memory.max"), "max\n").unwrap();
-    fs::write(
-        d.join("memory.events"),
-        "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n",
-    )
-    .unwrap();
-    fs::write(d.join("memory.stat"), "anon 10\nfile 20\n").unwrap();
-    fs::write(d.join("pids.current"), "3\n").unwrap();
-    fs::write(d.join("pids.max"), "10\n").unwrap();
-    fs::write(
-        d.join("io.stat"),
-        "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n",
-    )
-    .unwrap();
-    let h = CgroupHandle::V2 { dir: d };
-    let s = stats(&h).unwrap();
-    assert_eq!(s.cpu.usage.total, 1_500_000);
-    assert_eq!(s.cpu.usage.kernel, 500_000);
-    assert_eq!(s.cpu.throttling.throttled_time, 30_000);
-    assert_eq!(s.memory.usage.usage, 4096);
-    assert_eq!(s.memory.usage.limit, u64::MAX);
-    assert_eq!(s.memory.usage.failcnt, 5);
-    assert_eq!(s.memory.cache, 20);
-    assert_eq!(s.pids.limit, 10);
-    assert_eq!(s.blkio.io_service_bytes_recursive[1].value, 200);
-    assert_eq!(s.blkio.io_serviced_recursive[0].value, 1);
-    assert_eq!(oom_kill_count(&h).unwrap(), 1);
 }
 
 /// Real cgroup v1 on this host (root): limits land in the kernel's files and read back
