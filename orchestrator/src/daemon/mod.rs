@@ -6,7 +6,9 @@
 mod api;
 mod cluster;
 mod conn;
+mod duties;
 mod peers;
+mod views;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
