@@ -7,6 +7,7 @@
 pub mod create;
 pub mod delete;
 pub mod events;
+pub mod exec;
 pub mod features;
 pub mod image;
 pub mod kill;
@@ -81,6 +82,8 @@ pub enum Command {
     List(list::ListArgs),
     /// List a container's processes.
     Ps(ps::PsArgs),
+    /// Run a new process inside a running container.
+    Exec(exec::ExecArgs),
     /// Suspend every process in the container (cgroup freezer).
     Pause(pause::PauseArgs),
     /// Resume a paused container.
@@ -98,7 +101,7 @@ pub enum Command {
 /// Whether the command enters a container (and so must run from a sealed copy of
 /// the binary).
 pub fn enters_container(cmd: &Command) -> bool {
-    matches!(cmd, Command::Create(_) | Command::Run(_))
+    matches!(cmd, Command::Create(_) | Command::Run(_) | Command::Exec(_))
 }
 
 /// Runs a parsed command line and returns the exit code.
@@ -119,6 +122,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Delete(a) => delete::run(g, a),
         Command::List(a) => list::run(g, a),
         Command::Ps(a) => ps::run(g, a),
+        Command::Exec(a) => exec::run(g, a),
         Command::Pause(a) => pause::pause(g, a),
         Command::Resume(a) => pause::resume(g, a),
         Command::Update(a) => update::run(g, a),

@@ -34,7 +34,19 @@ pub struct Created {
     pub pidfd: Option<OwnedFd>,
     /// The signal mask before create blocked everything (run restores it at the end).
     pub old_sigmask: libc::sigset_t,
+    /// `run` in the foreground with process.terminal: the pty master to proxy.
+    pub pty_master: Option<OwnedFd>,
 }
+
+/// What the parent holds once init is ready: state, channel, pidfd, the signal mask
+/// to restore, and (foreground run with a terminal) the pty master.
+type Made = (
+    State,
+    Channel,
+    Option<OwnedFd>,
+    libc::sigset_t,
+    Option<OwnedFd>,
+);
 
 /// Undo list for a failed create.
 struct Cleanup {
@@ -77,12 +89,6 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
             "process.terminal is true but no --console-socket was given: cannot allocate a terminal for a detached container".into(),
         ));
     }
-    if plan.process.terminal {
-        return Err(ContainerError::Other(
-            "process.terminal: terminals are not supported yet by berth (set \"terminal\": false)"
-                .into(),
-        ));
-    }
     if let Some(cs) = &opts.console_socket {
         if !cs.exists() {
             return Err(ContainerError::Other(format!(
@@ -113,13 +119,14 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
         &mut cleanup,
     );
     match result {
-        Ok((state, chan, pidfd, old_sigmask)) => Ok(Created {
+        Ok((state, chan, pidfd, old_sigmask, pty_master)) => Ok(Created {
             dir,
             state,
             plan,
             chan,
             pidfd,
             old_sigmask,
+            pty_master,
         }),
         Err(e) => {
             cleanup.run();
@@ -138,7 +145,7 @@ fn create_inner(
     cgroup: CgroupHandle,
     cgroup_rel: &Path,
     cleanup: &mut Cleanup,
-) -> Result<(State, Channel, Option<OwnedFd>, libc::sigset_t), ContainerError> {
+) -> Result<Made, ContainerError> {
     let io = |step: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source: std::io::Error| ContainerError::Io { step, path, source }
@@ -168,6 +175,22 @@ fn create_inner(
     };
     let (parent_sock, child_sock) =
         sys::seqpacket_pair().map_err(io("creating socketpair", Path::new("-")))?;
+    // The console socket: the caller's, or (run in the foreground) our own pair whose
+    // other end receives the pty master.
+    let mut own_console: Option<OwnedFd> = None;
+    let console = if !plan.process.terminal {
+        None
+    } else if let Some(path) = &opts.console_socket {
+        Some(
+            sys::pty::connect_console_socket(path)
+                .map_err(io("connecting to console socket", path))?,
+        )
+    } else {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(io("creating console socketpair", Path::new("-")))?;
+        own_console = Some(OwnedFd::from(ours));
+        Some(OwnedFd::from(theirs))
+    };
 
     // Join a pid namespace by path here: setns(pid) applies to our children.
     let ns = &plan.namespaces;
@@ -209,11 +232,13 @@ fn create_inner(
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
                 seccomp,
+                console,
             })
         }
         Forked::Parent { pid, pidfd } => {
             drop(child_sock);
             drop(start);
+            drop(console);
             cleanup.child = Some(pid);
             let chan = Channel::new(parent_sock);
             let fail = |e: ExpectError| ContainerError::Other(format!("container init: {e}"));
@@ -273,10 +298,18 @@ fn create_inner(
                 let pf = absolute(pf)?;
                 super::state::write_atomic(&pf, pid.to_string().as_bytes())?;
             }
+            // Run in the foreground with a terminal: take the pty master now.
+            let pty_master = match &own_console {
+                Some(sock) => Some(
+                    sys::pty::recv_fd(sock)
+                        .map_err(io("receiving the pty master", Path::new("-")))?,
+                ),
+                None => None,
+            };
             cleanup.child = None;
             cleanup.cgroup = None;
             cleanup.dir = None;
-            Ok((state, chan, pidfd, old_sigmask))
+            Ok((state, chan, pidfd, old_sigmask, pty_master))
         }
     }
 }

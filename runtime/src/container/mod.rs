@@ -2,6 +2,7 @@
 //! operations behind the CLI (create, start, kill, delete, run).
 
 pub mod create;
+pub mod exec;
 pub mod ops;
 pub mod state;
 

@@ -182,13 +182,15 @@ fn kill_all_and_wait(state: &State) {
 
 /// `run` in the foreground: starts init, forwards signals to it, reaps children and
 /// returns the shell-style exit code. Signals were blocked before the clone, so a
-/// SIGCHLD from a container that exits at once cannot be missed.
+/// SIGCHLD from a container that exits at once cannot be missed. With a terminal,
+/// the pty is wired to the caller's stdin/stdout (raw mode while it runs).
 pub fn run_foreground(created: Created, keep: bool) -> Result<i32, ContainerError> {
     let Created {
         dir,
         state,
         chan,
         old_sigmask,
+        pty_master,
         ..
     } = created;
     let pid = state.pid;
@@ -199,41 +201,13 @@ pub fn run_foreground(created: Created, keep: bool) -> Result<i32, ContainerErro
     // Unlock: `state`, `kill` and `delete` from other processes must work while we wait.
     let dir_path = dir.path.clone();
     drop(dir);
-    let set = sys::full_sigset();
-    let code = loop {
-        // Reap first: the exit may already have happened.
-        let mut exited = None;
-        while let Ok(Some((p, status))) = sys::try_wait_any() {
-            if p == pid {
-                exited = Some(sys::exit_code(status));
-            }
-        }
-        if let Some(c) = exited {
-            break c;
-        }
-        match sys::sigtimedwait(&set, 1000) {
-            Ok(Some(info)) => {
-                let sig = info.si_signo;
-                if sig != libc::SIGCHLD {
-                    let _ = sys::kill(pid, sig);
-                }
-            }
-            Ok(None) => {
-                // Periodic check: someone may have reaped or deleted it.
-                if sys::process_state(pid).is_none() {
-                    break 0;
-                }
-            }
-            Err(e) => {
-                return Err(ContainerError::Io {
-                    step: "waiting for signals",
-                    path: "-".into(),
-                    source: e,
-                })
-            }
-        }
-    };
+    let code = supervise(pid, pty_master.as_ref()).map_err(|source| ContainerError::Io {
+        step: "supervising the container",
+        path: dir_path.clone(),
+        source,
+    });
     let _ = sys::set_sigmask(&old_sigmask);
+    let code = code?;
     if !keep {
         let root = dir_path.parent().unwrap_or(Path::new("/"));
         if let Ok(dir) = ContainerDir::open(root, &state.id) {
@@ -241,4 +215,118 @@ pub fn run_foreground(created: Created, keep: bool) -> Result<i32, ContainerErro
         }
     }
     Ok(code)
+}
+
+/// Waits for `pid` (our child) while forwarding signals to it and, with a pty,
+/// copying stdin to the pty and the pty to stdout. Every signal must be blocked.
+pub fn supervise(pid: i32, pty: Option<&std::os::fd::OwnedFd>) -> std::io::Result<i32> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::signalfd::{SfdFlags, SigSet, SignalFd};
+    use std::os::fd::{AsFd, AsRawFd};
+
+    let sfd = SignalFd::with_flags(
+        &SigSet::all(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(std::io::Error::from)?;
+    let stdin = std::io::stdin();
+    let raw = match pty {
+        Some(m) => crate::sys::pty::RawMode::enter(stdin.as_fd(), m).ok(),
+        None => None,
+    };
+    let mut stdin_open = pty.is_some();
+    let mut pty_open = pty.is_some();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut exited: Option<i32> = None;
+    loop {
+        while let Ok(Some((p, status))) = sys::try_wait_any() {
+            if p == pid {
+                exited = Some(sys::exit_code(status));
+            }
+        }
+        if let Some(code) = exited {
+            // Drain what the program wrote before it exited.
+            if let Some(m) = pty.filter(|_| pty_open) {
+                while let Ok(n) = nix::unistd::read(m, &mut buf) {
+                    if n == 0 || write_all(1, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+            drop(raw);
+            return Ok(code);
+        }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(m) = pty.filter(|_| pty_open) {
+            fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                match sig {
+                    libc::SIGCHLD => {}
+                    libc::SIGWINCH => {
+                        if let (Some(m), Some(_)) = (pty, raw.as_ref()) {
+                            crate::sys::pty::copy_winsize(stdin.as_fd().as_raw_fd(), m);
+                        }
+                    }
+                    _ => {
+                        let _ = sys::kill(pid, sig);
+                    }
+                }
+            }
+        }
+        let mut idx = 1;
+        if let Some(m) = pty.filter(|_| pty_open) {
+            if ready[idx] {
+                match nix::unistd::read(m, &mut buf) {
+                    Ok(0) | Err(nix::errno::Errno::EIO) => pty_open = false,
+                    Ok(n) => {
+                        let _ = write_all(1, &buf[..n]);
+                    }
+                    Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => pty_open = false,
+                }
+            }
+            idx += 1;
+            if stdin_open && ready[idx] {
+                match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                    Ok(0) | Err(_) => stdin_open = false,
+                    Ok(n) => {
+                        let _ = write_all(m.as_raw_fd(), &buf[..n]);
+                    }
+                }
+            }
+        }
+        if exited.is_none() && sys::process_state(pid).is_none() {
+            // Reaped elsewhere: nothing more to learn.
+            return Ok(0);
+        }
+    }
+}
+
+fn write_all(fd: i32, mut b: &[u8]) -> std::io::Result<()> {
+    // SAFETY: the descriptor stays open for the duration of the call; we only borrow it.
+    let f = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !b.is_empty() {
+        match nix::unistd::write(f, b) {
+            Ok(n) => b = &b[n..],
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

@@ -38,6 +38,8 @@ pub struct InitArgs<'a> {
     /// The compiled seccomp filter, installed last (or before the uid change when
     /// noNewPrivileges is off, while init still has CAP_SYS_ADMIN).
     pub seccomp: Option<crate::seccomp::CompiledFilter>,
+    /// process.terminal: the console socket to send the pty master to.
+    pub console: Option<OwnedFd>,
 }
 
 /// Runs init; reports a failure to the parent and exits.
@@ -111,6 +113,19 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     }
     crate::rootfs::finish(plan)?;
 
+    if let Some(console) = &a.console {
+        // The pty comes from the container's own devpts (we are inside it now).
+        let (master, slave) = sys::pty::open_pty()
+            .map_err(|e| InitError::io("opening a pty", Some(Path::new("/dev/ptmx")), &e))?;
+        if let Some((rows, cols)) = plan.process.console_size {
+            let _ = sys::pty::set_winsize(&master, rows, cols);
+        }
+        sys::pty::send_fd(console, "/dev/ptmx", &master)
+            .map_err(|e| InitError::io("sending the pty master to the console socket", None, &e))?;
+        drop(master);
+        sys::pty::become_tty(&slave)
+            .map_err(|e| InitError::io("making the pty the controlling terminal", None, &e))?;
+    }
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h)
             .map_err(|e| InitError::io("sethostname", None, &std::io::Error::from(e)))?;
@@ -305,7 +320,7 @@ fn join_and_unshare(a: &InitArgs<'_>) -> Result<(), InitError> {
 
 /// Finds the program like execvp would, in the container's PATH (or the default PATH
 /// when the process gives none), and checks it is executable.
-fn lookup(arg0: &str, env: &[String]) -> Result<CString, InitError> {
+pub fn lookup(arg0: &str, env: &[String]) -> Result<CString, InitError> {
     let found = if arg0.contains('/') {
         Some(PathBuf::from(arg0))
     } else {

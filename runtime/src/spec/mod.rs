@@ -412,7 +412,7 @@ fn plan_mount(
     })
 }
 
-fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError> {
+pub fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError> {
     let args = p.args().clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return Err(invalid("process.args", "must not be empty"));
@@ -507,6 +507,12 @@ fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError
         oom_score_adj: p.oom_score_adj(),
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         terminal: p.terminal().unwrap_or(false),
+        console_size: p.console_size().map(|b| {
+            (
+                b.height().min(u16::MAX as u64) as u16,
+                b.width().min(u16::MAX as u64) as u16,
+            )
+        }),
         capabilities,
     })
 }

@@ -176,6 +176,8 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     pub no_new_privileges: bool,
     pub terminal: bool,
+    /// process.consoleSize (rows, columns).
+    pub console_size: Option<(u16, u16)>,
     /// The five capability sets; None leaves the process's own (runc: all of root's).
     pub capabilities: Option<crate::capabilities::CapsPlan>,
 }

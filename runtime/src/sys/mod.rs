@@ -5,6 +5,7 @@ pub mod clone;
 pub mod fs;
 pub mod memfd;
 pub mod mount;
+pub mod pty;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -1,0 +1,307 @@
+//! `exec`: a new process in a running container. berth joins the container's cgroup
+//! and namespaces (user first), then forks the process, which applies the container's
+//! confinement (rlimits, capabilities, user, seccomp) and execs. Failures before exec
+//! travel back over a socketpair, as for init.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::state::{ContainerDir, Status};
+use super::ContainerError;
+use crate::process::protocol::{Channel, ChannelError, InitError, Message};
+use crate::spec::{ProcessPlan, NAMESPACES};
+use crate::sys::{self, clone::Forked};
+
+/// What `exec` runs and how.
+pub struct ExecOpts {
+    pub id: String,
+    pub process: ProcessPlan,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+    pub ignore_paused: bool,
+    /// The container's seccomp profile (exec'd processes get it too).
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+}
+
+/// Runs the process; returns its exit code (0 when detached).
+pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
+    let io = |step: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| ContainerError::Io { step, path, source }
+    };
+    let state = {
+        let dir = ContainerDir::open(root, &opts.id)?;
+        let state = dir.load()?;
+        let status = state.status(&dir.path);
+        match status {
+            Status::Running | Status::Created => {}
+            Status::Paused if opts.ignore_paused => {}
+            _ => {
+                return Err(ContainerError::BadStatus {
+                    action: "exec in",
+                    id: opts.id.clone(),
+                    status,
+                })
+            }
+        }
+        state
+    };
+    let p = &opts.process;
+    if p.terminal && opts.console_socket.is_none() && opts.detach {
+        return Err(ContainerError::Other(
+            "--tty needs --console-socket when detached".into(),
+        ));
+    }
+    let seccomp = match &opts.seccomp {
+        Some(profile) => Some(
+            crate::seccomp::compile_cached(profile, &root.join(".seccomp-cache"))
+                .map_err(|e| ContainerError::Other(format!("linux.seccomp: {e}")))?,
+        ),
+        None => None,
+    };
+    // Open every namespace of init before joining any (after joining the mount
+    // namespace, /proc/<pid> may no longer be reachable).
+    let mut joins: Vec<(OwnedFd, i32, &str)> = Vec::new();
+    for (_, _, flag, name) in NAMESPACES {
+        let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", state.pid));
+        let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
+        let (Ok(t), Ok(o)) = (std::fs::metadata(&theirs), std::fs::metadata(&ours)) else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if t.ino() == o.ino() && t.dev() == o.dev() {
+            continue;
+        }
+        let fd =
+            sys::fs::open(&theirs, libc::O_RDONLY).map_err(io("opening namespace", &theirs))?;
+        joins.push((fd, *flag, name));
+    }
+    // The container's cgroup, for us and so for the child.
+    crate::cgroups::membership::join(&state.cgroup, std::process::id() as i32)?;
+    let console = match (&opts.console_socket, p.terminal) {
+        (Some(path), true) => Some(
+            sys::pty::connect_console_socket(path)
+                .map_err(io("connecting to console socket", path))?,
+        ),
+        _ => None,
+    };
+    let mut own_console = None;
+    let console = match console {
+        Some(c) => Some(c),
+        None if p.terminal => {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                .map_err(io("creating console socketpair", Path::new("-")))?;
+            own_console = Some(OwnedFd::from(ours));
+            Some(OwnedFd::from(theirs))
+        }
+        None => None,
+    };
+    // pid and time namespaces apply to children: join them here. The others are
+    // joined by the child, so that this process keeps the host's mounts (for the
+    // pid file and the console socket).
+    for (fd, flag, name) in &joins {
+        if *flag == libc::CLONE_NEWPID || *flag == libc::CLONE_NEWTIME {
+            sys::setns(fd.as_raw_fd(), *flag).map_err(io("joining namespace", Path::new(name)))?;
+        }
+    }
+    let (parent_sock, child_sock) =
+        sys::seqpacket_pair().map_err(io("creating socketpair", Path::new("-")))?;
+    let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
+    let forked =
+        sys::clone::fork_with_flags(0).map_err(io("forking the process", Path::new("-")))?;
+    match forked {
+        Forked::Child => {
+            drop(parent_sock);
+            let chan = Channel::new(child_sock);
+            let err = match join_in_child(&joins) {
+                Ok(()) => child(
+                    p,
+                    seccomp.as_ref(),
+                    console.as_ref(),
+                    opts.preserve_fds,
+                    &old_sigmask,
+                ),
+                Err(e) => e,
+            };
+            let _ = chan.send(&Message::Error(err));
+            sys::exit_now(127)
+        }
+        Forked::Parent { pid, .. } => {
+            drop(joins);
+            drop(child_sock);
+            drop(console);
+            let chan = Channel::new(parent_sock);
+            // EOF means the exec succeeded (the socket is close-on-exec).
+            match chan.recv() {
+                Err(ChannelError::Closed) => {}
+                Ok(Message::Error(e)) => {
+                    let _ = sys::wait(pid);
+                    let _ = sys::set_sigmask(&old_sigmask);
+                    return Err(ContainerError::Other(format!("exec failed: {e}")));
+                }
+                Ok(m) => {
+                    return Err(ContainerError::Other(format!(
+                        "exec: unexpected message {m:?}"
+                    )))
+                }
+                Err(e) => return Err(ContainerError::Other(format!("exec: {e}"))),
+            }
+            if let Some(pf) = &opts.pid_file {
+                super::state::write_atomic(
+                    &super::create::absolute(pf)?,
+                    pid.to_string().as_bytes(),
+                )?;
+            }
+            let pty = match &own_console {
+                Some(s) => Some(
+                    sys::pty::recv_fd(s).map_err(io("receiving the pty master", Path::new("-")))?,
+                ),
+                None => None,
+            };
+            if opts.detach {
+                let _ = sys::set_sigmask(&old_sigmask);
+                return Ok(0);
+            }
+            let code = super::ops::supervise(pid, pty.as_ref())
+                .map_err(io("waiting for the process", Path::new("-")));
+            let _ = sys::set_sigmask(&old_sigmask);
+            code
+        }
+    }
+}
+
+/// The child joins user (first), mount, network, ipc, uts and cgroup namespaces.
+fn join_in_child(joins: &[(OwnedFd, i32, &str)]) -> Result<(), InitError> {
+    for (fd, flag, name) in joins {
+        if *flag == libc::CLONE_NEWPID || *flag == libc::CLONE_NEWTIME {
+            continue;
+        }
+        sys::setns(fd.as_raw_fd(), *flag)
+            .map_err(|e| InitError::io(format!("joining {name} namespace"), None, &e))?;
+    }
+    Ok(())
+}
+
+/// The forked child: confinement, then exec. Returns only on failure.
+fn child(
+    p: &ProcessPlan,
+    seccomp: Option<&crate::seccomp::CompiledFilter>,
+    console: Option<&OwnedFd>,
+    preserve_fds: u32,
+    old_sigmask: &libc::sigset_t,
+) -> InitError {
+    match child_setup(p, seccomp, console, preserve_fds) {
+        Ok((path, args, env)) => {
+            sys::reset_signal_dispositions();
+            let _ = sys::set_sigmask(old_sigmask);
+            match nix::unistd::execve(&path, &args, &env) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    InitError::io("exec", Some(Path::new(&*path.to_string_lossy())), &e.into())
+                }
+            }
+        }
+        Err(e) => e,
+    }
+}
+
+type Argv = (CString, Vec<CString>, Vec<CString>);
+
+fn child_setup(
+    p: &ProcessPlan,
+    seccomp: Option<&crate::seccomp::CompiledFilter>,
+    console: Option<&OwnedFd>,
+    preserve_fds: u32,
+) -> Result<Argv, InitError> {
+    if let Some(console) = console {
+        let (master, slave) = sys::pty::open_pty()
+            .map_err(|e| InitError::io("opening a pty", Some(Path::new("/dev/ptmx")), &e))?;
+        if let Some((rows, cols)) = p.console_size {
+            let _ = sys::pty::set_winsize(&master, rows, cols);
+        }
+        sys::pty::send_fd(console, "/dev/ptmx", &master)
+            .map_err(|e| InitError::io("sending the pty master", None, &e))?;
+        drop(master);
+        sys::pty::become_tty(&slave)
+            .map_err(|e| InitError::io("making the pty the controlling terminal", None, &e))?;
+    }
+    for (res, soft, hard) in &p.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: *soft,
+            rlim_max: *hard,
+        };
+        if sys::setrlimit(*res, &lim) != 0 {
+            return Err(InitError::io(
+                "setrlimit",
+                None,
+                &std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    if !p.no_new_privileges {
+        if let Some(f) = seccomp {
+            crate::seccomp::install(f)
+                .map_err(|e| InitError::msg("installing seccomp filter", None, e.to_string()))?;
+        }
+    }
+    if let Some(c) = &p.capabilities {
+        crate::capabilities::drop_bounding(c)
+            .map_err(|e| InitError::msg("dropping bounding capabilities", None, e.to_string()))?;
+        crate::capabilities::keep_caps()
+            .map_err(|e| InitError::msg("keeping capabilities", None, e.to_string()))?;
+    }
+    let gids: Vec<nix::unistd::Gid> = p
+        .additional_gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    let _ = nix::unistd::setgroups(&gids);
+    let g = nix::unistd::Gid::from_raw(p.gid);
+    nix::unistd::setresgid(g, g, g)
+        .map_err(|e| InitError::io(format!("setresgid({})", p.gid), None, &e.into()))?;
+    let u = nix::unistd::Uid::from_raw(p.uid);
+    nix::unistd::setresuid(u, u, u)
+        .map_err(|e| InitError::io(format!("setresuid({})", p.uid), None, &e.into()))?;
+    if let Some(c) = &p.capabilities {
+        crate::capabilities::apply_after_setuid(c)
+            .map_err(|e| InitError::msg("setting capabilities", None, e.to_string()))?;
+    }
+    if let Some(m) = p.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
+    }
+    sys::cloexec_from(3 + preserve_fds)
+        .map_err(|e| InitError::io("marking descriptors close-on-exec", None, &e))?;
+    for fd in 3..3 + preserve_fds as i32 {
+        let _ = sys::set_cloexec(fd, false);
+    }
+    std::env::set_current_dir(&p.cwd)
+        .map_err(|e| InitError::io("chdir to cwd", Some(&p.cwd), &e))?;
+    let cwd = std::env::current_dir().map_err(|e| InitError::io("getcwd", None, &e))?;
+    if cwd.to_string_lossy().starts_with("(unreachable)") {
+        return Err(InitError::msg(
+            "checking cwd",
+            Some(&p.cwd),
+            "the working directory is outside the container's root",
+        ));
+    }
+    let path = crate::process::init::lookup(&p.args[0], &p.env)?;
+    if p.no_new_privileges {
+        sys::set_no_new_privs()
+            .map_err(|e| InitError::io("prctl(PR_SET_NO_NEW_PRIVS)", None, &e))?;
+        if let Some(f) = seccomp {
+            crate::seccomp::install(f)
+                .map_err(|e| InitError::msg("installing seccomp filter", None, e.to_string()))?;
+        }
+    }
+    let cs = |v: &[String]| -> Vec<CString> {
+        v.iter()
+            .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
+            .collect()
+    };
+    let _ = Path::new(&p.cwd).as_os_str().as_bytes();
+    Ok((path, cs(&p.args), cs(&p.env)))
+}
