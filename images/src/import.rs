@@ -4,10 +4,10 @@
 //! records the reference. A registry puller would feed `ingest_blob` and
 //! call `commit_image` the same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -36,6 +36,8 @@ pub enum ImportError {
     NameWithDigest(String),
     #[error("layer {digest}: {source}")]
     Layer { digest: Digest, source: UnpackError },
+    #[error(transparent)]
+    Flatten(#[from] crate::flatten::FlattenError),
     #[error("layer {digest}: {path}: {source}")]
     LayerIo {
         digest: Digest,
@@ -246,6 +248,9 @@ pub fn load_manifest(
     Ok((m, config))
 }
 
+/// Layers unpacked by this commit: diff_id -> (temp root, implicit dirs).
+type Fresh = HashMap<Digest, (PathBuf, Vec<Vec<u8>>)>;
+
 /// Unpacks the layers of a manifest whose blobs are all in the store, then
 /// records `reference` -> manifest. Layers already unpacked are shared.
 pub fn commit_image(
@@ -277,6 +282,7 @@ pub fn commit_image(
         .max(1);
     let next = AtomicUsize::new(0);
     let errors: Mutex<Vec<ImportError>> = Mutex::new(Vec::new());
+    let done: Mutex<Fresh> = Mutex::new(HashMap::new());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -284,24 +290,40 @@ pub fn commit_image(
                 let Some((desc, diff_id)) = todo.get(i) else {
                     break;
                 };
-                if let Err(e) = unpack_one(store, lock, desc, diff_id, opts, progress) {
-                    if let Ok(mut errs) = errors.lock() {
-                        errs.push(e);
+                match unpack_one(store, lock, desc, diff_id, opts, progress) {
+                    Ok(r) => {
+                        if let Ok(mut d) = done.lock() {
+                            d.insert(diff_id.clone(), r);
+                        }
                     }
-                    // Stop taking new layers; running ones finish.
-                    next.store(todo.len(), Ordering::SeqCst);
-                    break;
+                    Err(e) => {
+                        if let Ok(mut errs) = errors.lock() {
+                            errs.push(e);
+                        }
+                        // Stop taking new layers; running ones finish.
+                        next.store(todo.len(), Ordering::SeqCst);
+                        break;
+                    }
                 }
             });
         }
     });
-    if let Some(e) = errors
+    let done = done.into_inner().unwrap_or_default();
+    let first_error = errors
         .into_inner()
         .ok()
-        .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)))
-    {
-        return Err(e);
+        .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)));
+    let result = match first_error {
+        Some(e) => Err(e),
+        None => place_layers(store, &config.rootfs.diff_ids, &done),
+    };
+    // Whatever was not renamed into place goes (the temp dirs of this run).
+    for (root, _) in done.values() {
+        if let Some(tmp) = root.parent() {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
     }
+    result?;
     store.sync()?;
     let record = ImageRecord {
         reference: reference.to_string(),
@@ -341,7 +363,7 @@ fn unpack_one(
     diff_id: &Digest,
     opts: &ImportOptions,
     progress: &dyn Progress,
-) -> Result<(), ImportError> {
+) -> Result<(PathBuf, Vec<Vec<u8>>), ImportError> {
     let layer_err = |source| ImportError::Layer {
         digest: desc.digest.clone(),
         source,
@@ -367,45 +389,57 @@ fn unpack_one(
         id: id.clone(),
         progress,
     };
-    let r = unpack::unpack_layer(reader, &root, &uopts, Some(diff_id));
-    if let Err(e) = r {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(layer_err(e));
+    match unpack::unpack_layer(reader, &root, &uopts, Some(diff_id)) {
+        Ok(u) => {
+            progress.finish(&id, "done");
+            Ok((root, u.implicit_dirs))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(layer_err(e))
+        }
     }
-    let dest = store.layer_dir(diff_id);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+}
+
+/// Gives implicitly created directories of the new layers their lower
+/// layers' metadata (bottom up, so lowers are final first), then renames
+/// each new layer into place. Before the renames nothing is visible.
+fn place_layers(store: &Store, diff_ids: &[Digest], done: &Fresh) -> Result<(), ImportError> {
+    let dir_of = |d: &Digest| {
+        done.get(d)
+            .map_or_else(|| store.layer_dir(d), |(root, _)| root.clone())
+    };
+    for (i, d) in diff_ids.iter().enumerate() {
+        if let Some((root, implicit)) = done.get(d) {
+            let lowers: Vec<PathBuf> = diff_ids[..i].iter().rev().map(dir_of).collect();
+            crate::flatten::inherit_implicit_dirs(root, &lowers, implicit)?;
+        }
     }
-    std::fs::rename(&root, &dest).map_err(|e| io_err(&dest, e))?;
-    let _ = std::fs::remove_dir_all(&tmp);
-    progress.finish(&id, "done");
+    for (d, (root, _)) in done {
+        let dest = store.layer_dir(d);
+        let io_err = |path: &Path, source| ImportError::LayerIo {
+            digest: d.clone(),
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        }
+        std::fs::rename(root, &dest).map_err(|e| io_err(&dest, e))?;
+    }
     Ok(())
 }
 
-/// Applies all layers of an image, in order, into one directory (for
-/// `image unpack` and the copy fallback of snapshots).
-pub fn flatten(
-    store: &Store,
-    image: &ImageRecord,
-    rootfs: &Path,
-    max_layer_size: u64,
-) -> Result<(), ImportError> {
-    let mut uopts = UnpackOptions::new(WhiteoutMode::Flatten);
-    uopts.max_size = max_layer_size;
-    for l in &image.layers {
-        let blob = store.blob_path(&l.digest);
-        let f = File::open(&blob).map_err(|source| ImportError::LayerIo {
-            digest: l.digest.clone(),
-            path: blob.display().to_string(),
-            source,
-        })?;
-        unpack::unpack_layer(f, rootfs, &uopts, Some(&l.diff_id)).map_err(|source| {
-            ImportError::Layer {
-                digest: l.digest.clone(),
-                source,
-            }
-        })?;
-    }
+/// Merges the image's unpacked layers, in order, into one directory (for
+/// `image unpack` and the copy fallback of snapshots). No decompression:
+/// the layers were unpacked at import.
+pub fn flatten(store: &Store, image: &ImageRecord, rootfs: &Path) -> Result<(), ImportError> {
+    let dirs: Vec<std::path::PathBuf> = image
+        .layers
+        .iter()
+        .map(|l| store.layer_dir(&l.diff_id))
+        .collect();
+    crate::flatten::merge_layers(&dirs, rootfs)?;
     Ok(())
 }
 

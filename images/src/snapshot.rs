@@ -226,12 +226,7 @@ pub fn overlay_available() -> bool {
 /// The fallback where overlayfs is missing: a full copy of the image into
 /// the snapshot's rootfs (O(image size), hence the warning callers print).
 pub fn fill_copy(store: &Store, snap: &Snapshot, image: &ImageRecord) -> Result<(), SnapshotError> {
-    import::flatten(
-        store,
-        image,
-        &snap.rootfs,
-        crate::unpack::DEFAULT_MAX_LAYER_SIZE,
-    )?;
+    import::flatten(store, image, &snap.rootfs)?;
     Ok(())
 }
 

@@ -146,6 +146,16 @@ impl Store {
 
     /// Takes the store's exclusive lock, waiting for other writers.
     pub fn lock(&self) -> Result<Lock, StoreError> {
+        self.lock_as(FlockArg::LockExclusive)
+    }
+
+    /// Takes the lock shared: readers that need layers to stay put (unpack)
+    /// run together but never alongside a writer.
+    pub fn lock_shared(&self) -> Result<Lock, StoreError> {
+        self.lock_as(FlockArg::LockShared)
+    }
+
+    fn lock_as(&self, how: FlockArg) -> Result<Lock, StoreError> {
         let path = self.root.join("lock");
         let f = OpenOptions::new()
             .create(true)
@@ -154,8 +164,7 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(|e| self.io(&path, e))?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| StoreError::Lock { path, errno })?;
+        let lock = Flock::lock(f, how).map_err(|(_, errno)| StoreError::Lock { path, errno })?;
         Ok(Lock { _lock: lock })
     }
 

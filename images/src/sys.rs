@@ -144,3 +144,73 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Lists the extended attribute names of an open (non-O_PATH) file.
+pub fn flistxattr(fd: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `fd` is live and `buf` is writable for `buf.len()` bytes.
+        let rc = unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match Errno::result(rc) {
+            Ok(n) => {
+                buf.truncate(usize::try_from(n).unwrap_or(0));
+                return Ok(buf
+                    .split(|&b| b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            Err(Errno::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(Errno::EOPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads an extended attribute of an open file, any size.
+pub fn fgetxattr_all(fd: BorrowedFd<'_>, name: &[u8]) -> Result<Option<Vec<u8>>, Errno> {
+    let cname = CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `fd` is live, `cname` is NUL-terminated and `buf` is
+        // writable for `buf.len()` bytes.
+        let rc = unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        match Errno::result(rc) {
+            Ok(n) => {
+                buf.truncate(usize::try_from(n).unwrap_or(0));
+                return Ok(Some(buf));
+            }
+            Err(Errno::ENODATA) => return Ok(None),
+            Err(Errno::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 8, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies `len` bytes between two files in the kernel when it can; returns
+/// false when copy_file_range is not usable here (the caller copies).
+pub fn copy_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: u64) -> Result<bool, Errno> {
+    let mut left = len;
+    while left > 0 {
+        let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+        match nix::fcntl::copy_file_range(from, None, to, None, chunk) {
+            Ok(0) => break,
+            Ok(n) => left -= n as u64,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EXDEV | Errno::ENOSYS | Errno::EINVAL | Errno::EOPNOTSUPP)
+                if left == len =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}

@@ -215,7 +215,7 @@ fn flatten_merges_layers_with_whiteouts() {
     let r = import(&store, &tmp.path().join("img"), &opts(None), &Quiet).unwrap();
     let root = tmp.path().join("rootfs");
     fs::create_dir(&root).unwrap();
-    flatten(&store, &r, &root, unpack::DEFAULT_MAX_LAYER_SIZE).unwrap();
+    flatten(&store, &r, &root).unwrap();
     assert!(!root.join("etc/a").exists());
     assert_eq!(fs::read(root.join("etc/b")).unwrap(), b"2");
     assert!(!root.join("var/x").exists());
@@ -248,4 +248,50 @@ fn names_from_paths() {
         choose_reference(None, None, std::path::Path::new("/t/app")),
         Err(ImportError::NoName { .. })
     ));
+}
+
+#[test]
+fn implicit_parent_dirs_inherit_lower_layer_metadata() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, mode, data) in [
+        ("tmp/", 0o1777, ""),
+        ("tmp/x", 0o644, "x"),
+        ("tmp/y", 0o644, "y"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(if name.ends_with('/') {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        h.set_cksum();
+        b.append(&h, data.as_bytes()).unwrap();
+    }
+    let l1 = b.into_inner().unwrap();
+    // umoci writes whiteout-only layers like this: no entry for `tmp/`.
+    let l2 = layer_tar(&[("tmp/.wh.x", "")]);
+    oci_layout(&tmp.path().join("img"), &[l1, l2.clone()], "latest");
+    let r = import(&store, &tmp.path().join("img"), &opts(None), &Quiet).unwrap();
+    let upper_tmp = store.layer_dir(&Digest::sha256_of(&l2)).join("tmp");
+    let m = fs::metadata(&upper_tmp).unwrap();
+    assert_eq!(m.permissions().mode() & 0o7777, 0o1777);
+    assert_eq!(std::os::unix::fs::MetadataExt::mtime(&m), 1_600_000_000);
+    let root = tmp.path().join("rootfs");
+    fs::create_dir(&root).unwrap();
+    flatten(&store, &r, &root).unwrap();
+    assert_eq!(
+        fs::metadata(root.join("tmp")).unwrap().permissions().mode() & 0o7777,
+        0o1777
+    );
+    assert!(!root.join("tmp/x").exists());
+    assert!(root.join("tmp/y").exists());
 }

@@ -40,6 +40,8 @@ pub struct Applier {
     dirs: HashMap<Vec<u8>, Meta>,
     /// Paths this layer created (an opaque marker in flatten mode keeps them).
     seen: HashSet<Vec<u8>>,
+    /// Directories made only because an entry below them needed a parent.
+    implicit: std::cell::RefCell<HashSet<Vec<u8>>>,
     buf: Vec<u8>,
 }
 
@@ -81,6 +83,7 @@ impl Applier {
             cache: None,
             dirs: HashMap::new(),
             seen: HashSet::new(),
+            implicit: std::cell::RefCell::new(HashSet::new()),
             buf: vec![0u8; 256 * 1024],
         })
     }
@@ -114,7 +117,10 @@ impl Applier {
                         name,
                         Mode::from_bits_truncate(0o755),
                     ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => {
+                            self.implicit.borrow_mut().insert(join(&comps[..=i]));
+                        }
+                        Err(Errno::EEXIST) => {}
                         Err(e) => return Err(ctx.fs("mkdir parent")(e)),
                     }
                     nix::sys::stat::fchmodat(
@@ -266,6 +272,7 @@ impl Applier {
                 .map_err(ctx.fs("open dir"))?;
                 set_xattrs(ctx, fd.as_fd(), meta)?;
             }
+            self.implicit.borrow_mut().remove(&join(comps));
             self.dirs.insert(join(comps), meta.clone());
             return Ok(());
         }
@@ -473,8 +480,10 @@ impl Applier {
         }
     }
 
-    /// Applies the deferred directory modes and times, deepest first.
-    pub fn finish(mut self) -> Result<(), UnpackError> {
+    /// Applies the deferred directory modes and times, deepest first, and
+    /// returns the directories that were created implicitly (no entry of
+    /// their own), sorted: their metadata belongs to the layers below.
+    pub fn finish(mut self) -> Result<Vec<Vec<u8>>, UnpackError> {
         self.cache = None;
         let mut dirs: Vec<(Vec<u8>, Meta)> = self.dirs.drain().collect();
         dirs.sort_by_key(|(p, _)| {
@@ -499,7 +508,9 @@ impl Applier {
             let t = times(&meta);
             nix::sys::stat::futimens(fd.as_fd(), &t, &t).map_err(ctx.fs("set times"))?;
         }
-        Ok(())
+        let mut implicit: Vec<Vec<u8>> = self.implicit.into_inner().into_iter().collect();
+        implicit.sort();
+        Ok(implicit)
     }
 }
 
@@ -539,7 +550,7 @@ fn set_xattrs(ctx: &Ctx<'_>, fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), Unpa
 }
 
 /// The names in a directory, without `.` and `..`.
-pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
+pub fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<Vec<u8>>, Errno> {
     let fd = nix::fcntl::openat(
         dir,
         ".",

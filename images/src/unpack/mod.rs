@@ -10,6 +10,8 @@
 mod apply;
 pub mod entry;
 
+pub use apply::{list_dir, remove_all};
+
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -92,6 +94,10 @@ pub struct Unpacked {
     pub diff_id: Digest,
     /// Size of the uncompressed tar stream.
     pub size: u64,
+    /// Directories created only as parents of entries, without an entry of
+    /// their own (sorted). In a layer directory their metadata should come
+    /// from the layers below (see `import::commit_image`).
+    pub implicit_dirs: Vec<Vec<u8>>,
 }
 
 /// Compression of a layer stream, sniffed from its first bytes.
@@ -233,7 +239,11 @@ fn produce<R: Read>(
     let (diff_id, size) = hr
         .finish()
         .map_err(|source| UnpackError::Decompress { source })?;
-    Ok(Some(Unpacked { diff_id, size }))
+    Ok(Some(Unpacked {
+        diff_id,
+        size,
+        implicit_dirs: Vec::new(),
+    }))
 }
 
 /// Unpacks one layer blob (tar, tar+gzip or tar+zstd) into `root`.
@@ -281,7 +291,7 @@ pub fn unpack_layer<R: Read + Send>(
         }
     };
     // A producer failure (bomb, corrupt stream) explains a consumer failure.
-    let unpacked = match (applied, produced) {
+    let mut unpacked = match (applied, produced) {
         (_, Err(e)) => return Err(e),
         (Err(e), _) => return Err(e),
         (Ok(()), Ok(Some(u))) => u,
@@ -291,7 +301,7 @@ pub fn unpack_layer<R: Read + Send>(
             })
         }
     };
-    applier.finish()?;
+    unpacked.implicit_dirs = applier.finish()?;
     if let Some(expected) = expected {
         if &unpacked.diff_id != expected {
             return Err(UnpackError::DiffId {

@@ -201,7 +201,7 @@ fn rm(store: &Store, reference: &str) -> anyhow::Result<i32> {
 }
 
 fn unpack(store: &Store, reference: &str, dir: &Path) -> anyhow::Result<i32> {
-    let image = store.find(reference)?;
+    store.find(reference)?;
     let created = match std::fs::read_dir(dir) {
         Ok(mut rd) => {
             if rd.next().is_some() {
@@ -220,12 +220,10 @@ fn unpack(store: &Store, reference: &str, dir: &Path) -> anyhow::Result<i32> {
         std::fs::create_dir(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
         std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .with_context(|| rootfs.display().to_string())?;
-        import::flatten(
-            store,
-            &image,
-            &rootfs,
-            berth_images::unpack::DEFAULT_MAX_LAYER_SIZE,
-        )?;
+        // Shared lock: no rm/GC may free the layers while they are copied.
+        let _lock = store.lock_shared()?;
+        let image = store.find(reference)?;
+        import::flatten(store, &image, &rootfs)?;
         let (_, config) = import::load_manifest(store, &image.manifest)?;
         let users = bundle::read_user_db(&rootfs)?;
         let value = bundle::generate(&config, &users, &bundle::Overrides::default())?;

@@ -1,0 +1,536 @@
+//! Merging unpacked layer directories (overlay form: 0/0 character devices
+//! for whiteouts, `trusted.overlay.opaque` on opaque directories) into one
+//! plain rootfs, bottom layer first. Used by `image unpack` and by the copy
+//! fallback of snapshots: no decompression, file data copied in the kernel
+//! (copy_file_range). All work goes through directory fds opened with
+//! O_NOFOLLOW, so symlinks inside the layers are never followed.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, mknodat, FileStat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid};
+
+use crate::sys;
+use crate::unpack::{list_dir, remove_all};
+
+/// Errors of merging layers.
+#[derive(Debug, thiserror::Error)]
+pub enum FlattenError {
+    #[error("{path}: {op}: {errno}")]
+    Fs {
+        path: PathBuf,
+        op: &'static str,
+        errno: Errno,
+    },
+}
+
+struct Merge<'a> {
+    layer: &'a Path,
+    dst_root: BorrowedFd<'a>,
+    chown: bool,
+    /// (dev, ino) of multiply-linked files of this layer -> path copied to.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn kind(st: &FileStat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
+
+fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
+    (
+        TimeSpec::new(st.st_atime, st.st_atime_nsec),
+        TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+    )
+}
+
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+impl Merge<'_> {
+    fn err(&self, rel: &[u8], op: &'static str) -> impl FnOnce(Errno) -> FlattenError + '_ {
+        let path = self.layer.join(os(rel));
+        move |errno| FlattenError::Fs { path, op, errno }
+    }
+
+    fn copy_xattrs(
+        &self,
+        rel: &[u8],
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+    ) -> Result<(), FlattenError> {
+        for name in sys::flistxattr(src).map_err(self.err(rel, "list xattrs"))? {
+            if !crate::unpack::entry::xattr_allowed(&name) {
+                continue;
+            }
+            if let Some(v) = sys::fgetxattr_all(src, &name).map_err(self.err(rel, "get xattr"))? {
+                match sys::fsetxattr(dst, &name, &v) {
+                    Ok(()) | Err(Errno::EOPNOTSUPP) => {}
+                    Err(e) => return Err(self.err(rel, "set xattr")(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn own_at(
+        &self,
+        rel: &[u8],
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &FileStat,
+    ) -> Result<(), FlattenError> {
+        if self.chown {
+            nix::unistd::fchownat(
+                dir,
+                name,
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(self.err(rel, "chown"))?;
+        }
+        Ok(())
+    }
+
+    /// Copies the children of `src` (a layer dir) into `dst`.
+    fn dir(
+        &mut self,
+        rel: &[u8],
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+    ) -> Result<(), FlattenError> {
+        for name in list_dir(src).map_err(self.err(rel, "read dir"))? {
+            let mut crel = rel.to_vec();
+            if !crel.is_empty() {
+                crel.push(b'/');
+            }
+            crel.extend_from_slice(&name);
+            self.entry(&crel, src, dst, os(&name))?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        rel: &[u8],
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> Result<(), FlattenError> {
+        let st = fstatat(src, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(self.err(rel, "stat"))?;
+        let existing = match fstatat(dst, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(self.err(rel, "stat target")(e)),
+        };
+        let is_whiteout = kind(&st) == libc::S_IFCHR && st.st_rdev == 0;
+        if is_whiteout {
+            if existing.is_some() {
+                remove_all(dst, name).map_err(self.err(rel, "remove whited-out path"))?;
+            }
+            return Ok(());
+        }
+        if kind(&st) == libc::S_IFDIR {
+            let sfd = open_dir_at(src, name).map_err(self.err(rel, "open dir"))?;
+            let opaque = sys::fgetxattr_all(sfd.as_fd(), b"trusted.overlay.opaque")
+                .map_err(self.err(rel, "read opaque xattr"))?
+                .is_some_and(|v| v == b"y");
+            match existing {
+                Some(e) if kind(&e) == libc::S_IFDIR => {
+                    if opaque {
+                        let d = open_dir_at(dst, name).map_err(self.err(rel, "open target dir"))?;
+                        for child in
+                            list_dir(d.as_fd()).map_err(self.err(rel, "read target dir"))?
+                        {
+                            remove_all(d.as_fd(), os(&child))
+                                .map_err(self.err(rel, "clear opaque dir"))?;
+                        }
+                    }
+                }
+                Some(_) => {
+                    remove_all(dst, name).map_err(self.err(rel, "replace"))?;
+                    nix::sys::stat::mkdirat(dst, name, Mode::from_bits_truncate(0o700))
+                        .map_err(self.err(rel, "mkdir"))?;
+                }
+                None => {
+                    nix::sys::stat::mkdirat(dst, name, Mode::from_bits_truncate(0o700))
+                        .map_err(self.err(rel, "mkdir"))?;
+                }
+            }
+            let dfd = open_dir_at(dst, name).map_err(self.err(rel, "open target dir"))?;
+            self.dir(rel, sfd.as_fd(), dfd.as_fd())?;
+            return self.finish_dir(rel, sfd.as_fd(), dfd.as_fd(), &st);
+        }
+        if existing.is_some() {
+            remove_all(dst, name).map_err(self.err(rel, "replace"))?;
+        }
+        if st.st_nlink > 1 && kind(&st) == libc::S_IFREG {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&key).cloned() {
+                let (parent, fname) = match first.iter().rposition(|&b| b == b'/') {
+                    Some(i) => (&first[..i], &first[i + 1..]),
+                    None => (&b""[..], &first[..]),
+                };
+                let pfd = sys::open_in_root(
+                    self.dst_root,
+                    Path::new(os(parent)),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY,
+                    true,
+                )
+                .map_err(self.err(rel, "open link target dir"))?;
+                return nix::unistd::linkat(pfd.as_fd(), os(fname), dst, name, AtFlags::empty())
+                    .map_err(self.err(rel, "link"));
+            }
+            self.links.insert(key, rel.to_vec());
+        }
+        let (atime, mtime) = times(&st);
+        match kind(&st) {
+            libc::S_IFREG => {
+                let sfd = nix::fcntl::openat(
+                    src,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(self.err(rel, "open"))?;
+                let dfd = nix::fcntl::openat(
+                    dst,
+                    name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(self.err(rel, "create"))?;
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                if size > 0
+                    && !sys::copy_range(sfd.as_fd(), dfd.as_fd(), size)
+                        .map_err(self.err(rel, "copy"))?
+                {
+                    self.copy_slow(rel, sfd, &dfd)?;
+                }
+                if self.chown {
+                    nix::unistd::fchown(
+                        dfd.as_fd(),
+                        Some(Uid::from_raw(st.st_uid)),
+                        Some(Gid::from_raw(st.st_gid)),
+                    )
+                    .map_err(self.err(rel, "chown"))?;
+                }
+                nix::sys::stat::fchmod(dfd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777))
+                    .map_err(self.err(rel, "chmod"))?;
+                // Read the source's xattrs through its fd.
+                let sfd2 = nix::fcntl::openat(
+                    src,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(self.err(rel, "open"))?;
+                self.copy_xattrs(rel, sfd2.as_fd(), dfd.as_fd())?;
+                nix::sys::stat::futimens(dfd.as_fd(), &atime, &mtime)
+                    .map_err(self.err(rel, "set times"))?;
+            }
+            libc::S_IFLNK => {
+                let target =
+                    nix::fcntl::readlinkat(src, name).map_err(self.err(rel, "readlink"))?;
+                nix::unistd::symlinkat(target.as_os_str(), dst, name)
+                    .map_err(self.err(rel, "symlink"))?;
+                self.own_at(rel, dst, name, &st)?;
+                nix::sys::stat::utimensat(
+                    dst,
+                    name,
+                    &atime,
+                    &mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(self.err(rel, "set times"))?;
+            }
+            k => {
+                let sflag = match k {
+                    libc::S_IFCHR => SFlag::S_IFCHR,
+                    libc::S_IFBLK => SFlag::S_IFBLK,
+                    libc::S_IFIFO => SFlag::S_IFIFO,
+                    _ => SFlag::S_IFSOCK,
+                };
+                mknodat(
+                    dst,
+                    name,
+                    sflag,
+                    Mode::from_bits_truncate(0o600),
+                    st.st_rdev,
+                )
+                .map_err(self.err(rel, "mknod"))?;
+                self.own_at(rel, dst, name, &st)?;
+                nix::sys::stat::fchmodat(
+                    dst,
+                    name,
+                    Mode::from_bits_truncate(st.st_mode & 0o7777),
+                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                )
+                .map_err(self.err(rel, "chmod"))?;
+                nix::sys::stat::utimensat(
+                    dst,
+                    name,
+                    &atime,
+                    &mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(self.err(rel, "set times"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_slow(&mut self, rel: &[u8], src: OwnedFd, dst: &OwnedFd) -> Result<(), FlattenError> {
+        use std::io::{Read, Write};
+        let mut s = std::fs::File::from(src);
+        let mut d = std::fs::File::from(dst.try_clone().map_err(|e| {
+            self.err(rel, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })?);
+        loop {
+            let n = s.read(&mut self.buf).map_err(|e| {
+                self.err(rel, "read")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            })?;
+            if n == 0 {
+                return Ok(());
+            }
+            d.write_all(&self.buf[..n]).map_err(|e| {
+                self.err(rel, "write")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            })?;
+        }
+    }
+
+    fn finish_dir(
+        &self,
+        rel: &[u8],
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        st: &FileStat,
+    ) -> Result<(), FlattenError> {
+        if self.chown {
+            nix::unistd::fchown(
+                dst,
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            )
+            .map_err(self.err(rel, "chown"))?;
+        }
+        nix::sys::stat::fchmod(dst, Mode::from_bits_truncate(st.st_mode & 0o7777))
+            .map_err(self.err(rel, "chmod"))?;
+        self.copy_xattrs(rel, src, dst)?;
+        let (atime, mtime) = times(st);
+        nix::sys::stat::futimens(dst, &atime, &mtime).map_err(self.err(rel, "set times"))
+    }
+}
+
+/// Merges `layers` (bottom first) into the existing directory `target`.
+pub fn merge_layers(layers: &[PathBuf], target: &Path) -> Result<(), FlattenError> {
+    let open = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| FlattenError::Fs {
+            path: p.to_path_buf(),
+            op: "open",
+            errno,
+        })
+    };
+    let dst = open(target)?;
+    let chown = nix::unistd::geteuid().is_root();
+    for layer in layers {
+        let src = open(layer)?;
+        let mut m = Merge {
+            layer,
+            dst_root: dst.as_fd(),
+            chown,
+            links: HashMap::new(),
+            buf: vec![0u8; 256 * 1024],
+        };
+        m.dir(b"", src.as_fd(), dst.as_fd())?;
+        let st = nix::sys::stat::fstat(src.as_fd()).map_err(m.err(b"", "stat"))?;
+        m.finish_dir(b"", src.as_fd(), dst.as_fd(), &st)?;
+    }
+    Ok(())
+}
+
+/// Gives the directories a layer created only as parents (no entry of their
+/// own) the metadata the layers below have for them (`lowers`: nearest
+/// first), so an overlay of the layers shows what applying the tars in
+/// order would. Directories no lower layer has keep 0755 root:root.
+pub fn inherit_implicit_dirs(
+    layer: &Path,
+    lowers: &[PathBuf],
+    implicit: &[Vec<u8>],
+) -> Result<(), FlattenError> {
+    if implicit.is_empty() {
+        return Ok(());
+    }
+    let open_root = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| FlattenError::Fs {
+            path: p.to_path_buf(),
+            op: "open",
+            errno,
+        })
+    };
+    let root = open_root(layer)?;
+    let lower_fds = lowers
+        .iter()
+        .map(|p| open_root(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let chown = nix::unistd::geteuid().is_root();
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+    // Deepest first, so setting a child's times cannot disturb its parent's.
+    for rel in implicit.iter().rev() {
+        let path = Path::new(os(rel));
+        let err = |op: &'static str| {
+            let path = layer.join(path);
+            move |errno| FlattenError::Fs { path, op, errno }
+        };
+        let Some(st) = lower_fds.iter().find_map(|fd| {
+            sys::open_in_root(fd.as_fd(), path, dir_flags, true)
+                .ok()
+                .and_then(|d| nix::sys::stat::fstat(d.as_fd()).ok())
+        }) else {
+            continue;
+        };
+        let d = match sys::open_in_root(root.as_fd(), path, dir_flags, true) {
+            Ok(d) => d,
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
+            Err(e) => return Err(err("open")(e)),
+        };
+        if chown {
+            nix::unistd::fchown(
+                d.as_fd(),
+                Some(Uid::from_raw(st.st_uid)),
+                Some(Gid::from_raw(st.st_gid)),
+            )
+            .map_err(err("chown"))?;
+        }
+        nix::sys::stat::fchmod(d.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777))
+            .map_err(err("chmod"))?;
+        let (atime, mtime) = times(&st);
+        nix::sys::stat::futimens(d.as_fd(), &atime, &mtime).map_err(err("set times"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+    use crate::unpack::{unpack_layer, UnpackOptions, WhiteoutMode};
+
+    fn tar(entries: &[(&str, &str)]) -> Vec<u8> {
+        crate::testutil::layer_tar(entries)
+    }
+
+    #[test]
+    fn merging_overlay_layers_equals_flattening_the_tars() {
+        if !nix::unistd::geteuid().is_root() {
+            // Overlay-form layers need trusted.* xattrs (CAP_SYS_ADMIN).
+            return;
+        }
+        let layers = [
+            tar(&[
+                ("etc/", ""),
+                ("etc/a", "1"),
+                ("etc/b", "2"),
+                ("var/", ""),
+                ("var/x", "x"),
+                ("bin/", ""),
+                ("bin/f", "f"),
+            ]),
+            tar(&[
+                ("etc/.wh.a", ""),
+                ("var/.wh..wh..opq", ""),
+                ("var/", ""),
+                ("var/y", "y"),
+                ("bin/.wh.f", ""),
+                ("bin/f/", ""),
+            ]),
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        let flat = tmp.path().join("flat");
+        fs::create_dir(&flat).unwrap();
+        let mut dirs = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            unpack_layer(
+                &l[..],
+                &flat,
+                &UnpackOptions::new(WhiteoutMode::Flatten),
+                None,
+            )
+            .unwrap();
+            let d = tmp.path().join(format!("l{i}"));
+            fs::create_dir(&d).unwrap();
+            unpack_layer(&l[..], &d, &UnpackOptions::new(WhiteoutMode::Overlay), None).unwrap();
+            dirs.push(d);
+        }
+        let merged = tmp.path().join("merged");
+        fs::create_dir(&merged).unwrap();
+        merge_layers(&dirs, &merged).unwrap();
+        for p in ["etc/b", "var/y", "bin/f"] {
+            let a = fs::symlink_metadata(flat.join(p)).unwrap();
+            let b = fs::symlink_metadata(merged.join(p)).unwrap();
+            assert_eq!(a.permissions().mode(), b.permissions().mode(), "{p}");
+            assert_eq!(a.mtime(), b.mtime(), "{p}");
+            assert_eq!(a.is_dir(), b.is_dir(), "{p}");
+        }
+        for gone in ["etc/a", "var/x"] {
+            assert!(!merged.join(gone).exists(), "{gone}");
+        }
+        assert_eq!(fs::read(merged.join("var/y")).unwrap(), b"y");
+    }
+
+    #[test]
+    fn hardlinks_and_symlinks_are_preserved() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = tmp.path().join("l");
+        fs::create_dir_all(l.join("d")).unwrap();
+        fs::write(l.join("d/f"), b"data").unwrap();
+        fs::hard_link(l.join("d/f"), l.join("g")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", l.join("s")).unwrap();
+        let out = tmp.path().join("out");
+        fs::create_dir(&out).unwrap();
+        merge_layers(&[l], &out).unwrap();
+        assert_eq!(
+            fs::metadata(out.join("g")).unwrap().ino(),
+            fs::metadata(out.join("d/f")).unwrap().ino()
+        );
+        assert_eq!(
+            fs::read_link(out.join("s")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert_eq!(fs::read(out.join("d/f")).unwrap(), b"data");
+    }
+}
