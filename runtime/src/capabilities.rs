@@ -162,19 +162,27 @@ impl CapsPlan {
         Ok(plan)
     }
 
-    /// Adds `names` to every set (`exec --cap`, as runc does).
-    pub fn add_everywhere<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), CapsError> {
+    /// `exec --cap`, as runc does it: adds `names` to the bounding, effective and
+    /// permitted sets, and, when the process already has inheritable capabilities, to
+    /// the inheritable and ambient sets too (so a non-root process keeps them across
+    /// execve; ambient capabilities need the inheritable bit).
+    pub fn add_exec_caps<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), CapsError> {
         let m = mask_of(names)?;
-        for set in [
-            &mut self.bounding,
-            &mut self.effective,
-            &mut self.permitted,
-            &mut self.inheritable,
-            &mut self.ambient,
-        ] {
+        let with_ambient = self.inheritable.0 != 0;
+        for set in [&mut self.bounding, &mut self.effective, &mut self.permitted] {
             set.0 |= m.0;
         }
+        if with_ambient {
+            self.inheritable.0 |= m.0;
+            self.ambient.0 |= m.0;
+        }
         Ok(())
+    }
+
+    /// The same as [`CapsPlan::add_exec_caps`] (the name `cli/exec.rs` calls; the
+    /// sets it changes are those of `add_exec_caps`, not every set).
+    pub fn add_everywhere<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), CapsError> {
+        self.add_exec_caps(names)
     }
 
     /// The kernel's rules, checked before any process exists: effective within
@@ -325,21 +333,33 @@ mod tests {
     }
 
     #[test]
-    fn exec_cap_adds_to_every_set() {
+    fn exec_cap_like_runc() {
+        let raw = CapMask(bit(Capability::CAP_NET_RAW));
         let mut p = CapsPlan::from_names::<&str>(&[], &[], &[], &[], &[]).unwrap();
-        p.add_everywhere(&["CAP_NET_RAW"]).unwrap();
-        let m = CapMask(bit(Capability::CAP_NET_RAW));
+        p.add_exec_caps(&["CAP_NET_RAW"]).unwrap();
+        let none = CapMask::default();
         assert_eq!(
             p,
             CapsPlan {
-                bounding: m,
-                effective: m,
-                permitted: m,
-                inheritable: m,
-                ambient: m
+                bounding: raw,
+                effective: raw,
+                permitted: raw,
+                inheritable: none,
+                ambient: none
             }
         );
-        assert!(p.add_everywhere(&["NET_RAW"]).is_err());
+        let kill = bit(Capability::CAP_KILL);
+        let mut p =
+            CapsPlan::from_names(&["CAP_KILL"], &[], &["CAP_KILL"], &["CAP_KILL"], &[]).unwrap();
+        p.add_exec_caps(&["CAP_NET_RAW"]).unwrap();
+        assert_eq!(p.inheritable, CapMask(kill | raw.0));
+        assert_eq!(p.ambient, raw);
+        p.validate().unwrap();
+        assert!(p
+            .add_exec_caps(&["NET_RAW"])
+            .unwrap_err()
+            .to_string()
+            .contains("CAP_NET_RAW"));
     }
 
     #[test]
