@@ -94,6 +94,44 @@ mod tests {
         }
     }
 
+    /// clone3(NULL, 0): EINVAL from the kernel, or what the filter returns instead.
+    fn clone3_errno() -> i32 {
+        // SAFETY: clone3 with a null argument and size 0 fails before touching memory.
+        let r = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize) };
+        if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(255)
+        }
+    }
+
+    /// unshare(0) succeeds without a filter.
+    fn unshare_errno() -> i32 {
+        // SAFETY: unshare with no flags changes nothing.
+        let r = unsafe { libc::unshare(0) };
+        if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(255)
+        }
+    }
+
+    #[test]
+    fn docker_profile_errnos_in_a_real_process() {
+        let allow = r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#;
+        assert_eq!(fork_and_check(allow, clone3_errno), libc::EINVAL);
+        assert_eq!(fork_and_check(allow, unshare_errno), 0);
+        let docker = include_str!("testdata/docker-default.json");
+        // clone3 has its own entry (ENOSYS, so libcs fall back to clone).
+        assert_eq!(fork_and_check(docker, clone3_errno), libc::ENOSYS);
+        // unshare is not in the allow list: the default errno (EPERM).
+        assert_eq!(fork_and_check(docker, unshare_errno), libc::EPERM);
+    }
+
     #[test]
     fn blocked_syscall_returns_configured_errno() {
         // mkdir under a missing parent fails with ENOENT normally; under the filter it must
