@@ -9,18 +9,20 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to {path}: {source} (is berthd running? see --endpoint)")]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot connect to {path}: {err} (is berthd running? see --endpoint)")]
+    Connect { path: PathBuf, err: std::io::Error },
     #[error("talking to berthd: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("malformed response from berthd: {0}")]
     Protocol(String),
     #[error("{message} (HTTP {status})")]
     Api { status: u16, message: String },
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(e)
+    }
 }
 
 pub struct Client {
@@ -101,9 +103,9 @@ impl Client {
         target: &str,
         body: Option<&Value>,
     ) -> Result<UnixStream, ClientError> {
-        let mut s = UnixStream::connect(&self.path).map_err(|source| ClientError::Connect {
+        let mut s = UnixStream::connect(&self.path).map_err(|err| ClientError::Connect {
             path: self.path.clone(),
-            source,
+            err,
         })?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = format!(

@@ -50,24 +50,22 @@ const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("cannot {what} {path}: {source}")]
+    #[error("cannot {what} {path}: {err}")]
     Path {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("cannot bind {what} on {addr}: {err}")]
     Bind {
         what: &'static str,
         addr: String,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("event loop: {0}")]
-    Poll(#[source] std::io::Error),
+    Poll(std::io::Error),
     #[error("signals: {0}")]
-    Signals(#[source] nix::Error),
+    Signals(nix::Error),
     #[error(transparent)]
     Raft(#[from] crate::raft::RaftError),
     #[error(transparent)]
@@ -202,45 +200,51 @@ fn now_ms(start: Instant) -> u64 {
 impl Daemon {
     pub(crate) fn new(cfg: Config) -> Result<Self, DaemonError> {
         let id = node_id(&cfg.name);
-        let dir = cfg.state_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| DaemonError::Path {
-            what: "create data directory",
-            path: dir.clone(),
-            source,
+        // Sockets first: a taken port must not leave a data directory behind.
+        let poll = Poll::new().map_err(DaemonError::Poll)?;
+        let mut udp = UdpSocket::bind(cfg.listen).map_err(|err| DaemonError::Bind {
+            what: "UDP (SWIM)",
+            addr: cfg.listen.to_string(),
+            err,
         })?;
-        let store = LogStore::open(Disk::open(&dir.join("raft.redb"))?)?;
+        let mut peer_listener = TcpListener::bind(cfg.listen).map_err(|err| DaemonError::Bind {
+            what: "TCP (Raft)",
+            addr: cfg.listen.to_string(),
+            err,
+        })?;
+        let dir = cfg.state_dir();
+        let db_path = dir.join("raft.redb");
         let voters: Vec<u64> = if cfg.is_bootstrap_voter() {
             cfg.bootstrap.iter().map(|(n, _)| node_id(n)).collect()
         } else {
             Vec::new()
         };
-        if store.is_blank() && voters.is_empty() && cfg.join.is_none() && cfg.bootstrap.is_empty() {
+        if !db_path.exists() && voters.is_empty() && cfg.join.is_none() && cfg.bootstrap.is_empty()
+        {
             return Err(DaemonError::NothingToJoin);
         }
-        let node = Node::new(
-            &NodeConfig {
-                id,
-                election_tick: cfg.timing.election_ticks,
-                heartbeat_tick: cfg.timing.heartbeat_ticks,
-                snapshot_every: 10_000,
-            },
-            store,
-            &voters,
-        )?;
-
-        let poll = Poll::new().map_err(DaemonError::Poll)?;
-        let mut udp = UdpSocket::bind(cfg.listen).map_err(|source| DaemonError::Bind {
-            what: "UDP (SWIM)",
-            addr: cfg.listen.to_string(),
-            source,
-        })?;
-        let mut peer_listener =
-            TcpListener::bind(cfg.listen).map_err(|source| DaemonError::Bind {
-                what: "TCP (Raft)",
-                addr: cfg.listen.to_string(),
-                source,
-            })?;
-        let mut api_listener = bind_api(&cfg.socket)?;
+        // The topmost directory this start would create, to remove if it fails.
+        let mut created = None;
+        let mut probe = dir.as_path();
+        while !probe.exists() {
+            created = Some(probe.to_path_buf());
+            match probe.parent() {
+                Some(parent) => probe = parent,
+                None => break,
+            }
+        }
+        let opened = Self::open_node(&cfg, id, &dir, &db_path, &voters)
+            .and_then(|node| bind_api(&cfg.socket).map(|api| (node, api)));
+        let (node, mut api_listener) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(top) = created {
+                    // Leave nothing behind for a node that never started.
+                    let _ = std::fs::remove_dir_all(top);
+                }
+                return Err(e);
+            }
+        };
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGTERM);
         mask.add(Signal::SIGINT);
@@ -321,6 +325,31 @@ impl Daemon {
             stop_deadline: None,
             cfg,
         })
+    }
+
+    fn open_node(
+        cfg: &Config,
+        id: u64,
+        dir: &std::path::Path,
+        db_path: &std::path::Path,
+        voters: &[u64],
+    ) -> Result<Node, DaemonError> {
+        std::fs::create_dir_all(dir).map_err(|err| DaemonError::Path {
+            what: "create data directory",
+            path: dir.to_path_buf(),
+            err,
+        })?;
+        let store = LogStore::open(Disk::open(db_path)?)?;
+        Ok(Node::new(
+            &NodeConfig {
+                id,
+                election_tick: cfg.timing.election_ticks,
+                heartbeat_tick: cfg.timing.heartbeat_ticks,
+                snapshot_every: 10_000,
+            },
+            store,
+            voters,
+        )?)
     }
 
     /// Runs until SIGTERM/SIGINT.
@@ -461,10 +490,10 @@ impl Daemon {
 
 fn bind_api(path: &std::path::Path) -> Result<UnixListener, DaemonError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| DaemonError::Path {
+        std::fs::create_dir_all(parent).map_err(|err| DaemonError::Path {
             what: "create socket directory",
             path: parent.to_path_buf(),
-            source,
+            err,
         })?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -475,22 +504,22 @@ fn bind_api(path: &std::path::Path) -> Result<UnixListener, DaemonError> {
                 return Err(DaemonError::Bind {
                     what: "API socket (another berthd is listening)",
                     addr: path.display().to_string(),
-                    source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                    err: std::io::Error::from(std::io::ErrorKind::AddrInUse),
                 });
             }
             let _ = std::fs::remove_file(path);
         }
     }
-    let listener = UnixListener::bind(path).map_err(|source| DaemonError::Bind {
+    let listener = UnixListener::bind(path).map_err(|err| DaemonError::Bind {
         what: "API socket",
         addr: path.display().to_string(),
-        source,
+        err,
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|err| {
         DaemonError::Path {
             what: "chmod 0600",
             path: path.to_path_buf(),
-            source,
+            err,
         }
     })?;
     Ok(listener)

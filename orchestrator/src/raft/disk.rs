@@ -14,18 +14,16 @@ const SNAPSHOT: &str = "snapshot";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    #[error("raft store {path}: {op}: {source}")]
+    #[error("raft store {path}: {op}: {err}")]
     Redb {
         path: PathBuf,
         op: &'static str,
-        #[source]
-        source: Box<redb::Error>,
+        err: Box<redb::Error>,
     },
-    #[error("raft store: cannot decode {what}: {source}")]
+    #[error("raft store: cannot decode {what}: {err}")]
     Decode {
         what: String,
-        #[source]
-        source: prost::DecodeError,
+        err: prost::DecodeError,
     },
     #[error("raft store is inconsistent: {what}")]
     Corrupt { what: String },
@@ -59,7 +57,7 @@ impl Disk {
         let db = Database::create(path).map_err(|e| DiskError::Redb {
             path: path.to_path_buf(),
             op: "open",
-            source: Box::new(e.into()),
+            err: Box::new(e.into()),
         })?;
         let disk = Self {
             db,
@@ -79,7 +77,7 @@ impl Disk {
         move |source| DiskError::Redb {
             path: self.path.clone(),
             op,
-            source: Box::new(source),
+            err: Box::new(source),
         }
     }
 
@@ -145,9 +143,9 @@ impl Disk {
             .get(HARD_STATE)
             .map_err(|e| (self.err("read hard state"))(e.into()))?
         {
-            Some(v) => HardState::decode(v.value()).map_err(|source| DiskError::Decode {
+            Some(v) => HardState::decode(v.value()).map_err(|err| DiskError::Decode {
                 what: "hard state".into(),
-                source,
+                err,
             })?,
             None => HardState::default(),
         };
@@ -155,9 +153,9 @@ impl Disk {
             .get(SNAPSHOT)
             .map_err(|e| (self.err("read snapshot"))(e.into()))?
         {
-            Some(v) => Snapshot::decode(v.value()).map_err(|source| DiskError::Decode {
+            Some(v) => Snapshot::decode(v.value()).map_err(|err| DiskError::Decode {
                 what: "snapshot".into(),
-                source,
+                err,
             })?,
             None => Snapshot::default(),
         };
@@ -171,9 +169,9 @@ impl Disk {
             .map_err(|e| (self.err("read entries"))(e.into()))?;
         for item in range {
             let (k, v) = item.map_err(|e| (self.err("read entry"))(e.into()))?;
-            let entry = Entry::decode(v.value()).map_err(|source| DiskError::Decode {
+            let entry = Entry::decode(v.value()).map_err(|err| DiskError::Decode {
                 what: format!("entry {}", k.value()),
-                source,
+                err,
             })?;
             let expected = snap_index + 1 + entries.len() as u64;
             if entry.index != expected || k.value() != expected {

@@ -12,15 +12,15 @@ pub use node::{Applied, ConfContext, Node, NodeConfig, Output, Proposal};
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
     #[error("raft: {0}")]
-    Raft(#[source] raft::Error),
-    #[error("raft storage: {0}")]
+    Raft(raft::Error),
+    #[error(transparent)]
     Disk(#[from] disk::DiskError),
     #[error("this node is not the leader")]
     NotLeader,
     #[error("a configuration change is already in progress")]
     ConfPending,
     #[error("cannot encode a raft payload: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(serde_json::Error),
     #[error("cannot decode a registry snapshot: {0}")]
-    Decode(#[source] serde_json::Error),
+    Decode(serde_json::Error),
 }
