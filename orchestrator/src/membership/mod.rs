@@ -128,6 +128,11 @@ pub fn swim_config() -> foca::Config {
         frequency: Duration::from_secs(5),
         num_members: NonZeroUsize::new(1).expect("not zero"),
     });
+    // After a partition heals, both sides find each other again within seconds.
+    c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(2),
+        num_members: NonZeroUsize::new(2).expect("not zero"),
+    });
     c
 }
 

@@ -13,6 +13,12 @@ fn addr(i: u16) -> SocketAddr {
 struct Net {
     nodes: BTreeMap<SocketAddr, Swim>,
     dead: BTreeSet<SocketAddr>,
+    /// Cut off from everyone (both directions) while set.
+    isolated: BTreeSet<SocketAddr>,
+    /// Drop one datagram in `drop_every` (0: none), and delay each by up to `max_delay` ms.
+    drop_every: u64,
+    max_delay: u64,
+    sent: u64,
     /// (due ms, seq, node, timer)
     timers: BinaryHeap<Reverse<(u64, u64, SocketAddr, TimerBox)>>,
     packets: Vec<(u64, SocketAddr, Vec<u8>)>,
@@ -41,6 +47,10 @@ impl Net {
         Self {
             nodes: BTreeMap::new(),
             dead: BTreeSet::new(),
+            isolated: BTreeSet::new(),
+            drop_every: 0,
+            max_delay: 0,
+            sent: 0,
             timers: BinaryHeap::new(),
             packets: Vec::new(),
             now: 0,
@@ -63,7 +73,20 @@ impl Net {
     fn collect(&mut self, at: SocketAddr) {
         let fx = self.nodes.get_mut(&at).expect("node").take_effects();
         for (to, data) in fx.send {
-            self.packets.push((self.now + 1, to, data));
+            self.sent += 1;
+            if self.isolated.contains(&at) || self.isolated.contains(&to) {
+                continue;
+            }
+            if self.drop_every > 0 && self.sent % self.drop_every == 0 {
+                continue;
+            }
+            // deterministic pseudo-random delay
+            let delay = if self.max_delay > 0 {
+                (self.sent.wrapping_mul(2_654_435_761) >> 7) % (self.max_delay + 1)
+            } else {
+                0
+            };
+            self.packets.push((self.now + 1 + delay, to, data));
         }
         for (after, t) in fx.timers {
             self.seq += 1;
@@ -258,4 +281,51 @@ fn garbage_datagrams_are_rejected() {
     ));
     assert!(s.members().is_empty());
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn lossy_delayed_network_declares_no_live_node_down() {
+    let mut net = Net::new();
+    for i in 1..=5 {
+        net.add(i, "c1");
+    }
+    for i in 2..=5 {
+        net.announce(i, 1);
+    }
+    net.drop_every = 20; // 5% loss
+    net.max_delay = 30;
+    net.advance(20_000);
+    assert!(
+        net.downs.is_empty(),
+        "live nodes declared down: {:?}",
+        net.downs
+    );
+    for i in 1..=5u16 {
+        assert_eq!(net.active_names(i).len(), 4, "view of n{i}");
+    }
+}
+
+#[test]
+fn partitioned_node_is_declared_down_then_rejoins_after_healing() {
+    let mut net = Net::new();
+    for i in 1..=3 {
+        net.add(i, "c1");
+    }
+    net.announce(2, 1);
+    net.announce(3, 1);
+    net.advance(3000);
+    net.isolated.insert(addr(3));
+    net.advance(5000);
+    assert!(!net.active_names(1).contains("n3"));
+    assert!(net.active_names(3).is_empty());
+    net.isolated.clear();
+    net.advance(10_000);
+    for i in 1..=3u16 {
+        let others: Vec<u16> = (1..=3).filter(|j| *j != i).collect();
+        assert_eq!(
+            net.active_names(i),
+            names(&others),
+            "view of n{i} after healing"
+        );
+    }
 }
