@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 #[repr(C)]
@@ -91,18 +91,27 @@ pub enum Leaf {
 
 /// Resolves `path` inside `root`, creating missing directories (mode 0755) and, if
 /// asked, an empty file at the end. Returns an O_PATH descriptor of the result.
+/// A dangling symlink on the way is followed inside the root (its target is created
+/// there), as runc does; nothing is ever created outside `root`.
 pub fn mkdir_all_in_root(root: RawFd, path: &Path, leaf: Leaf) -> io::Result<OwnedFd> {
-    let rel = relative(path);
-    let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
+    mkdir_all_depth(root, &relative(path), leaf, 0)
+}
+
+fn mkdir_all_depth(root: RawFd, rel: &Path, leaf: Leaf, depth: u32) -> io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
     // Fast path: it all exists.
-    match open_in_root(root, &rel, libc::O_PATH) {
+    match open_in_root(root, rel, libc::O_PATH) {
         Ok(fd) => return Ok(fd),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) => return Err(e),
     }
+    let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
     let mut parent = open_in_root(root, Path::new(""), libc::O_PATH | libc::O_DIRECTORY)?;
     let mut walked = PathBuf::new();
     for (i, comp) in comps.iter().enumerate() {
+        let parent_path = walked.clone();
         walked.push(comp);
         let last = i + 1 == comps.len();
         match open_in_root(root, &walked, libc::O_PATH) {
@@ -112,6 +121,16 @@ pub fn mkdir_all_in_root(root: RawFd, path: &Path, leaf: Leaf) -> io::Result<Own
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e),
+        }
+        // A dangling symlink: continue from its target, still inside the root.
+        if let Some(target) = readlink_at(&parent, comp)? {
+            let rest: PathBuf = comps[i + 1..].iter().collect();
+            let next = if target.is_absolute() {
+                relative(&target).join(rest)
+            } else {
+                parent_path.join(target).join(rest)
+            };
+            return mkdir_all_depth(root, &next, leaf, depth + 1);
         }
         let name = CString::new(comp.as_bytes())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -151,6 +170,31 @@ pub fn mkdir_all_in_root(root: RawFd, path: &Path, leaf: Leaf) -> io::Result<Own
         parent = open_in_root(root, &walked, libc::O_PATH)?;
     }
     Ok(parent)
+}
+
+/// The target of `name` in `dir` if it is a symlink.
+fn readlink_at(dir: &OwnedFd, name: &std::ffi::OsStr) -> io::Result<Option<PathBuf>> {
+    let c =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat writes at most buf.len() bytes into our buffer.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINVAL) | Some(libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(PathBuf::from(std::ffi::OsString::from_vec(buf))))
 }
 
 /// The /proc/self/fd path of a descriptor: mount(2) and friends follow it to the
@@ -276,5 +320,29 @@ pub fn flock_exclusive(fd: &OwnedFd) -> io::Result<()> {
         if e.raw_os_error() != Some(libc::EINTR) {
             return Err(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dangling_symlinks_followed_inside_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        // An absolute symlink to a host path that exists only outside the root.
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("mnt/escape")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("mnt/up")).unwrap();
+        let rfd = open(&root, libc::O_PATH | libc::O_DIRECTORY).unwrap();
+        mkdir_all_in_root(rfd.as_raw_fd(), Path::new("/mnt/escape/sub"), Leaf::Dir).unwrap();
+        assert!(root.join(relative(&outside)).join("sub").is_dir());
+        assert!(!outside.join("sub").exists(), "created outside the root");
+        mkdir_all_in_root(rfd.as_raw_fd(), Path::new("/mnt/up/x/file"), Leaf::File).unwrap();
+        assert!(root.join("x/file").is_file());
+        assert!(!tmp.path().join("x").exists());
     }
 }
