@@ -95,8 +95,31 @@ pub fn bootstrap_snapshot(voters: &[u64]) -> Result<Snapshot, RaftError> {
     Ok(snap)
 }
 
+/// Forwards raft-rs' slog records to tracing (target `raft`), so `BERTHD_LOG=raft=debug` shows
+/// elections and elections' reasons.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+            slog::Level::Info => tracing::debug!(target: "raft", "{}", record.msg()),
+            slog::Level::Debug | slog::Level::Trace => {
+                tracing::trace!(target: "raft", "{}", record.msg())
+            }
+        }
+        Ok(())
+    }
+}
+
 fn logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
+    slog::Logger::root(TracingDrain, slog::o!())
 }
 
 impl Node {
