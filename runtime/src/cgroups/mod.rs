@@ -186,17 +186,9 @@ pub fn relative_cgroup_path(cgroups_path: Option<&Path>, id: &str) -> Result<Pat
     Ok(raw)
 }
 
-/// Whether the cgroup is frozen (v1 freezer.state FROZEN, v2 cgroup.freeze 1).
+/// Whether the cgroup is frozen (v1 freezer.state FROZEN, v2 cgroup.events frozen 1).
 pub fn is_frozen(handle: &CgroupHandle) -> bool {
-    match handle {
-        CgroupHandle::V1 { dirs, .. } => dirs
-            .get("freezer")
-            .and_then(|d| std::fs::read_to_string(d.join("freezer.state")).ok())
-            .is_some_and(|s| s.trim() == "FROZEN"),
-        CgroupHandle::V2 { dir } => {
-            std::fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
-        }
-    }
+    resources::is_frozen(handle).unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ pub fn run(g: &GlobalOpts, a: ExecArgs) -> anyhow::Result<i32> {
     }
     if !a.cap.is_empty() {
         let mut caps = process.capabilities.unwrap_or_default();
-        caps.add_everywhere(&a.cap)
+        caps.add_exec_caps(&a.cap)
             .map_err(|e| anyhow::anyhow!("--cap: {e}"))?;
         process.capabilities = Some(caps);
     }

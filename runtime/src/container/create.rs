@@ -152,10 +152,14 @@ fn create_inner(
     };
     cleanup.created_cgroup_dirs = cgroups::membership::create(&cgroup)?;
     cleanup.cgroup = Some(cgroup.clone());
-    if let Some(r) = &plan.resources {
-        cgroups::resources::set(&cgroup, r)
-            .map_err(|e| ContainerError::Other(format!("linux.resources: {e}")))?;
-    }
+    // The device cgroup always applies (runc's default allow list); the spec's device
+    // nodes are allowed on top, so the container can use what it is given.
+    let mut resources = plan.resources.clone().unwrap_or_default();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    rules.extend(cgroups::resources::device_rules_for(&spec_devices(spec)));
+    resources.set_devices(Some(rules));
+    cgroups::resources::set(&cgroup, &resources)
+        .map_err(|e| ContainerError::Other(format!("linux.resources: {e}")))?;
     let seccomp = match &plan.seccomp {
         Some(profile) => Some(
             crate::seccomp::compile_cached(profile, &seccomp_cache_dir(dir))
@@ -292,7 +296,6 @@ fn create_inner(
                 config_path: plan.bundle.join("config.json"),
                 resources: plan.resources.clone(),
             };
-            let _ = spec;
             dir.save(&state)?;
             if let Some(pf) = &opts.pid_file {
                 let pf = absolute(pf)?;
@@ -370,4 +373,11 @@ fn creating_state(plan: &Plan, id: &str, pid: i32) -> Vec<u8> {
         "annotations": plan.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
     }))
     .unwrap_or_default()
+}
+
+fn spec_devices(spec: &oci_spec::runtime::Spec) -> Vec<oci_spec::runtime::LinuxDevice> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default()
 }
