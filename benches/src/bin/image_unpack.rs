@@ -104,49 +104,46 @@ fn run_all(opts: &Options, berth: &Path, w: &Path) -> Result<()> {
     // Warm the page cache for every tool alike.
     sh(&format!("cat {blob} > /dev/null"))?;
 
-    let mut rows: Vec<Row> = Vec::new();
     let cleanup_out = format!("rm -rf {outs} {stores}");
     let mkdir_out = format!("rm -rf {outs} {stores} && mkdir -p {outs}");
-
-    rows.push(Row::measure(
-        "zcat (decompression alone)",
-        &format!("zcat {blob} > /dev/null"),
-        "true",
+    let rows = measure_interleaved(
+        &[
+            Row::new(
+                "zcat (decompression alone)",
+                &format!("zcat {blob} > /dev/null"),
+                "true",
+            ),
+            Row::new(
+                "GNU tar -xzf",
+                &format!("tar -xzf {blob} -C {outs}"),
+                &mkdir_out,
+            ),
+            Row::new(
+                "umoci raw unpack",
+                &format!("umoci raw unpack --image {image} {outs}"),
+                &cleanup_out,
+            ),
+            Row::new(
+                "umoci unpack",
+                &format!("umoci unpack --image {image} {outs}"),
+                &cleanup_out,
+            ),
+            Row::new(
+                "berth image import + unpack",
+                &format!(
+                    "{berths} image --store {stores} import {layout} --name big:1 && \
+                     {berths} image --store {stores} unpack big:1 {outs}"
+                ),
+                &cleanup_out,
+            ),
+            Row::new(
+                "berth image import alone",
+                &format!("{berths} image --store {stores} import {layout} --name big:1"),
+                &cleanup_out,
+            ),
+        ],
         opts.runs,
-    )?);
-    rows.push(Row::measure(
-        "GNU tar -xzf",
-        &format!("tar -xzf {blob} -C {outs}"),
-        &mkdir_out,
-        opts.runs,
-    )?);
-    rows.push(Row::measure(
-        "umoci raw unpack",
-        &format!("umoci raw unpack --image {image} {outs}"),
-        &cleanup_out,
-        opts.runs,
-    )?);
-    rows.push(Row::measure(
-        "umoci unpack",
-        &format!("umoci unpack --image {image} {outs}"),
-        &cleanup_out,
-        opts.runs,
-    )?);
-    rows.push(Row::measure(
-        "berth image import + unpack",
-        &format!(
-            "{berths} image --store {stores} import {layout} --name big:1 && \
-             {berths} image --store {stores} unpack big:1 {outs}"
-        ),
-        &cleanup_out,
-        opts.runs,
-    )?);
-    rows.push(Row::measure(
-        "berth image import alone",
-        &format!("{berths} image --store {stores} import {layout} --name big:1"),
-        &cleanup_out,
-        opts.runs,
-    )?);
+    )?;
     print_table(
         "unpack of one gzip layer (tmpfs, warm cache)",
         &rows,
@@ -163,31 +160,33 @@ fn run_all(opts: &Options, berth: &Path, w: &Path) -> Result<()> {
         "{berths} image --store {stores} unpack big:1 {bundles}"
     ))?;
     prepare_bundle(&bundle)?;
-    let mut starts: Vec<Row> = Vec::new();
     let counter = w.join("counter");
     let counters = counter.display().to_string();
     fs::write(&counter, "0")?;
     let next_name = format!("n=$(( $(cat {counters}) + 1 )); echo $n > {counters}");
-    starts.push(Row::measure(
-        "berth run (prepared bundle)",
-        &format!("{next_name}; {berths} --root {roots} run --bundle {bundles} bench-$n"),
-        "true",
+    let starts = measure_interleaved(
+        &[
+            Row::new(
+                "berth run (prepared bundle)",
+                &format!("{next_name}; {berths} --root {roots} run --bundle {bundles} bench-$n"),
+                "true",
+            ),
+            Row::new(
+                "berth image run --rm IMAGE true",
+                &format!(
+                    "{berths} --root {roots} image --store {stores} run --rm --net host big:1 \
+                     /usr/bin/true"
+                ),
+                "true",
+            ),
+            Row::new(
+                "runc run (prepared bundle, reference)",
+                &format!("{next_name}; runc --root {roots}/runc run --bundle {bundles} rbench-$n"),
+                "true",
+            ),
+        ],
         opts.runs * 4,
-    )?);
-    starts.push(Row::measure(
-        "berth image run --rm IMAGE true",
-        &format!(
-            "{berths} --root {roots} image --store {stores} run --rm --net host big:1 /usr/bin/true"
-        ),
-        "true",
-        opts.runs * 4,
-    )?);
-    starts.push(Row::measure(
-        "runc run (prepared bundle, reference)",
-        &format!("{next_name}; runc --root {roots}/runc run --bundle {bundles} rbench-$n"),
-        "true",
-        opts.runs * 4,
-    )?);
+    )?;
     print_table(
         "start and run `true` (warm cache)",
         &starts,
@@ -203,49 +202,21 @@ fn run_all(opts: &Options, berth: &Path, w: &Path) -> Result<()> {
 struct Row {
     name: String,
     command: String,
+    /// Run untimed before each sample (clearing the previous output).
+    setup: String,
     samples: Vec<Duration>,
     error: Option<String>,
 }
 
 impl Row {
-    /// Runs `setup` (untimed) then `command` (timed) `runs` times, after one warm-up.
-    /// A failing command is recorded, not fatal, so the other figures still print.
-    fn measure(name: &str, command: &str, setup: &str, runs: usize) -> Result<Row> {
-        let mut row = Row {
+    fn new(name: &str, command: &str, setup: &str) -> Row {
+        Row {
             name: name.to_string(),
             command: command.to_string(),
+            setup: setup.to_string(),
             samples: Vec::new(),
             error: None,
-        };
-        print!("{name}: ");
-        std::io::stdout().flush()?;
-        for i in 0..=runs {
-            sh(setup)?;
-            let start = Instant::now();
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .output()
-                .context("run sh")?;
-            let took = start.elapsed();
-            if !out.status.success() {
-                let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                println!("FAILED ({})", out.status);
-                row.error = Some(format!("{}: {err}", out.status));
-                break;
-            }
-            if i > 0 {
-                row.samples.push(took);
-                print!("{:.3}s ", took.as_secs_f64());
-                std::io::stdout().flush()?;
-            }
         }
-        if row.error.is_none() {
-            println!();
-        }
-        Ok(row)
     }
 
     fn median(&self) -> Option<Duration> {
@@ -253,6 +224,46 @@ impl Row {
         s.sort();
         s.get(s.len() / 2).copied()
     }
+}
+
+/// Runs every row's `setup` (untimed) then `command` (timed), one row after the other in
+/// rounds, so that load changes on the machine hit every tool alike. Round 0 is a warm-up.
+/// A failing command is recorded in its row, not fatal, so the other figures still print.
+fn measure_interleaved(rows: &[Row], runs: usize) -> Result<Vec<Row>> {
+    let mut rows: Vec<Row> = rows
+        .iter()
+        .map(|r| Row::new(&r.name, &r.command, &r.setup))
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    println!("each round runs, in order: {}", names.join(" | "));
+    for round in 0..=runs {
+        print!("round {round}/{runs}:");
+        for row in rows.iter_mut().filter(|r| r.error.is_none()) {
+            sh(&row.setup)?;
+            let start = Instant::now();
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&row.command)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .context("run sh")?;
+            let took = start.elapsed();
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                row.error = Some(format!("{}: {err}", out.status));
+                print!(" [{} FAILED]", row.name);
+                continue;
+            }
+            if round > 0 {
+                row.samples.push(took);
+            }
+            print!(" {:.3}s", took.as_secs_f64());
+            std::io::stdout().flush()?;
+        }
+        println!();
+    }
+    Ok(rows)
 }
 
 fn print_table(title: &str, rows: &[Row], baseline: &str) {
