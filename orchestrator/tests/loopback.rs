@@ -363,7 +363,7 @@ fn joined_node_is_a_learner_with_the_data_and_can_be_promoted() {
     c.wait_for("the joiner to receive the registry", || {
         (c.get(j, "/before-join").as_deref() == Some("x")).then_some(())
     });
-    let role = |i: usize| -> Option<String> {
+    let role = |c: &Cluster, i: usize| -> Option<String> {
         let v = c.client(i).json("GET", "/v1/cluster", None).ok()?;
         let m = v["members"]
             .as_array()?
@@ -372,7 +372,7 @@ fn joined_node_is_a_learner_with_the_data_and_can_be_promoted() {
             .clone();
         Some(m["role"].as_str()?.to_string())
     };
-    assert_eq!(c.wait_for("n4 listed", || role(0)), "learner");
+    assert_eq!(c.wait_for("n4 listed", || role(&c, 0)), "learner");
     let v = c
         .client(j)
         .json("POST", "/v1/cluster/voters", Some(&json!({"name": "n4"})))
@@ -387,9 +387,24 @@ fn joined_node_is_a_learner_with_the_data_and_can_be_promoted() {
     );
     c.wait_for("n4 is a voter everywhere", || {
         (0..4)
-            .all(|i| role(i).as_deref() == Some("voter"))
+            .all(|i| role(&c, i).as_deref() == Some("voter"))
             .then_some(())
     });
+    // a dead member is removed from the configuration; the rest keep committing
+    c.kill9(j);
+    c.wait_for("n4 to be removed", || {
+        match c.client(0).json("DELETE", "/v1/cluster/members/n4", None) {
+            Ok(v) => Some(v),
+            Err(ClientError::Api { status: 503, .. }) => None,
+            Err(e) => panic!("remove n4: {e}"),
+        }
+    });
+    for i in 0..3 {
+        c.wait_for("n4 gone from the configuration", || {
+            role(&c, i).is_none().then_some(())
+        });
+    }
+    c.put(2, "/after-removal", "y");
 }
 
 #[test]

@@ -16,6 +16,9 @@ pub enum Route {
     AddVoter {
         name: String,
     },
+    RemoveMember {
+        name: String,
+    },
     RemoveVoter {
         name: String,
     },
@@ -177,6 +180,14 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
         return match (m, action) {
             ("POST", "keepalive") => Ok(Route::KeepAlive { id }),
             ("DELETE", "") => Ok(Route::Revoke { id }),
+            _ => Err(not_allowed()),
+        };
+    }
+    if let Some(name) = p.strip_prefix("/v1/cluster/members/") {
+        return match m {
+            "DELETE" => Ok(Route::RemoveMember {
+                name: name.to_string(),
+            }),
             _ => Err(not_allowed()),
         };
     }
@@ -382,6 +393,10 @@ mod tests {
         assert_eq!(
             route(&req("DELETE", "/v1/cluster/voters/n4", &[], "")),
             Ok(Route::RemoveVoter { name: "n4".into() })
+        );
+        assert_eq!(
+            route(&req("DELETE", "/v1/cluster/members/n4", &[], "")),
+            Ok(Route::RemoveMember { name: "n4".into() })
         );
         assert_eq!(
             route(&req(

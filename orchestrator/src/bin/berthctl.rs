@@ -98,8 +98,16 @@ enum Services {
 #[derive(Subcommand)]
 enum Cluster {
     Status,
-    AddVoter { name: String },
-    RemoveVoter { name: String },
+    AddVoter {
+        name: String,
+    },
+    RemoveVoter {
+        name: String,
+    },
+    /// Remove a (dead) member from the Raft configuration; a live one is re-added as a learner
+    RemoveMember {
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -427,6 +435,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&v);
             } else {
                 println!("{name} is now a voter");
+            }
+        }
+        Cmd::Cluster(Cluster::RemoveMember { name }) => {
+            let v = c.json(
+                "DELETE",
+                &format!("/v1/cluster/members/{}", percent_encode(&name)),
+                None,
+            )?;
+            if json_out {
+                print_json(&v);
+            } else {
+                println!("{name} is no longer a member");
             }
         }
         Cmd::Cluster(Cluster::RemoveVoter { name }) => {

@@ -369,6 +369,24 @@ impl Daemon {
                 }
                 self.conf_write(token, ConfChangeType::AddNode, id, &name)
             }
+            Route::RemoveMember { name } => {
+                let id = node_id(&name);
+                let conf = self.node.conf();
+                let voter = conf.voters.contains(&id);
+                if !voter && !conf.learners.contains(&id) {
+                    return Err(err(404, format!("{name} is not a member")));
+                }
+                if voter && conf.voters.len() <= 1 {
+                    return Err(err(409, "cannot remove the last voter"));
+                }
+                if id == self.node.leader_id() {
+                    return Err(err(
+                        409,
+                        format!("{name} is the leader; it cannot be removed"),
+                    ));
+                }
+                self.conf_write(token, ConfChangeType::RemoveNode, id, &name)
+            }
             Route::RemoveVoter { name } => {
                 let id = node_id(&name);
                 let conf = self.node.conf();
