@@ -312,7 +312,7 @@ impl Daemon {
                 prev_revision,
             } => self.write(
                 token,
-                ReplyKind::Put,
+                ReplyKind::Registry,
                 Command::Put {
                     key,
                     value,
@@ -321,20 +321,20 @@ impl Daemon {
                 },
             ),
             Route::Delete { key, prefix } => {
-                self.write(token, ReplyKind::Delete, Command::Delete { key, prefix })
+                self.write(token, ReplyKind::Registry, Command::Delete { key, prefix })
             }
             Route::LeaseGrant { ttl_s } => self.write(
                 token,
-                ReplyKind::Lease,
+                ReplyKind::Registry,
                 Command::LeaseGrant {
                     ttl_ms: ttl_s * 1000,
                 },
             ),
             Route::KeepAlive { id } => {
-                self.write(token, ReplyKind::Lease, Command::LeaseKeepAlive { id })
+                self.write(token, ReplyKind::Registry, Command::LeaseKeepAlive { id })
             }
             Route::Revoke { id } => {
-                self.write(token, ReplyKind::Revoke, Command::LeaseRevoke { id })
+                self.write(token, ReplyKind::Registry, Command::LeaseRevoke { id })
             }
             Route::RegisterService(mut s) => {
                 let SelfLease::Held { id, .. } = self.self_lease else {
@@ -346,7 +346,7 @@ impl Daemon {
                 self.my_services.insert(key.clone(), value.clone());
                 self.write(
                     token,
-                    ReplyKind::Service,
+                    ReplyKind::Registry,
                     Command::Put {
                         key,
                         value,
@@ -479,7 +479,7 @@ impl Daemon {
             }
             Ok(Outcome::Lease { id, ttl_ms }) => (200, json!({ "id": id, "ttl": ttl_ms / 1000 })),
         };
-        let _ = kind;
+        debug_assert_eq!(kind, ReplyKind::Registry);
         self.respond_later(token, status, &body);
     }
 

@@ -85,11 +85,9 @@ enum Responder {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReplyKind {
-    Put,
-    Delete,
-    Lease,
-    Revoke,
-    Service,
+    /// A registry write: the outcome as JSON.
+    Registry,
+    /// A configuration change: the new voters and learners.
     Conf,
 }
 
