@@ -50,9 +50,9 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum Kv {
-    Get {
-        key: String,
-    },
+    /// Print a key's value
+    Get { key: String },
+    /// Set a key
     Put {
         key: String,
         value: String,
@@ -60,14 +60,15 @@ enum Kv {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Delete a key (or every key under a prefix)
     Rm {
         key: String,
         #[arg(long)]
         prefix: bool,
     },
-    Ls {
-        prefix: Option<String>,
-    },
+    /// List keys under a prefix (default /)
+    Ls { prefix: Option<String> },
+    /// Stream changes under a prefix
     Watch {
         prefix: String,
         #[arg(long)]
@@ -77,10 +78,11 @@ enum Kv {
 
 #[derive(Subcommand)]
 enum Services {
+    /// List every registered service instance
     Ls,
-    Lookup {
-        name: String,
-    },
+    /// Instances of one service
+    Lookup { name: String },
+    /// Register a service instance under this node's lease
     Register {
         name: String,
         #[arg(long)]
@@ -90,6 +92,7 @@ enum Services {
         /// key=value (repeatable)
         #[arg(long)]
         meta: Vec<String>,
+        /// Instance name (default IP:PORT)
         #[arg(long)]
         instance: Option<String>,
     },
@@ -97,17 +100,14 @@ enum Services {
 
 #[derive(Subcommand)]
 enum Cluster {
+    /// Members, term, leader, commit and applied index
     Status,
-    AddVoter {
-        name: String,
-    },
-    RemoveVoter {
-        name: String,
-    },
+    /// Promote a learner to voter
+    AddVoter { name: String },
+    /// Demote a voter to learner
+    RemoveVoter { name: String },
     /// Remove a (dead) member from the Raft configuration; a live one is re-added as a learner
-    RemoveMember {
-        name: String,
-    },
+    RemoveMember { name: String },
 }
 
 fn main() -> ExitCode {
