@@ -62,6 +62,9 @@ pub struct Overrides {
     pub net: Net,
     pub hostname: String,
     pub terminal: bool,
+    /// Used when the image has no Entrypoint/Cmd and none is given (umoci
+    /// unpack writes runc spec's `["sh"]`); empty makes that an error.
+    pub fallback_args: Vec<String>,
 }
 
 impl Default for Overrides {
@@ -75,6 +78,7 @@ impl Default for Overrides {
             net: Net::None,
             hostname: "berth".into(),
             terminal: false,
+            fallback_args: Vec::new(),
         }
     }
 }
@@ -279,7 +283,10 @@ pub fn generate(
         None => args.extend(exec.cmd.clone().unwrap_or_default()),
     }
     if args.is_empty() {
-        return Err(BundleError::NoCommand);
+        if ov.fallback_args.is_empty() {
+            return Err(BundleError::NoCommand);
+        }
+        args = ov.fallback_args.clone();
     }
     let user_spec = ov.user.clone().or(exec.user.clone()).unwrap_or_default();
     let user = resolve_user(&user_spec, users)?;

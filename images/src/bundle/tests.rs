@@ -61,6 +61,12 @@ fn entrypoint_cmd_env_and_cwd_follow_the_image() {
 fn no_command_is_an_error_and_path_defaults() {
     let err = generate(&image(ExecConfig::default()), &db(), &Overrides::default()).unwrap_err();
     assert!(matches!(err, BundleError::NoCommand));
+    let unpack = Overrides {
+        fallback_args: vec!["sh".into()],
+        ..Default::default()
+    };
+    let v = generate(&image(ExecConfig::default()), &db(), &unpack).unwrap();
+    assert_eq!(v["process"]["args"], json!(["sh"]));
     let ov = Overrides {
         cmd: Some(vec!["true".into()]),
         ..Default::default()

@@ -226,7 +226,12 @@ fn unpack(store: &Store, reference: &str, dir: &Path) -> anyhow::Result<i32> {
         import::flatten(store, &image, &rootfs)?;
         let (_, config) = import::load_manifest(store, &image.manifest)?;
         let users = bundle::read_user_db(&rootfs)?;
-        let value = bundle::generate(&config, &users, &bundle::Overrides::default())?;
+        // Like `umoci unpack`: no command in the image gives runc spec's `sh`.
+        let overrides = bundle::Overrides {
+            fallback_args: vec!["sh".into()],
+            ..Default::default()
+        };
+        let value = bundle::generate(&config, &users, &overrides)?;
         bundle::write_config(dir, &value)?;
         Ok(())
     })();

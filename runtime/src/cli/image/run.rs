@@ -93,6 +93,7 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
         },
         hostname: name.clone(),
         terminal: false,
+        fallback_args: Vec::new(),
     };
     let runtime = runtime_binary()?;
     let (image, snap, prepared) = {
