@@ -56,6 +56,9 @@ impl Daemon {
             for m in out.messages {
                 self.send_raft(m);
             }
+            for peer in std::mem::take(&mut self.leader_links_lost) {
+                self.node.leader_link_lost(peer);
+            }
             for (id, snap) in std::mem::take(&mut self.reports) {
                 match snap {
                     None => self.node.report_unreachable(id),

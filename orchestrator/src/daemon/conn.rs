@@ -102,6 +102,8 @@ pub struct PeerConn {
     /// For links we opened: the peer's Raft id. Inbound links only receive.
     pub outbound: Option<u64>,
     pub connected: bool,
+    /// Raft id of the sender of the last message received on this link (0: none yet).
+    pub last_from: u64,
     /// When the connect started (outbound links).
     pub since: std::time::Instant,
     pub decoder: Decoder,

@@ -187,6 +187,8 @@ pub(crate) struct Daemon {
     metrics: Metrics,
     /// Link failures and snapshot results to report to raft-rs once no Ready is in flight.
     reports: Vec<(u64, Option<raft::SnapshotStatus>)>,
+    /// Leaders whose link broke, for raft once no Ready is in flight.
+    leader_links_lost: Vec<u64>,
     /// Set on SIGTERM/SIGINT: exit once leadership is handed over or at this time.
     stop_deadline: Option<Instant>,
 }
@@ -320,6 +322,7 @@ impl Daemon {
             last_warn: None,
             metrics: Metrics::default(),
             reports: Vec::new(),
+            leader_links_lost: Vec::new(),
             stop_deadline: None,
             cfg,
         })

@@ -89,6 +89,7 @@ impl Daemon {
                             stream,
                             outbound: None,
                             connected: true,
+                            last_from: 0,
                             since: Instant::now(),
                             decoder: Decoder::new(&self.cfg.cluster_id),
                             wbuf: WriteBuf::default(),
@@ -171,6 +172,9 @@ impl Daemon {
                 Err(e) => failure = Some(format!("read: {e}")),
             }
         }
+        if let Some(m) = msgs.last() {
+            p.last_from = m.from;
+        }
         for m in msgs {
             if let Err(e) = self.node.step(m) {
                 tracing::debug!("raft step: {e}");
@@ -216,6 +220,11 @@ impl Daemon {
         } else {
             self.metrics.bad_frames += u64::from(p.outbound.is_none());
             self.warn_limited(format_args!("dropped peer link {addr}: {why}"));
+        }
+        let peer = p.outbound.unwrap_or(p.last_from);
+        if peer != 0 && peer == self.node.leader_id() && !self.node.is_leader() {
+            tracing::info!(leader = peer, "link to the leader lost");
+            self.leader_links_lost.push(peer);
         }
         if let Some(id) = p.outbound {
             self.peer_out.remove(&id);
@@ -309,6 +318,7 @@ impl Daemon {
                 stream,
                 outbound: Some(to),
                 connected: false,
+                last_from: 0,
                 since: Instant::now(),
                 decoder: Decoder::new(&self.cfg.cluster_id),
                 wbuf: WriteBuf::default(),

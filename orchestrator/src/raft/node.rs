@@ -242,6 +242,16 @@ impl Node {
         }
     }
 
+    /// The link to the leader broke (its process died, most likely): stop honouring its lease,
+    /// so this follower grants pre-votes at once and campaigns after the random part of its
+    /// election timeout instead of the whole of it. Liveness only; safety is Raft's as usual.
+    pub fn leader_link_lost(&mut self, peer: u64) {
+        let r = &mut self.raw.raft;
+        if r.state == StateRole::Follower && r.leader_id == peer && r.leader_id != 0 {
+            r.election_elapsed = r.election_elapsed.max(r.election_timeout());
+        }
+    }
+
     pub fn report_snapshot(&mut self, id: u64, status: raft::SnapshotStatus) {
         self.raw.report_snapshot(id, status);
     }

@@ -399,3 +399,47 @@ fn delays_drops_and_leader_crashes_never_diverge() {
     let lost: Vec<&String> = applied_somewhere.difference(&kept).collect();
     assert!(lost.is_empty(), "applied entries lost: {lost:?}");
 }
+
+#[test]
+fn losing_the_leader_link_lets_followers_elect_within_one_election_timeout() {
+    for _ in 0..10 {
+        let mut sim = Sim::new(3, 1000);
+        sim.run(60);
+        let old = sim.only_leader();
+        sim.down.insert(old);
+        for (id, node) in sim.nodes.iter_mut() {
+            if *id != old {
+                node.leader_link_lost(old);
+            }
+        }
+        // the randomized timeout is in [10, 20) ticks; without the lost link a follower needs
+        // at least 10 ticks, with it at most the random part (< 10)
+        sim.run(10);
+        let leaders = sim.leaders();
+        assert_eq!(
+            leaders.len(),
+            1,
+            "no new leader within 10 ticks: {leaders:?}"
+        );
+        assert_ne!(leaders[0], old);
+    }
+}
+
+#[test]
+fn a_lost_link_to_a_non_leader_changes_nothing() {
+    let mut sim = Sim::new(3, 1000);
+    sim.run(60);
+    let leader = sim.only_leader();
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|id| *id != leader && *id != follower)
+        .expect("another");
+    let term = sim.nodes[&leader].term();
+    sim.nodes
+        .get_mut(&follower)
+        .expect("follower")
+        .leader_link_lost(other);
+    sim.run(30);
+    assert_eq!(sim.only_leader(), leader);
+    assert_eq!(sim.nodes[&leader].term(), term);
+}
