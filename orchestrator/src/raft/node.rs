@@ -1,8 +1,9 @@
 //! The Raft driver: a raft-rs `RawNode` over a [`LogStore`], applying committed entries to the
 //! [`Registry`]. IO-free: the caller ticks it, steps received messages into it and sends the
-//! messages [`Node::process_ready`] returns. Ready handling follows raft-rs' documented order:
-//! apply the snapshot, apply committed entries, persist entries and hard state (one fsync), then
-//! hand out the messages, advance, apply what became committed.
+//! messages [`Node::begin_ready`] and [`Node::process_ready`] return. Ready handling follows
+//! raft-rs' documented order: a leader's messages may leave first (`begin_ready`); then apply a
+//! received snapshot, apply committed entries, persist entries and hard state (one fsync), hand
+//! out the messages that needed them durable, advance, apply what became committed.
 
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, EntryType, Message, Snapshot};
