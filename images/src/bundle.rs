@@ -439,7 +439,7 @@ pub fn write_config(dir: &Path, config: &Value) -> Result<(), BundleError> {
         path: p.display().to_string(),
         source: std::io::Error::other(e),
     })?;
-    crate::store::write_atomic(&p, &bytes).map_err(|source| BundleError::Io {
+    crate::store::write_replace(&p, &bytes, false).map_err(|source| BundleError::Io {
         path: p.display().to_string(),
         source,
     })

@@ -227,7 +227,7 @@ impl Merge<'_> {
                     && !sys::copy_range(sfd.as_fd(), dfd.as_fd(), size)
                         .map_err(self.err(rel, "copy"))?
                 {
-                    self.copy_slow(rel, sfd, &dfd)?;
+                    self.copy_slow(rel, &sfd, &dfd)?;
                 }
                 if self.chown {
                     nix::unistd::fchown(
@@ -239,15 +239,7 @@ impl Merge<'_> {
                 }
                 nix::sys::stat::fchmod(dfd.as_fd(), Mode::from_bits_truncate(st.st_mode & 0o7777))
                     .map_err(self.err(rel, "chmod"))?;
-                // Read the source's xattrs through its fd.
-                let sfd2 = nix::fcntl::openat(
-                    src,
-                    name,
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(self.err(rel, "open"))?;
-                self.copy_xattrs(rel, sfd2.as_fd(), dfd.as_fd())?;
+                self.copy_xattrs(rel, sfd.as_fd(), dfd.as_fd())?;
                 nix::sys::stat::futimens(dfd.as_fd(), &atime, &mtime)
                     .map_err(self.err(rel, "set times"))?;
             }
@@ -302,22 +294,26 @@ impl Merge<'_> {
         Ok(())
     }
 
-    fn copy_slow(&mut self, rel: &[u8], src: OwnedFd, dst: &OwnedFd) -> Result<(), FlattenError> {
+    fn copy_slow(&mut self, rel: &[u8], src: &OwnedFd, dst: &OwnedFd) -> Result<(), FlattenError> {
         use std::io::{Read, Write};
-        let mut s = std::fs::File::from(src);
-        let mut d = std::fs::File::from(dst.try_clone().map_err(|e| {
-            self.err(rel, "dup")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-        })?);
+        let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        let mut s = std::fs::File::from(
+            src.try_clone()
+                .map_err(|e| self.err(rel, "dup")(errno(e)))?,
+        );
+        let mut d = std::fs::File::from(
+            dst.try_clone()
+                .map_err(|e| self.err(rel, "dup")(errno(e)))?,
+        );
         loop {
-            let n = s.read(&mut self.buf).map_err(|e| {
-                self.err(rel, "read")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-            })?;
+            let n = s
+                .read(&mut self.buf)
+                .map_err(|e| self.err(rel, "read")(errno(e)))?;
             if n == 0 {
                 return Ok(());
             }
-            d.write_all(&self.buf[..n]).map_err(|e| {
-                self.err(rel, "write")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-            })?;
+            d.write_all(&self.buf[..n])
+                .map_err(|e| self.err(rel, "write")(errno(e)))?;
         }
     }
 

@@ -186,7 +186,8 @@ pub fn prepare(
         };
         let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| io_err(&snap.dir, io::Error::other(e)))?;
-        crate::store::write_atomic(&snap.dir.join("snapshot.json"), &bytes)
+        // A snapshot does not outlive a reboot (its mount is gone): no fsync.
+        crate::store::write_replace(&snap.dir.join("snapshot.json"), &bytes, false)
             .map_err(|e| io_err(&snap.dir, e))?;
         for d in [&snap.rootfs, &snap.upper, &snap.work] {
             fs::create_dir(d).map_err(|e| io_err(d, e))?;

@@ -526,12 +526,23 @@ pub fn match_images<'a>(images: &'a [ImageRecord], query: &str) -> Vec<&'a Image
 
 /// Writes `path` via a temp file in the same directory, fsync and rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_replace(path, bytes, true)
+}
+
+/// Writes `path` via a temp file and rename: readers see the old or the new
+/// content, never a part; `durable` adds fsyncs of the file and directory.
+pub fn write_replace(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
-    File::open(dir)?.sync_all()
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ pub enum ImageCommand {
     },
     /// Run a container from an image (overlay snapshot + berth run).
     Run(run::RunArgs),
+    /// Remove the snapshots `image run` kept (no --rm) of containers that
+    /// no longer exist in --root, then free unreferenced layers and blobs.
+    Prune,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,6 +89,7 @@ pub fn run(global: &GlobalOpts, args: ImageArgs) -> anyhow::Result<i32> {
         ImageCommand::Rm { reference } => rm(&store, &reference),
         ImageCommand::Unpack { reference, dir } => unpack(&store, &reference, &dir),
         ImageCommand::Run(a) => run::run(global, &store, a),
+        ImageCommand::Prune => prune(global, &store),
     }
 }
 
@@ -191,6 +195,26 @@ fn rm(store: &Store, reference: &str) -> anyhow::Result<i32> {
     let lock = store.lock()?;
     let (record, freed) = store.remove_image(&lock, reference)?;
     println!("untagged {}", record.reference);
+    for l in &freed.layers {
+        println!("deleted layer {l}");
+    }
+    for b in &freed.blobs {
+        println!("deleted blob {b}");
+    }
+    Ok(0)
+}
+
+fn prune(global: &GlobalOpts, store: &Store) -> anyhow::Result<i32> {
+    let lock = store.lock()?;
+    for snap in store.snapshots()? {
+        // A container the runtime still knows is left alone.
+        if global.root.join(&snap.name).exists() {
+            continue;
+        }
+        berth_images::snapshot::remove(store, &lock, &snap.name)?;
+        println!("removed container {}", snap.name);
+    }
+    let freed = store.gc(&lock)?;
     for l in &freed.layers {
         println!("deleted layer {l}");
     }

@@ -1,7 +1,9 @@
 //! `berth image run`: snapshot + bundle under STORE/containers/<name>, then
 //! `berth --root R run --bundle B NAME` as a child process (stdio
 //! inherited), its exit code returned. With --rm the container, the mount
-//! and the snapshot are removed afterwards, also on failure.
+//! and the snapshot are removed afterwards, also on failure; without it the
+//! overlay is unmounted and the snapshot (its upper dir: what the container
+//! wrote) kept until `berth image prune`.
 //!
 //! BERTH_IMAGE_RUNTIME overrides the re-executed binary (e.g. runc).
 
@@ -137,7 +139,9 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
     })();
     // Cleanup, also when the run failed.
     let mut cleanup_err = None;
-    if a.rm {
+    // `run` deletes its container when it exits; a state dir left behind
+    // (a failure midway) is removed with `delete --force`.
+    if a.rm && global.root.join(&name).exists() {
         let _ = Command::new(&runtime)
             .arg("--root")
             .arg(&global.root)
@@ -146,6 +150,8 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+    if a.rm {
         let r = store
             .lock()
             .map_err(SnapshotError::from)
