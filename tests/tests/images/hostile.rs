@@ -1,0 +1,260 @@
+//! Hostile layers: refused with the entry named, nothing outside touched, nothing stored.
+
+use berth_tests::images::layout::{Compression, OciLayout, RawTar};
+use berth_tests::images::{ImageEnv, Sentinel};
+use serde_json::json;
+
+/// `../` repeated enough to climb from any store directory to `/`.
+fn climb() -> String {
+    "../".repeat(16)
+}
+
+/// Imports an image made of `layers` (in order) and checks it is refused naming `entry`,
+/// the sentinel is untouched and the store lists nothing.
+fn assert_refused(case: &str, layers: &[Vec<u8>], entry: &str, sentinel: &Sentinel) {
+    let env = ImageEnv::new();
+    let dir = env.work().join("hostile");
+    let mut layout = OciLayout::new(&dir);
+    for tar in layers {
+        layout.add_layer(tar, Compression::Gzip);
+    }
+    layout.tag("latest", json!({"Cmd": ["/bin/sh"]}));
+    let out = env.import(&dir, "hostile:1");
+    assert!(
+        out.status.code().is_some_and(|c| c != 0),
+        "{case}: the import should have been refused: {out}"
+    );
+    eprintln!("{case}: refused: {}", out.stderr.trim());
+    assert!(
+        out.stderr.contains(entry),
+        "{case}: the error does not name the entry `{entry}`: {out}"
+    );
+    sentinel.assert_unchanged(case);
+    env.assert_store_empty(case);
+}
+
+/// For an entry that is hostile only through a symlink made by a LOWER layer: berth unpacks
+/// each layer into its own directory, where that symlink does not exist, so the import may
+/// accept the layer (it is then a plain directory shadowing the symlink in the overlay).
+/// Either way nothing outside may change: the import and then `image unpack` (which applies
+/// all layers into one rootfs, where the symlink does exist) each either refuse naming
+/// `entry`, or succeed leaving the sentinel untouched.
+fn assert_never_escapes(case: &str, layers: &[Vec<u8>], entry: &str, sentinel: &Sentinel) {
+    let env = ImageEnv::new();
+    let dir = env.work().join("hostile");
+    let mut layout = OciLayout::new(&dir);
+    for tar in layers {
+        layout.add_layer(tar, Compression::Gzip);
+    }
+    layout.tag("latest", json!({"Cmd": ["/bin/sh"]}));
+    let out = env.import(&dir, "hostile:1");
+    sentinel.assert_unchanged(case);
+    if !out.status.success() {
+        assert!(
+            out.stderr.contains(entry),
+            "{case}: the error does not name `{entry}`: {out}"
+        );
+        env.assert_store_empty(case);
+        return;
+    }
+    let bundle = env.work().join("bundle");
+    let out = env.image(&["unpack", "hostile:1", bundle.to_str().expect("utf-8")]);
+    eprintln!("{case}: import accepted; image unpack: {}", out.status);
+    sentinel.assert_unchanged(case);
+    if !out.status.success() {
+        assert!(
+            out.stderr.contains(entry),
+            "{case}: the error does not name `{entry}`: {out}"
+        );
+    }
+    env.image(&["rm", "hostile:1"]).ok();
+    env.assert_store_empty(case);
+    sentinel.assert_unchanged(case);
+}
+
+#[test]
+fn hostile_dotdot_entry_is_refused() {
+    let sentinel = Sentinel::new();
+    for target in ["sentinel", "pwned"] {
+        let name = format!("{}{}/{target}", climb(), sentinel.dir_relative());
+        let mut tar = RawTar::new();
+        tar.file(&name, 0o644, b"pwned\n");
+        assert_refused("../ file", &[tar.finish()], &name, &sentinel);
+    }
+    let name = format!("{}{}/pwned-dir", climb(), sentinel.dir_relative());
+    let mut tar = RawTar::new();
+    tar.dir(&name, 0o755);
+    assert_refused("../ dir", &[tar.finish()], &name, &sentinel);
+}
+
+#[test]
+fn hostile_absolute_entry_is_refused() {
+    let sentinel = Sentinel::new();
+    for target in ["sentinel", "pwned"] {
+        let name = format!("{}/{target}", sentinel.dir().display());
+        let mut tar = RawTar::new();
+        tar.file(&name, 0o644, b"pwned\n");
+        assert_refused("absolute file", &[tar.finish()], &name, &sentinel);
+    }
+}
+
+#[test]
+fn hostile_write_through_symlink_is_refused() {
+    let sentinel = Sentinel::new();
+    let absolute = sentinel.dir().display().to_string();
+    let relative = format!("{}{}", climb(), sentinel.dir_relative());
+    for (case, target) in [
+        ("absolute symlink", &absolute),
+        ("relative symlink", &relative),
+    ] {
+        for victim in ["sentinel", "pwned"] {
+            let name = format!("escape/{victim}");
+            let mut tar = RawTar::new();
+            tar.symlink("escape", target).file(&name, 0o644, b"pwned\n");
+            assert_refused(case, &[tar.finish()], &name, &sentinel);
+        }
+    }
+}
+
+#[test]
+fn hostile_write_through_symlink_from_lower_layer_never_escapes() {
+    let sentinel = Sentinel::new();
+    let mut lower = RawTar::new();
+    lower
+        .dir("etc/", 0o755)
+        .symlink("etc/escape", &sentinel.dir().display().to_string());
+    let lower = lower.finish();
+    for victim in ["sentinel", "pwned"] {
+        let name = format!("etc/escape/{victim}");
+        let mut upper = RawTar::new();
+        upper.file(&name, 0o644, b"pwned\n");
+        assert_never_escapes(
+            "symlink in layer 1, write in layer 2",
+            &[lower.clone(), upper.finish()],
+            &name,
+            &sentinel,
+        );
+    }
+}
+
+#[test]
+fn hostile_hardlink_to_host_file_is_refused() {
+    let sentinel = Sentinel::new();
+    let absolute = format!("{}/sentinel", sentinel.dir().display());
+    let relative = format!("{}{}/sentinel", climb(), sentinel.dir_relative());
+    for (case, target) in [
+        ("absolute hardlink", absolute),
+        ("relative hardlink", relative),
+    ] {
+        let mut tar = RawTar::new();
+        // If the link were made, the second entry would overwrite the host file through it.
+        tar.hardlink("stolen", &target)
+            .file("stolen", 0o644, b"pwned\n");
+        assert_refused(case, &[tar.finish()], "stolen", &sentinel);
+    }
+    // A link target that is itself inside the layer, but only through a symlink to outside.
+    let mut tar = RawTar::new();
+    tar.symlink("escape", &sentinel.dir().display().to_string())
+        .hardlink("stolen", "escape/sentinel")
+        .file("stolen", 0o644, b"pwned\n");
+    assert_refused(
+        "hardlink through a symlink",
+        &[tar.finish()],
+        "stolen",
+        &sentinel,
+    );
+}
+
+#[test]
+fn hostile_whiteout_through_symlink_is_refused() {
+    let sentinel = Sentinel::new();
+    let absolute = sentinel.dir().display().to_string();
+    let relative = format!("{}{}", climb(), sentinel.dir_relative());
+    for target in [&absolute, &relative] {
+        let mut same = RawTar::new();
+        same.symlink("link", target)
+            .file("link/.wh.sentinel", 0o644, b"");
+        assert_refused(
+            "whiteout through a symlink of the same layer",
+            &[same.finish()],
+            "link/.wh.sentinel",
+            &sentinel,
+        );
+    }
+}
+
+#[test]
+fn hostile_whiteout_through_symlink_from_lower_layer_never_escapes() {
+    let sentinel = Sentinel::new();
+    let absolute = sentinel.dir().display().to_string();
+    let relative = format!("{}{}", climb(), sentinel.dir_relative());
+    for target in [&absolute, &relative] {
+        for whiteout in ["link/.wh.sentinel", "link/.wh..wh..opq"] {
+            let mut lower = RawTar::new();
+            lower.symlink("link", target);
+            let mut upper = RawTar::new();
+            upper.file(whiteout, 0o644, b"");
+            assert_never_escapes(
+                "whiteout through a symlink of a lower layer",
+                &[lower.finish(), upper.finish()],
+                whiteout,
+                &sentinel,
+            );
+        }
+    }
+}
+
+#[test]
+fn compression_bomb_is_refused_past_the_configured_limit() {
+    // 64 MiB of zeros: a few tens of KiB compressed.
+    let mut tar = RawTar::new();
+    tar.file("bomb", 0o644, &vec![0u8; 64 << 20]);
+    let tar = tar.finish();
+    for compression in [Compression::Gzip, Compression::Zstd] {
+        let case = format!("{compression:?} bomb");
+        let env = ImageEnv::new();
+        let dir = env.work().join("bomb");
+        let mut layout = OciLayout::new(&dir);
+        let layer = layout.add_layer(&tar, compression);
+        layout.tag("latest", json!({"Cmd": ["/bin/sh"]}));
+        assert!(layer.size < (1 << 20), "{case}: the fixture is not a bomb");
+        let path = dir.to_str().expect("utf-8");
+
+        let out = env.image(&[
+            "import",
+            path,
+            "--name",
+            "bomb:1",
+            "--max-layer-size",
+            "16m",
+        ]);
+        assert!(
+            out.status.code().is_some_and(|c| c != 0),
+            "{case}: a layer inflating past --max-layer-size must be refused: {out}"
+        );
+        assert!(
+            out.stderr
+                .contains(layer.digest.trim_start_matches("sha256:")),
+            "{case}: the error does not name the layer {}: {out}",
+            layer.digest
+        );
+        env.assert_store_empty(&case);
+        assert!(
+            env.store_bytes() < 16 << 20,
+            "{case}: the refused import left {} bytes in the store",
+            env.store_bytes()
+        );
+
+        // The same layer under a limit it fits in is fine: the limit is what refused it.
+        env.image(&[
+            "import",
+            path,
+            "--name",
+            "bomb:1",
+            "--max-layer-size",
+            "128m",
+        ])
+        .ok();
+        assert_eq!(env.list().len(), 1, "{case}: imported under a larger limit");
+    }
+}
