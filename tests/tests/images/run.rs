@@ -1,8 +1,11 @@
 //! Running containers straight from an image (through the runtime's `berth run`).
 
 use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use berth_tests::images::{fixture, tree, ImageEnv};
+use berth_tests::images::{fixture, tree, wait_with_timeout, ImageEnv};
 
 /// Interface names in /proc/net/dev output.
 fn interfaces(proc_net_dev: &str) -> Vec<String> {
@@ -147,5 +150,99 @@ fn image_run_containers_do_not_see_each_others_writes() {
         differences.is_empty(),
         "the image changed:\n{}",
         differences.join("\n")
+    );
+}
+/// Kills and reaps a child process when dropped (the test may panic while it runs).
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The memory limit file of the cgroup named in a /proc/PID/cgroup text (v1 or v2).
+fn memory_limit_file(proc_cgroup: &str) -> PathBuf {
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "memory") {
+            return Path::new("/sys/fs/cgroup/memory")
+                .join(path)
+                .join("memory.limit_in_bytes");
+        }
+        if controllers.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return Path::new("/sys/fs/cgroup").join(path).join("memory.max");
+        }
+    }
+    panic!("no memory cgroup in the container's /proc/self/cgroup:\n{proc_cgroup}");
+}
+
+#[test]
+fn image_run_memory_flag_limits_the_container_cgroup() {
+    let env = ImageEnv::new();
+    let image = fixture::build(&env.work(), &env.work());
+    env.import(&image.layout, "bb:1").ok();
+
+    let out_path = env.work().join("memory.out");
+    let err_path = env.work().join("memory.err");
+    let script = "cat /proc/self/cgroup; echo ready; sleep 300";
+    let mut cmd = env.image_command(&[
+        "run", "--rm", "--name", "mem", "--net", "none", "--memory", "64m", "bb:1", "/bin/sh",
+        "-c", script,
+    ]);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(fs::File::create(&err_path).expect("create stderr file"));
+    let mut child = ChildGuard(cmd.spawn().expect("start berth image run"));
+
+    // Wait until the container has said where it is, while it keeps running.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let output = loop {
+        let text = fs::read_to_string(&out_path).unwrap_or_default();
+        if text.contains("ready\n") {
+            break text;
+        }
+        if let Some(status) = child.0.try_wait().expect("poll image run") {
+            panic!(
+                "image run exited ({status}) before the container was ready:\n{text}\n{}",
+                fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the container never got ready:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let limit_file = memory_limit_file(&output);
+    let limit =
+        fs::read_to_string(&limit_file).unwrap_or_else(|e| panic!("{}: {e}", limit_file.display()));
+
+    // BERTH_IMAGE_RUNTIME (e.g. runc) replaces berth's own runtime when set.
+    let runtime = std::env::var_os("BERTH_IMAGE_RUNTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env.berth.clone());
+    let mut kill = Command::new(runtime);
+    kill.arg("--root")
+        .arg(env.root())
+        .args(["kill", "mem", "KILL"]);
+    env.run(kill).ok();
+    let status = wait_with_timeout(&mut child.0, Duration::from_secs(120))
+        .expect("image run did not return after its container was killed");
+    assert!(
+        !status.success(),
+        "a killed container's exit code is an error: {status}"
+    );
+    assert_eq!(
+        limit.trim(),
+        (64u64 << 20).to_string(),
+        "{}",
+        limit_file.display()
     );
 }
