@@ -105,3 +105,61 @@ fn try_reexec() -> io::Result<Never> {
     unsafe { libc::fexecve(mem.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
     Err(io::Error::last_os_error())
 }
+
+/// True when the running binary sits on a read-only mount: then nothing can write it
+/// through /proc/<pid>/exe (EROFS), whatever a container process tries.
+pub fn running_from_readonly_mount() -> bool {
+    super::fs::mount_flags_of(std::path::Path::new("/proc/self/exe"))
+        .is_ok_and(|f| f & libc::MS_RDONLY != 0)
+}
+
+/// The cheaper protection: in a private mount namespace of this process (slave of the
+/// host, so nothing propagates back), bind-mount the binary read-only over itself and
+/// re-exec it from there. /proc/self/exe then names a read-only mount that no
+/// container can reach or remount. No copy of the binary is made. Returns only on
+/// failure (the caller falls back to the sealed memfd).
+pub fn reexec_readonly_bind() -> io::Error {
+    match try_readonly_bind() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn try_readonly_bind() -> io::Result<Never> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    if !exe.is_absolute() || exe.to_string_lossy().ends_with(" (deleted)") {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    super::unshare(libc::CLONE_NEWNS)?;
+    let root = std::path::Path::new("/");
+    super::mount::mount(None, root, None, libc::MS_REC | libc::MS_SLAVE, None)?;
+    let s = exe.to_string_lossy();
+    super::mount::mount(Some(&s), &exe, None, libc::MS_BIND, None)?;
+    let flags =
+        super::fs::mount_flags_of(&exe)? | libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+    super::mount::mount(None, &exe, None, flags, None)?;
+    let err = exec_self(
+        &CString::new(exe.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+    );
+    Err(err)
+}
+
+/// execve(path) with our own arguments and environment.
+fn exec_self(path: &CString) -> io::Error {
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    let envs: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut b = k.as_bytes().to_vec();
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            CString::new(b).unwrap_or_default()
+        })
+        .collect();
+    match nix::unistd::execve(path, &args, &envs) {
+        Ok(never) => match never {},
+        Err(e) => e.into(),
+    }
+}
