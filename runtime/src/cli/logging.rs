@@ -6,12 +6,12 @@ use std::io::Write;
 
 use super::GlobalOpts;
 
-/// Sets up `tracing` for `--debug` (to the log file or stderr).
-pub fn init(g: &GlobalOpts) {
-    if !g.debug {
-        return;
+/// Checks the log options: `--log-format` must be text or json.
+pub fn init(g: &GlobalOpts) -> Result<(), String> {
+    match g.log_format.as_str() {
+        "text" | "json" => Ok(()),
+        f => Err(format!("--log-format {f:?}: expected text or json")),
     }
-    let _ = g;
 }
 
 fn line(g: &GlobalOpts, level: &str, msg: &str) -> String {

@@ -107,7 +107,10 @@ pub fn enters_container(cmd: &Command) -> bool {
 /// Runs a parsed command line and returns the exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     let g = &cli.global;
-    logging::init(g);
+    if let Err(e) = logging::init(g) {
+        eprintln!("berth: {e}");
+        return 1;
+    }
     if g.systemd_cgroup {
         logging::fatal(g, "--systemd-cgroup: systemd cgroup management is not supported by berth yet; use the cgroupfs driver");
         return 1;
