@@ -99,6 +99,15 @@ fn assert_fixture_exercises_layers(umoci: &tree::Tree) {
     assert_eq!(umoci.nodes[Path::new("bin/setuid-file")].mode, 0o4755);
     assert_eq!(umoci.nodes[Path::new("etc/null-device")].kind, "char");
     assert_eq!(umoci.hardlinks.len(), 1, "fixture: busybox hard link");
+    let xattrs = |p: &str| {
+        umoci.nodes[Path::new(p)]
+            .xattrs
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(xattrs("bin/capability-file"), ["security.capability"]);
+    assert_eq!(xattrs("etc/xattr-file"), ["user.berth.fixture"]);
 }
 
 /// The parts of config.json that come from the image config must match umoci's.

@@ -2,8 +2,8 @@
 //!
 //! Layers:
 //! 1. (umoci repack) /bin/busybox from busybox-static with applet symlinks, a hard link, a
-//!    setuid file, a fifo, a char device, a sticky /tmp, a home owned by 1000:1000, files
-//!    later deleted or replaced.
+//!    setuid file, a fifo, a char device, a sticky /tmp, a home owned by 1000:1000, a file
+//!    with a file capability and one with a user xattr, files later deleted or replaced.
 //! 2. (umoci repack) deletes /etc/deleteme (a whiteout), adds /etc/added, changes a mode.
 //! 3. (GNU tar, umoci raw add-layer) replaces /data/old with an opaque dir holding only `b`;
 //!    the entries come in the order GNU tar reads the directory.
@@ -50,6 +50,7 @@ pub fn build(work: &Path, scratch: &Path) -> BusyboxImage {
     crate::require_program("umoci", "umoci");
     crate::require_program("skopeo", "skopeo");
     crate::require_program("tar", "tar");
+    crate::require_program("setcap", "libcap2-bin");
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),
@@ -128,6 +129,21 @@ pub fn build(work: &Path, scratch: &Path) -> BusyboxImage {
         nix::sys::stat::makedev(1, 3),
     )
     .expect("mknod");
+    write(&rootfs.join("bin/capability-file"), "cap_net_raw\n", 0o755);
+    run_tool(
+        "setcap",
+        &[
+            "cap_net_raw+ep",
+            rootfs.join("bin/capability-file").to_str().expect("utf-8"),
+        ],
+        scratch,
+    );
+    write(&rootfs.join("etc/xattr-file"), "has a user xattr\n", 0o644);
+    set_user_xattr(
+        &rootfs.join("etc/xattr-file"),
+        "user.berth.fixture",
+        b"layer 1",
+    );
     umoci(&["repack", "--image", &image, &bundle_s]);
     fs::remove_dir_all(&bundle).expect("remove build bundle");
 
@@ -244,6 +260,30 @@ pub fn build(work: &Path, scratch: &Path) -> BusyboxImage {
         docker_archive,
         umoci_bundle,
     }
+}
+
+fn set_user_xattr(path: &Path, name: &str, value: &[u8]) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
+    let c_name = CString::new(name).expect("name without NUL");
+    // SAFETY: both strings are NUL-terminated; value is a readable buffer of the length passed.
+    let rc = unsafe {
+        libc::setxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {name} on {}: {} (the test dir's filesystem must take user xattrs)",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 fn write(path: &Path, content: &str, mode: u32) {

@@ -24,6 +24,8 @@ pub struct Node {
     pub target: Option<PathBuf>,
     /// Device number of a character or block device.
     pub rdev: Option<u64>,
+    /// Extended attributes an image can carry (`user.*`, `security.capability`).
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 /// A tree: relative path (the root is `""`) to node, plus the groups of hard-linked paths.
@@ -63,6 +65,7 @@ pub fn snapshot(root: &Path) -> Tree {
             sha256: None,
             target: None,
             rdev: None,
+            xattrs: image_xattrs(abs),
         };
         if ft.is_file() {
             node.size = Some(meta.len());
@@ -110,6 +113,46 @@ pub fn diff(expected: &Tree, actual: &Tree) -> Vec<String> {
             "hard links differ: expected {:?}, actual {:?}",
             expected.hardlinks, actual.hardlinks
         ));
+    }
+    out
+}
+
+/// The `user.*` and `security.capability` xattrs of `path` (not following a symlink).
+/// Other namespaces are left out: `trusted.*` and `security.selinux` describe the host.
+pub fn image_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = BTreeMap::new();
+    let c_path = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: c_path is a NUL-terminated string and names a writable buffer of the length
+    // passed; the kernel writes at most that many bytes.
+    let len = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if len <= 0 {
+        return out;
+    }
+    names.truncate(len as usize);
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let text = String::from_utf8_lossy(name).into_owned();
+        if !(text.starts_with("user.") || text == "security.capability") {
+            continue;
+        }
+        let c_name = CString::new(name).expect("xattr name without NUL");
+        let mut value = vec![0u8; 64 * 1024];
+        // SAFETY: both strings are NUL-terminated and value is a writable buffer of the
+        // length passed.
+        let n = unsafe {
+            libc::lgetxattr(
+                c_path.as_ptr(),
+                c_name.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if n >= 0 {
+            value.truncate(n as usize);
+            out.insert(text, value);
+        }
     }
     out
 }
