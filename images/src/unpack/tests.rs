@@ -478,3 +478,53 @@ fn garbage_is_an_error_not_a_panic() {
     let junk: Vec<u8> = (0..2000u32).map(|i| (i * 7 + 3) as u8).collect();
     assert!(unpack(&junk, &s.root, WhiteoutMode::Flatten).is_err());
 }
+
+/// A deterministic mini-fuzz: byte flips, truncations and splices of a
+/// valid layer must give Ok or an error, never a panic or anything outside.
+#[test]
+fn mutated_layers_never_escape_or_panic() {
+    let mut t = T::new();
+    t.dir("d", 0o755)
+        .file("d/f", b"hello world", 0o644)
+        .symlink("d/l", "../../outside")
+        .hardlink("d/h", "d/f")
+        .file("d/.wh.gone", b"", 0o644)
+        .file("e/.wh..wh..opq", b"", 0o644)
+        .raw("p", tar::EntryType::Fifo, b"", "", 0o600);
+    let base = t.done();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let mut data = base.clone();
+        let len = data.len() as u64;
+        match round % 3 {
+            0 => {
+                for _ in 0..(1 + next() % 8) {
+                    let i = (next() % len) as usize;
+                    data[i] = next() as u8;
+                }
+            }
+            1 => data.truncate((next() % len) as usize),
+            _ => {
+                let a = (next() % len) as usize;
+                let b = (next() % len) as usize;
+                let chunk = data[a.min(b)..a.max(b)].to_vec();
+                let at = (next() % len) as usize;
+                data.splice(at..at, chunk);
+            }
+        }
+        let s = sandbox();
+        let mode = if round % 2 == 0 {
+            WhiteoutMode::Flatten
+        } else {
+            WhiteoutMode::Overlay
+        };
+        let _ = unpack(&data, &s.root, mode);
+        s.assert_outside_untouched();
+    }
+}
