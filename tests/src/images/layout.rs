@@ -190,9 +190,25 @@ impl OciLayout {
     /// `config` is the image config's `config` object (Env, Cmd, ...). Layers are reset so
     /// another image can be added to the same layout.
     pub fn tag(&mut self, tag: &str, config: Value) -> String {
+        let (digest, size) = self.manifest(crate::images::host_arch(), config);
+        self.manifests.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
+        let index = json!({"schemaVersion": 2, "manifests": self.manifests});
+        self.write_index(&index);
+        digest
+    }
+
+    /// Writes config and manifest blobs for the layers added so far (then resets them), for
+    /// an image of architecture `arch`; returns the manifest's digest and size. index.json
+    /// is left alone.
+    pub fn manifest(&mut self, arch: &str, config: Value) -> (String, u64) {
         let layers = std::mem::take(&mut self.layers);
         let image_config = json!({
-            "architecture": crate::images::host_arch(),
+            "architecture": arch,
             "os": "linux",
             "config": config,
             "rootfs": {
@@ -216,21 +232,16 @@ impl OciLayout {
                 "size": l.size,
             })).collect::<Vec<_>>(),
         });
-        let manifest_bytes = serde_json::to_vec(&manifest).expect("serialize manifest");
-        let (manifest_digest, manifest_size) = self.blob(&manifest_bytes);
-        self.manifests.push(json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }));
-        let index = json!({"schemaVersion": 2, "manifests": self.manifests});
+        self.blob(&serde_json::to_vec(&manifest).expect("serialize manifest"))
+    }
+
+    /// Replaces index.json with `index`.
+    pub fn write_index(&self, index: &Value) {
         fs::write(
             self.dir.join("index.json"),
-            serde_json::to_vec(&index).expect("serialize index"),
+            serde_json::to_vec(index).expect("serialize index"),
         )
         .expect("write index.json");
-        manifest_digest
     }
 
     /// The config blob's digest of the manifest `manifest_digest`.
@@ -243,12 +254,4 @@ impl OciLayout {
             .expect("config digest")
             .to_string()
     }
-}
-
-/// A one-layer image of `tar` (gzip) in a fresh layout at `dir`, tagged `latest`.
-pub fn single_layer_image(dir: &Path, tar: &[u8]) -> PathBuf {
-    let mut layout = OciLayout::new(dir);
-    layout.add_layer(tar, Compression::Gzip);
-    layout.tag("latest", json!({"Cmd": ["/bin/sh"]}));
-    dir.to_path_buf()
 }
