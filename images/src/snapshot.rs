@@ -235,6 +235,13 @@ pub fn fill_copy(store: &Store, snap: &Snapshot, image: &ImageRecord) -> Result<
 pub fn remove(store: &Store, _lock: &Lock, name: &str) -> Result<(), SnapshotError> {
     let snap = Snapshot::at(store, name)?;
     unmount(&snap)?;
+    if crate::sys::is_mount_point(&snap.rootfs) {
+        // Still mounted (stacked mounts): never delete through a mount.
+        return Err(SnapshotError::Unmount {
+            target: snap.rootfs.clone(),
+            errno: Errno::EBUSY,
+        });
+    }
     match fs::remove_dir_all(&snap.dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

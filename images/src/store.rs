@@ -122,15 +122,18 @@ fn mkdirs(p: &Path) -> io::Result<()> {
 }
 
 impl Store {
-    /// Opens (creating) the store at `root`.
+    /// Opens (creating) the store at `root`. The path is made absolute and
+    /// canonical: overlay options and mount points are compared by path.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        let s = Store {
-            root: root.to_path_buf(),
+        let io = |p: &Path, source| StoreError::Io {
+            path: p.to_path_buf(),
+            source,
         };
         for d in ["blobs", "layers", "containers", "tmp"] {
-            mkdirs(&root.join(d)).map_err(|e| s.io(&root.join(d), e))?;
+            mkdirs(&root.join(d)).map_err(|e| io(&root.join(d), e))?;
         }
-        Ok(s)
+        let root = fs::canonicalize(root).map_err(|e| io(root, e))?;
+        Ok(Store { root })
     }
 
     pub fn root(&self) -> &Path {
@@ -277,7 +280,7 @@ impl Store {
             None => {
                 let mut hr =
                     HashingReader::new(reader, Algorithm::Sha256, size.unwrap_or(u64::MAX - 1));
-                io::copy(&mut hr, &mut f).map_err(|e| self.io(tmp, e))?;
+                crate::digest::copy_big(&mut hr, &mut f).map_err(|e| self.io(tmp, e))?;
                 let (d, n) = hr.finish().map_err(|e| self.io(tmp, e))?;
                 if let Some(want) = size {
                     if n != want {

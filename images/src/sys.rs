@@ -114,6 +114,15 @@ pub fn unmount(target: &Path) -> Result<(), Errno> {
 /// Whether `path` is a mount point (its device differs from its parent's,
 /// or it appears in /proc/self/mountinfo).
 pub fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(a), Some(Ok(b))) = (
+        std::fs::symlink_metadata(path),
+        path.parent().map(std::fs::symlink_metadata),
+    ) {
+        if a.dev() != b.dev() {
+            return true;
+        }
+    }
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
