@@ -24,8 +24,26 @@ use super::run_tool;
 pub const TAG: &str = "bb";
 /// The busybox applets linked in /bin.
 pub const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "ls", "id", "pwd", "env", "true", "false", "sleep", "test", "mkdir",
-    "touch", "rm", "printf", "stat", "sync",
+    "sh",
+    "echo",
+    "cat",
+    "ls",
+    "id",
+    "pwd",
+    "env",
+    "true",
+    "false",
+    "sleep",
+    "test",
+    "mkdir",
+    "touch",
+    "rm",
+    "printf",
+    "stat",
+    "sync",
+    "find",
+    "sha256sum",
+    "xargs",
 ];
 /// The content of /etc/os-release in the image.
 pub const OS_RELEASE: &str = "NAME=\"Berth busybox fixture\"\nID=berth-fixture\n";

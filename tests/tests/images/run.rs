@@ -246,3 +246,147 @@ fn image_run_memory_flag_limits_the_container_cgroup() {
         limit_file.display()
     );
 }
+
+/// One path as a container sees it, parsed from `stat -c '%n|%f|%u|%g|%s|%N'`.
+struct Seen {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    target: Option<String>,
+}
+
+fn parse_seen(listing: &str) -> std::collections::BTreeMap<String, Seen> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in listing.lines() {
+        let f: Vec<&str> = line.splitn(6, '|').collect();
+        assert_eq!(f.len(), 6, "unexpected stat line `{line}`");
+        let raw = u32::from_str_radix(f[1], 16).expect("hex mode");
+        let kind = match raw & libc::S_IFMT {
+            libc::S_IFDIR => "dir",
+            libc::S_IFREG => "file",
+            libc::S_IFLNK => "symlink",
+            libc::S_IFCHR => "char",
+            libc::S_IFBLK => "block",
+            libc::S_IFIFO => "fifo",
+            _ => "socket",
+        };
+        let target = f[5]
+            .split_once(" -> ")
+            .map(|(_, t)| t.trim_matches('\'').to_string());
+        let seen = Seen {
+            kind,
+            mode: raw & 0o7777,
+            uid: f[2].parse().expect("uid"),
+            gid: f[3].parse().expect("gid"),
+            size: f[4].parse().expect("size"),
+            target,
+        };
+        out.insert(f[0].trim_start_matches('/').to_string(), seen);
+    }
+    out
+}
+
+#[test]
+fn image_run_rootfs_is_the_image_as_umoci_unpacks_it() {
+    let env = ImageEnv::new();
+    let image = fixture::build(&env.work(), &env.work());
+    env.import(&image.docker_archive, "bb:1").ok();
+
+    // What the container sees through its overlay snapshot: whiteouts and opaque dirs must
+    // be applied by overlayfs exactly as umoci applied them when flattening.
+    let list = "find / -xdev -exec stat -c '%n|%f|%u|%g|%s|%N' {} +";
+    let out = env
+        .image(&[
+            "run", "--rm", "--net", "none", "--user", "0:0", "bb:1", "/bin/sh", "-c", list,
+        ])
+        .ok();
+    let seen = parse_seen(&out.stdout);
+    let hashes = env
+        .image(&[
+            "run",
+            "--rm",
+            "--net",
+            "none",
+            "--user",
+            "0:0",
+            "bb:1",
+            "/bin/sh",
+            "-c",
+            "find / -xdev -type f -exec sha256sum {} +",
+        ])
+        .ok();
+    let hashes: std::collections::BTreeMap<String, String> = hashes
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("  "))
+        .map(|(h, p)| (p.trim_start_matches('/').to_string(), h.to_string()))
+        .collect();
+
+    let expected = tree::snapshot(&image.umoci_bundle.join("rootfs"));
+    let mut differences = Vec::new();
+    for (path, want) in &expected.nodes {
+        let key = path.to_string_lossy().to_string();
+        let Some(got) = seen.get(&key) else {
+            differences.push(format!("missing in the container: /{key}"));
+            continue;
+        };
+        let mut what = Vec::new();
+        if got.kind != want.kind {
+            what.push(format!("kind {} != {}", got.kind, want.kind));
+        }
+        if want.kind != "symlink" && got.mode != want.mode {
+            what.push(format!("mode {:o} != {:o}", got.mode, want.mode));
+        }
+        if (got.uid, got.gid) != (want.uid, want.gid) {
+            what.push(format!(
+                "owner {}:{} != {}:{}",
+                got.uid, got.gid, want.uid, want.gid
+            ));
+        }
+        if want.size.is_some_and(|s| s != got.size) {
+            what.push(format!("size {} != {:?}", got.size, want.size));
+        }
+        let want_target = want
+            .target
+            .as_ref()
+            .map(|t| t.to_string_lossy().to_string());
+        if want_target.is_some() && got.target != want_target {
+            what.push(format!("target {:?} != {want_target:?}", got.target));
+        }
+        if want.sha256.is_some() && hashes.get(&key) != want.sha256.as_ref() {
+            what.push(format!(
+                "sha256 {:?} != {:?}",
+                hashes.get(&key),
+                want.sha256
+            ));
+        }
+        if !what.is_empty() {
+            differences.push(format!("/{key}: {}", what.join(", ")));
+        }
+    }
+    // Nothing deleted by a whiteout or hidden by an opaque dir may show through.
+    for path in seen.keys() {
+        let hidden = [
+            "etc/deleteme",
+            "data/old/a",
+            "data/old/sub",
+            "srv/www/index.html",
+        ];
+        if hidden
+            .iter()
+            .any(|h| path == h || path.starts_with(&format!("{h}/")))
+            || path.contains(".wh.")
+        {
+            differences.push(format!(
+                "visible although deleted by a later layer: /{path}"
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "the container's rootfs differs from umoci's unpack:\n{}",
+        differences.join("\n")
+    );
+}
