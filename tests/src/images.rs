@@ -227,6 +227,25 @@ impl ImageEnv {
         tree::find_named(&self.store(), name)
     }
 
+    /// Panics if a container is left in the runtime root or a mount under the test dir.
+    #[track_caller]
+    pub fn assert_nothing_left_running(&self, context: &str) {
+        let containers: Vec<_> = fs::read_dir(self.root())
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            containers.is_empty(),
+            "{context}: containers left in the runtime root: {containers:?}"
+        );
+        let mounts = mounts_under(self.dir.path());
+        assert!(mounts.is_empty(), "{context}: mounts left: {mounts:?}");
+    }
+
     /// Deletes every container in the runtime root and unmounts everything under our dir.
     fn cleanup(&self) {
         if let Ok(entries) = fs::read_dir(self.root()) {
@@ -260,17 +279,22 @@ impl Drop for ImageEnv {
     }
 }
 
-/// Lazily unmounts every mount point at or below `dir`, deepest first.
-pub fn unmount_under(dir: &Path) {
+/// Mount points at or below `dir` in this mount namespace.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
+        return Vec::new();
     };
-    let mut points: Vec<PathBuf> = mountinfo
+    mountinfo
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
         .map(|p| PathBuf::from(unescape_mount_path(p)))
         .filter(|p| p.starts_with(dir))
-        .collect();
+        .collect()
+}
+
+/// Lazily unmounts every mount point at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let mut points = mounts_under(dir);
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for point in points {
         let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);

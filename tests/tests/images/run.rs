@@ -102,6 +102,9 @@ fn image_run_prints_what_the_image_and_flags_say() {
         ])
         .ok();
     assert_eq!(interfaces(&out.stdout), host, "{out}");
+
+    // Every run above was --rm: no container, no snapshot mount remains.
+    env.assert_nothing_left_running("after --rm runs");
 }
 
 #[test]
