@@ -1,6 +1,6 @@
 //! Hostile layers: refused with the entry named, nothing outside touched, nothing stored.
 
-use berth_tests::images::layout::{Compression, OciLayout, RawTar};
+use berth_tests::images::layout::{digest_of, Compression, OciLayout, RawTar};
 use berth_tests::images::{ImageEnv, Sentinel};
 use serde_json::json;
 
@@ -256,5 +256,79 @@ fn compression_bomb_is_refused_past_the_configured_limit() {
         ])
         .ok();
         assert_eq!(env.list().len(), 1, "{case}: imported under a larger limit");
+    }
+}
+
+/// A docker-archive whose manifest.json names layer files outside the archive (absolute and
+/// `../`) that exist on the host as valid layers with the right diff_id: reading them would
+/// import host files. Each is refused naming the path and nothing is stored.
+#[test]
+fn docker_archive_naming_host_files_is_refused() {
+    let host = tempfile::Builder::new()
+        .prefix("bh")
+        .tempdir_in("/tmp")
+        .expect("host dir");
+    let mut layer = RawTar::new();
+    layer.file("secret", 0o600, b"a host secret\n");
+    let layer = layer.finish();
+    let host_layer = host.path().join("layer.tar");
+    std::fs::write(&host_layer, &layer).expect("write host layer");
+    let absolute = host_layer.display().to_string();
+    let relative = format!("{}{}", climb(), absolute.trim_start_matches('/'));
+    // The last archive is the control: the same layer inside the archive imports fine, so
+    // the refusals above are about where the layer is, not about the archive's shape.
+    for name in [absolute, relative, "layer.tar".to_string()] {
+        let env = ImageEnv::new();
+        let config = json!({
+            "architecture": berth_tests::images::host_arch(),
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [digest_of(&layer)]},
+        });
+        let manifest = json!([{
+            "Config": "config.json",
+            "RepoTags": ["leak:1"],
+            "Layers": [name],
+        }]);
+        let mut archive = RawTar::new();
+        archive
+            .file(
+                "config.json",
+                0o644,
+                &serde_json::to_vec(&config).expect("json"),
+            )
+            .file(
+                "manifest.json",
+                0o644,
+                &serde_json::to_vec(&manifest).expect("json"),
+            );
+        if name == "layer.tar" {
+            archive.file("layer.tar", 0o644, &layer);
+        }
+        let path = env.work().join("leak.tar");
+        std::fs::write(&path, archive.finish()).expect("write archive");
+        let out = env.import(&path, "leak:1");
+        if name == "layer.tar" {
+            out.ok();
+            assert_eq!(
+                env.find_in_store("secret").len(),
+                1,
+                "the control layer is stored"
+            );
+            continue;
+        }
+        assert!(
+            out.status.code().is_some_and(|c| c != 0),
+            "a docker-archive layer outside the archive ({name}) must be refused: {out}"
+        );
+        assert!(
+            out.stderr.contains(&name),
+            "the error does not name the layer path {name}: {out}"
+        );
+        env.assert_store_empty("docker-archive naming host files");
+        assert!(
+            env.find_in_store("secret").is_empty(),
+            "the host file was stored"
+        );
     }
 }
