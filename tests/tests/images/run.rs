@@ -113,12 +113,15 @@ fn image_run_containers_do_not_see_each_others_writes() {
     let image = fixture::build(&env.work(), &env.work());
     env.import(&image.layout, "bb:1").ok();
 
+    // Container ids are cgroup names too: unique per test process.
+    let writer = format!("writer-{}", std::process::id());
+    let reader = format!("reader-{}", std::process::id());
     // The first container writes, changes and deletes; it is kept (no --rm).
     let write = "echo one > /tmp/mine && echo changed > /etc/os-release && rm /etc/added \
                  && rm -r /srv/www && cat /tmp/mine /etc/os-release";
     let out = env
         .image(&[
-            "run", "--name", "writer", "--net", "none", "--user", "0:0", "bb:1", "/bin/sh", "-c",
+            "run", "--name", &writer, "--net", "none", "--user", "0:0", "bb:1", "/bin/sh", "-c",
             write,
         ])
         .ok();
@@ -129,7 +132,7 @@ fn image_run_containers_do_not_see_each_others_writes() {
                 cat /etc/added; cat /srv/www/new.html";
     let out = env
         .image(&[
-            "run", "--name", "reader", "--net", "none", "--user", "0:0", "bb:1", "/bin/sh", "-c",
+            "run", "--name", &reader, "--net", "none", "--user", "0:0", "bb:1", "/bin/sh", "-c",
             look,
         ])
         .ok();
@@ -192,11 +195,12 @@ fn image_run_memory_flag_limits_the_container_cgroup() {
     let image = fixture::build(&env.work(), &env.work());
     env.import(&image.layout, "bb:1").ok();
 
+    let name = format!("mem-{}", std::process::id());
     let out_path = env.work().join("memory.out");
     let err_path = env.work().join("memory.err");
     let script = "cat /proc/self/cgroup; echo ready; sleep 300";
     let mut cmd = env.image_command(&[
-        "run", "--rm", "--name", "mem", "--net", "none", "--memory", "64m", "bb:1", "/bin/sh",
+        "run", "--rm", "--name", &name, "--net", "none", "--memory", "64m", "bb:1", "/bin/sh",
         "-c", script,
     ]);
     cmd.stdin(std::process::Stdio::null())
@@ -234,7 +238,7 @@ fn image_run_memory_flag_limits_the_container_cgroup() {
     let mut kill = Command::new(runtime);
     kill.arg("--root")
         .arg(env.root())
-        .args(["kill", "mem", "KILL"]);
+        .args(["kill", &name, "KILL"]);
     env.run(kill).ok();
     let status = wait_with_timeout(&mut child.0, Duration::from_secs(120))
         .expect("image run did not return after its container was killed");
