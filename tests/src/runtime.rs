@@ -97,12 +97,11 @@ pub struct Running {
 }
 
 fn read_all(file: &mut fs::File) -> String {
-    let mut text = String::new();
-    file.rewind().expect("rewind output file");
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).expect("read output file");
-    text.push_str(&String::from_utf8_lossy(&bytes));
-    text
+    if let Err(e) = file.rewind().and_then(|_| file.read_to_end(&mut bytes)) {
+        return format!("<cannot read captured output: {e}>");
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 impl Running {
@@ -136,34 +135,42 @@ impl Running {
     }
 
     /// Waits for the command to exit (killing it and panicking after `timeout`).
-    pub fn wait(mut self, timeout: Duration) -> Outcome {
+    pub fn wait(self, timeout: Duration) -> Outcome {
+        self.try_wait_for(timeout).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Running::wait`] but never panics (for use in `Drop`): a command still
+    /// running after `timeout` is killed and described in the error.
+    pub fn try_wait_for(mut self, timeout: Duration) -> Result<Outcome, String> {
         let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
         let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait for command") {
-                break status;
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => {}
+                Err(e) => return Err(format!("waiting for {}: {e}", self.command)),
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!(
+                return Err(format!(
                     "command did not finish within {timeout:?}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
                     self.command,
                     read_all(&mut self.stdout),
                     read_all(&mut self.stderr)
-                );
+                ));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         };
         use std::os::unix::process::ExitStatusExt;
-        Outcome {
+        Ok(Outcome {
             command: self.command,
             code: status.code(),
             signal: status.signal(),
             stdout: read_all(&mut self.stdout),
             stderr: read_all(&mut self.stderr),
-        }
+        })
     }
 }
 
@@ -718,8 +725,14 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        // Never panic here: this also runs while a failed test unwinds.
         if self.rt.root.join(&self.id).exists() {
-            let _ = self.delete(true);
+            let mut cmd = self.rt.command(&["delete", "--force", &self.id]);
+            if let Err(e) =
+                Running::spawn(&mut cmd, None, None).try_wait_for(Duration::from_secs(30))
+            {
+                eprintln!("cleanup of container {}: {e}", self.id);
+            }
         }
     }
 }

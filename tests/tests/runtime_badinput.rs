@@ -1,0 +1,217 @@
+//! Bad input: each case fails with exit 1 and one line of error naming the field, path or
+//! value at fault, and leaves nothing behind (state dir, cgroup, mount, process).
+//!
+//! Against runc, `malformed_config_json` (runc says only "unexpected EOF") and
+//! `unsupported_oci_version_major` (runc accepts any ociVersion) and
+//! `unknown_signal_leaves_the_container_running` (runc passes signal 99999 to the kernel
+//! and reports only "invalid argument") fail: Berth's contract is stricter there.
+
+use std::fs;
+
+use berth_tests::runtime::{assert_no_leftovers, Bundle, Container, Outcome, TestEnv};
+use serde_json::json;
+
+/// Exit 1, exactly one line on stderr, and that line names one of `needles`
+/// (case-insensitively).
+#[track_caller]
+fn assert_error_names(out: &Outcome, needles: &[&str]) {
+    assert_eq!(out.code, Some(1), "bad input must exit 1:\n{out}");
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "bad input gets one line of error:\n{out}");
+    let line = lines[0].to_lowercase();
+    assert!(
+        needles.iter().any(|n| line.contains(&n.to_lowercase())),
+        "the error should name one of {needles:?}:\n{out}"
+    );
+}
+
+/// Runs `create` on a bundle edited by `edit` (before config.json is written) and
+/// `damage` (after), asserts the error names one of `needles`, then scans for leftovers.
+fn refused_create(
+    name: &str,
+    edit: impl FnOnce(&mut Bundle),
+    damage: impl FnOnce(&Bundle),
+    needles: &[&str],
+) {
+    let env = TestEnv::new(name);
+    let mut bundle = env.bundle();
+    edit(&mut bundle);
+    // The guard force-deletes whatever a runtime that wrongly accepts the input made.
+    let c = Container::new(&env.rt, bundle);
+    damage(&c.bundle);
+    let out = c.create();
+    assert_error_names(&out, needles);
+    assert!(
+        env.rt.run(&["state", &c.id]).code != Some(0),
+        "a refused create leaves no container"
+    );
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn malformed_config_json() {
+    refused_create(
+        "badjson",
+        |_| {},
+        |b| {
+            fs::write(
+                b.path().join("config.json"),
+                "{\"ociVersion\": \"1.0.2\", \"process\": ",
+            )
+            .expect("write")
+        },
+        &["config.json"],
+    );
+}
+
+#[test]
+fn missing_config_json() {
+    refused_create(
+        "nocfg",
+        |_| {},
+        |b| fs::remove_file(b.path().join("config.json")).expect("rm"),
+        &["config.json"],
+    );
+}
+
+#[test]
+fn unsupported_oci_version_major() {
+    refused_create(
+        "ociver",
+        |b| {
+            b.set("/ociVersion", json!("2.0.0"));
+        },
+        |_| {},
+        &["ociVersion", "2.0.0"],
+    );
+}
+
+#[test]
+fn missing_rootfs() {
+    refused_create(
+        "norootfs",
+        |b| {
+            b.set("/root/path", json!("no-such-rootfs"));
+        },
+        |_| {},
+        &["no-such-rootfs"],
+    );
+}
+
+#[test]
+fn missing_mount_source() {
+    let missing = std::env::temp_dir().join(format!("berth-missing-src-{}", std::process::id()));
+    let missing = missing.to_str().expect("utf-8").to_string();
+    refused_create(
+        "nomntsrc",
+        |b| {
+            b.push("/mounts", json!({"destination": "/mnt/x", "type": "bind", "source": missing, "options": ["bind"]}));
+        },
+        |_| {},
+        &[&missing],
+    );
+}
+
+#[test]
+fn unknown_namespace_type() {
+    refused_create(
+        "badns",
+        |b| {
+            b.push("/linux/namespaces", json!({"type": "bogusns"}));
+        },
+        |_| {},
+        &["bogusns"],
+    );
+}
+
+#[test]
+fn empty_args() {
+    refused_create(
+        "noargs",
+        |b| {
+            b.set("/process/args", json!([]));
+        },
+        |_| {},
+        &["args"],
+    );
+}
+
+#[test]
+fn relative_cwd() {
+    refused_create(
+        "relcwd",
+        |b| {
+            b.set("/process/cwd", json!("relative/dir"));
+        },
+        |_| {},
+        &["cwd"],
+    );
+}
+
+#[test]
+fn executable_not_found() {
+    refused_create(
+        "noexe",
+        |b| {
+            b.args(&["no-such-program-xyz"]);
+        },
+        |_| {},
+        &["no-such-program-xyz"],
+    );
+}
+
+#[test]
+fn bad_container_ids() {
+    let env = TestEnv::new("badid");
+    for bad in ["", "a/b", "..", "."] {
+        let bundle = env.bundle();
+        bundle.write();
+        let out = env.rt.run(&["create", "--bundle", bundle.path_str(), bad]);
+        assert_error_names(&out, &["id"]);
+        assert_no_leftovers(&env.rt, bad, &bundle);
+        let entries: Vec<_> = fs::read_dir(&env.rt.root)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            entries.is_empty(),
+            "id {bad:?} left {entries:?} in the state root"
+        );
+        assert!(
+            !env.path().join("state.json").exists(),
+            "id {bad:?} wrote state outside the root"
+        );
+    }
+}
+
+#[test]
+fn unknown_signal_leaves_the_container_running() {
+    let env = TestEnv::new("badsig");
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let out = c.kill("SIGBOGUS");
+    assert_error_names(&out, &["SIGBOGUS", "BOGUS"]);
+    let out = c.kill("99999");
+    assert_error_names(&out, &["99999"]);
+    assert_eq!(c.state()["status"], "running");
+}
+
+#[test]
+fn commands_on_a_missing_container() {
+    let env = TestEnv::new("missing");
+    let id = "no-such-container";
+    for args in [
+        vec!["state", id],
+        vec!["kill", id, "KILL"],
+        vec!["delete", id],
+        vec!["start", id],
+    ] {
+        let out = env.rt.run(&args);
+        assert_error_names(&out, &[id, "does not exist"]);
+    }
+}

@@ -1,0 +1,337 @@
+//! Confinement seen from inside: capability sets and NoNewPrivs in /proc/self/status,
+//! seccomp rules returning their configured errno (with argument comparisons), the
+//! `features` document agreeing with what the runtime does, and bad confinement input.
+
+use std::collections::BTreeMap;
+
+use berth_tests::runtime::{parse_status, Container, TestEnv};
+use serde_json::{json, Value};
+
+fn caps(list: &[&str]) -> Value {
+    json!({"bounding": list, "effective": list, "permitted": list, "inheritable": list, "ambient": list})
+}
+
+fn status_of(c: &Container) -> BTreeMap<String, String> {
+    parse_status(&c.output())
+}
+
+#[test]
+fn capability_sets_and_no_new_privs_as_root() {
+    let env = TestEnv::new("caps");
+    let c = env.container(|b| {
+        b.set(
+            "/process/capabilities",
+            json!({
+                "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "effective": ["CAP_CHOWN", "CAP_KILL"],
+                "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+                "inheritable": [],
+                "ambient": []
+            }),
+        );
+        b.set("/process/noNewPrivileges", json!(true));
+        b.args(&["cat", "/proc/self/status"]);
+    });
+    let status = status_of(&c);
+    // CAP_CHOWN = 0, CAP_KILL = 5, CAP_NET_BIND_SERVICE = 10. `cat` is exec'd by the init
+    // with these sets, so as root it keeps its permitted set as effective (execve rule).
+    assert_eq!(status["CapBnd"], "0000000000000421", "{status:?}");
+    assert_eq!(status["CapPrm"], "0000000000000421", "{status:?}");
+    assert_eq!(status["CapInh"], "0000000000000000", "{status:?}");
+    assert_eq!(status["CapAmb"], "0000000000000000", "{status:?}");
+    assert_eq!(status["CapEff"], "0000000000000421", "{status:?}");
+    assert_eq!(status["NoNewPrivs"], "1", "{status:?}");
+}
+
+#[test]
+fn ambient_capabilities_survive_the_uid_change() {
+    let env = TestEnv::new("ambient");
+    let c = env.container(|b| {
+        b.set("/process/user", json!({"uid": 1000, "gid": 1000}));
+        b.set("/process/capabilities", caps(&["CAP_KILL", "CAP_NET_RAW"]));
+        b.set("/process/noNewPrivileges", json!(false));
+        b.args(&["cat", "/proc/self/status"]);
+    });
+    let status = status_of(&c);
+    // CAP_KILL = 5, CAP_NET_RAW = 13: 0x2020.
+    for key in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(status[key], "0000000000002020", "{key}: {status:?}");
+    }
+    assert_eq!(status["NoNewPrivs"], "0", "{status:?}");
+    assert!(status["Uid"].starts_with("1000"), "{status:?}");
+}
+
+#[test]
+fn no_capabilities_for_a_non_root_user() {
+    let env = TestEnv::new("nocaps");
+    let c = env.container(|b| {
+        b.set("/process/user", json!({"uid": 1000, "gid": 1000}));
+        b.set("/process/capabilities", caps(&[]));
+        b.sh("cat /proc/self/status; (chown 0 /dev/shm) 2>&1; echo end");
+    });
+    let out = c.output();
+    let status = parse_status(&out);
+    assert_eq!(status["CapEff"], "0000000000000000", "{out}");
+    assert_eq!(status["CapBnd"], "0000000000000000", "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+}
+
+fn seccomp_profile() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18},
+            {"names": ["this_syscall_does_not_exist"], "action": "SCMP_ACT_ERRNO"},
+            // Refuse only signal 10 (SIGUSR1) to any kill(2).
+            {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]},
+            // Refuse setuid bits in chmod/fchmodat modes: (mode & 04000) == 04000.
+            {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 1, "value": 2048, "valueTwo": 2048, "op": "SCMP_CMP_MASKED_EQ"}]},
+            {"names": ["fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "args": [{"index": 2, "value": 2048, "valueTwo": 2048, "op": "SCMP_CMP_MASKED_EQ"}]}
+        ]
+    })
+}
+
+#[test]
+fn seccomp_rules_return_the_configured_errno() {
+    let env = TestEnv::new("seccomp");
+    let c = env.container(|b| {
+        b.set("/root/readonly", json!(false));
+        b.set("/linux/seccomp", seccomp_profile());
+        b.sh("trap 'echo got-USR2' USR2; \
+             (mkdir /tmp/blocked) 2>&1; echo mkdir=$?; \
+             touch /tmp/file && echo touch-ok; \
+             chmod 755 /tmp/file && echo chmod-plain-ok; \
+             (chmod 4755 /tmp/file) 2>&1; echo chmod-suid=$?; \
+             (kill -USR1 $$) 2>&1; echo kill-usr1=$?; \
+             kill -USR2 $$; echo kill-usr2=$?");
+    });
+    let out = c.output();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("Invalid cross-device link"),
+        "mkdir gets errno 18 (EXDEV): {out}"
+    );
+    assert_eq!(lines[1], "mkdir=1", "{out}");
+    assert_eq!(lines[2], "touch-ok", "other syscalls are allowed: {out}");
+    assert_eq!(
+        lines[3], "chmod-plain-ok",
+        "a mode without setuid passes the masked compare: {out}"
+    );
+    assert!(
+        lines[4].contains("Operation not permitted"),
+        "setuid chmod is refused: {out}"
+    );
+    assert_eq!(lines[5], "chmod-suid=1", "{out}");
+    assert!(
+        lines[6].contains("Operation not permitted"),
+        "kill with SIGUSR1 is refused: {out}"
+    );
+    assert_ne!(lines[7], "kill-usr1=0", "{out}");
+    assert!(
+        out.contains("got-USR2") && out.contains("kill-usr2=0"),
+        "other signals pass: {out}"
+    );
+}
+
+#[test]
+fn features_parse_and_agree_with_behaviour() {
+    let env = TestEnv::new("features");
+    let out = env.rt.run(&["features"]);
+    out.ok();
+    let features: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("features JSON: {e}\n{out}"));
+    let strings = |pointer: &str| -> Vec<String> {
+        features
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("features lack {pointer}: {features}"))
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    };
+    assert!(
+        features["ociVersionMin"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.")),
+        "{features}"
+    );
+    assert!(
+        features["ociVersionMax"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.")),
+        "{features}"
+    );
+    let hooks = strings("/hooks");
+    for hook in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        assert!(
+            hooks.iter().any(|h| h == hook),
+            "{hook} missing from {hooks:?}"
+        );
+    }
+    let options = strings("/mountOptions");
+    for opt in [
+        "ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "rprivate",
+    ] {
+        assert!(
+            options.iter().any(|o| o == opt),
+            "mount option {opt} missing: {options:?}"
+        );
+    }
+    let caps = strings("/linux/capabilities");
+    for cap in [
+        "CAP_CHOWN",
+        "CAP_KILL",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+        "CAP_SYS_ADMIN",
+    ] {
+        assert!(caps.iter().any(|c| c == cap), "{cap} missing: {caps:?}");
+    }
+    assert_eq!(
+        features.pointer("/linux/seccomp/enabled"),
+        Some(&json!(true)),
+        "{features}"
+    );
+    let actions = strings("/linux/seccomp/actions");
+    for action in ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL"] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} missing: {actions:?}"
+        );
+    }
+    let operators = strings("/linux/seccomp/operators");
+    for op in [
+        "SCMP_CMP_EQ",
+        "SCMP_CMP_MASKED_EQ",
+        "SCMP_CMP_NE",
+        "SCMP_CMP_LT",
+        "SCMP_CMP_GE",
+    ] {
+        assert!(
+            operators.iter().any(|o| o == op),
+            "{op} missing: {operators:?}"
+        );
+    }
+    assert!(
+        strings("/linux/seccomp/archs")
+            .iter()
+            .any(|a| a == "SCMP_ARCH_X86_64"),
+        "{features}"
+    );
+
+    // Every namespace the document lists can be created.
+    let namespaces = strings("/linux/namespaces");
+    for kind in ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"] {
+        assert!(
+            namespaces.iter().any(|n| n == kind),
+            "{kind} missing: {namespaces:?}"
+        );
+    }
+    let host_links: BTreeMap<String, String> = namespaces
+        .iter()
+        .map(|kind| {
+            let file = ns_file(kind);
+            let link = std::fs::read_link(format!("/proc/self/ns/{file}")).expect("host ns link");
+            (kind.clone(), link.to_string_lossy().into_owned())
+        })
+        .collect();
+    for kind in &namespaces {
+        let file = ns_file(kind);
+        let c = env.container(|b| {
+            b.namespace(kind, None);
+            if kind == "user" {
+                b.set(
+                    "/linux/uidMappings",
+                    json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
+                );
+                b.set(
+                    "/linux/gidMappings",
+                    json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
+                );
+            }
+            b.args(&["readlink", &format!("/proc/self/ns/{file}")]);
+        });
+        let link = c.output();
+        assert_ne!(
+            link.trim(),
+            host_links[kind],
+            "a listed {kind} namespace was not created"
+        );
+        assert!(link.trim().starts_with(&format!("{file}:[")), "{link}");
+    }
+}
+
+fn ns_file(kind: &str) -> &str {
+    match kind {
+        "network" => "net",
+        "mount" => "mnt",
+        other => other,
+    }
+}
+
+fn refused(name: &str, edit: impl FnOnce(&mut berth_tests::runtime::Bundle), needle: &str) {
+    let env = TestEnv::new(name);
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+        edit(b);
+    });
+    let out = c.create();
+    out.failed();
+    assert!(
+        out.stderr.contains(needle),
+        "the error names {needle:?}:\n{out}"
+    );
+    assert!(
+        c.rt.run(&["state", &c.id]).code != Some(0),
+        "nothing created"
+    );
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn unknown_capability_is_named() {
+    refused(
+        "badcap",
+        |b| {
+            b.set("/process/capabilities", caps(&["CAP_KILL", "CAP_BOGUS"]));
+        },
+        "CAP_BOGUS",
+    );
+}
+
+#[test]
+fn unknown_seccomp_action_is_named() {
+    refused(
+        "badaction",
+        |b| {
+            b.set(
+                "/linux/seccomp",
+                json!({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_BOGUS"}]}),
+            );
+        },
+        "SCMP_ACT_BOGUS",
+    );
+}
+
+#[test]
+fn malformed_memory_limit_is_named() {
+    refused(
+        "badlimit",
+        |b| {
+            b.set("/linux/resources/memory", json!({"limit": "lots"}));
+        },
+        "limit",
+    );
+}
