@@ -737,7 +737,8 @@ fn watch_on_a_learner_sees_every_put_once_in_order_across_a_leader_change() {
             &format!("b{i}"),
         );
     }
-    let state = c.node(3).range("/t/w/").expect("range on the learner");
+    // Acknowledged means applied on the node that took the write; wait for the learner too.
+    let state = wait_converged(&c, &survivors, "/t/w/");
     let total: u64 = state.values().map(|s| s.version).sum();
     assert!(total >= 40, "at least 40 puts committed: {state:?}");
 
@@ -839,4 +840,143 @@ fn berthctl_lists_machines_and_reads_and_writes_keys() {
     assert_eq!(missing.status.code(), Some(1), "missing key exits 1");
     let err = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(err.trim().lines().count(), 1, "one-line error: {err:?}");
+}
+
+/// A JSON call on node `k` retried until it answers 2xx (409 "change in progress" and 503
+/// are transient while the cluster settles).
+fn call_ok(
+    c: &Cluster,
+    k: usize,
+    method: &str,
+    target: &str,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    wait_until(
+        &format!("{method} {target} on {}", c.node(k).name),
+        PATIENCE,
+        || match c.node(k).call(method, target, body) {
+            Ok(r) if r.ok() => Ok(r.json()),
+            Ok(r) => Err(format!("{} {}", r.status, r.text())),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+}
+
+#[test]
+fn promoted_learner_counts_in_the_quorum_and_a_demoted_voter_does_not() {
+    let mut c = Cluster::start("promote", 3, 1);
+    let leader = c.wait_for_agreed_leader(&c.all());
+    let followers: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
+    let (demoted, other) = (followers[0], followers[1]);
+
+    call_ok(
+        &c,
+        other,
+        "POST",
+        "/v1/cluster/voters",
+        Some(&json!({"name": "n3"})),
+    );
+    let target = format!("/v1/cluster/voters/{}", c.node(demoted).name);
+    call_ok(&c, 3, "DELETE", &target, None);
+    let demoted_name = c.node(demoted).name.clone();
+    wait_until(
+        "every node to see n3 as voter and the demoted node as learner",
+        PATIENCE,
+        || {
+            for k in c.all() {
+                let v = c.node(k).get_json("/v1/cluster")?;
+                let role = |name: &str| {
+                    v["members"]
+                        .as_array()
+                        .and_then(|l| l.iter().find(|m| m["name"] == json!(name)).cloned())
+                        .map(|m| m["role"].clone())
+                };
+                if role("n3") != Some(json!("voter"))
+                    || role(&demoted_name) != Some(json!("learner"))
+                {
+                    return Err(format!("{}: {v}", c.node(k).name));
+                }
+            }
+            Ok(())
+        },
+    );
+
+    // Two of the three original voters die; the leader and the promoted node are a quorum
+    // of the new configuration, so writes still commit, and they reach both survivors.
+    c.kill(demoted);
+    c.kill(other);
+    let survivors = c.running();
+    c.wait_for_agreed_leader(&survivors);
+    put_acked(&c, 3, "/t/quorum", "n3-votes");
+    let mut want = BTreeMap::new();
+    want.insert("/t/quorum".to_string(), "n3-votes".to_string());
+    c.wait_for_keys(&survivors, "/t/", &want);
+}
+
+#[test]
+fn keys_vanish_with_their_lease_on_every_node() {
+    let c = Cluster::start("leases", 3, 1);
+    c.wait_for_agreed_leader(&c.all());
+    let lease = |k: usize| -> u64 {
+        let v = call_ok(&c, k, "POST", "/v1/leases", Some(&json!({"ttl": 3})));
+        v["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("lease grant: {v}"))
+    };
+    let expiring = lease(3);
+    let revoked = lease(1);
+    call_ok(
+        &c,
+        3,
+        "PUT",
+        "/v1/keys/t/expiring",
+        Some(&json!({"value": "e", "lease": expiring})),
+    );
+    call_ok(
+        &c,
+        0,
+        "PUT",
+        "/v1/keys/t/revoked",
+        Some(&json!({"value": "r", "lease": revoked})),
+    );
+    put_acked(&c, 2, "/t/plain", "p");
+
+    // While kept alive, both leased keys are on every node with their lease.
+    wait_until("leased keys on every node", PATIENCE, || {
+        for id in [expiring, revoked] {
+            c.node(0)
+                .call("POST", &format!("/v1/leases/{id}/keepalive"), None)
+                .map_err(|e| e.to_string())?;
+        }
+        for k in c.all() {
+            let state = c.node(k).range("/t/")?;
+            if state.len() != 3 {
+                return Err(format!("{} has {state:?}", c.node(k).name));
+            }
+            for (key, id) in [("t/expiring", expiring), ("t/revoked", revoked)] {
+                let kv = c.node(k).get_key(key)?.ok_or(format!("{key} missing"))?;
+                if kv["lease"] != json!(id) {
+                    return Err(format!("{} {key}: {kv}", c.node(k).name));
+                }
+            }
+        }
+        Ok(())
+    });
+
+    // One lease is revoked, the other left to expire: both keys go from every node, the
+    // key without a lease stays.
+    call_ok(&c, 2, "DELETE", &format!("/v1/leases/{revoked}"), None);
+    let mut want = BTreeMap::new();
+    want.insert("/t/plain".to_string(), "p".to_string());
+    c.wait_for_keys(&c.all(), "/t/", &want);
+    let r = c
+        .node(1)
+        .call("POST", &format!("/v1/leases/{expiring}/keepalive"), None)
+        .expect("answered");
+    assert_eq!(
+        r.status,
+        404,
+        "an expired lease cannot be kept alive: {}",
+        r.text()
+    );
 }
