@@ -116,6 +116,7 @@ impl Merge<'_> {
         rel: &[u8],
         src: BorrowedFd<'_>,
         dst: BorrowedFd<'_>,
+        fresh: bool,
     ) -> Result<(), FlattenError> {
         for name in list_dir(src).map_err(self.err(rel, "read dir"))? {
             let mut crel = rel.to_vec();
@@ -123,7 +124,7 @@ impl Merge<'_> {
                 crel.push(b'/');
             }
             crel.extend_from_slice(&name);
-            self.entry(&crel, src, dst, os(&name))?;
+            self.entry(&crel, src, dst, os(&name), fresh)?;
         }
         Ok(())
     }
@@ -134,12 +135,18 @@ impl Merge<'_> {
         src: BorrowedFd<'_>,
         dst: BorrowedFd<'_>,
         name: &OsStr,
+        fresh: bool,
     ) -> Result<(), FlattenError> {
         let st = fstatat(src, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(self.err(rel, "stat"))?;
-        let existing = match fstatat(dst, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(st),
-            Err(Errno::ENOENT) => None,
-            Err(e) => return Err(self.err(rel, "stat target")(e)),
+        // In a directory this merge created, nothing can be in the way.
+        let existing = if fresh {
+            None
+        } else {
+            match fstatat(dst, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(st),
+                Err(Errno::ENOENT) => None,
+                Err(e) => return Err(self.err(rel, "stat target")(e)),
+            }
         };
         let is_whiteout = kind(&st) == libc::S_IFCHR && st.st_rdev == 0;
         if is_whiteout {
@@ -153,6 +160,7 @@ impl Merge<'_> {
             let opaque = sys::fgetxattr_all(sfd.as_fd(), b"trusted.overlay.opaque")
                 .map_err(self.err(rel, "read opaque xattr"))?
                 .is_some_and(|v| v == b"y");
+            let child_fresh = !matches!(&existing, Some(e) if kind(e) == libc::S_IFDIR);
             match existing {
                 Some(e) if kind(&e) == libc::S_IFDIR => {
                     if opaque {
@@ -176,7 +184,7 @@ impl Merge<'_> {
                 }
             }
             let dfd = open_dir_at(dst, name).map_err(self.err(rel, "open target dir"))?;
-            self.dir(rel, sfd.as_fd(), dfd.as_fd())?;
+            self.dir(rel, sfd.as_fd(), dfd.as_fd(), child_fresh)?;
             return self.finish_dir(rel, sfd.as_fd(), dfd.as_fd(), &st);
         }
         if existing.is_some() {
@@ -365,7 +373,15 @@ pub fn merge_layers(layers: &[PathBuf], target: &Path) -> Result<(), FlattenErro
             links: HashMap::new(),
             buf: vec![0u8; 256 * 1024],
         };
-        m.dir(b"", src.as_fd(), dst.as_fd())?;
+        // The target starts empty for the first layer: nothing in the way.
+        let fresh = list_dir(dst.as_fd())
+            .map_err(|errno| FlattenError::Fs {
+                path: target.to_path_buf(),
+                op: "read dir",
+                errno,
+            })?
+            .is_empty();
+        m.dir(b"", src.as_fd(), dst.as_fd(), fresh)?;
         let st = nix::sys::stat::fstat(src.as_fd()).map_err(m.err(b"", "stat"))?;
         m.finish_dir(b"", src.as_fd(), dst.as_fd(), &st)?;
     }

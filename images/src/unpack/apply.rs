@@ -247,19 +247,20 @@ impl Applier {
         comps: &[&[u8]],
     ) -> Result<(), UnpackError> {
         let name = os(name);
-        let existing = match fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(st),
-            Err(Errno::ENOENT) => None,
-            Err(e) => return Err(ctx.fs("stat")(e)),
-        };
+        // Create optimistically; what is in the way is looked at only on
+        // EEXIST (a fresh layer directory rarely has anything there).
         if let Node::Dir = node {
-            match existing {
-                Some(st) if is_dir(&st) => {}
-                Some(_) => {
-                    remove_all(pfd, name).map_err(ctx.fs("replace"))?;
-                    mkdir(pfd, name).map_err(ctx.fs("mkdir"))?;
+            match mkdir(pfd, name) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) => {
+                    let st =
+                        fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(ctx.fs("stat"))?;
+                    if !is_dir(&st) {
+                        remove_all(pfd, name).map_err(ctx.fs("replace"))?;
+                        mkdir(pfd, name).map_err(ctx.fs("mkdir"))?;
+                    }
                 }
-                None => mkdir(pfd, name).map_err(ctx.fs("mkdir"))?,
+                Err(e) => return Err(ctx.fs("mkdir")(e)),
             }
             self.own(ctx, pfd, name, meta)?;
             if !meta.xattrs.is_empty() {
@@ -278,6 +279,11 @@ impl Applier {
         }
         // Hard links to the very file already there are a no-op.
         if let Node::Hardlink(target) = &node {
+            let existing = match fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(st),
+                Err(Errno::ENOENT) => None,
+                Err(e) => return Err(ctx.fs("stat")(e)),
+            };
             let tcomps: Vec<&[u8]> = target.iter().map(Vec::as_slice).collect();
             let (tname, tparent) = tcomps
                 .split_last()
@@ -311,21 +317,20 @@ impl Applier {
                 .map_err(ctx.fs("link"))?;
             return Ok(());
         }
-        if existing.is_some() {
-            remove_all(pfd, name).map_err(ctx.fs("replace"))?;
-        }
         match node {
             Node::File => {
-                let fd = nix::fcntl::openat(
-                    pfd,
-                    name,
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
+                let fd = replacing(pfd, name, || {
+                    nix::fcntl::openat(
+                        pfd,
+                        name,
+                        OFlag::O_WRONLY
+                            | OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )
+                })
                 .map_err(ctx.fs("create"))?;
                 let mut file = std::fs::File::from(fd);
                 loop {
@@ -358,7 +363,8 @@ impl Applier {
                 Ok(())
             }
             Node::Symlink(target) => {
-                nix::unistd::symlinkat(os(&target), pfd, name).map_err(ctx.fs("symlink"))?;
+                replacing(pfd, name, || nix::unistd::symlinkat(os(&target), pfd, name))
+                    .map_err(ctx.fs("symlink"))?;
                 self.own(ctx, pfd, name, meta)?;
                 let t = times(meta);
                 nix::sys::stat::utimensat(pfd, name, &t, &t, UtimensatFlags::NoFollowSymlink)
@@ -371,8 +377,10 @@ impl Applier {
                     Node::Block(ma, mi) => (SFlag::S_IFBLK, libc::makedev(ma, mi)),
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                mknodat(pfd, name, kind, Mode::from_bits_truncate(0o600), dev)
-                    .map_err(ctx.fs("mknod"))?;
+                replacing(pfd, name, || {
+                    mknodat(pfd, name, kind, Mode::from_bits_truncate(0o600), dev)
+                })
+                .map_err(ctx.fs("mknod"))?;
                 self.own(ctx, pfd, name, meta)?;
                 nix::sys::stat::fchmodat(
                     pfd,
@@ -511,6 +519,22 @@ impl Applier {
         let mut implicit: Vec<Vec<u8>> = self.implicit.into_inner().into_iter().collect();
         implicit.sort();
         Ok(implicit)
+    }
+}
+
+/// Runs `make`; if something is in the way (EEXIST), removes it (never
+/// following symlinks) and runs `make` once more.
+fn replacing<T>(
+    pfd: BorrowedFd<'_>,
+    name: &OsStr,
+    make: impl Fn() -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    match make() {
+        Err(Errno::EEXIST) => {
+            remove_all(pfd, name)?;
+            make()
+        }
+        other => other,
     }
 }
 
