@@ -89,7 +89,9 @@ fn image_run_prints_what_the_image_and_flags_say() {
         ])
         .ok();
     assert_eq!(interfaces(&out.stdout), vec!["lo".to_string()], "{out}");
-    let host = interfaces(&fs::read_to_string("/proc/net/dev").expect("host /proc/net/dev"));
+    // --net host: the container is in the host's network namespace (compared by the
+    // namespace's identity, not by interface lists, which other tests may change).
+    let host_ns = fs::read_link("/proc/self/ns/net").expect("host /proc/self/ns/net");
     let out = env
         .image(&[
             "run",
@@ -97,11 +99,33 @@ fn image_run_prints_what_the_image_and_flags_say() {
             "--net",
             "host",
             "bb:1",
-            "/bin/cat",
-            "/proc/net/dev",
+            "/bin/ls",
+            "-l",
+            "/proc/self/ns/net",
         ])
         .ok();
-    assert_eq!(interfaces(&out.stdout), host, "{out}");
+    assert!(
+        out.stdout.trim_end().ends_with(&*host_ns.to_string_lossy()),
+        "expected the host's {} in: {out}",
+        host_ns.display()
+    );
+    let out = env
+        .image(&[
+            "run",
+            "--rm",
+            "--net",
+            "none",
+            "bb:1",
+            "/bin/ls",
+            "-l",
+            "/proc/self/ns/net",
+        ])
+        .ok();
+    assert!(
+        !out.stdout.trim_end().ends_with(&*host_ns.to_string_lossy()),
+        "--net none must not share the host's {}: {out}",
+        host_ns.display()
+    );
 
     // Every run above was --rm: no container, no snapshot mount remains.
     env.assert_nothing_left_running("after --rm runs");
