@@ -10,6 +10,8 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -31,13 +33,22 @@ pub enum FlattenError {
     },
 }
 
+/// A name in a directory and its layer stat.
+type Named = (Vec<u8>, FileStat);
+
 struct Merge<'a> {
     layer: &'a Path,
+    src_root: BorrowedFd<'a>,
     dst_root: BorrowedFd<'a>,
     chown: bool,
-    /// (dev, ino) of multiply-linked files of this layer -> path copied to.
-    links: HashMap<(u64, u64), Vec<u8>>,
-    buf: Vec<u8>,
+    /// Per directory (relative path), the non-directory entries to copy:
+    /// copied by worker threads once the directory tree exists.
+    jobs: Vec<(Vec<u8>, Vec<Named>)>,
+    /// Multiply-linked regular files (relative paths): copied once and
+    /// linked, serially, after the jobs.
+    linked: Vec<(Vec<u8>, FileStat)>,
+    /// Directories whose metadata is set last, deepest first.
+    dirs: Vec<(Vec<u8>, FileStat)>,
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -110,7 +121,8 @@ impl Merge<'_> {
         Ok(())
     }
 
-    /// Copies the children of `src` (a layer dir) into `dst`.
+    /// Walks the children of `src` (a layer dir): makes directories and
+    /// applies whiteouts now, queues everything else.
     fn dir(
         &mut self,
         rel: &[u8],
@@ -118,13 +130,19 @@ impl Merge<'_> {
         dst: BorrowedFd<'_>,
         fresh: bool,
     ) -> Result<(), FlattenError> {
+        let mut files = Vec::new();
         for name in list_dir(src).map_err(self.err(rel, "read dir"))? {
             let mut crel = rel.to_vec();
             if !crel.is_empty() {
                 crel.push(b'/');
             }
             crel.extend_from_slice(&name);
-            self.entry(&crel, src, dst, os(&name), fresh)?;
+            if let Some(st) = self.entry(&crel, src, dst, os(&name), fresh)? {
+                files.push((name, st));
+            }
+        }
+        if !files.is_empty() {
+            self.jobs.push((rel.to_vec(), files));
         }
         Ok(())
     }
@@ -136,7 +154,7 @@ impl Merge<'_> {
         dst: BorrowedFd<'_>,
         name: &OsStr,
         fresh: bool,
-    ) -> Result<(), FlattenError> {
+    ) -> Result<Option<FileStat>, FlattenError> {
         let st = fstatat(src, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(self.err(rel, "stat"))?;
         // In a directory this merge created, nothing can be in the way.
         let existing = if fresh {
@@ -153,7 +171,7 @@ impl Merge<'_> {
             if existing.is_some() {
                 remove_all(dst, name).map_err(self.err(rel, "remove whited-out path"))?;
             }
-            return Ok(());
+            return Ok(None);
         }
         if kind(&st) == libc::S_IFDIR {
             let sfd = open_dir_at(src, name).map_err(self.err(rel, "open dir"))?;
@@ -185,30 +203,30 @@ impl Merge<'_> {
             }
             let dfd = open_dir_at(dst, name).map_err(self.err(rel, "open target dir"))?;
             self.dir(rel, sfd.as_fd(), dfd.as_fd(), child_fresh)?;
-            return self.finish_dir(rel, sfd.as_fd(), dfd.as_fd(), &st);
+            self.dirs.push((rel.to_vec(), st));
+            return Ok(None);
         }
         if existing.is_some() {
             remove_all(dst, name).map_err(self.err(rel, "replace"))?;
         }
         if st.st_nlink > 1 && kind(&st) == libc::S_IFREG {
-            let key = (st.st_dev, st.st_ino);
-            if let Some(first) = self.links.get(&key).cloned() {
-                let (parent, fname) = match first.iter().rposition(|&b| b == b'/') {
-                    Some(i) => (&first[..i], &first[i + 1..]),
-                    None => (&b""[..], &first[..]),
-                };
-                let pfd = sys::open_in_root(
-                    self.dst_root,
-                    Path::new(os(parent)),
-                    OFlag::O_PATH | OFlag::O_DIRECTORY,
-                    true,
-                )
-                .map_err(self.err(rel, "open link target dir"))?;
-                return nix::unistd::linkat(pfd.as_fd(), os(fname), dst, name, AtFlags::empty())
-                    .map_err(self.err(rel, "link"));
-            }
-            self.links.insert(key, rel.to_vec());
+            self.linked.push((rel.to_vec(), st));
+            return Ok(None);
         }
+        Ok(Some(st))
+    }
+
+    /// Creates one non-directory entry `name` of `src` in `dst`.
+    fn copy_node(
+        &self,
+        rel: &[u8],
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &FileStat,
+        buf: &mut [u8],
+    ) -> Result<(), FlattenError> {
+        let st = *st;
         let (atime, mtime) = times(&st);
         match kind(&st) {
             libc::S_IFREG => {
@@ -235,7 +253,7 @@ impl Merge<'_> {
                     && !sys::copy_range(sfd.as_fd(), dfd.as_fd(), size)
                         .map_err(self.err(rel, "copy"))?
                 {
-                    self.copy_slow(rel, &sfd, &dfd)?;
+                    self.copy_slow(rel, &sfd, &dfd, buf)?;
                 }
                 if self.chown {
                     nix::unistd::fchown(
@@ -302,7 +320,13 @@ impl Merge<'_> {
         Ok(())
     }
 
-    fn copy_slow(&mut self, rel: &[u8], src: &OwnedFd, dst: &OwnedFd) -> Result<(), FlattenError> {
+    fn copy_slow(
+        &self,
+        rel: &[u8],
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        buf: &mut [u8],
+    ) -> Result<(), FlattenError> {
         use std::io::{Read, Write};
         let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
         let mut s = std::fs::File::from(
@@ -314,13 +338,11 @@ impl Merge<'_> {
                 .map_err(|e| self.err(rel, "dup")(errno(e)))?,
         );
         loop {
-            let n = s
-                .read(&mut self.buf)
-                .map_err(|e| self.err(rel, "read")(errno(e)))?;
+            let n = s.read(buf).map_err(|e| self.err(rel, "read")(errno(e)))?;
             if n == 0 {
                 return Ok(());
             }
-            d.write_all(&self.buf[..n])
+            d.write_all(&buf[..n])
                 .map_err(|e| self.err(rel, "write")(errno(e)))?;
         }
     }
@@ -368,10 +390,12 @@ pub fn merge_layers(layers: &[PathBuf], target: &Path) -> Result<(), FlattenErro
         let src = open(layer)?;
         let mut m = Merge {
             layer,
+            src_root: src.as_fd(),
             dst_root: dst.as_fd(),
             chown,
-            links: HashMap::new(),
-            buf: vec![0u8; 256 * 1024],
+            jobs: Vec::new(),
+            linked: Vec::new(),
+            dirs: Vec::new(),
         };
         // The target starts empty for the first layer: nothing in the way.
         let fresh = list_dir(dst.as_fd())
@@ -382,10 +406,117 @@ pub fn merge_layers(layers: &[PathBuf], target: &Path) -> Result<(), FlattenErro
             })?
             .is_empty();
         m.dir(b"", src.as_fd(), dst.as_fd(), fresh)?;
+        m.copy_jobs()?;
+        m.copy_linked()?;
+        m.dirs
+            .sort_by_key(|(rel, _)| std::cmp::Reverse(rel.iter().filter(|&&b| b == b'/').count()));
+        for (rel, st) in &m.dirs {
+            let (s, d) = m.open_pair(rel)?;
+            m.finish_dir(rel, s.as_fd(), d.as_fd(), st)?;
+        }
         let st = nix::sys::stat::fstat(src.as_fd()).map_err(m.err(b"", "stat"))?;
         m.finish_dir(b"", src.as_fd(), dst.as_fd(), &st)?;
     }
     Ok(())
+}
+
+impl Merge<'_> {
+    /// Opens directory `rel` in the layer and in the target (symlinks in
+    /// the path refused: the walk made these directories).
+    fn open_pair(&self, rel: &[u8]) -> Result<(OwnedFd, OwnedFd), FlattenError> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let p = Path::new(os(rel));
+        let s =
+            sys::open_in_root(self.src_root, p, flags, true).map_err(self.err(rel, "open dir"))?;
+        let d = sys::open_in_root(self.dst_root, p, flags, true)
+            .map_err(self.err(rel, "open target dir"))?;
+        Ok((s, d))
+    }
+
+    /// Copies the queued entries, directory by directory, on all cores.
+    fn copy_jobs(&self) -> Result<(), FlattenError> {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(self.jobs.len())
+            .max(1);
+        let next = AtomicUsize::new(0);
+        let failed: Mutex<Option<FlattenError>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some((rel, files)) = self.jobs.get(i) else {
+                            return;
+                        };
+                        let r = self.open_pair(rel).and_then(|(s, d)| {
+                            files.iter().try_for_each(|(name, st)| {
+                                let mut crel = rel.clone();
+                                if !crel.is_empty() {
+                                    crel.push(b'/');
+                                }
+                                crel.extend_from_slice(name);
+                                self.copy_node(&crel, s.as_fd(), d.as_fd(), os(name), st, &mut buf)
+                            })
+                        });
+                        if let Err(e) = r {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                            next.store(self.jobs.len(), Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        match failed.into_inner() {
+            Ok(Some(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Copies multiply-linked files once per inode and links the others.
+    fn copy_linked(&self) -> Result<(), FlattenError> {
+        let mut first: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let split = |rel: &[u8]| -> (Vec<u8>, Vec<u8>) {
+            match rel.iter().rposition(|&b| b == b'/') {
+                Some(i) => (rel[..i].to_vec(), rel[i + 1..].to_vec()),
+                None => (Vec::new(), rel.to_vec()),
+            }
+        };
+        for (rel, st) in &self.linked {
+            let (parent, name) = split(rel);
+            let (s, d) = self.open_pair(&parent)?;
+            match first.get(&(st.st_dev, st.st_ino)) {
+                Some(target) => {
+                    let (tparent, tname) = split(target);
+                    let t = sys::open_in_root(
+                        self.dst_root,
+                        Path::new(os(&tparent)),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY,
+                        true,
+                    )
+                    .map_err(self.err(rel, "open link target dir"))?;
+                    nix::unistd::linkat(
+                        t.as_fd(),
+                        os(&tname),
+                        d.as_fd(),
+                        os(&name),
+                        AtFlags::empty(),
+                    )
+                    .map_err(self.err(rel, "link"))?;
+                }
+                None => {
+                    self.copy_node(rel, s.as_fd(), d.as_fd(), os(&name), st, &mut buf)?;
+                    first.insert((st.st_dev, st.st_ino), rel.clone());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Gives the directories a layer created only as parents (no entry of their
