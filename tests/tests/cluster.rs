@@ -118,9 +118,7 @@ fn killed_leader_is_replaced_writes_continue_and_no_acknowledged_write_is_lost()
     let mut acked = BTreeMap::new();
     for i in 0..40 {
         let (key, value) = (format!("/t/before/{i:03}"), format!("v{i}"));
-        c.node(i % 4)
-            .put(&key, &value)
-            .expect("write before the chaos");
+        put_acked(&c, i % 4, &key, &value);
         acked.insert(key, value);
     }
 
@@ -455,11 +453,7 @@ fn full_cluster_restart_recovers_every_key_from_disk() {
         put_acked(&c, 0, &format!("/t/k{i:02}"), &format!("second{i}"));
     }
     for i in 20..25 {
-        let r = c
-            .node(1)
-            .call("DELETE", &format!("/v1/keys/t/k{i:02}"), None)
-            .expect("delete");
-        assert!(r.ok(), "delete: {} {}", r.status, r.text());
+        call_ok(&c, 1, "DELETE", &format!("/v1/keys/t/k{i:02}"), None);
     }
     let before = wait_converged(&c, &c.all(), "/t/");
     assert_eq!(before.len(), 25);
@@ -630,11 +624,19 @@ fn garbage_on_peer_ports_and_api_socket_is_dropped_and_the_daemon_keeps_serving(
     let mut want = BTreeMap::new();
     want.insert("/t/after-garbage".to_string(), "fine".to_string());
     c.wait_for_keys(&c.all(), "/t/", &want);
-    for k in c.all() {
-        let m = c.node(k).machines().expect("machines");
-        assert_eq!(m.len(), 3, "{} lists {m:?}", c.node(k).name);
-        assert!(m.values().all(|v| v["state"] == json!("alive")), "{m:?}");
-    }
+    wait_until(
+        "every node to list the three machines alive",
+        PATIENCE,
+        || {
+            for k in c.all() {
+                let m = c.node(k).machines()?;
+                if m.len() != 3 || m.values().any(|v| v["state"] != json!("alive")) {
+                    return Err(format!("{} lists {m:?}", c.node(k).name));
+                }
+            }
+            Ok(())
+        },
+    );
     drop(idle);
 }
 
@@ -800,18 +802,26 @@ fn berthctl_lists_machines_and_reads_and_writes_keys() {
             .output()
             .expect("run berthctl")
     };
-    let out = run(0, &["--format", "json", "list-machines"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let leader_name = c.node(leader).name.clone();
+    wait_until(
+        "berthctl list-machines: 3 machines, one leader",
+        PATIENCE,
+        || {
+            let out = run(0, &["--format", "json", "list-machines"]);
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            let leaders: Vec<_> = list.iter().filter(|m| m["leader"] == json!(true)).collect();
+            if list.len() == 3 && leaders.len() == 1 && leaders[0]["name"] == json!(leader_name) {
+                Ok(())
+            } else {
+                Err(format!("{v}"))
+            }
+        },
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON machines");
-    let list = v.as_array().expect("a list");
-    assert_eq!(list.len(), 3, "{v}");
-    let leaders: Vec<_> = list.iter().filter(|m| m["leader"] == json!(true)).collect();
-    assert_eq!(leaders.len(), 1, "{v}");
-    assert_eq!(leaders[0]["name"], json!(c.node(leader).name), "{v}");
 
     let table = run(1, &["list-machines"]);
     let text = String::from_utf8_lossy(&table.stdout);
@@ -866,44 +876,60 @@ fn call_ok(
 #[test]
 fn promoted_learner_counts_in_the_quorum_and_a_demoted_voter_does_not() {
     let mut c = Cluster::start("promote", 3, 1);
-    let leader = c.wait_for_agreed_leader(&c.all());
-    let followers: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
-    let (demoted, other) = (followers[0], followers[1]);
-
-    call_ok(
-        &c,
-        other,
-        "POST",
-        "/v1/cluster/voters",
-        Some(&json!({"name": "n3"})),
-    );
-    let target = format!("/v1/cluster/voters/{}", c.node(demoted).name);
-    call_ok(&c, 3, "DELETE", &target, None);
-    let demoted_name = c.node(demoted).name.clone();
+    c.wait_for_agreed_leader(&c.all());
+    // The role `name` has on every node, if they all agree.
+    let role_everywhere = |name: &str| -> Result<String, String> {
+        let mut roles = Vec::new();
+        for k in c.all() {
+            let v = c.node(k).get_json("/v1/cluster")?;
+            let role = v["members"]
+                .as_array()
+                .and_then(|l| l.iter().find(|m| m["name"] == json!(name)).cloned())
+                .map(|m| m["role"].as_str().unwrap_or_default().to_string());
+            roles.push(role.unwrap_or_default());
+        }
+        if roles.windows(2).all(|w| w[0] == w[1]) {
+            Ok(roles[0].clone())
+        } else {
+            Err(format!("{name} has roles {roles:?}"))
+        }
+    };
+    // Conf changes answer 409 while another is in progress, and a retry of one that was
+    // applied answers 409 too: so request until every node reports the outcome.
     wait_until(
-        "every node to see n3 as voter and the demoted node as learner",
+        "n3 promoted to voter on every node",
         PATIENCE,
-        || {
-            for k in c.all() {
-                let v = c.node(k).get_json("/v1/cluster")?;
-                let role = |name: &str| {
-                    v["members"]
-                        .as_array()
-                        .and_then(|l| l.iter().find(|m| m["name"] == json!(name)).cloned())
-                        .map(|m| m["role"].clone())
-                };
-                if role("n3") != Some(json!("voter"))
-                    || role(&demoted_name) != Some(json!("learner"))
-                {
-                    return Err(format!("{}: {v}", c.node(k).name));
-                }
+        || match role_everywhere("n3")?.as_str() {
+            "voter" => Ok(()),
+            other => {
+                let body = json!({"name": "n3"});
+                let _ = c.node(0).call("POST", "/v1/cluster/voters", Some(&body));
+                Err(format!("n3 is {other:?}"))
             }
-            Ok(())
         },
     );
+    // Demote an original voter that is not the leader (the leader cannot be demoted).
+    let leader = c.wait_for_agreed_leader(&c.all());
+    let originals: Vec<usize> = (0..3).filter(|&k| k != leader).collect();
+    let (demoted, other) = (originals[0], originals[1]);
+    let demoted_name = c.node(demoted).name.clone();
+    let target = format!("/v1/cluster/voters/{demoted_name}");
+    wait_until(
+        "the demoted voter is a learner on every node",
+        PATIENCE,
+        || match role_everywhere(&demoted_name)?.as_str() {
+            "learner" => Ok(()),
+            other => {
+                let _ = c.node(3).call("DELETE", &target, None);
+                Err(format!("{demoted_name} is {other:?}"))
+            }
+        },
+    );
+    assert_eq!(role_everywhere("n3").as_deref(), Ok("voter"));
 
-    // Two of the three original voters die; the leader and the promoted node are a quorum
-    // of the new configuration, so writes still commit, and they reach both survivors.
+    // Two of the three original voters die (one already demoted). The survivors, n3 and an
+    // original voter, are a quorum of the new configuration only if n3 really votes and the
+    // demoted node really does not: writes still commit and reach both survivors.
     c.kill(demoted);
     c.kill(other);
     let survivors = c.running();
