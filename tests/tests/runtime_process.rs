@@ -258,11 +258,17 @@ fn no_host_file_descriptor_reaches_the_container() {
     let mut cmd =
         c.rt.command(&["run", "--bundle", c.bundle.path_str(), &c.id]);
     let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
-    // SAFETY: dup2 is async-signal-safe; it runs in the forked child before exec and
-    // touches only that child's descriptor table.
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the forked child before
+    // exec and touch only that child's descriptor table.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 7) < 0 {
+            // dup2 onto itself would keep close-on-exec: clear the flag instead.
+            let rc = if raw == 7 {
+                libc::fcntl(7, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 7)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
