@@ -297,3 +297,42 @@ fn missing_console_socket_is_named() {
     assert!(c.rt.run(&["state", &c.id]).code != Some(0));
     c.assert_no_leftovers();
 }
+
+#[test]
+fn exec_capabilities_and_no_new_privs() {
+    let env = TestEnv::new("execcaps");
+    let c = env.container(|b| {
+        let caps = ["CAP_KILL", "CAP_NET_BIND_SERVICE"];
+        b.set(
+            "/process/capabilities",
+            json!({"bounding": caps, "effective": caps, "permitted": caps}),
+        );
+        b.set("/process/noNewPrivileges", json!(false));
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let status = |extra: &[&str]| {
+        let out = c.verb("exec", extra, &["cat", "/proc/self/status"]);
+        out.ok();
+        berth_tests::runtime::parse_status(&out.stdout)
+    };
+    let cap_eff = |s: &std::collections::BTreeMap<String, String>| {
+        u64::from_str_radix(&s["CapEff"], 16).expect("hex CapEff")
+    };
+    // CAP_KILL = 5, CAP_NET_BIND_SERVICE = 10, CAP_SYS_ADMIN = 21.
+    let plain = status(&[]);
+    assert_eq!(
+        cap_eff(&plain),
+        (1 << 5) | (1 << 10),
+        "exec inherits the container's caps: {plain:?}"
+    );
+    assert_eq!(plain["NoNewPrivs"], "0", "{plain:?}");
+    let with_cap = status(&["--cap", "CAP_SYS_ADMIN"]);
+    assert_eq!(
+        cap_eff(&with_cap),
+        (1 << 5) | (1 << 10) | (1 << 21),
+        "{with_cap:?}"
+    );
+    let nnp = status(&["--no-new-privs"]);
+    assert_eq!(nnp["NoNewPrivs"], "1", "{nnp:?}");
+}
