@@ -257,8 +257,21 @@ fn create_inner(
                         .map_err(|e| fail(e.into()))?;
                 }
             }
-            cgroups::membership::join(&cgroup, pid)?;
-            chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+            // Joining a v1 cgroup waits for an RCU grace period (milliseconds): let init
+            // build its rootfs meanwhile. It cannot exec before we have joined it (that
+            // needs Start or exec.fifo, both after this), and it forks nothing during
+            // setup unless createContainer hooks run, in which case we join first.
+            let hooks_fork = plan
+                .hooks
+                .as_ref()
+                .is_some_and(|h| !crate::hooks::HookKind::CreateContainer.of(h).is_empty());
+            if hooks_fork {
+                cgroups::membership::join(&cgroup, pid)?;
+                chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+            } else {
+                chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+                cgroups::membership::join(&cgroup, pid)?;
+            }
             if let Some(h) = &plan.hooks {
                 use crate::hooks::HookKind;
                 if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty()

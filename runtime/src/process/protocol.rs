@@ -7,8 +7,8 @@
 //!  [fast path, new userns] writes uid/gid maps
 //!                         ◀─────────── NeedIdMaps  [slow path] setns(paths), unshare(new)
 //!  writes uid/gid maps    ─────────── IdMapsWritten ▶
-//!  joins the pid to the cgroup
 //!                          ───────────────── Go ──▶ rootfs mounts and devices
+//!  joins the pid to the cgroup (meanwhile; before Go if createContainer hooks fork)
 //!  [hooks] prestart, createRuntime ◀── RuntimeHooks
 //!                          ────────── HooksDone ──▶ createContainer hooks, pivot_root, sysctl,
 //!                                                   masked/readonly paths, hostname,
