@@ -3,7 +3,14 @@ use clap::Parser;
 fn main() {
     // Like C tools: a closed stdout (e.g. `| head`) ends the process quietly.
     berth::sys::default_sigpipe();
-    let cli = berth::cli::Cli::parse();
+    let cli = match berth::cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // Usage errors exit 1, as runc's do; --help and --version exit 0.
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     if berth::cli::enters_container(&cli.command)
         && !berth::sys::memfd::running_from_readonly_mount()
         && !berth::sys::memfd::running_from_sealed_memfd()

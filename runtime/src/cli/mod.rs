@@ -52,7 +52,7 @@ pub struct GlobalOpts {
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
     about = "Berth: a runc-compatible OCI runtime"
 )]
 pub struct Cli {

@@ -23,9 +23,18 @@ pub struct UpdateArgs {
     /// Memory soft limit.
     #[arg(long = "memory-reservation")]
     pub memory_reservation: Option<String>,
-    /// CPU shares (relative weight).
-    #[arg(long = "cpu-shares")]
+    /// CPU shares (relative weight); runc spells it --cpu-share.
+    #[arg(long = "cpu-share", alias = "cpu-shares")]
     pub cpu_shares: Option<u64>,
+    /// CPU realtime period in microseconds.
+    #[arg(long = "cpu-rt-period")]
+    pub cpu_rt_period: Option<u64>,
+    /// CPU realtime runtime in microseconds.
+    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    /// Block IO weight (10-1000).
+    #[arg(long = "blkio-weight")]
+    pub blkio_weight: Option<u16>,
     /// CPU CFS quota in microseconds.
     #[arg(long = "cpu-quota", allow_hyphen_values = true)]
     pub cpu_quota: Option<i64>,
@@ -91,6 +100,12 @@ fn patch_from_flags(a: &UpdateArgs) -> anyhow::Result<Value> {
     if let Some(v) = a.cpu_period {
         cpu.insert("period".into(), json!(v));
     }
+    if let Some(v) = a.cpu_rt_period {
+        cpu.insert("realtimePeriod".into(), json!(v));
+    }
+    if let Some(v) = a.cpu_rt_runtime {
+        cpu.insert("realtimeRuntime".into(), json!(v));
+    }
     if let Some(v) = &a.cpuset_cpus {
         cpu.insert("cpus".into(), json!(v));
     }
@@ -106,6 +121,12 @@ fn patch_from_flags(a: &UpdateArgs) -> anyhow::Result<Value> {
     }
     if let Some(p) = a.pids_limit {
         out.insert("pids".into(), json!({"limit": p}));
+    }
+    if let Some(w) = a.blkio_weight {
+        if !(10..=1000).contains(&w) {
+            anyhow::bail!("--blkio-weight {w}: must be between 10 and 1000");
+        }
+        out.insert("blockIO".into(), json!({"weight": w}));
     }
     Ok(Value::Object(out))
 }

@@ -100,7 +100,7 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         }
         let hooks = HookKind::CreateContainer.of(h);
         if !hooks.is_empty() {
-            crate::hooks::run_hooks(hooks, &hook_state(a, "created"))
+            crate::hooks::run_hooks(hooks, &hook_state(a, "creating"))
                 .map_err(|e| InitError::msg("createContainer hook", None, e.to_string()))?;
         }
     }
@@ -240,7 +240,7 @@ fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
     if let Some(h) = &a.plan.hooks {
         let hooks = crate::hooks::HookKind::StartContainer.of(h);
         if !hooks.is_empty() {
-            if let Err(e) = crate::hooks::run_hooks(hooks, &hook_state(a, "running")) {
+            if let Err(e) = crate::hooks::run_hooks(hooks, &hook_state(a, "created")) {
                 return InitError::msg("startContainer hook", None, e.to_string());
             }
         }
