@@ -626,8 +626,31 @@ fn bench_etcd(o: &Opts, tuned: bool) -> Result<Figures> {
 
 // ---------------------------------------------------------------- report
 
-/// One table row: a label and how to read the figure from a column's results.
-type Row = (&'static str, Box<dyn Fn(&Figures) -> String>);
+/// One table row: a label, the issue's target, how to show a column's figure, and the
+/// number the ratio column compares (berthd / etcd tuned).
+struct Row {
+    label: &'static str,
+    target: &'static str,
+    show: Box<dyn Fn(&Figures) -> String>,
+    median: Box<Pick>,
+}
+
+/// Reads one number out of a column's results.
+type Pick = dyn Fn(&Figures) -> Option<f64>;
+
+fn row(
+    label: &'static str,
+    target: &'static str,
+    show: impl Fn(&Figures) -> String + 'static,
+    median: impl Fn(&Figures) -> Option<f64> + 'static,
+) -> Row {
+    Row {
+        label,
+        target,
+        show: Box::new(show),
+        median: Box::new(median),
+    }
+}
 
 fn cell(v: &[f64]) -> String {
     match (pct(v, 50), pct(v, 99)) {
@@ -712,50 +735,75 @@ fn main() -> Result<()> {
         }
     )?;
     writeln!(out, "3 members, each in its own netns on one bridge; trials={} samples={} writes={}; etcd through its v3 JSON gateway (HTTP/1.1 keep-alive), berthd through its unix-socket API (one connection per request); failover puts go to a survivor with 50 ms attempts, retried\n", o.trials, o.samples, o.writes)?;
-    write!(out, "{:<48}", "metric (ms: p50 / p99)")?;
+    write!(out, "{:<46}{:>16}", "metric (ms: p50 / p99)", "target")?;
     for (name, _) in &cols {
-        write!(out, "{name:>20}")?;
+        write!(out, "{name:>18}")?;
     }
-    writeln!(out)?;
-    let rows: Vec<Row> = vec![
-        (
+    writeln!(out, "{:>14}", "berthd/etcd")?;
+    let rows = vec![
+        row(
             "kill -9 leader -> next successful put",
-            Box::new(|f| cell(&f.failover)),
+            "<150 / <300",
+            |f| cell(&f.failover),
+            |f| pct(&f.failover, 50),
         ),
-        (
+        row(
             "kill -9 -> every survivor marks it dead",
-            Box::new(|f| cell(&f.dead)),
+            "<1500",
+            |f| cell(&f.dead),
+            |f| pct(&f.dead, 50),
         ),
-        (
+        row(
             "put on leader -> watch event on a follower",
-            Box::new(|f| cell(&f.watch)),
+            "",
+            |f| cell(&f.watch),
+            |f| pct(&f.watch, 50),
         ),
-        (
+        row(
             "register on leader -> visible on every node",
-            Box::new(|f| cell(&f.visible)),
+            "<2 / <5",
+            |f| cell(&f.visible),
+            |f| pct(&f.visible, 50),
         ),
-        (
+        row(
             "sequential durable puts/s",
-            Box::new(|f| f.writes_per_s.map_or("-".into(), |w| format!("{w:.0}"))),
+            ">=1000",
+            |f| f.writes_per_s.map_or("-".into(), |w| format!("{w:.0}")),
+            |f| f.writes_per_s,
         ),
-        (
+        row(
             "RSS per member MiB (median / max)",
-            Box::new(|f| match (pct(&f.rss_mib, 50), pct(&f.rss_mib, 100)) {
+            "<15",
+            |f| match (pct(&f.rss_mib, 50), pct(&f.rss_mib, 100)) {
                 (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
                 _ => "-".into(),
-            }),
+            },
+            |f| pct(&f.rss_mib, 50),
         ),
-        (
+        row(
             "term changes while all cores spin",
-            Box::new(|f| f.spurious.map_or("-".into(), |s| s.to_string())),
+            "0",
+            |f| f.spurious.map_or("-".into(), |s| s.to_string()),
+            |_| None,
         ),
     ];
-    for (label, get) in rows {
-        write!(out, "{label:<48}")?;
+    for r in rows {
+        write!(out, "{:<46}{:>16}", r.label, r.target)?;
         for (_, f) in &cols {
-            write!(out, "{:>20}", get(f))?;
+            write!(out, "{:>18}", (r.show)(f))?;
         }
-        writeln!(out)?;
+        let ratio = match (cols.first(), cols.get(1)) {
+            (Some((_, b)), Some((_, e))) => match ((r.median)(b), (r.median)(e)) {
+                (Some(x), Some(y)) if y > 0.0 => format!("{:.2}x", x / y),
+                _ => "-".into(),
+            },
+            _ => "-".into(),
+        };
+        writeln!(out, "{ratio:>14}")?;
     }
+    writeln!(
+        out,
+        "\n(ratio: berthd median / etcd hb50/el250 median; targets from issue 5)"
+    )?;
     Ok(())
 }
