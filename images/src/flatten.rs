@@ -600,7 +600,18 @@ mod tests {
     #[test]
     fn merging_overlay_layers_equals_flattening_the_tars() {
         if !nix::unistd::geteuid().is_root() {
-            // Overlay-form layers need trusted.* xattrs (CAP_SYS_ADMIN).
+            // Overlay-form layers need trusted.* xattrs (CAP_SYS_ADMIN):
+            // without root the unpack must refuse, naming the opaque entry.
+            let tmp = tempfile::tempdir().unwrap();
+            let l = tar(&[("var/.wh..wh..opq", "")]);
+            let err = unpack_layer(
+                &l[..],
+                tmp.path(),
+                &UnpackOptions::new(WhiteoutMode::Overlay),
+                None,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("var/.wh..wh..opq"), "{err}");
             return;
         }
         let layers = [
