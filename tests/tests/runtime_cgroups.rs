@@ -1,0 +1,355 @@
+//! cgroups as the host's cgroupfs shows them: membership, memory limit and an OOM kill
+//! reported by `events`, the pids limit stopping a fork loop, `update`, `pause`/`resume`.
+//! This host is hybrid (v1 controllers plus a controller-less cgroup2), so the files read
+//! are the v1 ones.
+
+use std::fs;
+use std::path::Path;
+
+use berth_tests::runtime::{wait_for, Container, Running, TestEnv};
+use serde_json::{json, Value};
+
+fn read_trim(path: &Path) -> String {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// Creates the trigger file the container's script waits for (the rootfs is bind-mounted
+/// onto itself, so a file made on the host under rootfs/tmp shows inside as /tmp).
+fn trigger(c: &Container, name: &str) {
+    fs::write(c.bundle.rootfs().join("tmp").join(name), "").expect("write trigger");
+}
+
+const WAIT_GO: &str = "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done";
+
+#[test]
+fn init_joins_the_configured_cgroup_everywhere() {
+    let env = TestEnv::new("cgjoin");
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    c.create().ok();
+    let pid = c.pid();
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("init cgroup");
+    let want = format!("/berth-test/{}", c.id);
+    for controller in [
+        "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|cs| cs.split(',').any(|x| x == controller))
+            })
+            .unwrap_or_else(|| panic!("no {controller} line in:\n{text}"));
+        assert!(
+            line.ends_with(&want),
+            "{controller}: init should be in {want}:\n{text}"
+        );
+        let procs = read_trim(&c.cgroup_dir(controller).join("cgroup.procs"));
+        assert!(
+            procs.lines().any(|p| p == pid.to_string()),
+            "{controller} cgroup.procs lacks {pid}: {procs}"
+        );
+    }
+    c.delete(true).ok();
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn memory_limit_and_oom_kill_reported_by_events() {
+    let env = TestEnv::new("oom");
+    let limit: u64 = 32 << 20;
+    let c = env.container(|b| {
+        b.set("/root/readonly", json!(false));
+        b.set("/linux/resources/memory", json!({"limit": limit}));
+        b.sh(&format!(
+            "{WAIT_GO}; sh -c 'x=0123456789abcdef; while :; do x=$x$x; done'; echo child-status=$?; exec sleep 1000"
+        ));
+    });
+    c.create().ok();
+    assert_eq!(
+        read_trim(&c.cgroup_dir("memory").join("memory.limit_in_bytes")),
+        limit.to_string()
+    );
+    c.start().ok();
+    c.wait_stdout("ready");
+
+    let events_out = env.path().join("events.out");
+    let events_err = env.path().join("events.err");
+    let mut events = Running::spawn(
+        &mut c.rt.command(&["events", "--interval", "1s", &c.id]),
+        Some(&events_out),
+        Some(&events_err),
+    );
+    // The first stats line means the event stream (and its OOM notification) is set up.
+    wait_for("a first line from events", || {
+        fs::read_to_string(&events_out)
+            .ok()
+            .filter(|t| t.contains('\n'))
+    });
+    trigger(&c, "go");
+    let out = c.wait_stdout("child-status=");
+    assert!(
+        out.contains("child-status=137"),
+        "the memory hog is SIGKILLed by the OOM killer:\n{out}"
+    );
+    let stream = wait_for("an oom event", || {
+        let text = fs::read_to_string(&events_out).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["type"] == "oom" && v["id"] == c.id.as_str())
+            .then_some(text)
+    });
+    let _ = events.child.kill();
+    let _ = events.child.wait();
+    assert!(
+        stream
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("\"stats\"")),
+        "{stream}"
+    );
+    let oom_control = read_trim(&c.cgroup_dir("memory").join("memory.oom_control"));
+    assert!(
+        oom_control
+            .lines()
+            .any(|l| l.starts_with("oom_kill ") && l != "oom_kill 0"),
+        "memory.oom_control should count the kill:\n{oom_control}"
+    );
+
+    let stats = c.verb("events", &["--stats"], &[]);
+    stats.ok();
+    let stats: Value = serde_json::from_str(stats.stdout.trim())
+        .unwrap_or_else(|e| panic!("events --stats JSON: {e}\n{stats}"));
+    assert_eq!(stats["type"], "stats", "{stats}");
+    assert_eq!(stats["id"], c.id.as_str(), "{stats}");
+    let memory = &stats["data"]["memory"]["usage"];
+    assert_eq!(memory["limit"], limit, "{stats}");
+    assert!(
+        memory["failcnt"].as_u64().is_some_and(|n| n > 0),
+        "the limit was hit: {stats}"
+    );
+    assert!(
+        stats["data"]["pids"]["current"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{stats}"
+    );
+}
+
+#[test]
+fn pids_limit_stops_a_fork_loop() {
+    let env = TestEnv::new("pids");
+    let c = env.container(|b| {
+        b.set("/linux/resources/pids", json!({"limit": 8}));
+        // A failed fork ends busybox sh, so the loop runs in a subshell and PID 1 lives on.
+        b.sh("(i=0; while [ $i -lt 30 ]; do sleep 1000 & i=$((i+1)); done); echo loop-exit=$?; exec sleep 1000");
+    });
+    c.create().ok();
+    assert_eq!(read_trim(&c.cgroup_dir("pids").join("pids.max")), "8");
+    c.start().ok();
+    let out = c.wait_stdout("loop-exit=");
+    assert!(
+        !out.contains("loop-exit=0"),
+        "the fork loop must fail: {out}"
+    );
+    assert!(
+        c.stderr().contains("fork"),
+        "forks past the limit fail: {}",
+        c.stderr()
+    );
+    let current: u64 = read_trim(&c.cgroup_dir("pids").join("pids.current"))
+        .parse()
+        .expect("number");
+    assert!(
+        current <= 8,
+        "pids.current {current} must not pass the limit"
+    );
+    let events = read_trim(&c.cgroup_dir("pids").join("pids.events"));
+    assert!(
+        events.starts_with("max ") && events != "max 0",
+        "pids.events counts refusals: {events}"
+    );
+}
+
+#[test]
+fn update_changes_limits_of_a_running_container() {
+    let env = TestEnv::new("update");
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    c.verb(
+        "update",
+        &[
+            "--memory",
+            "100M",
+            "--pids-limit",
+            "50",
+            "--cpu-share",
+            "512",
+        ],
+        &[],
+    )
+    .ok();
+    assert_eq!(
+        read_trim(&c.cgroup_dir("memory").join("memory.limit_in_bytes")),
+        (100u64 << 20).to_string()
+    );
+    assert_eq!(read_trim(&c.cgroup_dir("pids").join("pids.max")), "50");
+    assert_eq!(read_trim(&c.cgroup_dir("cpu").join("cpu.shares")), "512");
+
+    let resources = env.path().join("resources.json");
+    fs::write(
+        &resources,
+        json!({"memory": {"limit": 64u64 << 20}, "cpu": {"quota": 50000, "period": 100000}, "pids": {"limit": 20}})
+            .to_string(),
+    )
+    .expect("write resources");
+    c.verb(
+        "update",
+        &["--resources", resources.to_str().expect("utf-8")],
+        &[],
+    )
+    .ok();
+    assert_eq!(
+        read_trim(&c.cgroup_dir("memory").join("memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read_trim(&c.cgroup_dir("cpu").join("cpu.cfs_quota_us")),
+        "50000"
+    );
+    assert_eq!(
+        read_trim(&c.cgroup_dir("cpu").join("cpu.cfs_period_us")),
+        "100000"
+    );
+    assert_eq!(read_trim(&c.cgroup_dir("pids").join("pids.max")), "20");
+    assert_eq!(c.state()["status"], "running");
+}
+
+#[test]
+fn pause_freezes_and_resume_thaws() {
+    let env = TestEnv::new("pause");
+    let c = env.container(|b| {
+        b.sh("i=0; while :; do i=$((i+1)); echo $i > /dev/shm/tick; sleep 0.01; done");
+    });
+    c.create_and_start();
+    let freezer = c.cgroup_dir("freezer").join("freezer.state");
+    assert_eq!(read_trim(&freezer), "THAWED");
+    c.verb("pause", &[], &[]).ok();
+    assert_eq!(read_trim(&freezer), "FROZEN");
+    assert_eq!(c.state()["status"], "paused");
+    let list = c.rt.run(&["list", "--format", "json"]);
+    list.ok();
+    assert!(list.stdout.contains("\"paused\""), "{list}");
+    c.verb("resume", &[], &[]).ok();
+    assert_eq!(read_trim(&freezer), "THAWED");
+    assert_eq!(c.state()["status"], "running");
+    // Paused containers cannot be deleted without --force; resumed ones are running again.
+    c.delete(true).ok();
+    c.assert_no_leftovers();
+}
+
+#[test]
+fn memory_cpu_and_cpuset_settings_reach_cgroupfs() {
+    let env = TestEnv::new("cgset");
+    let c = env.container(|b| {
+        b.set(
+            "/linux/resources/memory",
+            json!({"limit": 64u64 << 20, "reservation": 32u64 << 20, "swappiness": 10, "disableOOMKiller": true}),
+        );
+        b.set(
+            "/linux/resources/cpu",
+            json!({"shares": 256, "quota": 20000, "period": 100000, "cpus": "0", "mems": "0"}),
+        );
+        b.args(&["cat", "/proc/self/status"]);
+    });
+    c.create().ok();
+    let memory = c.cgroup_dir("memory");
+    assert_eq!(
+        read_trim(&memory.join("memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read_trim(&memory.join("memory.soft_limit_in_bytes")),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read_trim(&memory.join("memory.swappiness")), "10");
+    let oom = read_trim(&memory.join("memory.oom_control"));
+    assert!(
+        oom.lines().any(|l| l == "oom_kill_disable 1"),
+        "disableOOMKiller: {oom}"
+    );
+    let cpu = c.cgroup_dir("cpu");
+    assert_eq!(read_trim(&cpu.join("cpu.shares")), "256");
+    assert_eq!(read_trim(&cpu.join("cpu.cfs_quota_us")), "20000");
+    assert_eq!(read_trim(&cpu.join("cpu.cfs_period_us")), "100000");
+    let cpuset = c.cgroup_dir("cpuset");
+    assert_eq!(read_trim(&cpuset.join("cpuset.cpus")), "0");
+    assert_eq!(read_trim(&cpuset.join("cpuset.mems")), "0");
+    c.start().ok();
+    c.wait_status("stopped");
+    let status = berth_tests::runtime::parse_status(&c.stdout());
+    assert_eq!(
+        status.get("Cpus_allowed_list").map(String::as_str),
+        Some("0"),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn device_cgroup_allows_only_listed_devices() {
+    let env = TestEnv::new("devcg");
+    let caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"];
+    let c = env.container(|b| {
+        b.set(
+            "/process/capabilities",
+            json!({"bounding": caps, "effective": caps, "permitted": caps}),
+        );
+        b.push(
+            "/mounts",
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}),
+        );
+        b.set(
+            "/linux/resources/devices",
+            json!([
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
+            ]),
+        );
+        b.sh(
+            "(mknod /scratch/mem c 1 1 && head -c1 /scratch/mem) 2>&1; echo mem-done; \
+             mknod /scratch/null2 c 1 3 && echo x > /scratch/null2 && echo null2-ok; \
+             mknod /scratch/tun c 10 200 && echo tun-ok",
+        );
+    });
+    c.create().ok();
+    let list = read_trim(&c.cgroup_dir("devices").join("devices.list"));
+    let rules: Vec<&str> = list.lines().collect();
+    assert!(
+        !rules.contains(&"a *:* rwm"),
+        "deny-all must replace the default allow-all: {list}"
+    );
+    assert!(
+        rules.contains(&"c 10:200 rwm"),
+        "the spec's allow rule is present: {list}"
+    );
+    assert!(
+        rules.contains(&"c 1:3 rwm"),
+        "the default /dev/null rule is present: {list}"
+    );
+    c.start().ok();
+    c.wait_status("stopped");
+    let out = c.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("Operation not permitted"),
+        "/dev/mem (1:1) is denied: {out}"
+    );
+    assert_eq!(lines[1..], ["mem-done", "null2-ok", "tun-ok"], "{out}");
+}
