@@ -3,7 +3,8 @@
 //! Run as root: `cargo build --release -p berth --bins && cargo run --release -p berth-benches
 //! --bin start_latency [-- --trials 50 --warmup 5 --berth PATH --only berth,runc,crun]`.
 //!
-//! Measured, per runtime, wall time from spawning the runtime's command to its exit, and
+//! Runtimes take turns trial by trial (interleaved), so a load change on a shared machine
+//! hits them alike. Measured, per runtime, wall time from spawning the runtime's command to its exit, and
 //! the peak RSS wait4(2) reports for that command (the largest of the runtime process and
 //! the descendants it reaped):
 //! - `run` of /bin/true with pid, network, ipc, uts, mount and cgroup namespaces;
@@ -287,6 +288,63 @@ fn render(table: &Table, reference: &str, fallback: Option<f64>) -> String {
     out
 }
 
+/// Samples per runtime: one list per phase of a trial.
+type Samples = Vec<(String, Vec<Vec<Sample>>)>;
+
+/// Runs `trial` for every runtime in turn, trial after trial, so that load changes on a
+/// shared machine hit every runtime alike. The first `warmup` rounds are discarded. A
+/// runtime whose trial fails is dropped from this section with a note.
+fn interleave(
+    runtimes: &[Runtime],
+    opts: &Options,
+    section: &str,
+    mut trial: impl FnMut(&Runtime) -> Result<Vec<Sample>>,
+) -> Samples {
+    let mut out: Samples = runtimes
+        .iter()
+        .map(|r| (r.name.to_string(), Vec::new()))
+        .collect();
+    let mut failed = vec![false; runtimes.len()];
+    for round in 0..opts.warmup + opts.trials {
+        for (i, rt) in runtimes.iter().enumerate() {
+            if failed[i] {
+                continue;
+            }
+            match trial(rt) {
+                Ok(phases) => {
+                    if round < opts.warmup {
+                        continue;
+                    }
+                    let slots = &mut out[i].1;
+                    slots.resize_with(phases.len(), Vec::new);
+                    for (slot, sample) in slots.iter_mut().zip(phases) {
+                        slot.push(sample);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("note: {section} with {} failed, left out: {e:#}", rt.name);
+                    failed[i] = true;
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .zip(failed)
+        .filter(|(_, f)| !f)
+        .map(|(o, _)| o)
+        .collect()
+}
+
+fn table(title: &str, samples: &Samples, phase: usize) -> Table {
+    Table {
+        title: title.to_string(),
+        rows: samples
+            .iter()
+            .filter_map(|(name, phases)| phases.get(phase).map(|s| (name.clone(), stats(s))))
+            .collect(),
+    }
+}
+
 fn main() -> Result<()> {
     let opts = parse_options()?;
     if !nix::unistd::geteuid().is_root() {
@@ -362,62 +420,36 @@ fn main() -> Result<()> {
         opts.warmup
     );
     // 1. run /bin/true
-    let mut t = Table {
-        title: "`run` /bin/true, six namespaces incl. network".into(),
-        rows: vec![],
-    };
-    for rt in &runtimes {
-        let mut samples = Vec::new();
-        for i in 0..total {
-            let id = next_id("run");
-            let s = rt.measure(&["run", "--bundle", &bundle_s, &id])?;
-            if i >= opts.warmup {
-                samples.push(s);
-            }
-        }
-        t.rows.push((rt.name.into(), stats(&samples)));
-    }
-    tables.push(t);
+    let run = interleave(&runtimes, &opts, "run", |rt| {
+        let id = next_id("run");
+        Ok(vec![rt.measure(&["run", "--bundle", &bundle_s, &id])?])
+    });
+    tables.push(table(
+        "`run` /bin/true, six namespaces incl. network",
+        &run,
+        0,
+    ));
 
     // 2. create / start / delete apart
-    let mut phases: Vec<Table> = ["create", "start", "delete"]
-        .iter()
-        .map(|p| Table {
-            title: format!("`{p}` alone (/bin/true)"),
-            rows: vec![],
-        })
-        .collect();
-    for rt in &runtimes {
-        let mut by_phase: [Vec<Sample>; 3] = [vec![], vec![], vec![]];
-        for i in 0..total {
-            let id = next_id("csd");
-            let pid_file = work.path().join(format!("{id}.pid"));
-            let pid_s = pid_file.to_str().context("utf-8")?.to_string();
-            let c = rt.measure(&["create", "--pid-file", &pid_s, "--bundle", &bundle_s, &id])?;
-            let pid: i32 = fs::read_to_string(&pid_file)?
-                .trim()
-                .parse()
-                .context("pid file")?;
-            let s = rt.measure(&["start", &id])?;
-            wait_exit(pid)?;
-            let d = rt.measure(&["delete", &id])?;
-            if i >= opts.warmup {
-                for (slot, sample) in by_phase.iter_mut().zip([c, s, d]) {
-                    slot.push(sample);
-                }
-            }
-        }
-        for (table, samples) in phases.iter_mut().zip(by_phase.iter()) {
-            table.rows.push((rt.name.into(), stats(samples)));
-        }
+    let csd = interleave(&runtimes, &opts, "create/start/delete", |rt| {
+        let id = next_id("csd");
+        let pid_file = work.path().join(format!("{id}.pid"));
+        let pid_s = pid_file.to_str().context("utf-8")?.to_string();
+        let c = rt.measure(&["create", "--pid-file", &pid_s, "--bundle", &bundle_s, &id])?;
+        let pid: i32 = fs::read_to_string(&pid_file)?
+            .trim()
+            .parse()
+            .context("pid file")?;
+        let s = rt.measure(&["start", &id])?;
+        wait_exit(pid)?;
+        let d = rt.measure(&["delete", &id])?;
+        Ok(vec![c, s, d])
+    });
+    for (phase, name) in ["create", "start", "delete"].iter().enumerate() {
+        tables.push(table(&format!("`{name}` alone (/bin/true)"), &csd, phase));
     }
-    tables.extend(phases);
 
-    // 3. exec /bin/true into a running container
-    let mut t = Table {
-        title: "`exec` /bin/true into a running container".into(),
-        rows: vec![],
-    };
+    // 3. exec /bin/true into a running container (one per runtime, set up first)
     let sleeper = work.path().join("bundle-sleep");
     make_bundle(&sleeper, &spec_from, None)?;
     let path = sleeper.join("config.json");
@@ -425,26 +457,24 @@ fn main() -> Result<()> {
     config["process"]["args"] = json!(["sleep", "100000"]);
     fs::write(&path, config.to_string())?;
     let sleeper_s = sleeper.to_str().context("utf-8")?.to_string();
+    let mut exec_ids = Vec::new();
     for rt in &runtimes {
         let id = next_id("exec");
         rt.measure(&["run", "-d", "--bundle", &sleeper_s, &id])?;
-        let mut samples = Vec::new();
-        let result = (|| -> Result<()> {
-            for i in 0..total {
-                let s = rt.measure(&["exec", &id, "/bin/true"])?;
-                if i >= opts.warmup {
-                    samples.push(s);
-                }
-            }
-            Ok(())
-        })();
-        rt.quiet(&["delete", "--force", &id]);
-        match result {
-            Ok(()) => t.rows.push((rt.name.into(), stats(&samples))),
-            Err(e) => eprintln!("note: exec with {} failed: {e:#}", rt.name),
-        }
+        exec_ids.push((rt.name, id));
     }
-    tables.push(t);
+    let exec = interleave(&runtimes, &opts, "exec", |rt| {
+        let id = exec_ids
+            .iter()
+            .find(|(n, _)| *n == rt.name)
+            .map(|(_, id)| id.clone())
+            .context("exec container")?;
+        Ok(vec![rt.measure(&["exec", &id, "/bin/true"])?])
+    });
+    for (rt, (_, id)) in runtimes.iter().zip(&exec_ids) {
+        rt.quiet(&["delete", "--force", id]);
+    }
+    tables.push(table("`exec` /bin/true into a running container", &exec, 0));
 
     // 4. run under the Docker-style seccomp profile
     if let Some(p) = &profile {
@@ -457,28 +487,15 @@ fn main() -> Result<()> {
                     .sum()
             })
             .unwrap_or(0);
-        let mut t = Table {
-            title: format!("`run` /bin/true with a {names}-name seccomp profile"),
-            rows: vec![],
-        };
-        for rt in &runtimes {
-            let mut samples = Vec::new();
-            let result = (|| -> Result<()> {
-                for i in 0..total {
-                    let id = next_id("sec");
-                    let s = rt.measure(&["run", "--bundle", &seccomp_s, &id])?;
-                    if i >= opts.warmup {
-                        samples.push(s);
-                    }
-                }
-                Ok(())
-            })();
-            match result {
-                Ok(()) => t.rows.push((rt.name.into(), stats(&samples))),
-                Err(e) => eprintln!("note: seccomp run with {} failed: {e:#}", rt.name),
-            }
-        }
-        tables.push(t);
+        let sec = interleave(&runtimes, &opts, "seccomp run", |rt| {
+            let id = next_id("sec");
+            Ok(vec![rt.measure(&["run", "--bundle", &seccomp_s, &id])?])
+        });
+        tables.push(table(
+            &format!("`run` /bin/true with a {names}-name seccomp profile"),
+            &sec,
+            0,
+        ));
     } else {
         eprintln!(
             "note: {} not found; seccomp section skipped",
