@@ -336,3 +336,82 @@ fn exec_capabilities_and_no_new_privs() {
     let nnp = status(&["--no-new-privs"]);
     assert_eq!(nnp["NoNewPrivs"], "1", "{nnp:?}");
 }
+
+#[test]
+fn exec_keeps_the_container_seccomp_and_rlimits() {
+    let env = TestEnv::new("execconf");
+    let c = env.container(|b| {
+        b.set("/root/readonly", json!(false));
+        b.set(
+            "/process/rlimits",
+            json!([{"type": "RLIMIT_NOFILE", "soft": 777, "hard": 888}]),
+        );
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+                   "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                   "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18}]}),
+        );
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let out = c.verb(
+        "exec",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "ulimit -n; grep -i '^seccomp:' /proc/self/status; (mkdir /tmp/x) 2>&1",
+        ],
+    );
+    assert_eq!(
+        out.code,
+        Some(1),
+        "exec exits with the failed mkdir's status:\n{out}"
+    );
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "777", "exec keeps the container's rlimits: {out}");
+    assert!(
+        lines[1].ends_with('2'),
+        "exec runs in seccomp filter mode: {out}"
+    );
+    assert!(
+        lines[2].contains("Invalid cross-device link"),
+        "the container's filter applies: {out}"
+    );
+}
+
+#[test]
+fn foreground_run_with_a_terminal_uses_the_callers_pty() {
+    let env = TestEnv::new("fgtty");
+    let c = env.container(|b| {
+        b.set("/process/terminal", json!(true));
+        b.sh("tty; echo ready; read line; echo \"fg-got:$line\"");
+    });
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut cmd =
+        c.rt.command(&["run", "--bundle", c.bundle.path_str(), &c.id]);
+    let slave = fs::File::from(pty.slave);
+    cmd.stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    let mut child = cmd.spawn().expect("spawn run");
+    let mut master = fs::File::from(pty.master);
+    let hello = read_until(&mut master, "ready");
+    assert!(hello.contains("/dev/pts/"), "{hello:?}");
+    master.write_all(b"over-the-pty\n").expect("write");
+    read_until(&mut master, "fg-got:over-the-pty");
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait run") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("run did not exit after the container did");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+    c.assert_no_leftovers();
+}
