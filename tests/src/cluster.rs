@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddrV4;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -191,7 +192,19 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", node.log.display()));
-        let child = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        // If the test process dies without unwinding (a CI timeout's SIGKILL), its daemons
+        // die with it instead of running on. The death signal is tied to the spawning
+        // thread, which is the test's own thread and outlives the daemons (Drop kills them).
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+        // which is async-signal-safe and touches no shared memory.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
             .args(["netns", "exec", &self.net.slot(k).netns])
             .arg(&self.berthd)
             .args(&node.args)
