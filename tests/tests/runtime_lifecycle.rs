@@ -541,3 +541,51 @@ fn spec_writes_a_default_and_refuses_to_overwrite() {
         "spec must not overwrite"
     );
 }
+
+#[test]
+fn concurrent_starts_of_one_container_start_it_once() {
+    let env = TestEnv::new("conc-start");
+    let c = env.container(|b| {
+        b.sh("echo started; exec sleep 1000");
+    });
+    c.create().ok();
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..5).map(|_| s.spawn(|| c.start())).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("start thread"))
+            .collect()
+    });
+    let ok = outcomes.iter().filter(|o| o.success()).count();
+    assert_eq!(ok, 1, "exactly one start wins: {outcomes:#?}");
+    for o in outcomes.iter().filter(|o| !o.success()) {
+        assert!(!o.stderr.trim().is_empty(), "a refused start says why: {o}");
+    }
+    c.wait_stdout("started");
+    assert_eq!(c.state()["status"], "running");
+    assert_eq!(count(&c.stdout(), "started"), 1, "the program ran once");
+}
+
+#[test]
+fn concurrent_force_deletes_of_one_container() {
+    let env = TestEnv::new("conc-del");
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let pid = c.pid();
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..5).map(|_| s.spawn(|| c.delete(true))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("delete thread"))
+            .collect()
+    });
+    assert!(outcomes.iter().any(|o| o.success()), "{outcomes:#?}");
+    for o in &outcomes {
+        assert!(matches!(o.code, Some(0 | 1)), "no crash or hang: {o}");
+    }
+    env.rt.run(&["state", &c.id]).failed();
+    wait_for("the init to be gone", || (!proc_exists(pid)).then_some(()));
+    c.assert_no_leftovers();
+}
