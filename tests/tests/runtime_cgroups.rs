@@ -353,3 +353,36 @@ fn device_cgroup_allows_only_listed_devices() {
     );
     assert_eq!(lines[1..], ["mem-done", "null2-ok", "tun-ok"], "{out}");
 }
+
+#[test]
+fn events_stats_report_cpu_memory_and_pids() {
+    let env = TestEnv::new("stats");
+    let c = env.container(|b| {
+        b.set("/linux/resources/pids", json!({"limit": 64}));
+        b.sh("i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1000 & sleep 1000 & echo busy-done; exec sleep 1000");
+    });
+    c.create_and_start();
+    c.wait_stdout("busy-done");
+    let out = c.verb("events", &["--stats"], &[]);
+    out.ok();
+    let stats: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("events --stats JSON: {e}\n{out}"));
+    assert_eq!(stats["type"], "stats", "{stats}");
+    assert_eq!(stats["id"], c.id.as_str(), "{stats}");
+    let data = &stats["data"];
+    let cpu_total = data["cpu"]["usage"]["total"].as_u64().unwrap_or(0);
+    let cpuacct: u64 = read_trim(&c.cgroup_dir("cpuacct").join("cpuacct.usage"))
+        .parse()
+        .expect("cpuacct.usage");
+    assert!(
+        cpu_total > 0 && cpu_total <= cpuacct,
+        "cpu total {cpu_total} vs cgroup {cpuacct}: {stats}"
+    );
+    let usage = data["memory"]["usage"]["usage"].as_u64().unwrap_or(0);
+    assert!(usage > 0, "memory usage: {stats}");
+    assert_eq!(
+        data["pids"]["current"], 3,
+        "the init and two background sleeps: {stats}"
+    );
+    assert_eq!(data["pids"]["limit"], 64, "{stats}");
+}
