@@ -55,15 +55,6 @@ pub fn wait_until<T>(
     }
 }
 
-/// How a node is started.
-#[derive(Clone, Debug)]
-pub enum Role {
-    /// An initial voter: gets `--bootstrap` with every voter.
-    Voter,
-    /// Joins through node `via` (`--join`), becoming a learner.
-    Learner { via: usize },
-}
-
 /// A set of `berthd` nodes on one test network.
 pub struct Cluster {
     pub net: Net,
@@ -103,7 +94,7 @@ impl Cluster {
         c.start_voters(cluster_id, voters);
         c.wait_for_agreed_leader(&c.all());
         for _ in 0..learners {
-            let k = c.add_node(cluster_id, Role::Learner { via: 0 });
+            let k = c.add_learner(cluster_id, 0);
             c.wait_for_member(k);
         }
         c
@@ -133,16 +124,12 @@ impl Cluster {
         }
     }
 
-    /// Adds one node (its own namespace) and starts it; returns its index.
-    pub fn add_node(&mut self, cluster_id: &str, role: Role) -> usize {
+    /// Adds one node in its own namespace that joins through node `via` (`--join`, so it
+    /// becomes a learner if `cluster_id` matches), starts it and waits until its API
+    /// answers; returns its index.
+    pub fn add_learner(&mut self, cluster_id: &str, via: usize) -> usize {
         let k = self.net.add_slot();
-        let args = match role {
-            Role::Voter => vec![
-                "--bootstrap".to_string(),
-                format!("n{k}={}:{PEER_PORT}", self.net.slot(k).ip),
-            ],
-            Role::Learner { via } => vec!["--join".to_string(), self.nodes[via].addr.to_string()],
-        };
+        let args = vec!["--join".to_string(), self.nodes[via].addr.to_string()];
         self.define_node(k, cluster_id, args);
         self.spawn(k);
         self.wait_healthy(k);

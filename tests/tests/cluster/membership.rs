@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_tests::cluster::{wait_until, Cluster, Role, PATIENCE};
+use berth_tests::cluster::{wait_until, Cluster, PATIENCE};
 use serde_json::json;
 
 use crate::{call_ok, put_acked};
@@ -145,8 +145,8 @@ fn killed_nodes_services_vanish_from_every_node() {
 fn node_with_another_cluster_id_cannot_join_and_is_never_listed() {
     let mut c = Cluster::start("cluster-a", 3, 0);
     // The intruder (n3) and a legitimate learner (n4) join through the same member.
-    let intruder = c.add_node("cluster-b", Role::Learner { via: 0 });
-    let learner = c.add_node("cluster-a", Role::Learner { via: 0 });
+    let intruder = c.add_learner("cluster-b", 0);
+    let learner = c.add_learner("cluster-a", 0);
     c.wait_for_member(learner);
     put_acked(&c, 0, "/t/a-only", "secret");
     wait_until("the learner receives the registry", PATIENCE, || {
