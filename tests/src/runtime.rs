@@ -44,7 +44,7 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The runtime binary under test: `$BERTH_TEST_RUNTIME`, else the workspace's `berth`.
 pub fn runtime_bin() -> PathBuf {
-    match std::env::var_os("BERTH_TEST_RUNTIME") {
+    match std::env::var_os("BERTH_TEST_RUNTIME").filter(|p| !p.is_empty()) {
         Some(path) => PathBuf::from(path),
         None => crate::workspace_bin("berth"),
     }

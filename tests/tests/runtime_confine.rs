@@ -424,3 +424,14 @@ fn apparmor_profile_on_a_host_without_apparmor_is_refused() {
     );
     c.assert_no_leftovers();
 }
+
+#[test]
+fn negative_memory_limit_is_refused() {
+    refused(
+        "neglimit",
+        |b| {
+            b.set("/linux/resources/memory", json!({"limit": -5}));
+        },
+        "-5",
+    );
+}

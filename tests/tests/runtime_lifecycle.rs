@@ -589,3 +589,22 @@ fn concurrent_force_deletes_of_one_container() {
     wait_for("the init to be gone", || (!proc_exists(pid)).then_some(()));
     c.assert_no_leftovers();
 }
+
+#[test]
+fn status_follows_the_real_process() {
+    let env = TestEnv::new("realproc");
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let pid = c.pid();
+    // Killed behind the runtime's back: state must notice, and delete must still clean up.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill init");
+    c.wait_status("stopped");
+    c.delete(false).ok();
+    c.assert_no_leftovers();
+}

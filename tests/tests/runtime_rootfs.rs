@@ -331,3 +331,37 @@ fn no_pivot_still_confines_the_root() {
     );
     c.assert_no_leftovers();
 }
+
+#[test]
+fn spec_device_inside_a_user_namespace() {
+    let env = TestEnv::new("usernsdev");
+    let c = env.container(|b| {
+        b.namespace("user", None);
+        b.set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        );
+        b.set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        );
+        // A user namespace cannot mknod: the runtime binds the host's node instead.
+        b.push(
+            "/linux/devices",
+            json!({"path": "/dev/net/tun", "type": "c", "major": 10, "minor": 200, "fileMode": 0o600}),
+        );
+        b.sh("stat -c '%F %t:%T' /dev/net/tun /dev/null; echo x > /dev/null && echo null-ok");
+    });
+    let out = c.output();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "character special file a:c8",
+            "character special file 1:3",
+            "null-ok"
+        ],
+        "{out}"
+    );
+    c.assert_no_leftovers();
+}
