@@ -405,6 +405,7 @@ fn main() -> Result<()> {
             berthd.display()
         );
     }
+    let berthd_path = berthd.display().to_string();
     let mut cols: Vec<(String, Figures)> = vec![("berthd".into(), bench_berth(&o, berthd)?)];
     let have_etcd = Command::new("etcd")
         .arg("--version")
@@ -440,7 +441,7 @@ fn main() -> Result<()> {
     )?;
     writeln!(
         out,
-        "berthd {} (git {}); {}",
+        "berthd {} ({berthd_path}, workspace git {}); {}",
         env!("CARGO_PKG_VERSION"),
         first_line("git", &["rev-parse", "--short", "HEAD"]),
         if have_etcd {
