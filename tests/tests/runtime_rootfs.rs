@@ -365,3 +365,86 @@ fn spec_device_inside_a_user_namespace() {
     );
     c.assert_no_leftovers();
 }
+
+/// Mounts the test made on the host, detached again on drop (also when the test fails).
+struct HostMounts(Vec<std::path::PathBuf>);
+
+impl HostMounts {
+    fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &std::path::Path,
+        fstype: Option<&str>,
+        flags: nix::mount::MsFlags,
+    ) {
+        nix::mount::mount(source, target, fstype, flags, None::<&str>)
+            .unwrap_or_else(|e| panic!("mount on {}: {e}", target.display()));
+        if !flags.intersects(nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_PRIVATE) {
+            self.0.push(target.to_path_buf());
+        }
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = nix::mount::umount2(target.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[test]
+fn bind_mount_propagation_flags() {
+    use nix::mount::MsFlags;
+    let env = TestEnv::new("propagation");
+    let shared = env.path().join("shared-src");
+    fs::create_dir_all(shared.join("sub")).expect("mkdir");
+    let mut host = HostMounts(Vec::new());
+    // A shared mount on the host whose later submounts can propagate into containers.
+    host.mount(
+        Some(shared.to_str().expect("utf-8")),
+        &shared,
+        None,
+        MsFlags::MS_BIND,
+    );
+    host.mount(None, &shared, None, MsFlags::MS_SHARED);
+    let src = shared.to_str().expect("utf-8").to_string();
+    let c = env.container(|b| {
+        b.push(
+            "/mounts",
+            json!({"destination": "/mnt/slave", "type": "bind", "source": src, "options": ["rbind", "rslave"]}),
+        );
+        b.push(
+            "/mounts",
+            json!({"destination": "/mnt/private", "type": "bind", "source": src, "options": ["rbind", "rprivate"]}),
+        );
+        b.sh(
+            "echo ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; \
+             cat /mnt/slave/sub/marker; (cat /mnt/private/sub/marker) 2>&1; echo done",
+        );
+    });
+    c.create_and_start();
+    c.wait_stdout("ready");
+    // Mounted on the host after the container started: only the rslave view receives it.
+    host.mount(
+        Some("tmpfs"),
+        &shared.join("sub"),
+        Some("tmpfs"),
+        MsFlags::empty(),
+    );
+    fs::write(shared.join("sub/marker"), "propagated\n").expect("write marker");
+    fs::write(c.bundle.rootfs().join("tmp/go"), "").expect("trigger");
+    let out = c.wait_stdout("done");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[1], "propagated",
+        "rslave receives host submounts: {out}"
+    );
+    assert!(
+        lines[2].contains("No such file"),
+        "rprivate does not: {out}"
+    );
+    c.wait_status("stopped");
+    c.delete(false).ok();
+    c.assert_no_leftovers();
+}
