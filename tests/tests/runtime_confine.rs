@@ -435,3 +435,140 @@ fn negative_memory_limit_is_refused() {
         "-5",
     );
 }
+
+/// Capability names by number (linux/capability.h), 0 to 40.
+const CAP_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+fn features_strings(env: &TestEnv, pointer: &str) -> Vec<String> {
+    let out = env.rt.run(&["features"]);
+    out.ok();
+    let features: Value = serde_json::from_str(&out.stdout).expect("features JSON");
+    features
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("features lack {pointer}"))
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn features_capabilities_and_seccomp_tables_are_honoured() {
+    let env = TestEnv::new("featcaps");
+    let last: usize = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("cap_last_cap")
+        .trim()
+        .parse()
+        .expect("number");
+    // Only what the kernel knows and this process itself holds can be granted.
+    let own = parse_status(&std::fs::read_to_string("/proc/self/status").expect("own status"));
+    let own_bnd = u64::from_str_radix(&own["CapBnd"], 16).expect("hex");
+    let listed = features_strings(&env, "/linux/capabilities");
+    let usable: Vec<&str> = listed
+        .iter()
+        .map(String::as_str)
+        .filter(|c| {
+            CAP_NAMES
+                .iter()
+                .position(|n| n == c)
+                .is_some_and(|i| i <= last && own_bnd & (1u64 << i) != 0)
+        })
+        .collect();
+    assert!(
+        usable.len() >= 30,
+        "features should list the usual capabilities: {listed:?}"
+    );
+    let want: u64 = usable
+        .iter()
+        .map(|c| 1u64 << CAP_NAMES.iter().position(|n| n == c).expect("known"))
+        .sum();
+    let c = env.container(|b| {
+        b.set("/process/capabilities", caps(&usable));
+        b.args(&["cat", "/proc/self/status"]);
+    });
+    let status = status_of(&c);
+    let bnd = u64::from_str_radix(&status["CapBnd"], 16).expect("hex");
+    assert_eq!(
+        bnd, want,
+        "every listed capability can be granted: {status:?}"
+    );
+
+    // Every listed action and operator is accepted in a profile (rules on mkdir, which
+    // `true` never calls; SCMP_ACT_NOTIFY needs a listener and is left out).
+    let actions = features_strings(&env, "/linux/seccomp/actions");
+    let operators = features_strings(&env, "/linux/seccomp/operators");
+    let mut rules: Vec<Value> = operators
+        .iter()
+        .map(|op| {
+            json!({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                   "args": [{"index": 1, "value": 1, "valueTwo": 1, "op": op}]})
+        })
+        .collect();
+    for action in actions
+        .iter()
+        .filter(|a| *a != "SCMP_ACT_NOTIFY" && *a != "SCMP_ACT_ALLOW")
+    {
+        rules.push(json!({"names": ["rmdir"], "action": action, "errnoRet": 1}));
+        let c = env.container(|b| {
+            b.set(
+                "/linux/seccomp",
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rules.last()]}),
+            );
+            b.args(&["true"]);
+        });
+        c.create().ok();
+        c.start().ok();
+        c.wait_status("stopped");
+        rules.pop();
+    }
+    let c = env.container(|b| {
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}),
+        );
+        b.args(&["true"]);
+    });
+    c.output();
+}
