@@ -229,6 +229,48 @@ fn update_changes_limits_of_a_running_container() {
         "100000"
     );
     assert_eq!(read_trim(&c.cgroup_dir("pids").join("pids.max")), "20");
+
+    c.verb(
+        "update",
+        &[
+            "--memory",
+            "150M",
+            "--memory-swap",
+            "200M",
+            "--memory-reservation",
+            "50M",
+            "--cpu-quota",
+            "30000",
+            "--cpu-period",
+            "200000",
+            "--cpuset-cpus",
+            "0",
+        ],
+        &[],
+    )
+    .ok();
+    let memory = c.cgroup_dir("memory");
+    assert_eq!(
+        read_trim(&memory.join("memory.limit_in_bytes")),
+        (150u64 << 20).to_string()
+    );
+    assert_eq!(
+        read_trim(&memory.join("memory.memsw.limit_in_bytes")),
+        (200u64 << 20).to_string()
+    );
+    assert_eq!(
+        read_trim(&memory.join("memory.soft_limit_in_bytes")),
+        (50u64 << 20).to_string()
+    );
+    assert_eq!(
+        read_trim(&c.cgroup_dir("cpu").join("cpu.cfs_quota_us")),
+        "30000"
+    );
+    assert_eq!(
+        read_trim(&c.cgroup_dir("cpu").join("cpu.cfs_period_us")),
+        "200000"
+    );
+    assert_eq!(read_trim(&c.cgroup_dir("cpuset").join("cpuset.cpus")), "0");
     assert_eq!(c.state()["status"], "running");
 }
 
