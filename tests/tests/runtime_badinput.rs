@@ -215,3 +215,27 @@ fn commands_on_a_missing_container() {
         assert_error_names(&out, &[id, "does not exist"]);
     }
 }
+
+#[test]
+fn malformed_update_values_are_named_and_change_nothing() {
+    let env = TestEnv::new("badupdate");
+    let c = env.container(|b| {
+        b.set("/linux/resources/memory", json!({"limit": 64u64 << 20}));
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let limit = c.cgroup_dir("memory").join("memory.limit_in_bytes");
+    let before = fs::read_to_string(&limit).expect("limit");
+    let out = c.verb("update", &["--memory", "lots"], &[]);
+    assert_error_names(&out, &["lots"]);
+    let missing = env.path().join("no-such-resources.json");
+    let missing = missing.to_str().expect("utf-8");
+    let out = c.verb("update", &["--resources", missing], &[]);
+    assert_error_names(&out, &["no-such-resources.json"]);
+    assert_eq!(
+        fs::read_to_string(&limit).expect("limit"),
+        before,
+        "a refused update changes nothing"
+    );
+    assert_eq!(c.state()["status"], "running");
+}
