@@ -428,3 +428,28 @@ fn events_stats_report_cpu_memory_and_pids() {
     );
     assert_eq!(data["pids"]["limit"], 64, "{stats}");
 }
+
+#[test]
+fn force_delete_of_a_paused_container() {
+    let env = TestEnv::new("pausedel");
+    let c = env.container(|b| {
+        b.sh("sleep 1000 & exec sleep 1000");
+    });
+    c.create_and_start();
+    let pid = c.pid();
+    c.verb("pause", &[], &[]).ok();
+    assert_eq!(c.state()["status"], "paused");
+    let refused = c.delete(false);
+    refused.failed();
+    assert_eq!(
+        c.state()["status"],
+        "paused",
+        "a refused delete leaves it paused"
+    );
+    // Frozen tasks cannot die until thawed: --force must still get rid of everything.
+    c.delete(true).ok();
+    wait_for("the paused init to be gone", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
+    c.assert_no_leftovers();
+}
