@@ -415,3 +415,42 @@ fn foreground_run_with_a_terminal_uses_the_callers_pty() {
     assert_eq!(status.code(), Some(0));
     c.assert_no_leftovers();
 }
+
+#[test]
+fn exec_into_a_user_namespace_container() {
+    let env = TestEnv::new("execuserns");
+    let c = env.container(|b| {
+        b.namespace("user", None);
+        b.set(
+            "/linux/uidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        );
+        b.set(
+            "/linux/gidMappings",
+            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+        );
+        b.set("/hostname", json!("userns-host"));
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let out = c.verb(
+        "exec",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "id -u; hostname; cat /proc/self/uid_map; readlink /proc/self/ns/user",
+        ],
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "0", "{out}");
+    assert_eq!(lines[1], "userns-host", "{out}");
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["0", "100000", "65536"],
+        "{out}"
+    );
+    let init_ns = fs::read_link(format!("/proc/{}/ns/user", c.pid())).expect("init userns");
+    assert_eq!(lines[3], init_ns.to_str().expect("utf-8"), "{out}");
+}
