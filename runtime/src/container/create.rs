@@ -212,7 +212,15 @@ fn create_inner(
     // Block signals before the child exists, so no SIGCHLD of a short-lived container
     // can be missed by `run`; the child restores the mask before exec.
     let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
-    let forked = match sys::clone::fork_with_flags(clone_flags) {
+    // On cgroup v2 the child is created inside its cgroup (no migration).
+    let cgroup_fd = match &cgroup {
+        CgroupHandle::V2 { dir } => sys::fs::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).ok(),
+        CgroupHandle::V1 { .. } => None,
+    };
+    let forked = match sys::clone::fork_into_cgroup(
+        clone_flags,
+        cgroup_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+    ) {
         Ok(f) => f,
         Err(e) => {
             let _ = sys::set_sigmask(&old_sigmask);
@@ -239,7 +247,11 @@ fn create_inner(
                 console,
             })
         }
-        Forked::Parent { pid, pidfd } => {
+        Forked::Parent {
+            pid,
+            pidfd,
+            in_cgroup,
+        } => {
             drop(child_sock);
             drop(start);
             drop(console);
@@ -265,7 +277,9 @@ fn create_inner(
                 .hooks
                 .as_ref()
                 .is_some_and(|h| !crate::hooks::HookKind::CreateContainer.of(h).is_empty());
-            if hooks_fork {
+            if in_cgroup {
+                chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+            } else if hooks_fork {
                 cgroups::membership::join(&cgroup, pid)?;
                 chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
             } else {
