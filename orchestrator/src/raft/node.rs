@@ -253,6 +253,11 @@ impl Node {
         }
     }
 
+    /// Reports what became of a `MsgSnapshot` this node handed out; the transport must report
+    /// every one. Finish once it is handed to a live link (if the link loses it after all, the
+    /// leader's probing finds the gap and sends another), Failure when it cannot be sent.
+    /// raft-rs sends that peer nothing while its snapshot is outstanding: unreported, one lost
+    /// reply from the follower would stall it for good.
     pub fn report_snapshot(&mut self, id: u64, status: raft::SnapshotStatus) {
         self.raw.report_snapshot(id, status);
     }

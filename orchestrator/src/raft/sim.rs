@@ -3,13 +3,20 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message};
+use std::cell::Cell;
+use std::rc::Rc;
+
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, Message, MessageType};
+use raft::SnapshotStatus;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use super::disk::Disk;
 use super::store::LogStore;
 use super::*;
 use crate::registry::{Command, KeyValue};
+
+/// A test's hook: sees every message about to be delivered, returns true to lose it.
+type LoseHook = Box<dyn FnMut(&Message) -> bool>;
 
 struct Sim {
     nodes: BTreeMap<u64, Node>,
@@ -23,6 +30,7 @@ struct Sim {
     delayed: Vec<(u64, Message)>,
     /// Each message is delayed by 0..=max_delay ticks (random).
     max_delay: u64,
+    lose: Option<LoseHook>,
     tick: u64,
 }
 
@@ -55,6 +63,7 @@ impl Sim {
             queue: VecDeque::new(),
             delayed: Vec::new(),
             max_delay: 0,
+            lose: None,
             tick: 0,
         }
     }
@@ -81,7 +90,30 @@ impl Sim {
                 let node = self.nodes.get_mut(&id).expect("node exists");
                 let out = node.process_ready().expect("ready handled");
                 moved |= !out.messages.is_empty();
+                // As the daemon's transport does (daemon/peers.rs): a snapshot handed to a
+                // live link is reported finished (it may still be lost in flight; the leader's
+                // probing then finds the gap and sends another), one with no link failed.
+                // raft-rs keeps the peer in Snapshot state, sending it nothing, until either
+                // this report or the follower's reply to the snapshot arrives: without the
+                // report, one lost reply would stall that follower forever.
+                let reports: Vec<(u64, SnapshotStatus)> = out
+                    .messages
+                    .iter()
+                    .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                    .map(|m| {
+                        let status = if self.connected(m.from, m.to) {
+                            SnapshotStatus::Finish
+                        } else {
+                            SnapshotStatus::Failure
+                        };
+                        (m.to, status)
+                    })
+                    .collect();
                 self.queue.extend(out.messages);
+                let node = self.nodes.get_mut(&id).expect("node exists");
+                for (to, status) in reports {
+                    node.report_snapshot(to, status);
+                }
             }
             let tick = self.tick;
             let (due, later): (Vec<_>, Vec<_>) =
@@ -98,6 +130,9 @@ impl Sim {
                     }
                 }
                 if !self.connected(m.from, m.to) || self.rng.gen_bool(self.drop_rate) {
+                    continue;
+                }
+                if self.lose.as_mut().is_some_and(|lose| lose(&m)) {
                     continue;
                 }
                 if let Some(node) = self.nodes.get_mut(&m.to) {
@@ -309,6 +344,79 @@ fn learner_joins_through_a_snapshot_after_compaction() {
     sim.put(leader, "/late", "x").expect("leader accepts");
     sim.run(5);
     assert_eq!(sim.value(4, "/late").as_deref(), Some("x"));
+}
+
+/// A follower misses enough writes that the leader compacts past it, comes back, and `lose`
+/// sees (and may lose) every message delivered from then on; the follower must catch up.
+fn lagging_follower_catches_up(lose: impl FnMut(&Message) -> bool + 'static) {
+    let mut sim = Sim::new(3, 5);
+    sim.run(60);
+    let leader = sim.only_leader();
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    sim.down.insert(follower);
+    for i in 0..20 {
+        sim.put(leader, &format!("/k/{i}"), "v")
+            .expect("leader accepts");
+        sim.run(1);
+    }
+    let snap = sim.nodes[&leader]
+        .store()
+        .latest_snapshot()
+        .get_metadata()
+        .index;
+    assert!(snap > 1, "the leader compacted its log");
+    sim.lose = Some(Box::new(lose));
+    sim.down.remove(&follower);
+    sim.run(60);
+    assert_eq!(sim.only_leader(), leader);
+    assert_eq!(sim.dump(follower).len(), 20);
+    assert_eq!(sim.dump(follower), sim.dump(leader));
+}
+
+#[test]
+fn a_lost_reply_to_a_snapshot_does_not_stall_the_follower() {
+    // raft-rs leaves a peer in Snapshot state until the transport reports the snapshot or the
+    // follower's reply to it arrives; here the reply is lost.
+    let lost = Rc::new(Cell::new(false));
+    let seen = lost.clone();
+    let mut snap_sent = None;
+    lagging_follower_catches_up(move |m| {
+        match m.get_msg_type() {
+            MessageType::MsgSnapshot => {
+                snap_sent.get_or_insert((m.to, m.get_snapshot().get_metadata().index));
+            }
+            MessageType::MsgAppendResponse if !seen.get() => {
+                if let Some((to, index)) = snap_sent {
+                    if m.from == to && !m.reject && m.index >= index {
+                        seen.set(true);
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+        false
+    });
+    assert!(
+        lost.get(),
+        "no reply to a snapshot was lost: the test tested nothing"
+    );
+}
+
+#[test]
+fn a_snapshot_lost_in_flight_is_sent_again() {
+    // The transport took the snapshot (reported finished) but the link lost it: the leader
+    // probes, finds the gap and sends another.
+    let lost = Rc::new(Cell::new(false));
+    let seen = lost.clone();
+    lagging_follower_catches_up(move |m| {
+        if m.get_msg_type() == MessageType::MsgSnapshot && !seen.get() {
+            seen.set(true);
+            return true;
+        }
+        false
+    });
+    assert!(lost.get(), "no snapshot was lost: the test tested nothing");
 }
 
 #[test]
