@@ -85,17 +85,7 @@ fn try_reexec() -> io::Result<Never> {
     if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let args: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
-        .collect();
-    let envs: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut b = k.as_bytes().to_vec();
-            b.push(b'=');
-            b.extend_from_slice(v.as_bytes());
-            CString::new(b).unwrap_or_default()
-        })
-        .collect();
+    let (args, envs) = own_args_and_env();
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
@@ -145,12 +135,12 @@ fn try_readonly_bind() -> io::Result<Never> {
     Err(err)
 }
 
-/// execve(path) with our own arguments and environment.
-fn exec_self(path: &CString) -> io::Error {
-    let args: Vec<CString> = std::env::args_os()
+/// This process's arguments and environment, for re-executing itself.
+fn own_args_and_env() -> (Vec<CString>, Vec<CString>) {
+    let args = std::env::args_os()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
-    let envs: Vec<CString> = std::env::vars_os()
+    let envs = std::env::vars_os()
         .map(|(k, v)| {
             let mut b = k.as_bytes().to_vec();
             b.push(b'=');
@@ -158,6 +148,12 @@ fn exec_self(path: &CString) -> io::Error {
             CString::new(b).unwrap_or_default()
         })
         .collect();
+    (args, envs)
+}
+
+/// execve(path) with our own arguments and environment.
+fn exec_self(path: &CString) -> io::Error {
+    let (args, envs) = own_args_and_env();
     match nix::unistd::execve(path, &args, &envs) {
         Ok(never) => match never {},
         Err(e) => e.into(),
