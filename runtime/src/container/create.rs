@@ -292,7 +292,7 @@ fn create_inner(
                 {
                     chan.expect(Message::RuntimeHooks, "RuntimeHooks")
                         .map_err(fail)?;
-                    let st = creating_state(plan, &opts.id, pid);
+                    let st = plan.hook_state(&opts.id, "creating", pid);
                     for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
                         crate::hooks::run_hooks(kind.of(h), &st).map_err(|e| {
                             ContainerError::Other(format!("{} hook: {e}", kind.name()))
@@ -388,18 +388,6 @@ fn seccomp_cache_dir(dir: &ContainerDir) -> PathBuf {
         .parent()
         .unwrap_or(Path::new("/run/berth"))
         .join(".seccomp-cache")
-}
-
-fn creating_state(plan: &Plan, id: &str, pid: i32) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "ociVersion": plan.oci_version,
-        "id": id,
-        "status": "creating",
-        "pid": pid,
-        "bundle": plan.bundle,
-        "annotations": plan.annotations.iter().cloned().collect::<BTreeMap<_, _>>(),
-    }))
-    .unwrap_or_default()
 }
 
 fn spec_devices(spec: &oci_spec::runtime::Spec) -> Vec<oci_spec::runtime::LinuxDevice> {

@@ -5,11 +5,11 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::state::{ContainerDir, Status};
 use super::ContainerError;
+use crate::process::confine;
 use crate::process::protocol::{Channel, ChannelError, InitError, Message};
 use crate::spec::{ProcessPlan, NAMESPACES};
 use crate::sys::{self, clone::Forked};
@@ -117,12 +117,16 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
         Forked::Child => {
             drop(parent_sock);
             let chan = Channel::new(child_sock);
+            let in_userns = joins
+                .iter()
+                .any(|(_, flag, _)| *flag == libc::CLONE_NEWUSER);
             let err = match join_in_child(&joins) {
                 Ok(()) => child(
                     p,
                     seccomp.as_ref(),
                     console.as_ref(),
                     opts.preserve_fds,
+                    in_userns,
                     &old_sigmask,
                 ),
                 Err(e) => e,
@@ -192,9 +196,10 @@ fn child(
     seccomp: Option<&crate::seccomp::CompiledFilter>,
     console: Option<&OwnedFd>,
     preserve_fds: u32,
+    in_userns: bool,
     old_sigmask: &libc::sigset_t,
 ) -> InitError {
-    match child_setup(p, seccomp, console, preserve_fds) {
+    match child_setup(p, seccomp, console, preserve_fds, in_userns) {
         Ok((path, args, env)) => {
             sys::reset_signal_dispositions();
             let _ = sys::set_sigmask(old_sigmask);
@@ -216,92 +221,23 @@ fn child_setup(
     seccomp: Option<&crate::seccomp::CompiledFilter>,
     console: Option<&OwnedFd>,
     preserve_fds: u32,
+    in_userns: bool,
 ) -> Result<Argv, InitError> {
     if let Some(console) = console {
-        let (master, slave) = sys::pty::open_pty()
-            .map_err(|e| InitError::io("opening a pty", Some(Path::new("/dev/ptmx")), &e))?;
-        if let Some((rows, cols)) = p.console_size {
-            let _ = sys::pty::set_winsize(&master, rows, cols);
-        }
-        sys::pty::send_fd(console, "/dev/ptmx", &master)
-            .map_err(|e| InitError::io("sending the pty master", None, &e))?;
-        drop(master);
-        sys::pty::become_tty(&slave)
-            .map_err(|e| InitError::io("making the pty the controlling terminal", None, &e))?;
+        confine::attach_console(console, p.console_size)?;
     }
-    for (res, soft, hard) in &p.rlimits {
-        let lim = libc::rlimit {
-            rlim_cur: *soft,
-            rlim_max: *hard,
-        };
-        if sys::setrlimit(*res, &lim) != 0 {
-            return Err(InitError::io(
-                "setrlimit",
-                None,
-                &std::io::Error::last_os_error(),
-            ));
-        }
-    }
-    if !p.no_new_privileges {
-        if let Some(f) = seccomp {
-            crate::seccomp::install(f)
-                .map_err(|e| InitError::msg("installing seccomp filter", None, e.to_string()))?;
-        }
-    }
-    if let Some(c) = &p.capabilities {
-        crate::capabilities::drop_bounding(c)
-            .map_err(|e| InitError::msg("dropping bounding capabilities", None, e.to_string()))?;
-        crate::capabilities::keep_caps()
-            .map_err(|e| InitError::msg("keeping capabilities", None, e.to_string()))?;
-    }
-    let gids: Vec<nix::unistd::Gid> = p
-        .additional_gids
-        .iter()
-        .map(|g| nix::unistd::Gid::from_raw(*g))
-        .collect();
-    let _ = nix::unistd::setgroups(&gids);
-    let g = nix::unistd::Gid::from_raw(p.gid);
-    nix::unistd::setresgid(g, g, g)
-        .map_err(|e| InitError::io(format!("setresgid({})", p.gid), None, &e.into()))?;
-    let u = nix::unistd::Uid::from_raw(p.uid);
-    nix::unistd::setresuid(u, u, u)
-        .map_err(|e| InitError::io(format!("setresuid({})", p.uid), None, &e.into()))?;
-    if let Some(c) = &p.capabilities {
-        crate::capabilities::apply_after_setuid(c)
-            .map_err(|e| InitError::msg("setting capabilities", None, e.to_string()))?;
-    }
+    confine::set_rlimits(&p.rlimits)?;
+    confine::become_user(p, seccomp, in_userns)?;
     if let Some(m) = p.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
     }
-    sys::cloexec_from(3 + preserve_fds)
-        .map_err(|e| InitError::io("marking descriptors close-on-exec", None, &e))?;
-    for fd in 3..3 + preserve_fds as i32 {
-        let _ = sys::set_cloexec(fd, false);
-    }
-    std::env::set_current_dir(&p.cwd)
-        .map_err(|e| InitError::io("chdir to cwd", Some(&p.cwd), &e))?;
-    let cwd = std::env::current_dir().map_err(|e| InitError::io("getcwd", None, &e))?;
-    if cwd.to_string_lossy().starts_with("(unreachable)") {
-        return Err(InitError::msg(
-            "checking cwd",
-            Some(&p.cwd),
-            "the working directory is outside the container's root",
-        ));
-    }
+    confine::enter_cwd(&p.cwd, preserve_fds)?;
     let path = crate::process::init::lookup(&p.args[0], &p.env)?;
-    if p.no_new_privileges {
-        sys::set_no_new_privs()
-            .map_err(|e| InitError::io("prctl(PR_SET_NO_NEW_PRIVS)", None, &e))?;
-        if let Some(f) = seccomp {
-            crate::seccomp::install(f)
-                .map_err(|e| InitError::msg("installing seccomp filter", None, e.to_string()))?;
-        }
-    }
+    confine::lock_down(p, seccomp)?;
     let cs = |v: &[String]| -> Vec<CString> {
         v.iter()
             .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
             .collect()
     };
-    let _ = Path::new(&p.cwd).as_os_str().as_bytes();
     Ok((path, cs(&p.args), cs(&p.env)))
 }

@@ -93,22 +93,9 @@ fn signal_all(state: &State, sig: i32) -> Result<(), ContainerError> {
     }
     if frozen && sig == libc::SIGKILL {
         // A frozen task only dies once thawed.
-        thaw(&state.cgroup);
+        let _ = cgroups::resources::thaw(&state.cgroup);
     }
     Ok(())
-}
-
-fn thaw(cg: &cgroups::CgroupHandle) {
-    match cg {
-        cgroups::CgroupHandle::V1 { dirs, .. } => {
-            if let Some(d) = dirs.get("freezer") {
-                let _ = std::fs::write(d.join("freezer.state"), "THAWED");
-            }
-        }
-        cgroups::CgroupHandle::V2 { dir } => {
-            let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
-        }
-    }
 }
 
 /// `delete`: removes a stopped (or created) container; `force` kills a running one.
@@ -167,7 +154,7 @@ fn kill_all_and_wait(state: &State) {
             for p in &pids {
                 let _ = sys::kill(*p, libc::SIGKILL);
             }
-            thaw(&state.cgroup);
+            let _ = cgroups::resources::thaw(&state.cgroup);
         }
         for p in pids {
             let _ = sys::kill(p, libc::SIGKILL);

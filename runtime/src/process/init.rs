@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::cgroups::CgroupHandle;
+use crate::process::confine;
 use crate::process::protocol::{Channel, InitError, Message};
 use crate::spec::{NsKind, Plan};
 use crate::sys;
@@ -100,8 +101,12 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         }
         let hooks = HookKind::CreateContainer.of(h);
         if !hooks.is_empty() {
-            crate::hooks::run_hooks(hooks, &hook_state(a, "creating"))
-                .map_err(|e| InitError::msg("createContainer hook", None, e.to_string()))?;
+            crate::hooks::run_hooks(
+                hooks,
+                &a.plan
+                    .hook_state(a.id, "creating", std::process::id() as i32),
+            )
+            .map_err(|e| InitError::msg("createContainer hook", None, e.to_string()))?;
         }
     }
     crate::rootfs::enter(&root, &plan.rootfs, a.no_pivot)?;
@@ -115,16 +120,7 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
 
     if let Some(console) = &a.console {
         // The pty comes from the container's own devpts (we are inside it now).
-        let (master, slave) = sys::pty::open_pty()
-            .map_err(|e| InitError::io("opening a pty", Some(Path::new("/dev/ptmx")), &e))?;
-        if let Some((rows, cols)) = plan.process.console_size {
-            let _ = sys::pty::set_winsize(&master, rows, cols);
-        }
-        sys::pty::send_fd(console, "/dev/ptmx", &master)
-            .map_err(|e| InitError::io("sending the pty master to the console socket", None, &e))?;
-        drop(master);
-        sys::pty::become_tty(&slave)
-            .map_err(|e| InitError::io("making the pty the controlling terminal", None, &e))?;
+        confine::attach_console(console, plan.process.console_size)?;
     }
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h)
@@ -137,75 +133,13 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         let p = Path::new("/proc/self/oom_score_adj");
         std::fs::write(p, adj.to_string()).map_err(|e| InitError::io("writing", Some(p), &e))?;
     }
-    for (res, soft, hard) in &plan.process.rlimits {
-        let lim = libc::rlimit {
-            rlim_cur: *soft,
-            rlim_max: *hard,
-        };
-        if unsafe_setrlimit(*res, &lim) != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(InitError::io(
-                format!("setrlimit({})", rlimit_name(*res)),
-                None,
-                &e,
-            ));
-        }
-    }
-
+    confine::set_rlimits(&plan.process.rlimits)?;
     let p = &plan.process;
-    if !p.no_new_privileges {
-        if let Some(f) = &a.seccomp {
-            crate::seccomp::install(f)
-                .map_err(|e| InitError::msg("installing seccomp filter", None, e.to_string()))?;
-        }
-    }
-    // Capabilities: drop the bounding set and keep the rest across the uid change.
-    if let Some(c) = &p.capabilities {
-        crate::capabilities::drop_bounding(c)
-            .map_err(|e| InitError::msg("dropping bounding capabilities", None, e.to_string()))?;
-        crate::capabilities::keep_caps().map_err(|e| {
-            InitError::msg("keeping capabilities across setuid", None, e.to_string())
-        })?;
-    }
-    // User and groups.
-    let gids: Vec<nix::unistd::Gid> = p
-        .additional_gids
-        .iter()
-        .map(|g| nix::unistd::Gid::from_raw(*g))
-        .collect();
-    if let Err(e) = nix::unistd::setgroups(&gids) {
-        // In a user namespace with setgroups denied, only an empty list is possible.
-        if !(plan.namespaces.has(NsKind::User) && gids.is_empty()) {
-            return Err(InitError::io("setgroups", None, &std::io::Error::from(e)));
-        }
-    }
-    setresgid(p.gid).map_err(|e| InitError::io(format!("setresgid({})", p.gid), None, &e))?;
-    setresuid(p.uid).map_err(|e| InitError::io(format!("setresuid({})", p.uid), None, &e))?;
-    if let Some(c) = &p.capabilities {
-        crate::capabilities::apply_after_setuid(c)
-            .map_err(|e| InitError::msg("setting capabilities", None, e.to_string()))?;
-    }
+    confine::become_user(p, a.seccomp.as_ref(), plan.namespaces.has(NsKind::User))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         p.umask.unwrap_or(0o022),
     ));
-
-    // Nothing of the host may reach the program: every descriptor above stdio and the
-    // preserved ones becomes close-on-exec before cwd is entered (CVE-2024-21626).
-    sys::cloexec_from(3 + a.preserve_fds)
-        .map_err(|e| InitError::io("marking descriptors close-on-exec", None, &e))?;
-    for fd in 3..3 + a.preserve_fds as i32 {
-        let _ = sys::set_cloexec(fd, false);
-    }
-    std::env::set_current_dir(&p.cwd)
-        .map_err(|e| InitError::io("chdir to cwd", Some(&p.cwd), &e))?;
-    let cwd = std::env::current_dir().map_err(|e| InitError::io("getcwd", None, &e))?;
-    if !cwd.is_absolute() || cwd.to_string_lossy().starts_with("(unreachable)") {
-        return Err(InitError::msg(
-            "checking cwd",
-            Some(&p.cwd),
-            "the working directory is outside the container's root",
-        ));
-    }
+    confine::enter_cwd(&p.cwd, a.preserve_fds)?;
 
     let path = lookup(&p.args[0], &p.env)?;
     a.chan
@@ -240,20 +174,17 @@ fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
     if let Some(h) = &a.plan.hooks {
         let hooks = crate::hooks::HookKind::StartContainer.of(h);
         if !hooks.is_empty() {
-            if let Err(e) = crate::hooks::run_hooks(hooks, &hook_state(a, "created")) {
+            if let Err(e) = crate::hooks::run_hooks(
+                hooks,
+                &a.plan
+                    .hook_state(a.id, "created", std::process::id() as i32),
+            ) {
                 return InitError::msg("startContainer hook", None, e.to_string());
             }
         }
     }
-    if a.plan.process.no_new_privileges {
-        if let Err(e) = sys::set_no_new_privs() {
-            return InitError::io("prctl(PR_SET_NO_NEW_PRIVS)", None, &e);
-        }
-        if let Some(f) = &a.seccomp {
-            if let Err(e) = crate::seccomp::install(f) {
-                return InitError::msg("installing seccomp filter", None, e.to_string());
-            }
-        }
+    if let Err(e) = confine::lock_down(&a.plan.process, a.seccomp.as_ref()) {
+        return e;
     }
     let args: Vec<CString> = a
         .plan
@@ -374,29 +305,4 @@ fn setresgid(gid: u32) -> std::io::Result<()> {
 
 fn setdomainname(name: &str) -> std::io::Result<()> {
     sys::setdomainname(name)
-}
-
-fn unsafe_setrlimit(res: u32, lim: &libc::rlimit) -> i32 {
-    sys::setrlimit(res, lim)
-}
-
-fn rlimit_name(res: u32) -> &'static str {
-    crate::spec::rlimits::RLIMITS
-        .iter()
-        .find(|(_, r)| *r == res)
-        .map(|(n, _)| *n)
-        .unwrap_or("?")
-}
-
-/// The state JSON hooks read on stdin, as seen from init.
-fn hook_state(a: &InitArgs<'_>, status: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "ociVersion": a.plan.oci_version,
-        "id": a.id,
-        "status": status,
-        "pid": std::process::id(),
-        "bundle": a.plan.bundle,
-        "annotations": a.plan.annotations.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-    }))
-    .unwrap_or_default()
 }

@@ -1,4 +1,5 @@
 //! The container's init process and how `berth` talks to it.
 
+pub mod confine;
 pub mod init;
 pub mod protocol;

@@ -32,6 +32,24 @@ pub struct Plan {
     pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
+impl Plan {
+    /// The runtime-spec state JSON that hooks read on stdin while the container is
+    /// being created or started (before state.json exists).
+    pub fn hook_state(&self, id: &str, status: &str, pid: i32) -> Vec<u8> {
+        let annotations: std::collections::BTreeMap<_, _> =
+            self.annotations.iter().cloned().collect();
+        serde_json::to_vec(&serde_json::json!({
+            "ociVersion": self.oci_version,
+            "id": id,
+            "status": status,
+            "pid": pid,
+            "bundle": self.bundle,
+            "annotations": annotations,
+        }))
+        .unwrap_or_default()
+    }
+}
+
 /// Which namespaces to create and which to join by path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespacePlan {
