@@ -319,9 +319,8 @@ fn create_inner(
                 owner: String::new(),
                 annotations,
                 cgroup,
-                own_pid_ns: ns.has(NsKind::Pid),
-                config_path: plan.bundle.join("config.json"),
                 resources: plan.resources.clone(),
+                hooks: plan.hooks.clone(),
             };
             dir.save(&state)?;
             if let Some(pf) = &opts.pid_file {

@@ -47,13 +47,10 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
 
 /// poststart and poststop: failures are warnings, as the runtime spec says.
 pub fn run_warn_hooks(state: &State, kind: crate::hooks::HookKind, status: Status) {
-    let Some(hooks) = crate::spec::load(&state.bundle)
-        .ok()
-        .and_then(|s| s.hooks().clone())
-    else {
+    let Some(hooks) = &state.hooks else {
         return;
     };
-    let list = kind.of(&hooks);
+    let list = kind.of(hooks);
     if list.is_empty() {
         return;
     }

@@ -50,13 +50,13 @@ pub struct State {
     pub owner: String,
     pub annotations: BTreeMap<String, String>,
     pub cgroup: CgroupHandle,
-    /// The container has its own pid namespace (killing init kills everything).
-    pub own_pid_ns: bool,
-    /// poststop hooks etc. read the config again from the bundle.
-    pub config_path: PathBuf,
     /// The resources the container runs with (`update` merges into them).
     #[serde(default)]
     pub resources: Option<oci_spec::runtime::LinuxResources>,
+    /// The hooks as config.json gave them at create time (poststart and poststop run
+    /// from here, without parsing the bundle again).
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// The runtime-spec state JSON printed by `berth state`.
