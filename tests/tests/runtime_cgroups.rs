@@ -59,6 +59,52 @@ fn init_joins_the_configured_cgroup_everywhere() {
     c.assert_no_leftovers();
 }
 
+/// With a cgroup namespace the container's cgroup is its root ("/" in /proc/self/cgroup
+/// and as the root of its cgroup mounts), as with runc, while the host sees the process
+/// in /berth-test/<id>: the namespace is made after init has joined its cgroup.
+#[test]
+fn cgroup_namespace_is_rooted_at_the_container_cgroup() {
+    let env = TestEnv::new("cgns");
+    let c = env.container(|b| {
+        b.namespace("cgroup", None);
+        b.sh("cat /proc/self/cgroup; echo ---; cat /proc/self/mountinfo; echo done; sleep 1000");
+    });
+    c.create_and_start();
+    let out = c.wait_stdout("done");
+    let (cgroups, mountinfo) = out.split_once("---").expect("separator");
+    let lines: Vec<&str> = cgroups.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() >= 2, "too few cgroup lines:\n{cgroups}");
+    for l in &lines {
+        assert!(
+            l.ends_with(":/"),
+            "not rooted at the container cgroup: {l}\n{cgroups}"
+        );
+    }
+    let cg_mounts: Vec<_> = berth_tests::runtime::parse_mountinfo(mountinfo)
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .collect();
+    assert!(!cg_mounts.is_empty(), "no cgroup mounts:\n{mountinfo}");
+    for m in &cg_mounts {
+        assert_eq!(
+            m.root, "/",
+            "cgroup mount {} has root {}",
+            m.mount_point, m.root
+        );
+    }
+    let host_view = fs::read_to_string(format!("/proc/{}/cgroup", c.pid())).expect("cgroup");
+    let want = format!("/berth-test/{}", c.id);
+    assert!(
+        host_view
+            .lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l.ends_with(&want)),
+        "the host should see the process in {want}:\n{host_view}"
+    );
+    c.delete(true).ok();
+    c.assert_no_leftovers();
+}
+
 #[test]
 fn memory_limit_and_oom_kill_reported_by_events() {
     let env = TestEnv::new("oom");

@@ -608,3 +608,42 @@ fn status_follows_the_real_process() {
     c.delete(false).ok();
     c.assert_no_leftovers();
 }
+
+/// CVE-2019-5736: until init execs the program, /proc/<init>/exe (what a process in the
+/// container could open, e.g. through an entrypoint `#!/proc/self/exe`) must be a file no
+/// one can write: on a read-only mount or filesystem, or a sealed memfd. The host's
+/// binary here sits on a writable filesystem, so this fails if berth forgets to protect.
+#[test]
+fn init_binary_is_read_only_through_proc_exe() {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let env = TestEnv::new("exe-ro");
+    let host_bin = env.rt.bin.clone();
+    let host_flags = statvfs(&host_bin)
+        .expect("statvfs of the berth binary")
+        .flags();
+    assert!(
+        !host_flags.contains(FsFlags::ST_RDONLY),
+        "the test needs berth on a writable filesystem to mean anything ({})",
+        host_bin.display()
+    );
+    let c = env.container(|b| {
+        b.args(&["true"]);
+    });
+    c.create().ok();
+    let exe = format!("/proc/{}/exe", c.pid());
+    let read_only = statvfs(exe.as_str())
+        .expect("statvfs of init's exe")
+        .flags()
+        .contains(FsFlags::ST_RDONLY);
+    let sealed = fs::File::open(&exe).is_ok_and(|f| {
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
+            .is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
+    });
+    assert!(
+        read_only || sealed,
+        "init's /proc/<pid>/exe is writable: {:?}",
+        fs::read_link(&exe)
+    );
+    c.delete(true).ok();
+    c.assert_no_leftovers();
+}

@@ -70,6 +70,15 @@ impl CgroupHandle {
         }
     }
 
+    /// The directory in the v2 hierarchy: a v2 host's cgroup, or a hybrid host's
+    /// controller-less unified one.
+    pub fn v2_dir(&self) -> Option<&Path> {
+        match self {
+            CgroupHandle::V1 { unified, .. } => unified.as_deref(),
+            CgroupHandle::V2 { dir } => Some(dir),
+        }
+    }
+
     /// Every directory of this cgroup, leaf paths in a stable order.
     pub fn all_dirs(&self) -> Vec<PathBuf> {
         match self {

@@ -54,6 +54,7 @@ struct Cleanup {
     cgroup: Option<CgroupHandle>,
     created_cgroup_dirs: Vec<PathBuf>,
     child: Option<i32>,
+    pid_file: Option<PathBuf>,
 }
 
 impl Cleanup {
@@ -74,6 +75,9 @@ impl Cleanup {
         }
         if let Some(d) = self.dir.take() {
             let _ = std::fs::remove_dir_all(d);
+        }
+        if let Some(pf) = self.pid_file.take() {
+            let _ = std::fs::remove_file(pf);
         }
     }
 }
@@ -107,6 +111,7 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
         cgroup: None,
         created_cgroup_dirs: Vec::new(),
         child: None,
+        pid_file: None,
     };
     let result = create_inner(
         &dir,
@@ -150,16 +155,27 @@ fn create_inner(
         let path = path.to_path_buf();
         move |source: std::io::Error| ContainerError::Io { step, path, source }
     };
-    cleanup.created_cgroup_dirs = cgroups::membership::create(&cgroup)?;
+    // A v1 cgroup (a directory in every hierarchy: about half a millisecond of mkdirs)
+    // is made after the clone, while init mounts its rootfs; a v2 one (a hybrid host's
+    // unified directory included) must exist before, for CLONE_INTO_CGROUP.
+    let defer_v1 = matches!(cgroup, CgroupHandle::V1 { .. });
+    use cgroups::membership::Part;
     cleanup.cgroup = Some(cgroup.clone());
+    cleanup.created_cgroup_dirs =
+        cgroups::membership::create_part(&cgroup, if defer_v1 { Part::V2 } else { Part::All })?;
     // The device cgroup always applies (runc's default allow list); the spec's device
     // nodes are allowed on top, so the container can use what it is given.
     let mut resources = plan.resources.clone().unwrap_or_default();
     let mut rules = resources.devices().clone().unwrap_or_default();
     rules.extend(cgroups::resources::device_rules_for(&spec_devices(spec)));
     resources.set_devices(Some(rules));
-    cgroups::resources::set(&cgroup, &resources)
-        .map_err(|e| ContainerError::Other(format!("linux.resources: {e}")))?;
+    let apply_resources = |cgroup: &CgroupHandle| {
+        cgroups::resources::set(cgroup, &resources)
+            .map_err(|e| ContainerError::Other(format!("linux.resources: {e}")))
+    };
+    if !defer_v1 {
+        apply_resources(&cgroup)?;
+    }
     let seccomp = match &plan.seccomp {
         Some(profile) => Some(
             crate::seccomp::compile_cached(profile, &seccomp_cache_dir(dir))
@@ -203,20 +219,27 @@ fn create_inner(
         sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID).map_err(io("joining pid namespace", p))?;
     }
     let slow_path = ns.join.iter().any(|(k, _)| *k != NsKind::Pid);
+    // A new cgroup namespace is made by init once it is in its cgroup, so that the
+    // namespace's root is the container's cgroup (as runc does).
     let clone_flags = if slow_path {
         ns.new_flags & libc::CLONE_NEWPID
     } else {
-        ns.new_flags
+        ns.new_flags & !libc::CLONE_NEWCGROUP
+    };
+    // init moves itself into the v1 hierarchies (no RCU wait, see SelfJoin) ...
+    let self_join = if defer_v1 {
+        cgroups::membership::SelfJoin::default()
+    } else {
+        cgroups::membership::SelfJoin::open(&cgroup)?
     };
 
     // Block signals before the child exists, so no SIGCHLD of a short-lived container
     // can be missed by `run`; the child restores the mask before exec.
     let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
-    // On cgroup v2 the child is created inside its cgroup (no migration).
-    let cgroup_fd = match &cgroup {
-        CgroupHandle::V2 { dir } => sys::fs::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).ok(),
-        CgroupHandle::V1 { .. } => None,
-    };
+    // ... and is created inside its v2 cgroup (a hybrid host's unified one included).
+    let cgroup_fd = cgroup
+        .v2_dir()
+        .and_then(|dir| sys::fs::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).ok());
     let forked = match sys::clone::fork_into_cgroup(
         clone_flags,
         cgroup_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
@@ -236,6 +259,8 @@ fn create_inner(
                 plan,
                 cgroup: &cgroup,
                 cgroup_rel,
+                self_join,
+                cgroup_deferred: defer_v1,
                 chan: Channel::new(child_sock),
                 start,
                 slow_path,
@@ -255,6 +280,8 @@ fn create_inner(
             drop(child_sock);
             drop(start);
             drop(console);
+            drop(self_join);
+            drop(cgroup_fd);
             cleanup.child = Some(pid);
             let chan = Channel::new(parent_sock);
             let fail = |e: ExpectError| ContainerError::Other(format!("container init: {e}"));
@@ -269,40 +296,25 @@ fn create_inner(
                         .map_err(|e| fail(e.into()))?;
                 }
             }
-            // Joining a v1 cgroup waits for an RCU grace period (milliseconds): let init
-            // build its rootfs meanwhile. It cannot exec before we have joined it (that
-            // needs Start or exec.fifo, both after this), and it forks nothing during
-            // setup unless createContainer hooks run, in which case we join first.
-            let hooks_fork = plan
-                .hooks
-                .as_ref()
-                .is_some_and(|h| !crate::hooks::HookKind::CreateContainer.of(h).is_empty());
-            if in_cgroup {
-                chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
-            } else if hooks_fork {
-                cgroups::membership::join(&cgroup, pid)?;
-                chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
-            } else {
-                chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
-                cgroups::membership::join(&cgroup, pid)?;
+            // Without CLONE_INTO_CGROUP (no clone3, or the kernel refused it) the v2
+            // part is joined the usual way, before init may go on.
+            if !in_cgroup {
+                cgroups::membership::join_v2(&cgroup, pid)?;
             }
-            if let Some(h) = &plan.hooks {
-                use crate::hooks::HookKind;
-                if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty()
-                {
-                    chan.expect(Message::RuntimeHooks, "RuntimeHooks")
-                        .map_err(fail)?;
-                    let st = plan.hook_state(&opts.id, "creating", pid);
-                    for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
-                        crate::hooks::run_hooks(kind.of(h), &st).map_err(|e| {
-                            ContainerError::Other(format!("{} hook: {e}", kind.name()))
-                        })?;
-                    }
-                    chan.send(&Message::HooksDone).map_err(|e| fail(e.into()))?;
-                }
+            chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+            if defer_v1 {
+                cleanup
+                    .created_cgroup_dirs
+                    .extend(cgroups::membership::create_part(&cgroup, Part::V1)?);
+                apply_resources(&cgroup)?;
+                let join = cgroups::membership::SelfJoin::open(&cgroup)?;
+                let (paths, fds) = join.paths_and_fds();
+                chan.send_with_fds(&Message::CgroupReady(paths), &fds)
+                    .map_err(|e| fail(e.into()))?;
             }
-            chan.expect(Message::Ready, "Ready").map_err(fail)?;
-
+            // State (and pid file) are written while init builds its rootfs: their
+            // fsyncs overlap its work instead of following it. A failure later removes
+            // them with the rest; the state dir stays locked until create returns.
             let pid_start_time = sys::process_start_time(pid).map_err(io(
                 "reading start time of",
                 Path::new(&format!("/proc/{pid}")),
@@ -326,7 +338,25 @@ fn create_inner(
             if let Some(pf) = &opts.pid_file {
                 let pf = absolute(pf)?;
                 super::state::write_atomic(&pf, pid.to_string().as_bytes())?;
+                cleanup.pid_file = Some(pf);
             }
+            if let Some(h) = &plan.hooks {
+                use crate::hooks::HookKind;
+                if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty()
+                {
+                    chan.expect(Message::RuntimeHooks, "RuntimeHooks")
+                        .map_err(fail)?;
+                    let st = plan.hook_state(&opts.id, "creating", pid);
+                    for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+                        crate::hooks::run_hooks(kind.of(h), &st).map_err(|e| {
+                            ContainerError::Other(format!("{} hook: {e}", kind.name()))
+                        })?;
+                    }
+                    chan.send(&Message::HooksDone).map_err(|e| fail(e.into()))?;
+                }
+            }
+            chan.expect(Message::Ready, "Ready").map_err(fail)?;
+
             // Run in the foreground with a terminal: take the pty master now.
             let pty_master = match &own_console {
                 Some(sock) => Some(
@@ -338,6 +368,7 @@ fn create_inner(
             cleanup.child = None;
             cleanup.cgroup = None;
             cleanup.dir = None;
+            cleanup.pid_file = None;
             Ok((state, chan, pidfd, old_sigmask, pty_master))
         }
     }

@@ -80,8 +80,14 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
             sys::fs::open(&theirs, libc::O_RDONLY).map_err(io("opening namespace", &theirs))?;
         joins.push((fd, *flag, name));
     }
-    // The container's cgroup, for us and so for the child.
-    crate::cgroups::membership::join(&state.cgroup, std::process::id() as i32)?;
+    // The container's v1 cgroups, for us and so for the child: moving ourselves skips
+    // the RCU wait that moving another process costs (see SelfJoin). The v2 cgroup (a
+    // hybrid host's unified one included) is joined by the child at birth.
+    crate::cgroups::membership::SelfJoin::open(&state.cgroup)?.join_self()?;
+    let cgroup_fd = state
+        .cgroup
+        .v2_dir()
+        .and_then(|dir| sys::fs::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).ok());
     let console = match (&opts.console_socket, p.terminal) {
         (Some(path), true) => Some(
             sys::pty::connect_console_socket(path)
@@ -111,8 +117,8 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
     let (parent_sock, child_sock) =
         sys::seqpacket_pair().map_err(io("creating socketpair", Path::new("-")))?;
     let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
-    let forked =
-        sys::clone::fork_with_flags(0).map_err(io("forking the process", Path::new("-")))?;
+    let forked = sys::clone::fork_into_cgroup(0, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd))
+        .map_err(io("forking the process", Path::new("-")))?;
     match forked {
         Forked::Child => {
             drop(parent_sock);
@@ -120,7 +126,9 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
             let in_userns = joins
                 .iter()
                 .any(|(_, flag, _)| *flag == libc::CLONE_NEWUSER);
-            let err = match join_in_child(&joins) {
+            let joined = crate::process::init::wait_for(&chan, Message::Go, "Go")
+                .and_then(|()| join_in_child(&joins));
+            let err = match joined {
                 Ok(()) => child(
                     p,
                     seccomp.as_ref(),
@@ -134,11 +142,27 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
             let _ = chan.send(&Message::Error(err));
             sys::exit_now(127)
         }
-        Forked::Parent { pid, .. } => {
+        Forked::Parent { pid, in_cgroup, .. } => {
             drop(joins);
             drop(child_sock);
             drop(console);
+            drop(cgroup_fd);
             let chan = Channel::new(parent_sock);
+            // Without CLONE_INTO_CGROUP, the v2 cgroup is joined the usual way.
+            let joined = if in_cgroup {
+                Ok(())
+            } else {
+                crate::cgroups::membership::join_v2(&state.cgroup, pid)
+            };
+            if let Err(e) = joined.map_err(ContainerError::from).and_then(|()| {
+                chan.send(&Message::Go)
+                    .map_err(|e| ContainerError::Other(format!("exec: {e}")))
+            }) {
+                let _ = sys::kill(pid, libc::SIGKILL);
+                let _ = sys::wait(pid);
+                let _ = sys::set_sigmask(&old_sigmask);
+                return Err(e);
+            }
             // EOF means the exec succeeded (the socket is close-on-exec).
             match chan.recv() {
                 Err(ChannelError::Closed) => {}

@@ -28,6 +28,11 @@ pub struct InitArgs<'a> {
     pub plan: &'a Plan,
     pub cgroup: &'a CgroupHandle,
     pub cgroup_rel: &'a Path,
+    /// The v1 cgroup files init moves itself in with.
+    pub self_join: crate::cgroups::membership::SelfJoin,
+    /// The v1 cgroup is made while init mounts its rootfs: its files arrive with
+    /// `CgroupReady`, awaited before the first cgroup mount.
+    pub cgroup_deferred: bool,
     pub chan: Channel,
     pub start: StartSignal,
     /// Namespaces are joined by path and created with unshare, not by clone.
@@ -68,6 +73,9 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         join_and_unshare(a)?;
     }
     wait_for(&a.chan, Message::Go, "Go")?;
+    if !a.cgroup_deferred {
+        enter_cgroup(a, &a.self_join)?;
+    }
     if plan.namespaces.has(NsKind::User) {
         // Become root of the user namespace where root is mapped.
         let root_mapped = |m: &[crate::spec::IdMap]| m.iter().any(|x| x.container_id == 0);
@@ -90,7 +98,36 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         }
     }
 
-    let root = crate::rootfs::prepare(plan, a.cgroup, a.cgroup_rel)?;
+    let mut entered = !a.cgroup_deferred;
+    let mut enter_deferred = || -> Result<(), InitError> {
+        if entered {
+            return Ok(());
+        }
+        entered = true;
+        let (m, fds) = a
+            .chan
+            .recv_with_fds(64)
+            .map_err(|e| InitError::msg("waiting for the cgroup", None, e.to_string()))?;
+        let Message::CgroupReady(paths) = m else {
+            return Err(InitError::msg(
+                "waiting for the cgroup",
+                None,
+                format!("unexpected message {m:?}"),
+            ));
+        };
+        if paths.len() != fds.len() {
+            return Err(InitError::msg(
+                "waiting for the cgroup",
+                None,
+                format!("{} paths but {} descriptors", paths.len(), fds.len()),
+            ));
+        }
+        enter_cgroup(
+            a,
+            &crate::cgroups::membership::SelfJoin::from_received(paths, fds),
+        )
+    };
+    let root = crate::rootfs::prepare(plan, a.cgroup, a.cgroup_rel, &mut enter_deferred)?;
     if let Some(h) = &plan.hooks {
         use crate::hooks::HookKind;
         if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty() {
@@ -212,7 +249,26 @@ fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
     }
 }
 
-fn wait_for(chan: &Channel, want: Message, name: &'static str) -> Result<(), InitError> {
+/// Moves init into its cgroup and, when the container has a new cgroup namespace, makes
+/// it now: the namespace's root is then the container's cgroup, as with runc.
+fn enter_cgroup(
+    a: &InitArgs<'_>,
+    join: &crate::cgroups::membership::SelfJoin,
+) -> Result<(), InitError> {
+    join.join_self().map_err(|e| match e {
+        crate::cgroups::CgroupError::Write { path, source, .. } => {
+            InitError::io("joining the cgroup: writing 0 to", Some(&path), &source)
+        }
+        other => InitError::msg("joining the cgroup", None, other.to_string()),
+    })?;
+    if a.plan.namespaces.creates(NsKind::Cgroup) {
+        sys::unshare(libc::CLONE_NEWCGROUP)
+            .map_err(|e| InitError::io("unshare(cgroup)", None, &e))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn wait_for(chan: &Channel, want: Message, name: &'static str) -> Result<(), InitError> {
     chan.expect(want, name)
         .map_err(|e| InitError::msg(format!("waiting for {name}"), None, e.to_string()))
 }
@@ -242,7 +298,7 @@ fn join_and_unshare(a: &InitArgs<'_>) -> Result<(), InitError> {
             .map_err(|e| InitError::msg("asking for id maps", None, e.to_string()))?;
         wait_for(&a.chan, Message::IdMapsWritten, "IdMapsWritten")?;
     }
-    let rest = new & !libc::CLONE_NEWUSER;
+    let rest = new & !(libc::CLONE_NEWUSER | libc::CLONE_NEWCGROUP);
     if rest != 0 {
         sys::unshare(rest).map_err(|e| InitError::io("unshare(namespaces)", None, &e))?;
     }

@@ -7,14 +7,18 @@
 //!  [fast path, new userns] writes uid/gid maps
 //!                         ◀─────────── NeedIdMaps  [slow path] setns(paths), unshare(new)
 //!  writes uid/gid maps    ─────────── IdMapsWritten ▶
-//!                          ───────────────── Go ──▶ rootfs mounts and devices
-//!  joins the pid to the cgroup (meanwhile; before Go if createContainer hooks fork)
+//!  [no CLONE_INTO_CGROUP] joins the v2 cgroup
+//!                          ───────────────── Go ──▶ [v2] unshare(cgroup ns); rootfs mounts
+//!  [v1] creates the cgroup, applies limits           (those before the first cgroup mount)
+//!                          ── CgroupReady+fds ────▶ [v1] writes 0 to each `tasks` (moves
+//!                                                   itself), unshare(cgroup ns)
+//!  writes state.json (fsync) meanwhile              cgroup mounts, devices
 //!  [hooks] prestart, createRuntime ◀── RuntimeHooks
 //!                          ────────── HooksDone ──▶ createContainer hooks, pivot_root, sysctl,
 //!                                                   masked/readonly paths, hostname,
 //!                                                   rlimits, user, cwd, PATH lookup
 //!                          ◀──── Ready | Error{step, path, errno, message}
-//!  writes state.json, exits (create)
+//!  exits (create)
 //!  [run]                   ───────────── Start ──▶ (create: `berth start` opens exec.fifo)
 //!                                                   seccomp, execve(process.args)
 //! ```
@@ -33,6 +37,9 @@ pub enum Message {
     NeedIdMaps,
     IdMapsWritten,
     Go,
+    /// The container's v1 cgroup exists: its `tasks` files (these paths) travel as
+    /// descriptors with the message, for init to move itself in.
+    CgroupReady(Vec<String>),
     /// The rootfs is mounted (not yet pivoted): the parent runs prestart and
     /// createRuntime hooks, then answers `HooksDone`.
     RuntimeHooks,
@@ -116,6 +123,29 @@ impl Channel {
         sys::send(&self.fd, &bytes).map_err(|e| ChannelError::Io("sending to the other side", e))
     }
 
+    /// Sends a message with descriptors attached (SCM_RIGHTS).
+    pub fn send_with_fds(
+        &self,
+        m: &Message,
+        fds: &[std::os::fd::RawFd],
+    ) -> Result<(), ChannelError> {
+        let bytes = serde_json::to_vec(m).map_err(|e| ChannelError::Malformed(e.to_string()))?;
+        sys::send_with_fds(&self.fd, &bytes, fds)
+            .map_err(|e| ChannelError::Io("sending to the other side", e))
+    }
+
+    /// Receives a message and the descriptors attached to it (at most `max_fds`).
+    pub fn recv_with_fds(&self, max_fds: usize) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
+        let (bytes, fds) = sys::recv_with_fds(&self.fd, MAX_MESSAGE, max_fds)
+            .map_err(|e| ChannelError::Io("reading from the other side", e))?;
+        if bytes.is_empty() {
+            return Err(ChannelError::Closed);
+        }
+        let m =
+            serde_json::from_slice(&bytes).map_err(|e| ChannelError::Malformed(e.to_string()))?;
+        Ok((m, fds))
+    }
+
     pub fn recv(&self) -> Result<Message, ChannelError> {
         let bytes = sys::recv(&self.fd, MAX_MESSAGE)
             .map_err(|e| ChannelError::Io("reading from the other side", e))?;
@@ -168,5 +198,29 @@ mod tests {
         assert_eq!(err.to_string(), "mount proc /proc: Permission denied");
         drop(a);
         assert!(matches!(b.recv(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
+    fn descriptors_travel_with_a_message() {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let (a, b) = sys::seqpacket_pair().unwrap();
+        let (a, b) = (Channel::new(a), Channel::new(b));
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"shared").unwrap();
+        let m = Message::CgroupReady(vec!["/x/tasks".into()]);
+        a.send_with_fds(&m, &[f.as_raw_fd()]).unwrap();
+        let (got, fds) = b.recv_with_fds(4).unwrap();
+        assert_eq!(got, m);
+        assert_eq!(fds.len(), 1);
+        let mut g = std::fs::File::from(fds.into_iter().next().unwrap());
+        g.rewind().unwrap();
+        let mut s = String::new();
+        g.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "shared");
+        // More descriptors than the receiver allows is an error, not a silent loss.
+        let fd = f.as_raw_fd();
+        a.send_with_fds(&m, &[fd, fd, fd]).unwrap();
+        assert!(b.recv_with_fds(1).is_err());
     }
 }

@@ -21,7 +21,14 @@ fn io<'a>(step: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> InitErro
 }
 
 /// Everything before pivot_root: returns the rootfs descriptor.
-pub fn prepare(plan: &Plan, cgroup: &CgroupHandle, cgroup_rel: &Path) -> Result<OwnedFd> {
+/// `enter_cgroup` is called once, before the first cgroup mount and the device nodes
+/// (or at the end): init may start mounting before its cgroup exists.
+pub fn prepare(
+    plan: &Plan,
+    cgroup: &CgroupHandle,
+    cgroup_rel: &Path,
+    enter_cgroup: &mut dyn FnMut() -> Result<()>,
+) -> Result<OwnedFd> {
     mount(None, Path::new("/"), None, plan.rootfs_propagation, None)
         .map_err(io("setting rootfs propagation on", Path::new("/")))?;
     let rootfs = plan.rootfs.to_string_lossy();
@@ -37,8 +44,12 @@ pub fn prepare(plan: &Plan, cgroup: &CgroupHandle, cgroup_rel: &Path) -> Result<
         .map_err(io("opening rootfs", &plan.rootfs))?;
     let in_userns = plan.namespaces.has(NsKind::User);
     for m in &plan.mounts {
+        if m.kind == MountKind::Cgroup {
+            enter_cgroup()?;
+        }
         mount_one(&root, m, cgroup, in_userns, cgroup_rel)?;
     }
+    enter_cgroup()?;
     devices::create(&root, plan, in_userns)?;
     // The cwd is created now, while the host's view is still at hand.
     sfs::mkdir_all_in_root(
@@ -224,8 +235,8 @@ fn mount_cgroup(
             if let Some(u) = unified {
                 entries.push(("unified".to_string(), u.clone()));
             }
-            for (name, dir) in entries {
-                let sub = dest.join(&name);
+            for (name, dir) in &entries {
+                let sub = dest.join(name);
                 let st = sfs::mkdir_all_in_root(root_fd, &sub, Leaf::Dir)
                     .map_err(io("creating", &sub))?;
                 mount(
@@ -235,13 +246,29 @@ fn mount_cgroup(
                     bind_flags,
                     None,
                 )
-                .map_err(io("bind-mounting cgroup", &dir))?;
-                if ro {
-                    remount_in_root(root_fd, &sub, m.flags & remountable(), in_userns)?;
-                }
+                .map_err(io("bind-mounting cgroup", dir))?;
             }
             if ro {
-                remount_in_root(root_fd, dest, m.flags & remountable(), in_userns)?;
+                // The tmpfs and every bind under it at once; one remount per mount where
+                // mount_setattr(2) is missing. Atime flags other than relatime (what the
+                // binds and the tmpfs have already) need the remounts too.
+                let odd_atime =
+                    m.flags & (libc::MS_NOATIME | libc::MS_NODIRATIME | libc::MS_STRICTATIME) != 0;
+                let t = sfs::open_in_root(root_fd, dest, libc::O_PATH)
+                    .map_err(io("reopening mount", dest))?;
+                let done = !odd_atime
+                    && crate::sys::mount::set_attrs_recursive(
+                        std::os::fd::AsFd::as_fd(&t),
+                        m.flags & remountable(),
+                    )
+                    .is_ok();
+                if !done {
+                    for (name, _) in &entries {
+                        let sub = dest.join(name);
+                        remount_in_root(root_fd, &sub, m.flags & remountable(), in_userns)?;
+                    }
+                    remount_in_root(root_fd, dest, m.flags & remountable(), in_userns)?;
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 
 const MFD_CLOEXEC: u32 = 0x1;
 const MFD_ALLOW_SEALING: u32 = 0x2;
@@ -101,6 +102,132 @@ fn try_reexec() -> io::Result<Never> {
 pub fn running_from_readonly_mount() -> bool {
     super::fs::mount_flags_of(std::path::Path::new("/proc/self/exe"))
         .is_ok_and(|f| f & libc::MS_RDONLY != 0)
+}
+
+/// The cheapest protection: a private, detached overlayfs whose only layers are the
+/// binary's directory and an empty one (`dummy_lower`, created if missing). An overlay
+/// without an upper layer is read-only at the superblock: no remount or mount_setattr
+/// can make it writable, and it is attached nowhere a container could reach. The binary
+/// is exec'd from there with execveat, so /proc/self/exe names that overlay's copy.
+/// Unlike the private-namespace bind below, no mount namespace is copied (the cost of
+/// which grows with the host's mount count) and none is torn down at exit. Needs the
+/// new mount API (Linux 5.2) and overlayfs; returns only on failure.
+pub fn reexec_readonly_overlay(dummy_lower: &std::path::Path) -> io::Error {
+    match try_readonly_overlay(dummy_lower) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn try_readonly_overlay(dummy_lower: &std::path::Path) -> io::Result<Never> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    };
+    if !exe.is_absolute() || exe.to_string_lossy().ends_with(" (deleted)") {
+        return Err(io::Error::from_raw_os_error(libc::ENOENT));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dummy_lower)?;
+    // ':' separates layers and '\' escapes; the binary's directory goes on top.
+    let escape = |p: &std::path::Path| {
+        p.to_string_lossy()
+            .replace('\\', "\\\\")
+            .replace(':', "\\:")
+    };
+    let lower = CString::new(format!("{}:{}", escape(dir), escape(dummy_lower)))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let cvt = |r: libc::c_long| -> io::Result<libc::c_long> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: fsopen reads a NUL-terminated name; the result is a new descriptor.
+    let ctx = cvt(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: we own the descriptor fsopen just returned.
+    let ctx = unsafe { OwnedFd::from_raw_fd(ctx as i32) };
+    let set = |key: &std::ffi::CStr, value: &std::ffi::CStr| {
+        // SAFETY: key and value are NUL-terminated strings that outlive the call.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                ctx.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })
+    };
+    set(c"lowerdir", &lower)?;
+    // Inode number remapping is not needed; disabling it avoids kernel log noise when
+    // the two layers are on different filesystems.
+    let _ = set(c"xino", c"off");
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount takes the context descriptor and flag words only.
+    let mnt = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            ctx.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        )
+    })?;
+    // SAFETY: we own the descriptor fsmount just returned.
+    let mnt = unsafe { OwnedFd::from_raw_fd(mnt as i32) };
+    let name =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: openat reads the NUL-terminated name relative to a descriptor we hold.
+    let bin = cvt(unsafe {
+        libc::openat(
+            mnt.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    } as libc::c_long)?;
+    // SAFETY: we own the descriptor openat just returned.
+    let bin = unsafe { OwnedFd::from_raw_fd(bin as i32) };
+    let (args, envs) = own_args_and_env();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
+    // outlive the call; AT_EMPTY_PATH execs the file `bin` refers to. On success this
+    // does not return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            bin.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    Err(io::Error::last_os_error())
 }
 
 /// The cheaper protection: in a private mount namespace of this process (slave of the

@@ -132,6 +132,65 @@ pub fn recv(fd: &OwnedFd, max: usize) -> io::Result<Vec<u8>> {
     }
 }
 
+/// sendmsg(2) of one message carrying descriptors (SCM_RIGHTS).
+pub fn send_with_fds(fd: &OwnedFd, buf: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [io::IoSlice::new(buf)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let n = sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(io::Error::from)?;
+    if n != buf.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short send"));
+    }
+    Ok(())
+}
+
+/// recvmsg(2) of one message and the descriptors it carries (close-on-exec), at most
+/// `max_fds` of them. Ok(empty) at end of stream. Retries on EINTR.
+pub fn recv_with_fds(
+    fd: &OwnedFd,
+    max: usize,
+    max_fds: usize,
+) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = vec![0u8; max];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space_len = unsafe { libc::CMSG_SPACE((max_fds * std::mem::size_of::<RawFd>()) as u32) };
+    let mut space = vec![0u8; space_len as usize];
+    loop {
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let n = msg.bytes;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                // SAFETY: the kernel installed these descriptors in our table for us.
+                fds.extend(got.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            }
+        }
+        // The control buffer is rounded up for alignment, so it can hold more than
+        // `max_fds`: more than asked for is refused all the same (and closed).
+        let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC) || fds.len() > max_fds;
+        if truncated {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "more descriptors than expected in a message",
+            ));
+        }
+        buf.truncate(n);
+        return Ok((buf, fds));
+    }
+}
+
 /// The start time of a process (field 22 of /proc/<pid>/stat, in clock ticks since
 /// boot): with the pid it identifies a process across pid reuse.
 pub fn process_start_time(pid: i32) -> io::Result<u64> {
