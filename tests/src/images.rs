@@ -127,10 +127,12 @@ impl Default for ImageEnv {
 }
 
 impl ImageEnv {
-    /// Checks the prerequisites (root, the built `berth`) and makes the directories.
+    /// Checks the prerequisites (root, the built `berth` and the `berth-image` it hands
+    /// `image` commands to) and makes the directories.
     pub fn new() -> Self {
         crate::require_root();
         let berth = crate::workspace_bin("berth");
+        crate::workspace_bin("berth-image");
         let dir = tempfile::Builder::new()
             .prefix("berth-img-")
             .tempdir()

@@ -1,7 +1,9 @@
 //! Container start latency: berth against runc and crun on the same machine, in one run.
 //!
-//! Run as root: `cargo build --release -p berth --bins && cargo run --release -p berth-benches
-//! --bin start_latency [-- --trials 50 --warmup 5 --berth PATH --only berth,runc,crun]`.
+//! Run as root, against berth as it ships (static, `scripts/build-release`):
+//! `cargo run --release -p berth-benches --bin start_latency -- --berth "$(./scripts/build-release)"
+//! [--trials 50 --warmup 5 --only berth,runc,crun]`. Without --berth, the `berth` next to this
+//! binary (target/release) is measured.
 //!
 //! Runtimes take turns trial by trial (interleaved), so a load change on a shared machine
 //! hits them alike. Measured, per runtime, wall time from spawning the runtime's command to its exit, and
@@ -372,7 +374,7 @@ fn main() -> Result<()> {
         match bin {
             Some(bin) => runtimes.push(Runtime { name, bin, private_mounts: private, root: work.path().join(format!("root-{name}")) }),
             None if name == "berth" => eprintln!(
-                "note: berth not found at {} (build it: cargo build --release -p berth --bins, or pass --berth PATH)",
+                "note: berth not found at {} (build it: ./scripts/build-release, and pass --berth PATH)",
                 opts.berth.display()
             ),
             None => eprintln!("note: {name} not installed (apt-get install -y {name}); skipped"),

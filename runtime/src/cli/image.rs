@@ -293,15 +293,22 @@ mod tests {
     #[test]
     fn cli_parses_the_documented_surface() {
         use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from([
+        let argv = [
             "berth", "image", "--store", "/s", "run", "--rm", "--name", "c1", "-e", "A=1", "-e",
             "B=2", "-w", "/tmp", "--user", "1:2", "--memory", "64m", "--net", "host", "busybox",
             "sh", "-c", "echo hi",
-        ])
-        .unwrap();
-        let crate::cli::Command::Image(a) = cli.command else {
+        ];
+        // berth hands everything after `image` to berth-image untouched ...
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let crate::cli::Command::Image(fwd) = cli.command else {
             panic!("not an image command")
         };
+        let tail: Vec<std::ffi::OsString> = argv[2..].iter().map(Into::into).collect();
+        assert_eq!(fwd.args, tail);
+        assert!(crate::cli::Cli::try_parse_from(["berth", "image", "--help"]).is_ok());
+        // ... which parses the same command line.
+        let cli = crate::cli::ImageCli::try_parse_from(argv).unwrap();
+        let crate::cli::ImageVerb::Image(a) = cli.command;
         assert_eq!(a.store, PathBuf::from("/s"));
         let ImageCommand::Run(r) = a.command else {
             panic!("not run")
@@ -314,17 +321,13 @@ mod tests {
         assert_eq!(r.reference, "busybox");
         assert_eq!(r.cmd, vec!["sh", "-c", "echo hi"]);
         let cli =
-            crate::cli::Cli::try_parse_from(["berth", "image", "ls", "--format", "json"]).unwrap();
-        assert!(matches!(
-            cli.command,
-            crate::cli::Command::Image(ImageArgs {
-                command: ImageCommand::Ls(_),
-                ..
-            })
-        ));
-        assert!(
-            crate::cli::Cli::try_parse_from(["berth", "image", "run", "--net", "bridge", "x"])
-                .is_err()
-        );
+            crate::cli::ImageCli::try_parse_from(["berth", "image", "ls", "--format", "json"])
+                .unwrap();
+        let crate::cli::ImageVerb::Image(a) = cli.command;
+        assert!(matches!(a.command, ImageCommand::Ls(_)));
+        assert!(crate::cli::ImageCli::try_parse_from([
+            "berth", "image", "run", "--net", "bridge", "x"
+        ])
+        .is_err());
     }
 }

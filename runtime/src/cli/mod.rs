@@ -95,7 +95,95 @@ pub enum Command {
     /// Print the runtime's features as runtime-spec JSON.
     Features,
     /// OCI images: import, list, inspect, remove, unpack to a bundle, run.
+    Image(ImageForward),
+}
+
+/// `berth image ...` is served by the `berth-image` binary (installed next to `berth`):
+/// the image code (archives, decompression, hashing) stays out of the binary every
+/// container start maps. Its arguments are passed on untouched.
+#[derive(Debug, clap::Args)]
+#[command(disable_help_flag = true)]
+pub struct ImageForward {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+/// The command line of `berth-image`: berth's global options and the `image` verb.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    about = "Berth: a runc-compatible OCI runtime (image commands)"
+)]
+pub struct ImageCli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: ImageVerb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageVerb {
+    /// OCI images: import, list, inspect, remove, unpack to a bundle, run.
     Image(image::ImageArgs),
+}
+
+/// Runs `berth-image`'s parsed command line and returns the exit code.
+pub fn dispatch_image(cli: ImageCli) -> i32 {
+    let g = &cli.global;
+    if let Err(e) = logging::init(g) {
+        eprintln!("berth: {e}");
+        return 1;
+    }
+    let ImageVerb::Image(a) = cli.command;
+    match image::run(g, a) {
+        Ok(code) => code,
+        Err(e) => {
+            logging::fatal(g, &error_line(&e));
+            1
+        }
+    }
+}
+
+/// Replaces this process with `berth-image` and the same arguments: the binary next
+/// to this one, else the first in PATH. Returns only on failure.
+fn exec_image_helper(g: &GlobalOpts) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|p| p.with_file_name("berth-image"))
+        .filter(|p| p.is_file());
+    let helper = beside.unwrap_or_else(|| PathBuf::from("berth-image"));
+    let mut argv = vec![std::ffi::CString::new("berth").unwrap_or_default()];
+    argv.extend(
+        std::env::args_os()
+            .skip(1)
+            .map(|a| std::ffi::CString::new(a.as_bytes()).unwrap_or_default()),
+    );
+    let Ok(path) = std::ffi::CString::new(helper.as_os_str().as_bytes()) else {
+        logging::fatal(
+            g,
+            "berth image: the berth-image path is not a valid C string",
+        );
+        return 1;
+    };
+    let err = if helper.is_absolute() {
+        nix::unistd::execv(&path, &argv)
+    } else {
+        nix::unistd::execvp(&path, &argv)
+    };
+    let err = match err {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    logging::fatal(
+        g,
+        &format!(
+            "berth image: cannot run the image helper {} ({err}): install berth-image next to berth or in PATH (cargo build --release -p berth --bin berth-image)",
+            helper.display()
+        ),
+    );
+    1
 }
 
 /// Whether the command enters a container (and so must run from a sealed copy of
@@ -201,7 +289,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Update(a) => update::run(g, a),
         Command::Events(a) => events::run(g, a),
         Command::Features => features::run(g),
-        Command::Image(a) => image::run(g, a),
+        Command::Image(_) => return exec_image_helper(g),
     };
     match r {
         Ok(code) => code,

@@ -53,6 +53,11 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 
 /// Parses config.json bytes; the error is (field path, message).
 pub fn parse(bytes: &[u8]) -> Result<Spec, (String, String)> {
+    // The plain parser first: the path-tracking one is several times the code, and every
+    // container start would page all of it in. It runs only to name a bad field.
+    if let Ok(spec) = serde_json::from_slice(bytes) {
+        return Ok(spec);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();

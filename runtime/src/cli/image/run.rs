@@ -52,7 +52,10 @@ fn runtime_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("BERTH_IMAGE_RUNTIME") {
         return Ok(PathBuf::from(p));
     }
-    std::env::current_exe().context("finding the berth binary to re-execute")
+    // This runs in berth-image; the runtime is the `berth` next to it.
+    std::env::current_exe()
+        .map(|p| p.with_file_name("berth"))
+        .context("finding the berth binary to run the container with")
 }
 
 fn random_name() -> String {
