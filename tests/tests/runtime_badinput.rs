@@ -116,6 +116,27 @@ fn missing_mount_source() {
     );
 }
 
+/// A mount init cannot make, placed before the cgroup mount: init fails while the runtime
+/// is still creating the v1 cgroup it would hand over, so its report can race the
+/// runtime's next message. Repeated, the error must always be init's, naming the mount.
+#[test]
+fn failing_mount_before_the_cgroup_is_reported_by_init() {
+    for round in 0..5 {
+        refused_create(
+            &format!("badtmpfs{round}"),
+            |b| {
+                b.insert(
+                    "/mounts",
+                    1,
+                    json!({"destination": "/badtmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=bogus"]}),
+                );
+            },
+            |_| {},
+            &["/badtmp"],
+        );
+    }
+}
+
 #[test]
 fn unknown_namespace_type() {
     refused_create(

@@ -9,7 +9,7 @@ use super::state::{rfc3339_now, ContainerDir, State};
 use super::ContainerError;
 use crate::cgroups::{self, CgroupHandle};
 use crate::process::init::{self, InitArgs, StartSignal};
-use crate::process::protocol::{Channel, ExpectError, Message};
+use crate::process::protocol::{Channel, ChannelError, ExpectError, Message};
 use crate::spec::{self, NsKind, Plan};
 use crate::sys::{self, clone::Forked};
 
@@ -160,9 +160,9 @@ fn create_inner(
     // unified directory included) must exist before, for CLONE_INTO_CGROUP.
     let defer_v1 = matches!(cgroup, CgroupHandle::V1 { .. });
     use cgroups::membership::Part;
-    cleanup.cgroup = Some(cgroup.clone());
     cleanup.created_cgroup_dirs =
         cgroups::membership::create_part(&cgroup, if defer_v1 { Part::V2 } else { Part::All })?;
+    cleanup.cgroup = Some(cgroup.clone());
     // The device cgroup always applies (runc's default allow list); the spec's device
     // nodes are allowed on top, so the container can use what it is given.
     let mut resources = plan.resources.clone().unwrap_or_default();
@@ -285,6 +285,14 @@ fn create_inner(
             cleanup.child = Some(pid);
             let chan = Channel::new(parent_sock);
             let fail = |e: ExpectError| ContainerError::Other(format!("container init: {e}"));
+            // A send fails when init has already given up and closed its end; the report
+            // it left in the socket says why, and is what the user needs to see.
+            let sent = |r: Result<(), ChannelError>| -> Result<(), ContainerError> {
+                r.map_err(|e| match chan.try_recv() {
+                    Some(Message::Error(ie)) => fail(ExpectError::Init(ie)),
+                    _ => fail(e.into()),
+                })
+            };
             if ns.creates(NsKind::User) {
                 if slow_path {
                     chan.expect(Message::NeedIdMaps, "NeedIdMaps")
@@ -292,8 +300,7 @@ fn create_inner(
                 }
                 write_id_maps(pid, plan)?;
                 if slow_path {
-                    chan.send(&Message::IdMapsWritten)
-                        .map_err(|e| fail(e.into()))?;
+                    sent(chan.send(&Message::IdMapsWritten))?;
                 }
             }
             // Without CLONE_INTO_CGROUP (no clone3, or the kernel refused it) the v2
@@ -301,7 +308,7 @@ fn create_inner(
             if !in_cgroup {
                 cgroups::membership::join_v2(&cgroup, pid)?;
             }
-            chan.send(&Message::Go).map_err(|e| fail(e.into()))?;
+            sent(chan.send(&Message::Go))?;
             if defer_v1 {
                 cleanup
                     .created_cgroup_dirs
@@ -309,8 +316,7 @@ fn create_inner(
                 apply_resources(&cgroup)?;
                 let join = cgroups::membership::SelfJoin::open(&cgroup)?;
                 let (paths, fds) = join.paths_and_fds();
-                chan.send_with_fds(&Message::CgroupReady(paths), &fds)
-                    .map_err(|e| fail(e.into()))?;
+                sent(chan.send_with_fds(&Message::CgroupReady(paths), &fds))?;
             }
             // State (and pid file) are written while init builds its rootfs: their
             // fsyncs overlap its work instead of following it. A failure later removes

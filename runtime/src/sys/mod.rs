@@ -114,6 +114,25 @@ pub fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// recv(2) of one message already queued (MSG_DONTWAIT): EAGAIN when there is none.
+pub fn recv_nowait(fd: &OwnedFd, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; max];
+    // SAFETY: recv writes at most `buf.len()` bytes into our buffer.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
 /// recv(2) of one message; Ok(empty) at end of stream. Retries on EINTR.
 pub fn recv(fd: &OwnedFd, max: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; max];

@@ -146,6 +146,16 @@ impl Bundle {
         self
     }
 
+    /// Inserts `value` at `index` of the array at `pointer` (which must exist).
+    pub fn insert(&mut self, pointer: &str, index: usize, value: Value) -> &mut Self {
+        self.config
+            .pointer_mut(pointer)
+            .and_then(Value::as_array_mut)
+            .unwrap_or_else(|| panic!("no array at {pointer}"))
+            .insert(index, value);
+        self
+    }
+
     /// Replaces the namespace of type `kind` (adding it if absent); `path` joins one.
     pub fn namespace(&mut self, kind: &str, path: Option<&str>) -> &mut Self {
         self.remove_namespace(kind);
