@@ -32,8 +32,10 @@ fn protect_binary() {
     {
         return;
     }
+    // The overlay's second, empty layer: outside the default --root, where it could be
+    // taken for a container.
     let _ =
-        berth::sys::memfd::reexec_readonly_overlay(std::path::Path::new("/run/berth/.exe-lower"));
+        berth::sys::memfd::reexec_readonly_overlay(std::path::Path::new("/run/berth-exe-lower"));
     let _ = berth::sys::memfd::reexec_readonly_bind();
     let err = berth::sys::memfd::reexec_sealed();
     eprintln!("berth: re-executing from a sealed copy of the binary: {err}");
