@@ -1,7 +1,8 @@
-//! Re-executing `berth` from a sealed memfd before it enters a container (CVE-2019-5736
-//! class): a container process that reaches /proc/<pid>/exe of berth (for example by
-//! making its entrypoint `#!/proc/self/exe`) finds a sealed, unwritable copy, never
-//! the host's binary.
+//! Re-executing `berth` from an unwritable copy of itself before it enters a container
+//! (CVE-2019-5736 class): a container process that reaches /proc/<pid>/exe of berth (for
+//! example by making its entrypoint `#!/proc/self/exe`) finds a file it cannot write,
+//! never the host's binary. Three ways, cheapest first: a private read-only overlayfs of
+//! the binary's directory, a read-only bind in a private mount namespace, a sealed memfd.
 
 use std::ffi::CString;
 use std::io;
