@@ -29,40 +29,15 @@ pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Sends `fd` over the unix socket `sock` with SCM_RIGHTS; `name` is the payload.
 pub fn send_fd(sock: &OwnedFd, name: &str, fd: &OwnedFd) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let iov = [io::IoSlice::new(name.as_bytes())];
-    let fds = [fd.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-        .map_err(io::Error::from)?;
-    Ok(())
+    super::send_with_fds(sock, name.as_bytes(), &[fd.as_raw_fd()])
 }
 
 /// Receives one descriptor sent with SCM_RIGHTS.
 pub fn recv_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = [0u8; 4096];
-    let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(fd) = fds.first() {
-                // SAFETY: the kernel installed this descriptor in our table for us.
-                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "no descriptor in the message",
-    ))
+    let (_, fds) = super::recv_with_fds(sock, 4096, 1)?;
+    fds.into_iter()
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the message"))
 }
 
 /// Makes `slave` the controlling terminal and stdin/stdout/stderr (after setsid).
