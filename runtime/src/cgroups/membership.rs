@@ -309,6 +309,43 @@ mod tests {
     }
 
     #[test]
+    fn parts_of_a_hybrid_cgroup_are_created_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = BTreeMap::new();
+        dirs.insert("memory".to_string(), tmp.path().join("memory/berth/c1"));
+        dirs.insert("pids".to_string(), tmp.path().join("pids/berth/c1"));
+        let unified = tmp.path().join("unified/berth/c1");
+        let h = CgroupHandle::V1 {
+            dirs,
+            unified: Some(unified.clone()),
+        };
+        let v2 = create_part(&h, Part::V2).unwrap();
+        assert_eq!(v2.last(), Some(&unified));
+        assert!(unified.is_dir());
+        assert!(!tmp.path().join("memory/berth/c1").exists());
+        let v1 = create_part(&h, Part::V1).unwrap();
+        assert!(tmp.path().join("memory/berth/c1").is_dir());
+        assert!(tmp.path().join("pids/berth/c1").is_dir());
+        assert!(!v1.contains(&unified));
+        // The v1 files init writes "0" to: one per distinct directory.
+        for d in h.all_dirs().iter().filter(|d| **d != unified) {
+            fs::write(d.join("tasks"), "").unwrap();
+        }
+        let join = SelfJoin::open(&h).unwrap();
+        let (paths, fds) = join.paths_and_fds();
+        assert_eq!(paths.len(), 2);
+        assert_eq!(fds.len(), 2);
+        join.join_self().unwrap();
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("pids/berth/c1/tasks")).unwrap(),
+            "0"
+        );
+        // A v2 handle has no v1 files to open.
+        let v2h = CgroupHandle::V2 { dir: unified };
+        assert_eq!(SelfJoin::open(&v2h).unwrap().paths_and_fds().0.len(), 0);
+    }
+
+    #[test]
     fn cpuset_inherits_parent_values() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("cpuset");
