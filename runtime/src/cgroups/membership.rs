@@ -108,14 +108,6 @@ fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// Moves `pid` into every directory of the cgroup.
-pub fn join(handle: &CgroupHandle, pid: i32) -> Result<(), CgroupError> {
-    for dir in handle.all_dirs() {
-        write_file(&dir.join("cgroup.procs"), &pid.to_string())?;
-    }
-    Ok(())
-}
-
 /// Moves `pid` into the cgroup's v2 directory (a v2 host's cgroup, or a hybrid host's
 /// unified one), if it has one.
 pub fn join_v2(handle: &CgroupHandle, pid: i32) -> Result<(), CgroupError> {

@@ -48,11 +48,14 @@ pub struct GlobalOpts {
     pub criu: Option<String>,
 }
 
+/// `--version` of berth and berth-image, in runc's two-line shape.
+const VERSION: &str = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0");
+
 /// `berth`: a runc-compatible OCI runtime.
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
-    version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    version = VERSION,
     about = "Berth: a runc-compatible OCI runtime"
 )]
 pub struct Cli {
@@ -112,7 +115,7 @@ pub struct ImageForward {
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
-    version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    version = VERSION,
     about = "Berth: a runc-compatible OCI runtime (image commands)"
 )]
 pub struct ImageCli {
@@ -130,19 +133,8 @@ pub enum ImageVerb {
 
 /// Runs `berth-image`'s parsed command line and returns the exit code.
 pub fn dispatch_image(cli: ImageCli) -> i32 {
-    let g = &cli.global;
-    if let Err(e) = logging::init(g) {
-        eprintln!("berth: {e}");
-        return 1;
-    }
     let ImageVerb::Image(a) = cli.command;
-    match image::run(g, a) {
-        Ok(code) => code,
-        Err(e) => {
-            logging::fatal(g, &error_line(&e));
-            1
-        }
-    }
+    run_logged(&cli.global, |g| image::run(g, a))
 }
 
 /// Replaces this process with `berth-image` and the same arguments: the binary next
@@ -264,16 +256,7 @@ impl Cli {
 
 /// Runs a parsed command line and returns the exit code.
 pub fn dispatch(cli: Cli) -> i32 {
-    let g = &cli.global;
-    if let Err(e) = logging::init(g) {
-        eprintln!("berth: {e}");
-        return 1;
-    }
-    if g.systemd_cgroup {
-        logging::fatal(g, "--systemd-cgroup: systemd cgroup management is not supported by berth yet; use the cgroupfs driver");
-        return 1;
-    }
-    let r = match cli.command {
+    run_logged(&cli.global, |g| match cli.command {
         Command::Spec(a) => spec::run(g, a),
         Command::Create(a) => create::run(g, a),
         Command::Start(a) => start::run(g, a),
@@ -289,9 +272,22 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Update(a) => update::run(g, a),
         Command::Events(a) => events::run(g, a),
         Command::Features => features::run(g),
-        Command::Image(_) => return exec_image_helper(g),
-    };
-    match r {
+        Command::Image(_) => Ok(exec_image_helper(g)),
+    })
+}
+
+/// Sets up logging, refuses what no command supports, runs `command` and turns its
+/// error into one logged line and exit code 1. Shared by berth and berth-image.
+fn run_logged(g: &GlobalOpts, command: impl FnOnce(&GlobalOpts) -> anyhow::Result<i32>) -> i32 {
+    if let Err(e) = logging::init(g) {
+        eprintln!("berth: {e}");
+        return 1;
+    }
+    if g.systemd_cgroup {
+        logging::fatal(g, "--systemd-cgroup: systemd cgroup management is not supported by berth yet; use the cgroupfs driver");
+        return 1;
+    }
+    match command(g) {
         Ok(code) => code,
         Err(e) => {
             logging::fatal(g, &error_line(&e));

@@ -148,27 +148,15 @@ impl Channel {
 
     /// A message already waiting, if any (never blocks).
     pub fn try_recv(&self) -> Option<Message> {
-        let bytes = match sys::recv_nowait(&self.fd, MAX_MESSAGE) {
-            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                sys::recv_nowait(&self.fd, MAX_MESSAGE)
-            }
-            r => r,
-        }
-        .ok()?;
+        let bytes = sys::recv_nowait(&self.fd, MAX_MESSAGE).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     pub fn recv(&self) -> Result<Message, ChannelError> {
-        let bytes = match sys::recv(&self.fd, MAX_MESSAGE) {
-            // The other side closed with a message of ours unread (init failed before
-            // reading CgroupReady): the error is reported once, and what it sent before
-            // closing is still queued behind it.
-            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                sys::recv(&self.fd, MAX_MESSAGE)
-            }
-            r => r,
-        }
-        .map_err(|e| ChannelError::Io("reading from the other side", e))?;
+        // A reset (init failed before reading CgroupReady) still yields its last report:
+        // sys::recv reads past it.
+        let bytes = sys::recv(&self.fd, MAX_MESSAGE)
+            .map_err(|e| ChannelError::Io("reading from the other side", e))?;
         if bytes.is_empty() {
             return Err(ChannelError::Closed);
         }

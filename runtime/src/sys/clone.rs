@@ -36,13 +36,8 @@ struct CloneArgs {
 }
 
 /// Clones the calling (single-threaded) process with `flags` (CLONE_NEW*), asking for
-/// a pidfd where clone3 is available.
-pub fn fork_with_flags(flags: i32) -> io::Result<Forked> {
-    fork_into_cgroup(flags, None)
-}
-
-/// Like [`fork_with_flags`], creating the child directly in the cgroup v2 directory
-/// `cgroup` when given (CLONE_INTO_CGROUP: no migration afterwards, which on cgroup
+/// a pidfd where clone3 is available, and creating the child directly in the cgroup v2
+/// directory `cgroup` when given (CLONE_INTO_CGROUP: no migration afterwards, which on cgroup
 /// hosts costs an RCU grace period). If the kernel refuses that, the child is created
 /// where we are and `in_cgroup` is false: the caller joins it the usual way.
 pub fn fork_into_cgroup(flags: i32, cgroup: Option<RawFd>) -> io::Result<Forked> {

@@ -87,15 +87,7 @@ fn try_reexec() -> io::Result<Never> {
     if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let (args, envs) = own_args_and_env();
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
-    // outlive the call; on success fexecve does not return.
-    unsafe { libc::fexecve(mem.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
-    Err(io::Error::last_os_error())
+    Err(exec_self_fd(&mem))
 }
 
 /// True when the running binary sits on a read-only mount: then nothing can write it
@@ -210,25 +202,7 @@ fn try_readonly_overlay(dummy_lower: &std::path::Path) -> io::Result<Never> {
     } as libc::c_long)?;
     // SAFETY: we own the descriptor openat just returned.
     let bin = unsafe { OwnedFd::from_raw_fd(bin as i32) };
-    let (args, envs) = own_args_and_env();
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
-    // outlive the call; AT_EMPTY_PATH execs the file `bin` refers to. On success this
-    // does not return.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            bin.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    Err(io::Error::last_os_error())
+    Err(exec_self_fd(&bin))
 }
 
 /// The cheaper protection: in a private mount namespace of this process (slave of the
@@ -277,6 +251,30 @@ fn own_args_and_env() -> (Vec<CString>, Vec<CString>) {
         })
         .collect();
     (args, envs)
+}
+
+/// execveat(fd, "", AT_EMPTY_PATH) with our own arguments and environment: runs the
+/// file `fd` refers to (a memfd, or an O_PATH descriptor). Returns only on failure.
+fn exec_self_fd(fd: &OwnedFd) -> io::Error {
+    let (args, envs) = own_args_and_env();
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
+    // outlive the call; AT_EMPTY_PATH execs the file `fd` refers to. On success this
+    // does not return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
 }
 
 /// execve(path) with our own arguments and environment.

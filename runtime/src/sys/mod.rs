@@ -116,35 +116,33 @@ pub fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<()> {
 
 /// recv(2) of one message already queued (MSG_DONTWAIT): EAGAIN when there is none.
 pub fn recv_nowait(fd: &OwnedFd, max: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; max];
-    // SAFETY: recv writes at most `buf.len()` bytes into our buffer.
-    let n = unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+    recv_flags(fd, max, libc::MSG_DONTWAIT)
 }
 
-/// recv(2) of one message; Ok(empty) at end of stream. Retries on EINTR.
+/// recv(2) of one message; Ok(empty) at end of stream.
 pub fn recv(fd: &OwnedFd, max: usize) -> io::Result<Vec<u8>> {
+    recv_flags(fd, max, 0)
+}
+
+/// recv(2), retrying on EINTR. When the other side closed with data of ours unread, the
+/// kernel reports ECONNRESET once, and what it sent before closing is still queued
+/// behind that error: it is read, not lost.
+fn recv_flags(fd: &OwnedFd, max: usize, flags: i32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; max];
+    let mut reset_seen = false;
     loop {
         // SAFETY: recv writes at most `buf.len()` bytes into our buffer.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ECONNRESET) if !reset_seen => {
+                    reset_seen = true;
+                    continue;
+                }
+                _ => return Err(e),
             }
-            return Err(e);
         }
         buf.truncate(n as usize);
         return Ok(buf);
