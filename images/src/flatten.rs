@@ -237,17 +237,7 @@ impl Merge<'_> {
                     Mode::empty(),
                 )
                 .map_err(self.err(rel, "open"))?;
-                let dfd = nix::fcntl::openat(
-                    dst,
-                    name,
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(self.err(rel, "create"))?;
+                let dfd = sys::create_file_at(dst, name).map_err(self.err(rel, "create"))?;
                 let size = u64::try_from(st.st_size).unwrap_or(0);
                 if size > 0
                     && !sys::copy_range(sfd.as_fd(), dfd.as_fd(), size)
@@ -370,20 +360,23 @@ impl Merge<'_> {
     }
 }
 
+/// Opens the directory `p` (`how`: O_RDONLY to read it, O_PATH to resolve below it).
+fn open_dir(p: &Path, how: OFlag) -> Result<OwnedFd, FlattenError> {
+    nix::fcntl::open(
+        p,
+        how | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| FlattenError::Fs {
+        path: p.to_path_buf(),
+        op: "open",
+        errno,
+    })
+}
+
 /// Merges `layers` (bottom first) into the existing directory `target`.
 pub fn merge_layers(layers: &[PathBuf], target: &Path) -> Result<(), FlattenError> {
-    let open = |p: &Path| {
-        nix::fcntl::open(
-            p,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| FlattenError::Fs {
-            path: p.to_path_buf(),
-            op: "open",
-            errno,
-        })
-    };
+    let open = |p: &Path| open_dir(p, OFlag::O_RDONLY);
     let dst = open(target)?;
     let chown = nix::unistd::geteuid().is_root();
     for layer in layers {
@@ -531,18 +524,7 @@ pub fn inherit_implicit_dirs(
     if implicit.is_empty() {
         return Ok(());
     }
-    let open_root = |p: &Path| {
-        nix::fcntl::open(
-            p,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| FlattenError::Fs {
-            path: p.to_path_buf(),
-            op: "open",
-            errno,
-        })
-    };
+    let open_root = |p: &Path| open_dir(p, OFlag::O_PATH);
     let root = open_root(layer)?;
     let lower_fds = lowers
         .iter()

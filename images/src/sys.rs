@@ -1,7 +1,7 @@
 //! The syscall seam: the only place with `unsafe`, and the thin wrappers
 //! around openat2 that every path resolution in this crate goes through.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -9,6 +9,17 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
+
+/// Creates the file `name` in `dir` for writing: exclusively (an existing entry, a
+/// symlink included, fails with EEXIST), mode 0600 until its metadata is applied.
+pub fn create_file_at<Fd: std::os::fd::AsFd>(dir: Fd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+}
 
 /// Opens `path` below `dir` with `openat2(RESOLVE_IN_ROOT)`: `..` and
 /// absolute symlinks are clamped to `dir`, so nothing outside can be

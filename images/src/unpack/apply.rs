@@ -319,19 +319,8 @@ impl Applier {
         }
         match node {
             Node::File => {
-                let fd = replacing(pfd, name, || {
-                    nix::fcntl::openat(
-                        pfd,
-                        name,
-                        OFlag::O_WRONLY
-                            | OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_CLOEXEC,
-                        Mode::from_bits_truncate(0o600),
-                    )
-                })
-                .map_err(ctx.fs("create"))?;
+                let fd = replacing(pfd, name, || sys::create_file_at(pfd, name))
+                    .map_err(ctx.fs("create"))?;
                 let mut file = std::fs::File::from(fd);
                 loop {
                     let n = match data.read(&mut self.buf) {

@@ -129,11 +129,7 @@ impl Daemon {
 
     /// Proposes a registry command; `responder` is told once it is applied here.
     pub(super) fn propose(&mut self, cmd: Command, responder: Responder) -> Result<u64, RaftError> {
-        if self.node.leader_id() == 0 {
-            return Err(RaftError::Raft(raft::Error::ProposalDropped));
-        }
-        let req = self.next_req;
-        self.next_req += 1;
+        let req = self.next_request()?;
         let p = Proposal {
             origin: self.id,
             req,
@@ -141,6 +137,24 @@ impl Daemon {
         };
         self.node.propose(&p)?;
         self.metrics.proposals += 1;
+        self.await_applied(req, responder);
+        Ok(req)
+    }
+
+    /// A request number for a new proposal; none while no leader is known (raft-rs
+    /// would drop the proposal).
+    fn next_request(&mut self) -> Result<u64, RaftError> {
+        if self.node.leader_id() == 0 {
+            return Err(RaftError::Raft(raft::Error::ProposalDropped));
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        Ok(req)
+    }
+
+    /// Remembers who waits for proposal `req`, until it applies, the leader changes or
+    /// PROPOSAL_TIMEOUT passes.
+    fn await_applied(&mut self, req: u64, responder: Responder) {
         self.pending.insert(
             req,
             Pending {
@@ -149,7 +163,6 @@ impl Daemon {
                 leader: self.node.leader_id(),
             },
         );
-        Ok(req)
     }
 
     /// Proposes a single configuration change.
@@ -160,11 +173,7 @@ impl Daemon {
         name: &str,
         responder: Option<Responder>,
     ) -> Result<(), RaftError> {
-        if self.node.leader_id() == 0 {
-            return Err(RaftError::Raft(raft::Error::ProposalDropped));
-        }
-        let req = self.next_req;
-        self.next_req += 1;
+        let req = self.next_request()?;
         let addr = self
             .book
             .get(&target)
@@ -183,14 +192,7 @@ impl Daemon {
         cc.changes.push(single);
         self.node.propose_conf(&ctx, cc)?;
         if let Some(responder) = responder {
-            self.pending.insert(
-                req,
-                Pending {
-                    responder,
-                    deadline: Instant::now() + PROPOSAL_TIMEOUT,
-                    leader: self.node.leader_id(),
-                },
-            );
+            self.await_applied(req, responder);
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cgroups::CgroupHandle;
 use crate::process::protocol::InitError;
-use crate::spec::{MountKind, MountPlan, NsKind, Plan};
+use crate::spec::{MountKind, MountPlan, NsKind, Plan, REMOUNT_FLAGS};
 use crate::sys::fs::{self as sfs, Leaf};
 use crate::sys::mount::{mount, umount2};
 
@@ -120,7 +120,7 @@ fn mount_one(
                 Err(e) => return Err(InitError::io(step, Some(dest), &e)),
             }
             if m.flags & libc::MS_RDONLY != 0 {
-                remount_in_root(root_fd, dest, m.flags & remountable(), in_userns)?;
+                remount_in_root(root_fd, dest, m.flags & REMOUNT_FLAGS, in_userns)?;
             }
         }
         MountKind::Cgroup => mount_cgroup(root_fd, m, cgroup, in_userns, cgroup_rel)?,
@@ -145,17 +145,6 @@ fn mount_one(
             .map_err(io("changing propagation of", dest))?;
     }
     Ok(())
-}
-
-fn remountable() -> u64 {
-    libc::MS_RDONLY
-        | libc::MS_NOSUID
-        | libc::MS_NODEV
-        | libc::MS_NOEXEC
-        | libc::MS_NOATIME
-        | libc::MS_NODIRATIME
-        | libc::MS_RELATIME
-        | libc::MS_STRICTATIME
 }
 
 /// Remounts the (bind) mount at `dest` with `flags`, keeping flags the kernel locks
@@ -207,7 +196,7 @@ fn mount_cgroup(
                 None,
             )
             .map_err(io("bind-mounting cgroup", dir))?;
-            remount_in_root(root_fd, dest, m.flags & remountable(), in_userns)?;
+            remount_in_root(root_fd, dest, m.flags & REMOUNT_FLAGS, in_userns)?;
         }
         CgroupHandle::V1 { dirs, unified } => {
             let t = sfs::open_in_root(root_fd, dest, libc::O_PATH).map_err(io("opening", dest))?;
@@ -259,15 +248,15 @@ fn mount_cgroup(
                 let done = !odd_atime
                     && crate::sys::mount::set_attrs_recursive(
                         std::os::fd::AsFd::as_fd(&t),
-                        m.flags & remountable(),
+                        m.flags & REMOUNT_FLAGS,
                     )
                     .is_ok();
                 if !done {
                     for (name, _) in &entries {
                         let sub = dest.join(name);
-                        remount_in_root(root_fd, &sub, m.flags & remountable(), in_userns)?;
+                        remount_in_root(root_fd, &sub, m.flags & REMOUNT_FLAGS, in_userns)?;
                     }
-                    remount_in_root(root_fd, dest, m.flags & remountable(), in_userns)?;
+                    remount_in_root(root_fd, dest, m.flags & REMOUNT_FLAGS, in_userns)?;
                 }
             }
         }

@@ -37,6 +37,16 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     }
 }
 
+/// The mount flags a bind mount takes only from a remount (MS_BIND|MS_REMOUNT).
+pub const REMOUNT_FLAGS: u64 = libc::MS_RDONLY
+    | libc::MS_NOSUID
+    | libc::MS_NODEV
+    | libc::MS_NOEXEC
+    | libc::MS_NOATIME
+    | libc::MS_NODIRATIME
+    | libc::MS_RELATIME
+    | libc::MS_STRICTATIME;
+
 /// Reads and parses `<bundle>/config.json`, naming the offending field on error.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
@@ -392,14 +402,7 @@ fn plan_mount(
         flags |= libc::MS_BIND;
     }
     // A bind mount ignores most flags on the first call; they are applied by remount.
-    let remount_mask = libc::MS_RDONLY
-        | libc::MS_NOSUID
-        | libc::MS_NODEV
-        | libc::MS_NOEXEC
-        | libc::MS_NOATIME
-        | libc::MS_NODIRATIME
-        | libc::MS_RELATIME
-        | libc::MS_STRICTATIME;
+    let remount_mask = REMOUNT_FLAGS;
     let remount_flags = if is_bind && flags & remount_mask != 0 {
         Some(flags & remount_mask)
     } else {
