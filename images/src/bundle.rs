@@ -255,6 +255,49 @@ pub fn parse_memory(s: &str) -> Result<i64, BundleError> {
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
 
+/// The mounts runc's default spec starts with, before /sys (which differs between a
+/// rootless spec and the others). Shared with `berth spec`.
+pub fn base_mounts() -> Vec<Value> {
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+    ]
+}
+
+/// /sys as a non-rootless default spec mounts it.
+pub fn sysfs_mount() -> Value {
+    json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+           "options": ["nosuid", "noexec", "nodev", "ro"]})
+}
+
+/// runc's default maskedPaths and readonlyPaths. Shared with `berth spec`.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 fn merge_env(image: &[String], extra: &[String]) -> Result<Vec<String>, BundleError> {
     let mut out: Vec<String> = image.to_vec();
     for e in extra {
@@ -351,6 +394,8 @@ pub fn generate(
     if !user.additional_gids.is_empty() {
         user_json["additionalGids"] = json!(user.additional_gids);
     }
+    let mut mounts = base_mounts();
+    mounts.push(sysfs_mount());
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -369,31 +414,13 @@ pub fn generate(
         },
         "root": {"path": "rootfs", "readonly": false},
         "hostname": ov.hostname,
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
+        "mounts": mounts,
         "annotations": annotations,
         "linux": {
             "resources": resources,
             "namespaces": namespaces,
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ],
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
         },
     }))
 }

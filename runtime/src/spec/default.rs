@@ -1,32 +1,20 @@
 //! The config.json written by `berth spec`, the same shape `runc spec` writes.
 
+use berth_images::bundle::{base_mounts, sysfs_mount, MASKED_PATHS, READONLY_PATHS};
 use serde_json::{json, Value};
 
 /// The default spec; `rootless` maps the caller's uid/gid into a user namespace and
 /// bind-mounts /sys instead of mounting sysfs, as `runc spec --rootless` does.
 pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Value {
     let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-               "options": ["nosuid", "noexec", "nodev"]}),
-    ];
+    let mut mounts = base_mounts();
     if rootless {
         mounts.push(
             json!({"destination": "/sys", "type": "none", "source": "/sys",
                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
         );
     } else {
-        mounts.push(
-            json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-                           "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        );
+        mounts.push(sysfs_mount());
     }
     mounts.push(
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
@@ -43,14 +31,8 @@ pub fn default_spec(rootless: bool, uid: u32, gid: u32) -> Value {
     ]);
     let mut linux = json!({
         "namespaces": namespaces,
-        "maskedPaths": [
-            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-            "/proc/scsi"
-        ],
-        "readonlyPaths": [
-            "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-        ]
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS
     });
     if rootless {
         if let Some(a) = linux["namespaces"].as_array_mut() {
