@@ -1,8 +1,8 @@
 //! Validation and merging shared by the v1 and v2 planners.
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxPids, LinuxResources};
 
-use super::ResourceError;
+use super::{ResourceError, Write};
 
 pub(crate) fn invalid(
     field: &str,
@@ -250,4 +250,48 @@ pub(crate) fn restrict(merged: &LinuxResources, patch: &LinuxResources) -> Linux
     out.set_rdma(patch.rdma().clone());
     out.set_unified(patch.unified().clone());
     out
+}
+
+/// cpu.cpus and cpu.mems: the same cpuset files on v1 and v2.
+pub(crate) fn cpuset_writes(c: &LinuxCpu, w: &mut Vec<Write>) -> Result<(), ResourceError> {
+    if let Some(s) = c.cpus() {
+        w.push(Write::new(
+            "cpuset",
+            "cpuset.cpus",
+            cpuset_list("cpu.cpus", s)?,
+            "cpu.cpus",
+        ));
+    }
+    if let Some(s) = c.mems() {
+        w.push(Write::new(
+            "cpuset",
+            "cpuset.mems",
+            cpuset_list("cpu.mems", s)?,
+            "cpu.mems",
+        ));
+    }
+    Ok(())
+}
+
+/// pids.limit: the same pids.max file on v1 and v2 (0 leaves it, -1 is unlimited).
+pub(crate) fn pids_writes(p: &LinuxPids, w: &mut Vec<Write>) -> Result<(), ResourceError> {
+    let v = match p.limit() {
+        0 => None,
+        l if l > 0 => Some(l.to_string()),
+        -1 => Some("max".to_string()),
+        l => return Err(invalid("pids.limit", l, "must be > 0, or -1 for unlimited")),
+    };
+    if let Some(v) = v {
+        w.push(Write::new("pids", "pids.max", v, "pids.limit"));
+    }
+    Ok(())
+}
+
+/// A blockIO weight, which both versions take in blkio's range.
+pub(crate) fn blkio_weight(field: &str, v: u16) -> Result<u16, ResourceError> {
+    if (10..=1000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(field, v, "must be 10 to 1000"))
+    }
 }

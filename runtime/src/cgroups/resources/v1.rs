@@ -2,7 +2,9 @@
 
 use oci_spec::runtime::LinuxResources;
 
-use super::util::{byte_limit, cpuset_list, device_rule, invalid, page_size};
+use super::util::{
+    blkio_weight, byte_limit, cpuset_writes, device_rule, invalid, page_size, pids_writes,
+};
 use super::{default_device_rules, ResourceError, Write};
 use crate::cgroups::CgroupHandle;
 
@@ -154,50 +156,20 @@ pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
                 "cpu.realtimeRuntime",
             ));
         }
-        if let Some(s) = c.cpus() {
-            w.push(Write::new(
-                "cpuset",
-                "cpuset.cpus",
-                cpuset_list("cpu.cpus", s)?,
-                "cpu.cpus",
-            ));
-        }
-        if let Some(s) = c.mems() {
-            w.push(Write::new(
-                "cpuset",
-                "cpuset.mems",
-                cpuset_list("cpu.mems", s)?,
-                "cpu.mems",
-            ));
-        }
+        cpuset_writes(c, &mut w)?;
     }
     if let Some(p) = r.pids() {
-        let v = match p.limit() {
-            0 => None,
-            l if l > 0 => Some(l.to_string()),
-            -1 => Some("max".to_string()),
-            l => return Err(invalid("pids.limit", l, "must be > 0, or -1 for unlimited")),
-        };
-        if let Some(v) = v {
-            w.push(Write::new("pids", "pids.max", v, "pids.limit"));
-        }
+        pids_writes(p, &mut w)?;
     }
     if let Some(b) = r.block_io() {
-        let weight_range = |field: &str, v: u16| {
-            if (10..=1000).contains(&v) {
-                Ok(v)
-            } else {
-                Err(invalid(field, v, "must be 10 to 1000"))
-            }
-        };
         if let Some(v) = b.weight() {
-            let v = weight_range("blockIO.weight", v)?;
+            let v = blkio_weight("blockIO.weight", v)?;
             w.push(
                 Write::new("blkio", "blkio.bfq.weight", v, "blockIO.weight").or("blkio.weight", v),
             );
         }
         if let Some(v) = b.leaf_weight() {
-            let v = weight_range("blockIO.leafWeight", v)?;
+            let v = blkio_weight("blockIO.leafWeight", v)?;
             w.push(Write::new(
                 "blkio",
                 "blkio.leaf_weight",
@@ -208,7 +180,7 @@ pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
         for (i, d) in b.weight_device().iter().flatten().enumerate() {
             let f = format!("blockIO.weightDevice[{i}]");
             if let Some(v) = d.weight() {
-                let v = weight_range(&f, v)?;
+                let v = blkio_weight(&f, v)?;
                 let s = format!("{}:{} {v}", d.major(), d.minor());
                 w.push(
                     Write::new(
@@ -221,7 +193,7 @@ pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
                 );
             }
             if let Some(v) = d.leaf_weight() {
-                let v = weight_range(&f, v)?;
+                let v = blkio_weight(&f, v)?;
                 w.push(Write::new(
                     "blkio",
                     "blkio.leaf_weight_device",

@@ -3,7 +3,7 @@
 
 use oci_spec::runtime::LinuxResources;
 
-use super::util::{byte_limit, cpuset_list, invalid, page_size};
+use super::util::{blkio_weight, byte_limit, cpuset_writes, invalid, page_size, pids_writes};
 use super::{ResourceError, Write};
 
 fn unsupported(field: &str, reason: &'static str) -> ResourceError {
@@ -167,45 +167,15 @@ pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
                 "cgroup v2 has no realtime group scheduling files",
             ));
         }
-        if let Some(s) = c.cpus() {
-            w.push(Write::new(
-                "cpuset",
-                "cpuset.cpus",
-                cpuset_list("cpu.cpus", s)?,
-                "cpu.cpus",
-            ));
-        }
-        if let Some(s) = c.mems() {
-            w.push(Write::new(
-                "cpuset",
-                "cpuset.mems",
-                cpuset_list("cpu.mems", s)?,
-                "cpu.mems",
-            ));
-        }
+        cpuset_writes(c, &mut w)?;
     }
     if let Some(p) = r.pids() {
-        let v = match p.limit() {
-            0 => None,
-            l if l > 0 => Some(l.to_string()),
-            -1 => Some("max".to_string()),
-            l => return Err(invalid("pids.limit", l, "must be > 0, or -1 for unlimited")),
-        };
-        if let Some(v) = v {
-            w.push(Write::new("pids", "pids.max", v, "pids.limit"));
-        }
+        pids_writes(p, &mut w)?;
     }
     if let Some(b) = r.block_io() {
-        let weight_range = |field: &str, v: u16| {
-            if (10..=1000).contains(&v) {
-                Ok(v)
-            } else {
-                Err(invalid(field, v, "must be 10 to 1000"))
-            }
-        };
         // io.bfq.weight takes the blkio range as is; io.weight needs runc's conversion.
         if let Some(v) = b.weight() {
-            let v = weight_range("blockIO.weight", v)?;
+            let v = blkio_weight("blockIO.weight", v)?;
             w.push(
                 Write::new("io", "io.bfq.weight", v, "blockIO.weight")
                     .or("io.weight", format!("default {}", blkio_to_io_weight(v))),
@@ -216,7 +186,7 @@ pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
         }
         for (i, d) in b.weight_device().iter().flatten().enumerate() {
             if let Some(v) = d.weight() {
-                let v = weight_range(&format!("blockIO.weightDevice[{i}].weight"), v)?;
+                let v = blkio_weight(&format!("blockIO.weightDevice[{i}].weight"), v)?;
                 let dev = format!("{}:{}", d.major(), d.minor());
                 w.push(
                     Write::new(
