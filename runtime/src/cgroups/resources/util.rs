@@ -1,6 +1,6 @@
 //! Validation and merging shared by the v1 and v2 planners.
 
-use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxPids, LinuxResources};
+use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxPids, LinuxResources};
 
 use super::{ResourceError, Write};
 
@@ -294,4 +294,20 @@ pub(crate) fn blkio_weight(field: &str, v: u16) -> Result<u16, ResourceError> {
     } else {
         Err(invalid(field, v, "must be 10 to 1000"))
     }
+}
+
+/// memory.limit, memory.swap and memory.reservation, each checked by [`byte_limit`].
+pub(crate) struct MemoryLimits {
+    pub limit: Option<i64>,
+    pub swap: Option<i64>,
+    pub reservation: Option<i64>,
+}
+
+pub(crate) fn memory_limits(m: &LinuxMemory) -> Result<MemoryLimits, ResourceError> {
+    let checked = |field: &str, v: Option<i64>| v.map(|v| byte_limit(field, v)).transpose();
+    Ok(MemoryLimits {
+        limit: checked("memory.limit", m.limit())?.flatten(),
+        swap: checked("memory.swap", m.swap())?.flatten(),
+        reservation: checked("memory.reservation", m.reservation())?.flatten(),
+    })
 }

@@ -3,7 +3,8 @@
 use oci_spec::runtime::LinuxResources;
 
 use super::util::{
-    blkio_weight, byte_limit, cpuset_writes, device_rule, invalid, page_size, pids_writes,
+    blkio_weight, byte_limit, cpuset_writes, device_rule, invalid, memory_limits, page_size,
+    pids_writes, MemoryLimits,
 };
 use super::{default_device_rules, ResourceError, Write};
 use crate::cgroups::CgroupHandle;
@@ -11,22 +12,12 @@ use crate::cgroups::CgroupHandle;
 pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
     let mut w = Vec::new();
     if let Some(m) = r.memory() {
-        let limit = m
-            .limit()
-            .map(|v| byte_limit("memory.limit", v))
-            .transpose()?
-            .flatten();
-        let swap = m
-            .swap()
-            .map(|v| byte_limit("memory.swap", v))
-            .transpose()?
-            .flatten();
-        if let Some(v) = m
-            .reservation()
-            .map(|v| byte_limit("memory.reservation", v))
-            .transpose()?
-            .flatten()
-        {
+        let MemoryLimits {
+            limit,
+            swap,
+            reservation,
+        } = memory_limits(m)?;
+        if let Some(v) = reservation {
             w.push(Write::new(
                 "memory",
                 "memory.soft_limit_in_bytes",

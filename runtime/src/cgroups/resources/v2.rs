@@ -3,7 +3,9 @@
 
 use oci_spec::runtime::LinuxResources;
 
-use super::util::{blkio_weight, byte_limit, cpuset_writes, invalid, page_size, pids_writes};
+use super::util::{
+    blkio_weight, cpuset_writes, invalid, memory_limits, page_size, pids_writes, MemoryLimits,
+};
 use super::{ResourceError, Write};
 
 fn unsupported(field: &str, reason: &'static str) -> ResourceError {
@@ -57,22 +59,12 @@ pub fn swap_to_v2(swap: i64, limit: Option<i64>) -> Result<Option<String>, Resou
 pub(super) fn plan(r: &LinuxResources) -> Result<Vec<Write>, ResourceError> {
     let mut w = Vec::new();
     if let Some(m) = r.memory() {
-        let limit = m
-            .limit()
-            .map(|v| byte_limit("memory.limit", v))
-            .transpose()?
-            .flatten();
-        let swap = m
-            .swap()
-            .map(|v| byte_limit("memory.swap", v))
-            .transpose()?
-            .flatten();
-        if let Some(v) = m
-            .reservation()
-            .map(|v| byte_limit("memory.reservation", v))
-            .transpose()?
-            .flatten()
-        {
+        let MemoryLimits {
+            limit,
+            swap,
+            reservation,
+        } = memory_limits(m)?;
+        if let Some(v) = reservation {
             w.push(Write::new(
                 "memory",
                 "memory.low",
