@@ -43,6 +43,18 @@ impl Ord for TimerBox {
 }
 
 impl Net {
+    /// Nodes 1-3 of cluster c1, 2 and 3 joined through 1, after 3 s of gossip.
+    fn three_joined() -> Self {
+        let mut net = Net::new();
+        for i in 1..=3 {
+            net.add(i, "c1");
+        }
+        net.announce(2, 1);
+        net.announce(3, 1);
+        net.advance(3000);
+        net
+    }
+
     fn new() -> Self {
         Self {
             nodes: BTreeMap::new(),
@@ -185,13 +197,7 @@ fn join_through_one_member_then_everyone_knows_everyone() {
 
 #[test]
 fn killed_node_is_declared_down_by_every_survivor_quickly() {
-    let mut net = Net::new();
-    for i in 1..=3 {
-        net.add(i, "c1");
-    }
-    net.announce(2, 1);
-    net.announce(3, 1);
-    net.advance(3000);
+    let mut net = Net::three_joined();
     assert_eq!(net.active_names(1), names(&[2, 3]));
     let killed_at = net.now;
     net.dead.insert(addr(3));
@@ -220,13 +226,7 @@ fn killed_node_is_declared_down_by_every_survivor_quickly() {
 
 #[test]
 fn graceful_leave_is_seen_without_waiting_for_suspicion() {
-    let mut net = Net::new();
-    for i in 1..=3 {
-        net.add(i, "c1");
-    }
-    net.announce(2, 1);
-    net.announce(3, 1);
-    net.advance(3000);
+    let mut net = Net::three_joined();
     net.nodes
         .get_mut(&addr(3))
         .expect("n3")
@@ -307,13 +307,7 @@ fn lossy_delayed_network_declares_no_live_node_down() {
 
 #[test]
 fn partitioned_node_is_declared_down_then_rejoins_after_healing() {
-    let mut net = Net::new();
-    for i in 1..=3 {
-        net.add(i, "c1");
-    }
-    net.announce(2, 1);
-    net.announce(3, 1);
-    net.advance(3000);
+    let mut net = Net::three_joined();
     net.isolated.insert(addr(3));
     net.advance(5000);
     assert!(!net.active_names(1).contains("n3"));
