@@ -29,6 +29,24 @@ pub enum HttpError {
     },
 }
 
+impl HttpError {
+    fn io(method: &str, target: &str, source: std::io::Error) -> Self {
+        HttpError::Io {
+            method: method.to_string(),
+            target: target.to_string(),
+            source,
+        }
+    }
+
+    fn malformed(method: &str, target: &str, what: String) -> Self {
+        HttpError::Malformed {
+            method: method.to_string(),
+            target: target.to_string(),
+            what,
+        }
+    }
+}
+
 /// A parsed response: status, headers (names lower-cased) and the raw body.
 #[derive(Clone, Debug)]
 pub struct Response {
@@ -76,11 +94,7 @@ pub fn unix_request(
         path: socket.display().to_string(),
         source,
     })?;
-    let io = |source| HttpError::Io {
-        method: method.to_string(),
-        target: target.to_string(),
-        source,
-    };
+    let io = |source| HttpError::io(method, target, source);
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let bytes = body.map(|b| b.to_string().into_bytes());
@@ -122,16 +136,8 @@ fn read_head<R: BufRead>(
     method: &str,
     target: &str,
 ) -> Result<(u16, Vec<(String, String)>), HttpError> {
-    let io = |source| HttpError::Io {
-        method: method.to_string(),
-        target: target.to_string(),
-        source,
-    };
-    let bad = |what: String| HttpError::Malformed {
-        method: method.to_string(),
-        target: target.to_string(),
-        what,
-    };
+    let io = |source| HttpError::io(method, target, source);
+    let bad = |what: String| HttpError::malformed(method, target, what);
     let mut line = String::new();
     if r.read_line(&mut line).map_err(io)? == 0 {
         return Err(bad("connection closed before a status line".into()));
@@ -175,11 +181,7 @@ pub fn read_response<R: BufRead>(
         headers,
         body: Vec::new(),
     };
-    let io = |source| HttpError::Io {
-        method: method.to_string(),
-        target: target.to_string(),
-        source,
-    };
+    let io = |source| HttpError::io(method, target, source);
     if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(resp);
     }
@@ -210,16 +212,8 @@ fn read_chunk<R: BufRead>(
     method: &str,
     target: &str,
 ) -> Result<Option<Vec<u8>>, HttpError> {
-    let io = |source| HttpError::Io {
-        method: method.to_string(),
-        target: target.to_string(),
-        source,
-    };
-    let bad = |what: String| HttpError::Malformed {
-        method: method.to_string(),
-        target: target.to_string(),
-        what,
-    };
+    let io = |source| HttpError::io(method, target, source);
+    let bad = |what: String| HttpError::malformed(method, target, what);
     let mut line = String::new();
     if r.read_line(&mut line).map_err(io)? == 0 {
         return Err(bad("stream ended inside a chunked body".into()));
