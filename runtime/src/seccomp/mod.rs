@@ -13,6 +13,7 @@
 pub mod arch;
 pub mod cache;
 pub mod compile;
+pub mod eval;
 pub mod install;
 pub mod plan;
 mod table_x86_64;
