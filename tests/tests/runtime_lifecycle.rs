@@ -609,14 +609,10 @@ fn status_follows_the_real_process() {
     c.assert_no_leftovers();
 }
 
-/// CVE-2019-5736: until init execs the program, /proc/<init>/exe (what a process in the
-/// container could open, e.g. through an entrypoint `#!/proc/self/exe`) must be a file no
-/// one can write: on a read-only mount or filesystem, or a sealed memfd. The host's
-/// binary here sits on a writable filesystem, so this fails if berth forgets to protect.
-#[test]
-fn init_binary_is_read_only_through_proc_exe() {
+/// The berth binary the tests run, checked to sit on a writable filesystem: the
+/// CVE-2019-5736 tests below only mean something when it could be written.
+fn writable_host_binary(env: &TestEnv) -> (PathBuf, String) {
     use nix::sys::statvfs::{statvfs, FsFlags};
-    let env = TestEnv::new("exe-ro");
     let host_bin = env.rt.bin.clone();
     let host_flags = statvfs(&host_bin)
         .expect("statvfs of the berth binary")
@@ -626,24 +622,146 @@ fn init_binary_is_read_only_through_proc_exe() {
         "the test needs berth on a writable filesystem to mean anything ({})",
         host_bin.display()
     );
+    let meta = fs::metadata(&host_bin).expect("stat of the berth binary");
+    let dev_ino = format!(
+        "{}:{}",
+        std::os::unix::fs::MetadataExt::dev(&meta),
+        std::os::unix::fs::MetadataExt::ino(&meta)
+    );
+    (host_bin, dev_ino)
+}
+
+/// CVE-2019-5736: a created container's init still runs berth; a process that enters
+/// the container then (`exec` before `start`) must not be able to reach the host's
+/// binary through /proc/1/exe: either it cannot open it at all, or what it finds is
+/// another file (an unwritable copy). Fails if init is left reachable.
+#[test]
+fn created_init_exe_is_out_of_reach_from_inside() {
+    let env = TestEnv::new("exe-ro");
+    let (_, host_dev_ino) = writable_host_binary(&env);
     let c = env.container(|b| {
         b.args(&["true"]);
     });
     c.create().ok();
-    let exe = format!("/proc/{}/exe", c.pid());
-    let read_only = statvfs(exe.as_str())
-        .expect("statvfs of init's exe")
-        .flags()
-        .contains(FsFlags::ST_RDONLY);
-    let sealed = fs::File::open(&exe).is_ok_and(|f| {
-        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
-            .is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
-    });
-    assert!(
-        read_only || sealed,
-        "init's /proc/<pid>/exe is writable: {:?}",
-        fs::read_link(&exe)
+    let out = c.verb(
+        "exec",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "stat -L -c %d:%i /proc/1/exe 2>/dev/null || echo unreachable; \
+             cat /proc/1/exe >/dev/null 2>&1 && echo readable || echo unreadable",
+        ],
     );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_ne!(
+        lines[0], host_dev_ino,
+        "a process in the container reaches the host's berth binary: {out}"
+    );
+    if lines[0] != "unreachable" {
+        // A copy it can see must be one it cannot write.
+        let exe = format!("/proc/{}/exe", c.pid());
+        let read_only = nix::sys::statvfs::statvfs(exe.as_str())
+            .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        let sealed = fs::File::open(&exe).is_ok_and(|f| {
+            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
+                .is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
+        });
+        assert!(read_only || sealed, "init's exe is writable: {out}");
+    } else {
+        assert_eq!(lines[1], "unreadable", "{out}");
+    }
     c.delete(true).ok();
+    c.assert_no_leftovers();
+}
+
+/// When the trampoline cannot be used (a seccomp profile refusing execveat, a hook that
+/// init runs, a pid namespace shared with another container), berth re-executes itself
+/// from an unwritable image before it makes anything: the created init's exe is then
+/// read-only or sealed, and the program still runs.
+#[test]
+fn init_runs_from_a_protected_copy_when_the_trampoline_cannot_be_used() {
+    use serde_json::json;
+    let env = TestEnv::new("exe-fallback");
+    writable_host_binary(&env);
+    let sleeper = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    sleeper.create_and_start();
+    let shared_pid_ns = format!("/proc/{}/ns/pid", sleeper.pid());
+    type Edit<'a> = Box<dyn Fn(&mut Bundle) + 'a>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "a seccomp profile refusing execveat",
+            Box::new(|b| {
+                b.set(
+                    "/linux/seccomp",
+                    json!({"defaultAction": "SCMP_ACT_ALLOW",
+                           "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]}),
+                );
+            }),
+        ),
+        (
+            "a startContainer hook",
+            Box::new(|b| {
+                b.set("/hooks", json!({"startContainer": [{"path": "/bin/true"}]}));
+            }),
+        ),
+        (
+            "a shared pid namespace",
+            Box::new(|b| {
+                b.namespace("pid", Some(&shared_pid_ns));
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let c = env.container(|b| {
+            b.args(&["sh", "-c", "echo ran"]);
+            edit(b);
+        });
+        c.create().ok();
+        let exe = format!("/proc/{}/exe", c.pid());
+        let read_only = nix::sys::statvfs::statvfs(exe.as_str())
+            .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        let sealed = fs::File::open(&exe).is_ok_and(|f| {
+            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
+                .is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
+        });
+        assert!(
+            read_only || sealed,
+            "with {what}, the created init runs a writable binary: {:?}",
+            fs::read_link(&exe)
+        );
+        c.start().ok();
+        c.wait_stdout("ran");
+        c.delete(true).ok();
+        c.assert_no_leftovers();
+    }
+    sleeper.delete(true).ok();
+    sleeper.assert_no_leftovers();
+}
+
+/// CVE-2019-5736, the entrypoint trick: a program path of /proc/self/exe must never run
+/// the host's berth. berth execs the program through a sealed trampoline, so
+/// /proc/self/exe names that trampoline, which runs the next argument as the program
+/// (were it berth, berth would refuse `/bin/sh` as a command and exit 1).
+#[test]
+fn proc_self_exe_entrypoint_finds_the_sealed_trampoline() {
+    let env = TestEnv::new("exe-self");
+    writable_host_binary(&env);
+    let c = env.container(|b| {
+        b.args(&[
+            "/proc/self/exe",
+            "/bin/sh",
+            "sh",
+            "-c",
+            "echo ran; readlink /proc/self/exe",
+        ]);
+    });
+    let out = c.run();
+    out.ok();
+    assert_eq!(out.stdout, "ran\n/bin/busybox\n", "{out}");
     c.assert_no_leftovers();
 }

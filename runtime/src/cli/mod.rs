@@ -178,17 +178,19 @@ fn exec_image_helper(g: &GlobalOpts) -> i32 {
     1
 }
 
-/// Whether the command enters a container (and so must run from a sealed copy of
-/// the binary).
-pub fn enters_container(cmd: &Command) -> bool {
-    matches!(cmd, Command::Create(_) | Command::Run(_) | Command::Exec(_))
+/// Whether the command must run from an unwritable image of the binary before it
+/// parses anything: `exec`, whose forked child enters a running container as berth.
+/// `create` and `run` decide later, once they know the container
+/// ([`crate::process::exec_path`]).
+pub fn runs_protected(cmd: &Command) -> bool {
+    matches!(cmd, Command::Exec(_))
 }
 
 /// The same question asked of raw arguments (without the program name), before clap
-/// parses them. A wrong "no" only delays the answer to [`enters_container`]; a wrong
+/// parses them. A wrong "no" only delays the answer to [`runs_protected`]; a wrong
 /// "yes" only costs a re-exec.
-pub fn argv_enters_container(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
-    matches!(argv_verb(args).as_deref(), Some("create" | "run" | "exec"))
+pub fn argv_runs_protected(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    matches!(argv_verb(args).as_deref(), Some("exec"))
 }
 
 /// The verb in raw arguments (without the program name): the first word that is
@@ -320,27 +322,36 @@ mod tests {
 
     #[test]
     fn argv_verb_found_past_global_flags() {
-        assert!(argv_enters_container(os(&["run", "c1"])));
-        assert!(argv_enters_container(os(&[
-            "--root",
-            "/r",
-            "--log-format",
-            "json",
-            "create",
-            "-b",
-            "/b",
-            "c1"
-        ])));
-        assert!(argv_enters_container(os(&[
+        let verb = |a: &[&str]| argv_verb(os(a));
+        assert_eq!(verb(&["run", "c1"]).as_deref(), Some("run"));
+        assert_eq!(
+            verb(&[
+                "--root",
+                "/r",
+                "--log-format",
+                "json",
+                "create",
+                "-b",
+                "/b",
+                "c1"
+            ])
+            .as_deref(),
+            Some("create")
+        );
+        // The value of a global flag is not the verb.
+        assert_eq!(
+            verb(&["--root", "run", "delete", "c1"]).as_deref(),
+            Some("delete")
+        );
+        assert_eq!(verb(&["--version"]), None);
+        assert_eq!(verb(&[]), None);
+        // Only exec re-executes before parsing; create and run decide later.
+        assert!(argv_runs_protected(os(&[
             "--debug", "--log=/l", "exec", "c1", "sh"
         ])));
-        // The value of a global flag is not the verb.
-        assert!(!argv_enters_container(os(&[
-            "--root", "run", "delete", "c1"
-        ])));
-        assert!(!argv_enters_container(os(&["delete", "run"])));
-        assert!(!argv_enters_container(os(&["--version"])));
-        assert!(!argv_enters_container(os(&[])));
+        assert!(!argv_runs_protected(os(&["run", "c1"])));
+        assert!(!argv_runs_protected(os(&["create", "c1"])));
+        assert!(!argv_runs_protected(os(&["delete", "exec"])));
     }
 
     #[test]
@@ -400,8 +411,8 @@ mod tests {
             full.extend(&words);
             let cli = Cli::try_parse_from(&full).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_eq!(
-                argv_enters_container(os(&words)),
-                enters_container(&cli.command),
+                argv_runs_protected(os(&words)),
+                runs_protected(&cli.command),
                 "{line}"
             );
         }

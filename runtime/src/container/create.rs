@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use super::state::{rfc3339_now, ContainerDir, State};
 use super::ContainerError;
 use crate::cgroups::{self, CgroupHandle};
+use crate::process::exec_path::{self, ExecPath};
 use crate::process::init::{self, InitArgs, StartSignal};
 use crate::process::protocol::{Channel, ChannelError, ExpectError, Message};
+use crate::seccomp::CompiledFilter;
 use crate::spec::{self, NsKind, Plan};
 use crate::sys::{self, clone::Forked};
 
@@ -101,6 +103,14 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
             )));
         }
     }
+    let seccomp = match &plan.seccomp {
+        Some(profile) => Some(
+            crate::seccomp::compile_cached(profile, &root.join(".seccomp-cache"))
+                .map_err(|e| ContainerError::Other(format!("linux.seccomp: {e}")))?,
+        ),
+        None => None,
+    };
+    let trampoline = exec_trampoline(&plan, seccomp.as_ref())?;
     let layout = cgroups::detect()?;
     let cgroup = layout.resolve(plan.cgroups_path.as_deref(), &opts.id)?;
     let cgroup_rel = cgroups::relative_cgroup_path(plan.cgroups_path.as_deref(), &opts.id)?;
@@ -121,6 +131,8 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
         run_mode,
         cgroup,
         &cgroup_rel,
+        seccomp,
+        trampoline,
         &mut cleanup,
     );
     match result {
@@ -149,6 +161,8 @@ fn create_inner(
     run_mode: bool,
     cgroup: CgroupHandle,
     cgroup_rel: &Path,
+    seccomp: Option<CompiledFilter>,
+    trampoline: Option<OwnedFd>,
     cleanup: &mut Cleanup,
 ) -> Result<Made, ContainerError> {
     let io = |step: &'static str, path: &Path| {
@@ -176,13 +190,6 @@ fn create_inner(
     if !defer_v1 {
         apply_resources(&cgroup)?;
     }
-    let seccomp = match &plan.seccomp {
-        Some(profile) => Some(
-            crate::seccomp::compile_cached(profile, &seccomp_cache_dir(dir))
-                .map_err(|e| ContainerError::Other(format!("linux.seccomp: {e}")))?,
-        ),
-        None => None,
-    };
 
     let start = if run_mode {
         StartSignal::Channel
@@ -270,6 +277,7 @@ fn create_inner(
                 preserve_fds: opts.preserve_fds,
                 seccomp,
                 console,
+                trampoline,
             })
         }
         Forked::Parent {
@@ -282,6 +290,7 @@ fn create_inner(
             drop(console);
             drop(self_join);
             drop(cgroup_fd);
+            drop(trampoline);
             cleanup.child = Some(pid);
             let chan = Channel::new(parent_sock);
             let fail = |e: ExpectError| ContainerError::Other(format!("container init: {e}"));
@@ -417,13 +426,44 @@ pub fn absolute(p: &Path) -> Result<PathBuf, ContainerError> {
     })
 }
 
-/// Compiled seccomp filters are cached next to the containers' state, keyed by the
-/// profile's hash, so a repeated profile costs a file read instead of a compile.
-fn seccomp_cache_dir(dir: &ContainerDir) -> PathBuf {
-    dir.path
-        .parent()
-        .unwrap_or(Path::new("/run/berth"))
-        .join(".seccomp-cache")
+/// CVE-2019-5736 (see [`exec_path`]): the sealed trampoline init will exec the program
+/// through, or `None` when berth already runs from an unwritable image. When this
+/// container cannot use the trampoline, berth re-executes itself from an unwritable
+/// image here, before it has made anything, and starts over; this returns only if that
+/// fails.
+fn exec_trampoline(
+    plan: &Plan,
+    seccomp: Option<&CompiledFilter>,
+) -> Result<Option<OwnedFd>, ContainerError> {
+    let protected = sys::memfd::running_protected();
+    let mem = if protected {
+        None
+    } else {
+        exec_path::host_image().and_then(|img| match sys::trampoline::sealed_memfd(&img) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot make the exec trampoline's memfd");
+                None
+            }
+        })
+    };
+    let fd = mem.as_ref().map_or(-1, |m| m.as_raw_fd());
+    let allows = |name: &str, args: [u64; 6]| match seccomp {
+        Some(f) => crate::seccomp::SyscallArch::host()
+            .is_some_and(|arch| crate::seccomp::eval::lets_through(f, arch, name, args)),
+        None => true,
+    };
+    match exec_path::choose(plan, protected, mem.is_some(), fd, allows) {
+        ExecPath::Direct => Ok(None),
+        ExecPath::Trampoline => Ok(mem),
+        ExecPath::ProtectBinary(why) => {
+            tracing::debug!("re-executing from a protected copy of berth: {why}");
+            let e = sys::memfd::reexec_protected();
+            Err(ContainerError::Other(format!(
+                "re-executing berth from a protected copy ({why}): {e}"
+            )))
+        }
+    }
 }
 
 fn spec_devices(spec: &oci_spec::runtime::Spec) -> Vec<oci_spec::runtime::LinuxDevice> {

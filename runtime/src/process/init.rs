@@ -46,6 +46,10 @@ pub struct InitArgs<'a> {
     pub seccomp: Option<crate::seccomp::CompiledFilter>,
     /// process.terminal: the console socket to send the pty master to.
     pub console: Option<OwnedFd>,
+    /// The sealed exec trampoline (close-on-exec memfd) the program is exec'd
+    /// through; `None` when berth itself runs from an unwritable image
+    /// ([`crate::process::exec_path`]).
+    pub trampoline: Option<OwnedFd>,
 }
 
 /// Runs init; reports a failure to the parent and exits.
@@ -179,6 +183,10 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     confine::enter_cwd(&p.cwd, a.preserve_fds)?;
 
     let path = lookup(&p.args[0], &p.env)?;
+    // From here on other processes may enter the container (`berth exec` into a
+    // created one): none may reach this process's memory or /proc/<pid>/exe, which is
+    // still the host's berth binary.
+    sys::set_dumpable(false).map_err(|e| InitError::io("prctl(PR_SET_DUMPABLE, 0)", None, &e))?;
     a.chan
         .send(&Message::Ready)
         .map_err(|e| InitError::msg("reporting ready", None, e.to_string()))?;
@@ -239,13 +247,16 @@ fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
         .collect();
     sys::reset_signal_dispositions();
     let _ = sys::set_sigmask(&a.old_sigmask);
-    match nix::unistd::execve(path, &args, &env) {
-        Ok(never) => match never {},
-        Err(e) => InitError::io(
-            "exec",
-            Some(Path::new(&*path.to_string_lossy())),
-            &std::io::Error::from(e),
-        ),
+    let shown = Path::new(&*path.to_string_lossy()).to_path_buf();
+    match &a.trampoline {
+        Some(t) => {
+            let e = sys::trampoline::exec(t, path, &args, &env);
+            InitError::io("exec through the sealed trampoline", Some(&shown), &e)
+        }
+        None => match nix::unistd::execve(path, &args, &env) {
+            Ok(never) => match never {},
+            Err(e) => InitError::io("exec", Some(&shown), &std::io::Error::from(e)),
+        },
     }
 }
 

@@ -39,7 +39,32 @@ enum Never {}
 fn try_reexec() -> io::Result<Never> {
     let exe = std::fs::File::open("/proc/self/exe")?;
     let len = exe.metadata()?.len();
-    let name = c"berth";
+    let mem = create_executable(c"berth")?;
+    let mut copied: u64 = 0;
+    while copied < len {
+        // SAFETY: sendfile copies between two descriptors we hold; offset is NULL.
+        let n = unsafe {
+            libc::sendfile(
+                mem.as_raw_fd(),
+                exe.as_raw_fd(),
+                std::ptr::null_mut(),
+                (len - copied) as usize,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+    }
+    seal(&mem)?;
+    Err(exec_self_fd(&mem))
+}
+
+/// A new close-on-exec memfd that may be exec'd and sealed.
+pub(crate) fn create_executable(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
     // SAFETY: memfd_create reads the NUL-terminated name.
     let mut fd = unsafe {
         libc::syscall(
@@ -63,31 +88,35 @@ fn try_reexec() -> io::Result<Never> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: the descriptor was just created and is owned by nobody else.
-    let mem = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut copied: u64 = 0;
-    while copied < len {
-        // SAFETY: sendfile copies between two descriptors we hold; offset is NULL.
-        let n = unsafe {
-            libc::sendfile(
-                mem.as_raw_fd(),
-                exe.as_raw_fd(),
-                std::ptr::null_mut(),
-                (len - copied) as usize,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n == 0 {
-            break;
-        }
-        copied += n as u64;
-    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Seals a memfd against any further change of its contents or size.
+pub(crate) fn seal(mem: &OwnedFd) -> io::Result<()> {
     // SAFETY: F_ADD_SEALS only changes the memfd's seal set.
     if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Err(exec_self_fd(&mem))
+    Ok(())
+}
+
+/// True when the running binary cannot be written through /proc/<pid>/exe: it sits on
+/// a read-only mount or is a sealed memfd.
+pub fn running_protected() -> bool {
+    running_from_readonly_mount() || running_from_sealed_memfd()
+}
+
+/// Re-executes berth from an unwritable image of itself, cheapest way first: a private
+/// read-only overlay of its directory (`/run/berth-exe-lower` as the empty second
+/// layer), a read-only bind in a private mount namespace, a sealed memfd copy. The new
+/// process starts over with the same arguments and finds itself protected. Returns only
+/// when all three failed, with the last error.
+pub fn reexec_protected() -> io::Error {
+    // The overlay's second, empty layer: outside the default --root, where it could be
+    // taken for a container.
+    let _ = reexec_readonly_overlay(std::path::Path::new("/run/berth-exe-lower"));
+    let _ = reexec_readonly_bind();
+    reexec_sealed()
 }
 
 /// True when the running binary sits on a read-only mount: then nothing can write it

@@ -6,6 +6,7 @@ pub mod fs;
 pub mod memfd;
 pub mod mount;
 pub mod pty;
+pub mod trampoline;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -244,6 +245,17 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long).map(|_| ())
+}
+
+/// prctl(PR_SET_DUMPABLE): a non-dumpable process's memory and /proc/<pid>/exe are out
+/// of reach of every process without CAP_SYS_PTRACE over it.
+pub fn set_dumpable(on: bool) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) }
+            as libc::c_long,
+    )
+    .map(|_| ())
 }
 
 /// prctl(PR_SET_PDEATHSIG).
