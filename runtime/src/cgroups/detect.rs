@@ -12,10 +12,15 @@ pub fn detect() -> Result<Layout, CgroupError> {
 
 /// Reads the given mountinfo file and decides the layout.
 pub fn detect_from_mountinfo(path: &Path) -> Result<Layout, CgroupError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    // procfs reports size 0, so read_to_string would start at 32 bytes and double its
+    // way up (eight reads here): start with room for a typical host's mount table.
+    let mut text = String::with_capacity(16 * 1024);
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text))
+        .map_err(|source| CgroupError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     parse_layout(&text).ok_or_else(|| CgroupError::NoCgroupFs {
         mountinfo: path.to_path_buf(),
     })

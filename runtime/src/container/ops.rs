@@ -220,7 +220,12 @@ pub fn supervise(pid: i32, pty: Option<&std::os::fd::OwnedFd>) -> std::io::Resul
     };
     let mut stdin_open = pty.is_some();
     let mut pty_open = pty.is_some();
-    let mut buf = vec![0u8; 16 * 1024];
+    // Only a pty is copied through here.
+    let mut buf = if pty.is_some() {
+        vec![0u8; 16 * 1024]
+    } else {
+        Vec::new()
+    };
     let mut exited: Option<i32> = None;
     loop {
         while let Ok(Some((p, status))) = sys::try_wait_any() {

@@ -129,11 +129,20 @@ pub fn recv(fd: &OwnedFd, max: usize) -> io::Result<Vec<u8>> {
 /// kernel reports ECONNRESET once, and what it sent before closing is still queued
 /// behind that error: it is read, not lost.
 fn recv_flags(fd: &OwnedFd, max: usize, flags: i32) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; max];
+    // Not zeroed: the kernel writes what it returns, and the pages of a buffer sized for
+    // the largest message are never touched for the usual few bytes (no page faults).
+    let mut buf: Vec<u8> = Vec::with_capacity(max);
     let mut reset_seen = false;
     loop {
-        // SAFETY: recv writes at most `buf.len()` bytes into our buffer.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        // SAFETY: recv writes at most `buf.capacity()` bytes into our allocation.
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.capacity(),
+                flags,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
@@ -145,7 +154,8 @@ fn recv_flags(fd: &OwnedFd, max: usize, flags: i32) -> io::Result<Vec<u8>> {
                 _ => return Err(e),
             }
         }
-        buf.truncate(n as usize);
+        // SAFETY: the kernel initialised the first n (<= capacity) bytes.
+        unsafe { buf.set_len(n as usize) };
         return Ok(buf);
     }
 }
@@ -171,7 +181,26 @@ pub fn recv_with_fds(
     max_fds: usize,
 ) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = vec![0u8; max];
+    // The message's real size first (a zeroed buffer of `max` bytes would fault in
+    // every page of it); 0 at end of stream.
+    let len = loop {
+        // SAFETY: with MSG_PEEK | MSG_TRUNC and no buffer, recv only reports the length
+        // of the next packet (SOCK_SEQPACKET, Linux 3.4 and later).
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_PEEK | libc::MSG_TRUNC,
+            )
+        };
+        match cvt(n as libc::c_long) {
+            Ok(n) => break n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut buf = vec![0u8; len.clamp(1, max)];
     // SAFETY: CMSG_SPACE only computes a size.
     let space_len = unsafe { libc::CMSG_SPACE((max_fds * std::mem::size_of::<RawFd>()) as u32) };
     let mut space = vec![0u8; space_len as usize];
