@@ -215,13 +215,21 @@ fn apply_err(step: impl Into<String>) -> impl FnOnce(caps::errors::CapsError) ->
 /// Step 1: drops from the bounding set every capability the kernel supports that the
 /// plan does not keep. Needs CAP_SETPCAP (i.e. before the uid change).
 pub fn drop_bounding(plan: &CapsPlan) -> Result<(), CapsError> {
-    let mut supported: Vec<Capability> =
-        caps::runtime::thread_all_supported().into_iter().collect();
-    supported.sort_by_key(|c| c.index());
-    for c in supported {
-        if !plan.bounding.contains(c) {
-            caps::drop(None, CapSet::Bounding, c)
-                .map_err(apply_err(format!("dropping {c} from the bounding set")))?;
+    // PR_CAPBSET_DROP for every number not kept, up to the first the kernel does not
+    // know (EINVAL): one call per dropped capability, no probing round before.
+    for index in 0..64u32 {
+        if plan.bounding.0 & (1u64 << index) != 0 {
+            continue;
+        }
+        match crate::sys::capbset_drop(index) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+            Err(e) => {
+                return Err(CapsError::Apply {
+                    step: format!("dropping capability {index} from the bounding set"),
+                    reason: e.to_string(),
+                })
+            }
         }
     }
     Ok(())

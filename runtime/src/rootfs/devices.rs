@@ -51,6 +51,8 @@ pub fn device_list(plan: &Plan) -> Vec<DevicePlan> {
 
 pub fn create(root: &OwnedFd, plan: &Plan, in_userns: bool) -> Result<(), InitError> {
     let root_fd = root.as_raw_fd();
+    // Most nodes share /dev: its descriptor is looked up once, not once per node.
+    let mut last_dir: Option<(PathBuf, OwnedFd)> = None;
     for d in device_list(plan) {
         let parent = d.path.parent().unwrap_or(Path::new("/dev"));
         let name = d
@@ -71,32 +73,42 @@ pub fn create(root: &OwnedFd, plan: &Plan, in_userns: bool) -> Result<(), InitEr
             .map_err(|e| InitError::io("bind-mounting device", Some(&d.path), &e))?;
             continue;
         }
-        let dir = sfs::mkdir_all_in_root(root_fd, parent, Leaf::Dir)
-            .map_err(|e| InitError::io("creating device directory", Some(parent), &e))?;
-        // A real directory descriptor: mknodat refuses O_PATH ones on some kernels.
-        let dir = sfs::open_in_root(root_fd, parent, libc::O_DIRECTORY | libc::O_RDONLY)
-            .map_err(|e| InitError::io("opening device directory", Some(parent), &e))
-            .or(Ok::<_, InitError>(dir))?;
+        let dir = match &last_dir {
+            Some((p, fd)) if p == parent => fd,
+            _ => {
+                let dir = sfs::mkdir_all_in_root(root_fd, parent, Leaf::Dir)
+                    .map_err(|e| InitError::io("creating device directory", Some(parent), &e))?;
+                // A real directory descriptor: mknodat refuses O_PATH ones on some kernels.
+                let dir = sfs::open_in_root(root_fd, parent, libc::O_DIRECTORY | libc::O_RDONLY)
+                    .unwrap_or(dir);
+                &last_dir.insert((parent.to_path_buf(), dir)).1
+            }
+        };
         let type_bits = match d.kind {
             'b' => libc::S_IFBLK,
             'p' => libc::S_IFIFO,
             _ => libc::S_IFCHR,
         };
         let dev = libc::makedev(d.major as u32, d.minor as u32);
-        match sfs::mknod_at(&dir, &name, type_bits | d.mode, dev, d.uid, d.gid) {
+        match sfs::mknod_at(dir, &name, type_bits | d.mode, dev, d.uid, d.gid) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(InitError::io("creating device", Some(&d.path), &e)),
         }
     }
-    let dev = sfs::mkdir_all_in_root(root_fd, Path::new("/dev"), Leaf::Dir)
-        .map_err(|e| InitError::io("opening", Some(Path::new("/dev")), &e))?;
-    let dev = sfs::open_in_root(
-        root_fd,
-        Path::new("/dev"),
-        libc::O_DIRECTORY | libc::O_RDONLY,
-    )
-    .unwrap_or(dev);
+    let dev = match last_dir {
+        Some((p, fd)) if p == Path::new("/dev") => fd,
+        _ => {
+            let dev = sfs::mkdir_all_in_root(root_fd, Path::new("/dev"), Leaf::Dir)
+                .map_err(|e| InitError::io("opening", Some(Path::new("/dev")), &e))?;
+            sfs::open_in_root(
+                root_fd,
+                Path::new("/dev"),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            )
+            .unwrap_or(dev)
+        }
+    };
     for (name, target) in DEV_SYMLINKS {
         sfs::symlink_at(&dev, target, name).map_err(|e| {
             InitError::io("creating symlink", Some(&Path::new("/dev").join(name)), &e)

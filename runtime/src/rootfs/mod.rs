@@ -224,10 +224,15 @@ fn mount_cgroup(
             if let Some(u) = unified {
                 entries.push(("unified".to_string(), u.clone()));
             }
+            // The mount points go into the tmpfs just mounted, which no other process
+            // can reach yet: made and opened relative to it, two calls each, instead of
+            // a walk from the rootfs's root per hierarchy.
+            let tmpfs = sfs::open_in_root(root_fd, dest, libc::O_DIRECTORY | libc::O_RDONLY)
+                .map_err(io("opening", dest))?;
             for (name, dir) in &entries {
                 let sub = dest.join(name);
-                let st = sfs::mkdir_all_in_root(root_fd, &sub, Leaf::Dir)
-                    .map_err(io("creating", &sub))?;
+                let st =
+                    sfs::mkdir_and_open_at(&tmpfs, name, 0o755).map_err(io("creating", &sub))?;
                 mount(
                     Some(&dir.to_string_lossy()),
                     &sfs::proc_fd_path(&st),

@@ -267,6 +267,35 @@ pub fn symlink_at(dir: &OwnedFd, target: &str, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// mkdirat (an existing directory is fine) and an O_PATH descriptor of it, never
+/// following a symlink: for a single `name` in a directory that only we can write.
+pub fn mkdir_and_open_at(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<OwnedFd> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let n = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: mkdirat reads the NUL-terminated name relative to our dirfd.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    // SAFETY: openat reads the NUL-terminated name relative to our dirfd.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// fchdir(2).
 pub fn fchdir(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fchdir only reads the descriptor number.

@@ -287,6 +287,16 @@ pub fn set_dumpable(on: bool) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// prctl(PR_CAPBSET_DROP): removes capability `cap` from the bounding set.
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    cvt(
+        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) }
+            as libc::c_long,
+    )
+    .map(|_| ())
+}
+
 /// prctl(PR_SET_PDEATHSIG).
 pub fn set_parent_death_signal(sig: i32) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
