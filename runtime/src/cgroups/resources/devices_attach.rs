@@ -96,28 +96,42 @@ fn owned(fd: libc::c_long) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
 
+/// Loads the program without a verifier log first (the log costs the verifier's time
+/// and a 64 KiB buffer on every container start); only a refused program is loaded
+/// again with the log, to say why.
 fn load(dir: &Path, prog: &[BpfInsn]) -> Result<OwnedFd, ResourceError> {
+    match load_with_log(prog, None) {
+        Ok(fd) => Ok(fd),
+        Err(_) => {
+            let mut log = vec![0u8; 64 * 1024];
+            match load_with_log(prog, Some(&mut log)) {
+                Ok(fd) => Ok(fd),
+                Err(e) => {
+                    let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+                    let verifier = String::from_utf8_lossy(&log[..end]).trim().to_string();
+                    Err(err(dir, &format!("loading (verifier: {verifier})"), e))
+                }
+            }
+        }
+    }
+}
+
+fn load_with_log(prog: &[BpfInsn], log: Option<&mut Vec<u8>>) -> std::io::Result<OwnedFd> {
     let license = c"Apache-2.0";
-    let mut log = vec![0u8; 64 * 1024];
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
         insn_cnt: prog.len() as u32,
         insns: prog.as_ptr() as u64,
         license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
         ..Default::default()
     };
-    attr.prog_name[..12].copy_from_slice(b"berth_devcg\0");
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(owned(fd)),
-        Err(e) => {
-            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            let verifier = String::from_utf8_lossy(&log[..end]).trim().to_string();
-            Err(err(dir, &format!("loading (verifier: {verifier})"), e))
-        }
+    if let Some(log) = log {
+        attr.log_level = 1;
+        attr.log_size = log.len() as u32;
+        attr.log_buf = log.as_mut_ptr() as u64;
     }
+    attr.prog_name[..12].copy_from_slice(b"berth_devcg\0");
+    bpf(BPF_PROG_LOAD, &mut attr).map(owned)
 }
 
 fn attached(dir: &Path, cg: &OwnedFd) -> Result<Vec<u32>, ResourceError> {
