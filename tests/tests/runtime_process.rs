@@ -291,3 +291,41 @@ fn no_host_file_descriptor_reaches_the_container() {
         "the init's cwd is the container's /:\n{stdout}"
     );
 }
+
+/// berth started with stdin, stdout and stderr closed (as a careless supervisor may):
+/// the files it opens must not take descriptors 0-2, which the container inherits; the
+/// container's stdio is /dev/null instead. Fails if berth skips its own stdio check.
+#[test]
+fn closed_stdio_is_dev_null_in_the_container() {
+    let env = TestEnv::new("stdio-closed");
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    let mut cmd =
+        c.rt.command(&["create", "--bundle", c.bundle.path_str(), &c.id]);
+    // SAFETY: close(2) only, in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for fd in 0..3 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .expect("spawning berth create with closed stdio");
+    assert!(status.success(), "create with closed stdio: {status}");
+    let pid = c.pid();
+    for fd in 0..3 {
+        let target = fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .unwrap_or_else(|e| panic!("init's fd {fd}: {e}"));
+        assert_eq!(
+            target,
+            std::path::Path::new("/dev/null"),
+            "init's descriptor {fd} is a file berth opened"
+        );
+    }
+    c.delete(true).ok();
+    c.assert_no_leftovers();
+}

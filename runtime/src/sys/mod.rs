@@ -432,7 +432,30 @@ pub fn close_raw(fd: RawFd) {
     }
 }
 
-/// Restores SIGPIPE's default action (Rust starts with it ignored).
+/// Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed, so that no file
+/// berth opens later lands there and receives its output.
+pub fn ensure_stdio_open() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll reads and writes our three-element array; a zero timeout never blocks.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+    if r < 0 {
+        return;
+    }
+    for p in fds {
+        if p.revents & libc::POLLNVAL != 0 {
+            // SAFETY: open of a static NUL-terminated path; the lowest free descriptor,
+            // the closed one, is taken (and deliberately kept).
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        }
+    }
+}
+
+/// Restores SIGPIPE's default action (the Rust runtime, or berth's caller, may have
+/// left it ignored).
 pub fn default_sigpipe() {
     // SAFETY: setting a signal disposition to SIG_DFL has no memory effects.
     unsafe {
