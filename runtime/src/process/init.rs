@@ -1,5 +1,7 @@
 //! The container's init: runs in the cloned child, sets everything up, reports back,
-//! waits to be started, then execs the container program. Never returns.
+//! waits to be started, then execs the container program (through the sealed exec
+//! trampoline unless berth already runs from an unwritable image; see
+//! [`crate::process::exec_path`]). Never returns.
 
 use std::ffi::CString;
 use std::io::Read;

@@ -16,11 +16,13 @@
 //!  [hooks] prestart, createRuntime ◀── RuntimeHooks
 //!                          ────────── HooksDone ──▶ createContainer hooks, pivot_root, sysctl,
 //!                                                   masked/readonly paths, hostname,
-//!                                                   rlimits, user, cwd, PATH lookup
+//!                                                   rlimits, user, cwd, PATH lookup,
+//!                                                   non-dumpable
 //!                          ◀──── Ready | Error{step, path, errno, message}
 //!  exits (create)
 //!  [run]                   ───────────── Start ──▶ (create: `berth start` opens exec.fifo)
-//!                                                   seccomp, execve(process.args)
+//!                                                   seccomp, exec of process.args (through
+//!                                                   the sealed trampoline, see exec_path)
 //! ```
 //! Every failure in the child travels back as `Error` with its step and path, so
 //! `create` can print it and clean up; the child then exits.
