@@ -21,6 +21,12 @@
 //! cgroup2 is mounted at /sys/fs/cgroup/unified, so crun runs in a private mount namespace
 //! with it unmounted; that prologue is done in the forked child before exec, no extra
 //! process, and its cost is included in crun's figures and shown on its own line).
+//!
+//! `--cgroup2-only` measures every runtime as on a cgroup-v2-only host, the common case
+//! in the field: each command runs in a private mount namespace whose /sys/fs/cgroup is
+//! the unified hierarchy alone (the v1 mounts detached), so all three take their v2
+//! paths (crun then needs nothing else). The same prologue for all, included in their
+//! times and shown on its own line.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -38,9 +44,18 @@ const UNIFIED: &str = "/sys/fs/cgroup/unified";
 struct Runtime {
     name: &'static str,
     bin: PathBuf,
-    /// Run in a private mount namespace without the cgroup2 mount (crun on hybrid hosts).
-    private_mounts: bool,
+    /// What runs in the forked child before the runtime is exec'd.
+    prologue: Prologue,
     root: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prologue {
+    None,
+    /// A private mount namespace without the cgroup2 mount (crun on hybrid hosts).
+    NoUnified,
+    /// A private mount namespace whose /sys/fs/cgroup is cgroup2 alone (`--cgroup2-only`).
+    Cgroup2Only,
 }
 
 struct Sample {
@@ -50,18 +65,24 @@ struct Sample {
 
 /// Spawns `cmd` (optionally after the private-mount prologue) and waits for it with
 /// wait4, returning its wall time and peak RSS; fails with its stderr if it fails.
-fn measure(cmd: &mut Command, private_mounts: bool) -> Result<Sample> {
+fn measure(cmd: &mut Command, prologue: Prologue) -> Result<Sample> {
     // stderr to a file, not a pipe: a detached container inherits it and would hold a
     // pipe open forever.
     let mut err_file = tempfile::tempfile().context("temp file for stderr")?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err_file.try_clone()?);
-    if private_mounts {
-        // SAFETY: only async-signal-safe syscalls (unshare, mount, umount2) run in the
-        // forked child before exec; they change nothing in the parent.
-        unsafe {
-            cmd.pre_exec(private_mount_prologue);
+    // SAFETY: only async-signal-safe syscalls (unshare, mount, umount2) run in the
+    // forked child before exec; they change nothing in the parent.
+    unsafe {
+        match prologue {
+            Prologue::None => {}
+            Prologue::NoUnified => {
+                cmd.pre_exec(private_mount_prologue);
+            }
+            Prologue::Cgroup2Only => {
+                cmd.pre_exec(cgroup2_only_prologue);
+            }
         }
     }
     let start = Instant::now();
@@ -117,6 +138,42 @@ fn private_mount_prologue() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Private mount namespace; /sys/fs/cgroup detached with everything under it and the
+/// cgroup2 hierarchy mounted there instead.
+fn cgroup2_only_prologue() -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls on constant, NUL-terminated strings.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(err());
+        }
+        if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(err());
+        }
+        if libc::umount2(c"/sys/fs/cgroup".as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(err());
+        }
+        if libc::mount(
+            c"cgroup2".as_ptr(),
+            c"/sys/fs/cgroup".as_ptr(),
+            c"cgroup2".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(err());
+        }
+    }
+    Ok(())
+}
+
 impl Runtime {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
@@ -125,13 +182,13 @@ impl Runtime {
     }
 
     fn measure(&self, args: &[&str]) -> Result<Sample> {
-        measure(&mut self.command(args), self.private_mounts)
+        measure(&mut self.command(args), self.prologue)
             .with_context(|| format!("{} {}", self.name, args.join(" ")))
     }
 
     fn quiet(&self, args: &[&str]) {
         let mut cmd = self.command(args);
-        let _ = measure(&mut cmd, self.private_mounts);
+        let _ = measure(&mut cmd, self.prologue);
     }
 }
 
@@ -184,6 +241,7 @@ struct Options {
     warmup: usize,
     berth: PathBuf,
     only: Vec<String>,
+    cgroup2_only: bool,
 }
 
 fn parse_options() -> Result<Options> {
@@ -193,6 +251,7 @@ fn parse_options() -> Result<Options> {
         warmup: 5,
         berth: exe.with_file_name("berth"),
         only: vec!["berth".into(), "runc".into(), "crun".into()],
+        cgroup2_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -202,7 +261,8 @@ fn parse_options() -> Result<Options> {
             "--warmup" => opts.warmup = value()?.parse().context("--warmup")?,
             "--berth" => opts.berth = PathBuf::from(value()?),
             "--only" => opts.only = value()?.split(',').map(String::from).collect(),
-            other => bail!("unknown argument {other:?} (known: --trials N --warmup N --berth PATH --only a,b,c)"),
+            "--cgroup2-only" => opts.cgroup2_only = true,
+            other => bail!("unknown argument {other:?} (known: --trials N --warmup N --berth PATH --only a,b,c --cgroup2-only)"),
         }
     }
     if opts.trials == 0 {
@@ -372,7 +432,21 @@ fn main() -> Result<()> {
             other => bail!("unknown runtime {other:?}"),
         };
         match bin {
-            Some(bin) => runtimes.push(Runtime { name, bin, private_mounts: private, root: work.path().join(format!("root-{name}")) }),
+            Some(bin) => {
+                let prologue = if opts.cgroup2_only {
+                    Prologue::Cgroup2Only
+                } else if private {
+                    Prologue::NoUnified
+                } else {
+                    Prologue::None
+                };
+                runtimes.push(Runtime {
+                    name,
+                    bin,
+                    prologue,
+                    root: work.path().join(format!("root-{name}")),
+                })
+            }
             None if name == "berth" => eprintln!(
                 "note: berth not found at {} (build it: ./scripts/build-release, and pass --berth PATH)",
                 opts.berth.display()
@@ -524,7 +598,7 @@ fn main() -> Result<()> {
                 "--mount-proc",
                 "/bin/true",
             ]),
-            false,
+            Prologue::None,
         )?;
         if i >= opts.warmup {
             samples.push(s);
@@ -534,18 +608,28 @@ fn main() -> Result<()> {
         "unshare -m -u -i -n -p -C -f --mount-proc /bin/true".into(),
         stats(&samples),
     ));
-    if hybrid {
+    let prologue = if opts.cgroup2_only {
+        Some((
+            Prologue::Cgroup2Only,
+            "every runtime's prologue (private mount ns, cgroup2 alone at /sys/fs/cgroup) + /bin/true",
+        ))
+    } else if runtimes.iter().any(|r| r.prologue == Prologue::NoUnified) {
+        Some((
+            Prologue::NoUnified,
+            "crun's prologue (private mount ns, umount unified) + /bin/true",
+        ))
+    } else {
+        None
+    };
+    if let Some((prologue, label)) = prologue {
         let mut samples = Vec::new();
         for i in 0..total {
-            let s = measure(&mut Command::new("/bin/true"), true)?;
+            let s = measure(&mut Command::new("/bin/true"), prologue)?;
             if i >= opts.warmup {
                 samples.push(s);
             }
         }
-        t.rows.push((
-            "crun's prologue (private mount ns, umount unified) + /bin/true".into(),
-            stats(&samples),
-        ));
+        t.rows.push((label.into(), stats(&samples)));
     }
     tables.push(t);
 
@@ -589,7 +673,9 @@ fn main() -> Result<()> {
             rt.bin.display()
         );
     }
-    if runtimes.iter().any(|r| r.private_mounts) {
+    if opts.cgroup2_only {
+        println!("--cgroup2-only: every runtime runs in a private mount namespace whose /sys/fs/cgroup is the cgroup2 hierarchy alone (v1 mounts detached), as on a v2-only host; that prologue is included in all times (the controllers stay bound to v1 here: no limits are set)");
+    } else if runtimes.iter().any(|r| r.prologue == Prologue::NoUnified) {
         println!("crun runs in a private mount namespace with {UNIFIED} unmounted (crun 1.8 refuses hybrid hosts); that prologue is included in its times");
     }
     let reference = if runtimes.iter().any(|r| r.name == "crun") {
