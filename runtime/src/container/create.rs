@@ -183,13 +183,15 @@ fn create_inner(
     let mut rules = resources.devices().clone().unwrap_or_default();
     rules.extend(cgroups::resources::device_rules_for(&spec_devices(spec)));
     resources.set_devices(Some(rules));
+    // Validated and translated now (a bad value fails before anything runs); written
+    // once init exists, while it builds its rootfs (loading a v2 device program alone
+    // takes a few hundred microseconds), and always before init may exec the program.
+    let prepared = cgroups::resources::prepare(&resources, cgroup.version())
+        .map_err(|e| ContainerError::Other(format!("linux.resources: {e}")))?;
     let apply_resources = |cgroup: &CgroupHandle| {
-        cgroups::resources::set(cgroup, &resources)
+        cgroups::resources::apply_prepared(cgroup, &prepared)
             .map_err(|e| ContainerError::Other(format!("linux.resources: {e}")))
     };
-    if !defer_v1 {
-        apply_resources(&cgroup)?;
-    }
 
     let start = if run_mode {
         StartSignal::Channel
@@ -326,6 +328,8 @@ fn create_inner(
                 let join = cgroups::membership::SelfJoin::open(&cgroup)?;
                 let (paths, fds) = join.paths_and_fds();
                 sent(chan.send_with_fds(&Message::CgroupReady(paths), &fds))?;
+            } else {
+                apply_resources(&cgroup)?;
             }
             // State (and pid file) are written while init builds its rootfs: their
             // fsyncs overlap its work instead of following it. A failure later removes

@@ -9,7 +9,7 @@
 //!  writes uid/gid maps    ─────────── IdMapsWritten ▶
 //!  [no CLONE_INTO_CGROUP] joins the v2 cgroup
 //!                          ───────────────── Go ──▶ [v2] unshare(cgroup ns); rootfs mounts
-//!  [v1] creates the cgroup, applies limits           (those before the first cgroup mount)
+//!  [v1] creates the cgroup; applies limits          (those before the first cgroup mount)
 //!                          ── CgroupReady+fds ────▶ [v1] writes 0 to each `tasks` (moves
 //!                                                   itself), unshare(cgroup ns)
 //!  writes state.json (fsync) meanwhile              cgroup mounts, devices

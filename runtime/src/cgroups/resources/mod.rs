@@ -156,21 +156,37 @@ pub fn plan_devices_v2(
     Ok(Some(devices_bpf::program(&devices_bpf::rules(&all)?)?))
 }
 
+/// `r` validated and translated for one cgroup version: the file writes and, on v2,
+/// the device program. Pure: made before the container exists, applied later.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    writes: Vec<Write>,
+    devices_v2: Option<Vec<devices_bpf::BpfInsn>>,
+}
+
+/// Validates and translates `r` for `version` without touching any cgroup.
+pub fn prepare(r: &LinuxResources, version: Version) -> Result<Prepared, ResourceError> {
+    let writes = plan(r, version)?;
+    let devices_v2 = match version {
+        Version::V1 => None,
+        Version::V2 => plan_devices_v2(r)?,
+    };
+    Ok(Prepared { writes, devices_v2 })
+}
+
+/// Writes what [`prepare`] made for this handle's version.
+pub fn apply_prepared(handle: &CgroupHandle, p: &Prepared) -> Result<(), ResourceError> {
+    apply(handle, &p.writes)?;
+    match (handle, &p.devices_v2) {
+        (CgroupHandle::V2 { dir }, Some(prog)) => devices_attach::attach(dir, prog),
+        _ => Ok(()),
+    }
+}
+
 /// Plans and applies `r` on the cgroup: the file writes, and on v2 the device program.
 /// Everything is validated before the first write.
 pub fn set(handle: &CgroupHandle, r: &LinuxResources) -> Result<(), ResourceError> {
-    let writes = plan(r, handle.version())?;
-    match handle {
-        CgroupHandle::V1 { .. } => apply(handle, &writes),
-        CgroupHandle::V2 { dir } => {
-            let devices = plan_devices_v2(r)?;
-            apply(handle, &writes)?;
-            match devices {
-                Some(p) => devices_attach::attach(dir, &p),
-                None => Ok(()),
-            }
-        }
-    }
+    apply_prepared(handle, &prepare(r, handle.version())?)
 }
 
 /// `update`: applies the parts of `patch` that are given, merged over `saved` (the
