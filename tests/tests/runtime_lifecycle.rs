@@ -680,7 +680,7 @@ fn created_init_exe_is_out_of_reach_from_inside() {
 /// When the trampoline cannot be used (a seccomp profile refusing execveat, a hook that
 /// init runs, a pid namespace shared with another container), berth re-executes itself
 /// from an unwritable image before it makes anything: the created init's exe is then
-/// read-only or sealed, and the program still runs.
+/// read-only or sealed, and the program still runs; `exec` falls back the same way.
 #[test]
 fn init_runs_from_a_protected_copy_when_the_trampoline_cannot_be_used() {
     use serde_json::json;
@@ -739,6 +739,21 @@ fn init_runs_from_a_protected_copy_when_the_trampoline_cannot_be_used() {
         c.delete(true).ok();
         c.assert_no_leftovers();
     }
+    // `exec` into a container whose profile refuses execveat takes the same way out.
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]}),
+        );
+    });
+    c.create_and_start();
+    let out = c.verb("exec", &[], &["sh", "-c", "echo via-exec"]);
+    out.ok();
+    assert_eq!(out.stdout, "via-exec\n", "{out}");
+    c.delete(true).ok();
+    c.assert_no_leftovers();
     sleeper.delete(true).ok();
     sleeper.assert_no_leftovers();
 }
@@ -746,7 +761,8 @@ fn init_runs_from_a_protected_copy_when_the_trampoline_cannot_be_used() {
 /// CVE-2019-5736, the entrypoint trick: a program path of /proc/self/exe must never run
 /// the host's berth. berth execs the program through a sealed trampoline, so
 /// /proc/self/exe names that trampoline, which runs the next argument as the program
-/// (were it berth, berth would refuse `/bin/sh` as a command and exit 1).
+/// (were it berth, berth would refuse `/bin/sh` as a command and exit 1); for the
+/// container's init and for an `exec`'d process.
 #[test]
 fn proc_self_exe_entrypoint_finds_the_sealed_trampoline() {
     let env = TestEnv::new("exe-self");
@@ -763,5 +779,19 @@ fn proc_self_exe_entrypoint_finds_the_sealed_trampoline() {
     let out = c.run();
     out.ok();
     assert_eq!(out.stdout, "ran\n/bin/busybox\n", "{out}");
+    c.assert_no_leftovers();
+    // The same through `exec` into a running container.
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    let out = c.verb(
+        "exec",
+        &[],
+        &["/proc/self/exe", "/bin/sh", "sh", "-c", "echo exec-ran"],
+    );
+    out.ok();
+    assert_eq!(out.stdout, "exec-ran\n", "{out}");
+    c.delete(true).ok();
     c.assert_no_leftovers();
 }

@@ -178,21 +178,6 @@ fn exec_image_helper(g: &GlobalOpts) -> i32 {
     1
 }
 
-/// Whether the command must run from an unwritable image of the binary before it
-/// parses anything: `exec`, whose forked child enters a running container as berth.
-/// `create` and `run` decide later, once they know the container
-/// ([`crate::process::exec_path`]).
-pub fn runs_protected(cmd: &Command) -> bool {
-    matches!(cmd, Command::Exec(_))
-}
-
-/// The same question asked of raw arguments (without the program name), before clap
-/// parses them. A wrong "no" only delays the answer to [`runs_protected`]; a wrong
-/// "yes" only costs a re-exec.
-pub fn argv_runs_protected(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
-    matches!(argv_verb(args).as_deref(), Some("exec"))
-}
-
 /// The verb in raw arguments (without the program name): the first word that is
 /// neither a global flag nor a global flag's value.
 fn argv_verb(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<String> {
@@ -345,13 +330,10 @@ mod tests {
         );
         assert_eq!(verb(&["--version"]), None);
         assert_eq!(verb(&[]), None);
-        // Only exec re-executes before parsing; create and run decide later.
-        assert!(argv_runs_protected(os(&[
-            "--debug", "--log=/l", "exec", "c1", "sh"
-        ])));
-        assert!(!argv_runs_protected(os(&["run", "c1"])));
-        assert!(!argv_runs_protected(os(&["create", "c1"])));
-        assert!(!argv_runs_protected(os(&["delete", "exec"])));
+        assert_eq!(
+            verb(&["--debug", "--log=/l", "exec", "c1", "sh"]).as_deref(),
+            Some("exec")
+        );
     }
 
     #[test]
@@ -390,31 +372,6 @@ mod tests {
             full.extend(line.split(' '));
             let args: Vec<std::ffi::OsString> = full.iter().map(Into::into).collect();
             assert!(Cli::parse_narrow(&args).is_none(), "{line}");
-        }
-    }
-
-    #[test]
-    fn argv_answer_matches_the_parsed_command() {
-        for line in [
-            "run c1",
-            "--root /r run -d c1",
-            "--log /l --log-format json create --bundle /b c1",
-            "exec -t c1 sh",
-            "--root run state c1",
-            "delete --force run",
-            "kill c1 KILL",
-            "list",
-            "spec",
-        ] {
-            let words: Vec<&str> = line.split(' ').collect();
-            let mut full = vec!["berth"];
-            full.extend(&words);
-            let cli = Cli::try_parse_from(&full).unwrap_or_else(|e| panic!("{line}: {e}"));
-            assert_eq!(
-                argv_runs_protected(os(&words)),
-                runs_protected(&cli.command),
-                "{line}"
-            );
         }
     }
 }

@@ -110,7 +110,9 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
         ),
         None => None,
     };
-    let trampoline = exec_trampoline(&plan, seccomp.as_ref())?;
+    let trampoline = trampoline_or_reexec(seccomp.as_ref(), |protected, have, fd, allows| {
+        exec_path::choose(&plan, protected, have, fd, allows)
+    })?;
     let layout = cgroups::detect()?;
     let cgroup = layout.resolve(plan.cgroups_path.as_deref(), &opts.id)?;
     let cgroup_rel = cgroups::relative_cgroup_path(plan.cgroups_path.as_deref(), &opts.id)?;
@@ -430,14 +432,14 @@ pub fn absolute(p: &Path) -> Result<PathBuf, ContainerError> {
     })
 }
 
-/// CVE-2019-5736 (see [`exec_path`]): the sealed trampoline init will exec the program
-/// through, or `None` when berth already runs from an unwritable image. When this
-/// container cannot use the trampoline, berth re-executes itself from an unwritable
-/// image here, before it has made anything, and starts over; this returns only if that
-/// fails.
-fn exec_trampoline(
-    plan: &Plan,
+/// CVE-2019-5736 (see [`exec_path`]): the sealed trampoline the program will be exec'd
+/// through, or `None` when berth already runs from an unwritable image. `choose` gets
+/// (protected, trampoline available, its descriptor, the seccomp check). When the
+/// trampoline cannot be used, berth re-executes itself from an unwritable image here,
+/// before it has made anything, and starts over; this returns only if that fails.
+pub(super) fn trampoline_or_reexec(
     seccomp: Option<&CompiledFilter>,
+    choose: impl FnOnce(bool, bool, i32, &dyn Fn(&str, [u64; 6]) -> bool) -> ExecPath,
 ) -> Result<Option<OwnedFd>, ContainerError> {
     let protected = sys::memfd::running_protected();
     let mem = if protected {
@@ -457,7 +459,7 @@ fn exec_trampoline(
             .is_some_and(|arch| crate::seccomp::eval::lets_through(f, arch, name, args)),
         None => true,
     };
-    match exec_path::choose(plan, protected, mem.is_some(), fd, allows) {
+    match choose(protected, mem.is_some(), fd, &allows) {
         ExecPath::Direct => Ok(None),
         ExecPath::Trampoline => Ok(mem),
         ExecPath::ProtectBinary(why) => {

@@ -1,7 +1,11 @@
 //! `exec`: a new process in a running container. berth joins the container's cgroup
 //! and namespaces (user first), then forks the process, which applies the container's
-//! confinement (rlimits, capabilities, user, seccomp) and execs. Failures before exec
-//! travel back over a socketpair, as for init.
+//! confinement (rlimits, capabilities, user, seccomp) and execs, through the sealed
+//! exec trampoline unless berth runs from an unwritable image (CVE-2019-5736, see
+//! [`crate::process::exec_path`]); the process is non-dumpable from birth, as it is
+//! visible to the container's processes at once. Failures before exec travel back over
+//! a socketpair, as for init; a failure of the final execve inside the trampoline is
+//! printed on the process's stderr and ends it with status 127, as init's does.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -63,6 +67,16 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
         ),
         None => None,
     };
+    let trampoline =
+        super::create::trampoline_or_reexec(seccomp.as_ref(), |protected, have, fd, allows| {
+            crate::process::exec_path::choose_for_exec(
+                seccomp.is_some(),
+                protected,
+                have,
+                fd,
+                allows,
+            )
+        })?;
     // Open every namespace of init before joining any (after joining the mount
     // namespace, /proc/<pid> may no longer be reachable).
     let mut joins: Vec<(OwnedFd, i32, &str)> = Vec::new();
@@ -116,6 +130,10 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
     }
     let (parent_sock, child_sock) =
         sys::seqpacket_pair().map_err(io("creating socketpair", Path::new("-")))?;
+    // The child inherits this: from birth, no process of the container (which sees it
+    // at once in its pid namespace) can reach its memory or /proc/<pid>/exe, still the
+    // host's berth binary until it execs.
+    sys::set_dumpable(false).map_err(io("prctl(PR_SET_DUMPABLE, 0)", Path::new("-")))?;
     let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
     let forked = sys::clone::fork_into_cgroup(0, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd))
         .map_err(io("forking the process", Path::new("-")))?;
@@ -136,6 +154,7 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
                     opts.preserve_fds,
                     in_userns,
                     &old_sigmask,
+                    trampoline.as_ref(),
                 ),
                 Err(e) => e,
             };
@@ -144,6 +163,7 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
         }
         Forked::Parent { pid, in_cgroup, .. } => {
             drop(joins);
+            drop(trampoline);
             drop(child_sock);
             drop(console);
             drop(cgroup_fd);
@@ -222,16 +242,22 @@ fn child(
     preserve_fds: u32,
     in_userns: bool,
     old_sigmask: &libc::sigset_t,
+    trampoline: Option<&OwnedFd>,
 ) -> InitError {
     match child_setup(p, seccomp, console, preserve_fds, in_userns) {
         Ok((path, args, env)) => {
             sys::reset_signal_dispositions();
             let _ = sys::set_sigmask(old_sigmask);
-            match nix::unistd::execve(&path, &args, &env) {
-                Ok(never) => match never {},
-                Err(e) => {
-                    InitError::io("exec", Some(Path::new(&*path.to_string_lossy())), &e.into())
+            let shown = Path::new(&*path.to_string_lossy()).to_path_buf();
+            match trampoline {
+                Some(t) => {
+                    let e = sys::trampoline::exec(t, &path, &args, &env);
+                    InitError::io("exec through the sealed trampoline", Some(&shown), &e)
                 }
+                None => match nix::unistd::execve(&path, &args, &env) {
+                    Ok(never) => match never {},
+                    Err(e) => InitError::io("exec", Some(&shown), &e.into()),
+                },
             }
         }
         Err(e) => e,

@@ -3,17 +3,20 @@
 //!
 //! Two ways, both closing the same hole (a container process holding the host binary
 //! open and writing it after berth exits):
-//! - **Trampoline** (the fast one): berth runs as installed; init is made non-dumpable
-//!   before any other process can enter its pid namespace, and execs the program
-//!   through a tiny sealed memfd program ([`crate::sys::trampoline`]), so
-//!   /proc/self/exe is never the host binary after an exec.
+//! - **Trampoline** (the fast one): berth runs as installed; the process that enters
+//!   the container is non-dumpable whenever another process could see it (init turns
+//!   so before any other can enter its pid namespace; an `exec`'d process is born so),
+//!   and it execs the program through a tiny sealed memfd program
+//!   ([`crate::sys::trampoline`]), so /proc/self/exe is never the host binary after an
+//!   exec.
 //! - **Protected binary**: berth re-executes itself from an unwritable image before
-//!   doing anything (what `exec` always does), and init execs the program directly.
+//!   doing anything, and the program is exec'd directly.
 //!
-//! The trampoline needs: its code for this architecture; a new pid namespace (with a
-//! shared one, processes already there could reach init before it turns non-dumpable);
-//! no createContainer or startContainer hooks (init would exec them as berth); and a
-//! seccomp profile that lets init's execveat and prctl(PR_SET_DUMPABLE) through.
+//! The trampoline needs its code for this architecture and a seccomp profile that lets
+//! the syscalls it adds after the filter is installed through; for init also a new pid
+//! namespace (with a shared one, processes already there could reach init before it
+//! turns non-dumpable) and no createContainer or startContainer hooks (init would exec
+//! them as berth).
 
 use crate::hooks::HookKind;
 use crate::spec::{NsKind, Plan};
@@ -29,25 +32,27 @@ pub enum ExecPath {
     ProtectBinary(&'static str),
 }
 
-/// The syscalls init adds on the trampoline path, as the seccomp check sees them:
-/// (name, arguments). `trampoline_fd` is the memfd's descriptor number; pointer
-/// arguments get a typical user-space address.
-pub fn added_syscalls(trampoline_fd: i32) -> [(&'static str, [u64; 6]); 2] {
+/// The syscalls the trampoline path adds after the seccomp filter may be installed, as
+/// the check sees them: (name, arguments). `trampoline_fd` is the memfd's descriptor
+/// number; pointer arguments get a typical user-space address. Init also turns
+/// non-dumpable then (an `exec`'d process is born so, before any filter).
+pub fn added_syscalls(trampoline_fd: i32, for_init: bool) -> Vec<(&'static str, [u64; 6])> {
     const PTR: u64 = 0x7ffc_0000_1000;
-    [
-        (
-            "execveat",
-            [
-                trampoline_fd as u64,
-                PTR,
-                PTR,
-                PTR,
-                libc::AT_EMPTY_PATH as u64,
-                0,
-            ],
-        ),
-        ("prctl", [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0]),
-    ]
+    let mut v = vec![(
+        "execveat",
+        [
+            trampoline_fd as u64,
+            PTR,
+            PTR,
+            PTR,
+            libc::AT_EMPTY_PATH as u64,
+            0,
+        ],
+    )];
+    if for_init {
+        v.push(("prctl", [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0]));
+    }
+    v
 }
 
 /// Chooses the exec path. `protected`: berth already runs from an unwritable image.
@@ -61,11 +66,15 @@ pub fn choose(
     trampoline_fd: i32,
     seccomp_allows: impl Fn(&str, [u64; 6]) -> bool,
 ) -> ExecPath {
-    if protected {
-        return ExecPath::Direct;
-    }
-    if !have_code {
-        return ExecPath::ProtectBinary("no exec trampoline for this architecture");
+    if protected || !have_code {
+        return common(
+            protected,
+            have_code,
+            false,
+            trampoline_fd,
+            true,
+            seccomp_allows,
+        );
     }
     if !plan.namespaces.creates(NsKind::Pid) {
         return ExecPath::ProtectBinary(
@@ -78,14 +87,59 @@ pub fn choose(
             return ExecPath::ProtectBinary("createContainer/startContainer hooks are run by init");
         }
     }
-    if plan.seccomp.is_some()
-        && !added_syscalls(trampoline_fd)
+    common(
+        protected,
+        have_code,
+        plan.seccomp.is_some(),
+        trampoline_fd,
+        true,
+        seccomp_allows,
+    )
+}
+
+/// The same choice for a process `exec`'d into a running container (`has_seccomp`: the
+/// container's profile, which the process gets too).
+pub fn choose_for_exec(
+    has_seccomp: bool,
+    protected: bool,
+    have_code: bool,
+    trampoline_fd: i32,
+    seccomp_allows: impl Fn(&str, [u64; 6]) -> bool,
+) -> ExecPath {
+    common(
+        protected,
+        have_code,
+        has_seccomp,
+        trampoline_fd,
+        false,
+        seccomp_allows,
+    )
+}
+
+fn common(
+    protected: bool,
+    have_code: bool,
+    has_seccomp: bool,
+    trampoline_fd: i32,
+    for_init: bool,
+    seccomp_allows: impl Fn(&str, [u64; 6]) -> bool,
+) -> ExecPath {
+    if protected {
+        return ExecPath::Direct;
+    }
+    if !have_code {
+        return ExecPath::ProtectBinary("no exec trampoline for this architecture");
+    }
+    if has_seccomp
+        && !added_syscalls(trampoline_fd, for_init)
             .iter()
             .all(|(name, args)| seccomp_allows(name, *args))
     {
-        return ExecPath::ProtectBinary(
-            "the seccomp profile does not allow execveat or prctl(PR_SET_DUMPABLE)",
-        );
+        return ExecPath::ProtectBinary(if for_init {
+            "the seccomp profile does not allow execveat or prctl(PR_SET_DUMPABLE)"
+        } else {
+            "the seccomp profile does not allow execveat"
+        });
     }
     ExecPath::Trampoline
 }

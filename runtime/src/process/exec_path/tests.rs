@@ -229,3 +229,35 @@ fn proc_self_exe_under_the_trampoline_is_the_sealed_trampoline() {
     let mut f = std::fs::File::from(mem);
     assert!(std::io::Write::write_all(&mut f, b"x").is_err());
 }
+
+#[test]
+fn exec_needs_only_the_trampoline_and_execveat() {
+    assert_eq!(
+        choose_for_exec(false, false, true, 9, |_: &str, _: [u64; 6]| false),
+        ExecPath::Trampoline,
+        "without a profile nothing is asked"
+    );
+    assert_eq!(
+        choose_for_exec(true, true, true, 9, allow_all),
+        ExecPath::Direct
+    );
+    assert!(matches!(
+        choose_for_exec(true, false, false, 9, allow_all),
+        ExecPath::ProtectBinary(r) if r.contains("architecture")
+    ));
+    // An exec'd process is born non-dumpable: only execveat comes after its filter.
+    let asked = std::cell::RefCell::new(Vec::new());
+    let only_execveat = |name: &str, _: [u64; 6]| {
+        asked.borrow_mut().push(name.to_string());
+        name == "execveat"
+    };
+    assert_eq!(
+        choose_for_exec(true, false, true, 9, only_execveat),
+        ExecPath::Trampoline
+    );
+    assert_eq!(asked.into_inner(), ["execveat"]);
+    assert!(matches!(
+        choose_for_exec(true, false, true, 9, |n: &str, _: [u64; 6]| n != "execveat"),
+        ExecPath::ProtectBinary(r) if r.contains("execveat")
+    ));
+}
