@@ -322,20 +322,12 @@ fn create_inner(
                 cgroups::membership::join_v2(&cgroup, pid)?;
             }
             sent(chan.send(&Message::Go))?;
-            if defer_v1 {
-                cleanup
-                    .created_cgroup_dirs
-                    .extend(cgroups::membership::create_part(&cgroup, Part::V1)?);
-                apply_resources(&cgroup)?;
-                let join = cgroups::membership::SelfJoin::open(&cgroup)?;
-                let (paths, fds) = join.paths_and_fds();
-                sent(chan.send_with_fds(&Message::CgroupReady(paths), &fds))?;
-            } else {
-                apply_resources(&cgroup)?;
-            }
-            // State (and pid file) are written while init builds its rootfs: their
-            // fsyncs overlap its work instead of following it. A failure later removes
-            // them with the rest; the state dir stays locked until create returns.
+            // State (and pid file) are written on a thread of their own, started now:
+            // their fsyncs (milliseconds each on a busy disk) overlap init's work and
+            // the cgroup work below instead of adding to them. It is joined before
+            // anything may read the state (a hook may run `berth state`) and before
+            // any cleanup; a failure later removes them with the rest; the state dir
+            // stays locked until create returns.
             let pid_start_time = sys::process_start_time(pid).map_err(io(
                 "reading start time of",
                 Path::new(&format!("/proc/{pid}")),
@@ -351,32 +343,56 @@ fn create_inner(
                 created: rfc3339_now(),
                 owner: String::new(),
                 annotations,
-                cgroup,
+                cgroup: cgroup.clone(),
                 resources: plan.resources.clone(),
                 hooks: plan.hooks.clone(),
             };
-            dir.save(&state)?;
-            if let Some(pf) = &opts.pid_file {
-                let pf = absolute(pf)?;
-                super::state::write_atomic(&pf, pid.to_string().as_bytes())?;
-                cleanup.pid_file = Some(pf);
-            }
-            if let Some(h) = &plan.hooks {
-                use crate::hooks::HookKind;
-                if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty()
-                {
-                    chan.expect(Message::RuntimeHooks, "RuntimeHooks")
-                        .map_err(fail)?;
-                    let st = plan.hook_state(&opts.id, "creating", pid);
-                    for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
-                        crate::hooks::run_hooks(kind.of(h), &st).map_err(|e| {
-                            ContainerError::Other(format!("{} hook: {e}", kind.name()))
-                        })?;
-                    }
-                    chan.send(&Message::HooksDone).map_err(|e| fail(e.into()))?;
+            let state_bytes =
+                serde_json::to_vec(&state).map_err(|e| ContainerError::Other(e.to_string()))?;
+            let pid_file = match &opts.pid_file {
+                Some(pf) => Some(absolute(pf)?),
+                None => None,
+            };
+            cleanup.pid_file = pid_file.clone();
+            let mut writer = Some(StateWriter::start(
+                dir.state_path(),
+                state_bytes,
+                pid_file.map(|pf| (pf, pid.to_string())),
+            ));
+            let rest = (|| -> Result<(), ContainerError> {
+                if defer_v1 {
+                    cleanup
+                        .created_cgroup_dirs
+                        .extend(cgroups::membership::create_part(&cgroup, Part::V1)?);
+                    apply_resources(&cgroup)?;
+                    let join = cgroups::membership::SelfJoin::open(&cgroup)?;
+                    let (paths, fds) = join.paths_and_fds();
+                    sent(chan.send_with_fds(&Message::CgroupReady(paths), &fds))?;
+                } else {
+                    apply_resources(&cgroup)?;
                 }
-            }
-            chan.expect(Message::Ready, "Ready").map_err(fail)?;
+                if let Some(h) = &plan.hooks {
+                    use crate::hooks::HookKind;
+                    if !HookKind::Prestart.of(h).is_empty()
+                        || !HookKind::CreateRuntime.of(h).is_empty()
+                    {
+                        StateWriter::finish(&mut writer)?;
+                        chan.expect(Message::RuntimeHooks, "RuntimeHooks")
+                            .map_err(fail)?;
+                        let st = plan.hook_state(&opts.id, "creating", pid);
+                        for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+                            crate::hooks::run_hooks(kind.of(h), &st).map_err(|e| {
+                                ContainerError::Other(format!("{} hook: {e}", kind.name()))
+                            })?;
+                        }
+                        chan.send(&Message::HooksDone).map_err(|e| fail(e.into()))?;
+                    }
+                }
+                chan.expect(Message::Ready, "Ready").map_err(fail)
+            })();
+            let written = StateWriter::finish(&mut writer);
+            rest?;
+            written?;
 
             // Run in the foreground with a terminal: take the pty master now.
             let pty_master = match &own_console {
@@ -468,6 +484,47 @@ pub(super) fn trampoline_or_reexec(
             Err(ContainerError::Other(format!(
                 "re-executing berth from a protected copy ({why}): {e}"
             )))
+        }
+    }
+}
+
+/// Writes state.json (and the pid file) atomically, on a thread when one can be
+/// started (see its use in [`create_inner`]), else at once.
+enum StateWriter {
+    Running(std::thread::JoinHandle<Result<(), ContainerError>>),
+    Done(Result<(), ContainerError>),
+}
+
+impl StateWriter {
+    fn start(state_path: PathBuf, state: Vec<u8>, pid_file: Option<(PathBuf, String)>) -> Self {
+        let write = |state_path: &Path, state: &[u8], pid_file: &Option<(PathBuf, String)>| {
+            super::state::write_atomic(state_path, state)?;
+            if let Some((pf, pid)) = pid_file {
+                super::state::write_atomic(pf, pid.as_bytes())?;
+            }
+            Ok(())
+        };
+        let (p, st, pf) = (state_path.clone(), state.clone(), pid_file.clone());
+        match std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || write(&p, &st, &pf))
+        {
+            Ok(h) => StateWriter::Running(h),
+            // No thread: write here, as before.
+            Err(_) => StateWriter::Done(write(&state_path, &state, &pid_file)),
+        }
+    }
+
+    /// Waits for the write (once; later calls return Ok).
+    fn finish(w: &mut Option<StateWriter>) -> Result<(), ContainerError> {
+        match w.take() {
+            None => Ok(()),
+            Some(StateWriter::Done(r)) => r,
+            Some(StateWriter::Running(h)) => h.join().unwrap_or_else(|_| {
+                Err(ContainerError::Other(
+                    "writing state.json: the writer thread panicked".into(),
+                ))
+            }),
         }
     }
 }

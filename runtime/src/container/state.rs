@@ -166,6 +166,11 @@ impl ContainerDir {
     }
 
     /// Writes state.json atomically: temp file, fsync, rename, fsync of the dir.
+    /// Where [`save`](Self::save) writes.
+    pub fn state_path(&self) -> PathBuf {
+        self.path.join(STATE_FILE)
+    }
+
     pub fn save(&self, state: &State) -> Result<(), ContainerError> {
         let bytes = serde_json::to_vec(state).map_err(|e| ContainerError::Other(e.to_string()))?;
         write_atomic(&self.path.join(STATE_FILE), &bytes)
