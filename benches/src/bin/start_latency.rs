@@ -192,6 +192,17 @@ impl Runtime {
     }
 }
 
+/// Running containers that are force-deleted when this is dropped.
+struct Sleepers(Vec<(Runtime, String)>);
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for (rt, id) in &self.0 {
+            rt.quiet(&["delete", "--force", id]);
+        }
+    }
+}
+
 /// Waits until `pid` has exited (gone or a zombie) so `delete` finds it stopped.
 fn wait_exit(pid: i32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -533,23 +544,25 @@ fn main() -> Result<()> {
     config["process"]["args"] = json!(["sleep", "100000"]);
     fs::write(&path, config.to_string())?;
     let sleeper_s = sleeper.to_str().context("utf-8")?.to_string();
-    let mut exec_ids = Vec::new();
+    // Deleted when this goes out of scope, even if the bench fails on the way.
+    let mut sleepers = Sleepers(Vec::new());
     for rt in &runtimes {
         let id = next_id("exec");
-        rt.measure(&["run", "-d", "--bundle", &sleeper_s, &id])?;
-        exec_ids.push((rt.name, id));
+        match rt.measure(&["run", "-d", "--bundle", &sleeper_s, &id]) {
+            Ok(_) => sleepers.0.push((rt.clone(), id)),
+            Err(e) => eprintln!("note: exec with {} left out: {e:#}", rt.name),
+        }
     }
     let exec = interleave(&runtimes, &opts, "exec", |rt| {
-        let id = exec_ids
+        let id = sleepers
+            .0
             .iter()
-            .find(|(n, _)| *n == rt.name)
+            .find(|(r, _)| r.name == rt.name)
             .map(|(_, id)| id.clone())
-            .context("exec container")?;
+            .context("no running container for exec")?;
         Ok(vec![rt.measure(&["exec", &id, "/bin/true"])?])
     });
-    for (rt, (_, id)) in runtimes.iter().zip(&exec_ids) {
-        rt.quiet(&["delete", "--force", id]);
-    }
+    drop(sleepers);
     tables.push(table("`exec` /bin/true into a running container", &exec, 0));
 
     // 4. run under the Docker-style seccomp profile
