@@ -3,6 +3,8 @@
 //! example by making its entrypoint `#!/proc/self/exe`) finds a file it cannot write,
 //! never the host's binary. Three ways, cheapest first: a private read-only overlayfs of
 //! the binary's directory, a read-only bind in a private mount namespace, a sealed memfd.
+//! Only for containers that cannot use the exec trampoline
+//! ([`crate::process::exec_path`]); sealed memfds are also made here for it.
 
 use std::ffi::CString;
 use std::io;
