@@ -288,24 +288,7 @@ fn own_args_and_env() -> (Vec<CString>, Vec<CString>) {
 /// file `fd` refers to (a memfd, or an O_PATH descriptor). Returns only on failure.
 fn exec_self_fd(fd: &OwnedFd) -> io::Error {
     let (args, envs) = own_args_and_env();
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
-    // outlive the call; AT_EMPTY_PATH execs the file `fd` refers to. On success this
-    // does not return.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    io::Error::last_os_error()
+    super::execveat_fd(fd, args.iter().map(CString::as_c_str), &envs)
 }
 
 /// execve(path) with our own arguments and environment.

@@ -432,6 +432,33 @@ pub fn close_raw(fd: RawFd) {
     }
 }
 
+/// execveat(fd, "", AT_EMPTY_PATH): runs the file `fd` refers to (a memfd or an O_PATH
+/// descriptor) with `argv` and `env`. Returns only on failure.
+pub(crate) fn execveat_fd<'a>(
+    fd: &OwnedFd,
+    argv: impl IntoIterator<Item = &'a std::ffi::CStr>,
+    env: &[std::ffi::CString],
+) -> io::Error {
+    let mut argv: Vec<*const libc::c_char> = argv.into_iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
+    // outlive the call (the iterator's items borrow from the caller); AT_EMPTY_PATH execs
+    // the file the descriptor refers to. On success this does not return.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
 /// Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed, so that no file
 /// berth opens later lands there and receives its output.
 pub fn ensure_stdio_open() {

@@ -16,7 +16,7 @@
 //! `os error N` for an errno not in it, and exits 127, as init's own exec failure does.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 /// The ELF machine of the code below, for architectures that have it.
 #[cfg(target_arch = "x86_64")]
@@ -171,24 +171,6 @@ pub fn exec(
     args: &[std::ffi::CString],
     env: &[std::ffi::CString],
 ) -> io::Error {
-    let mut argv: Vec<*const libc::c_char> = Vec::with_capacity(args.len() + 2);
-    argv.push(path.as_ptr());
-    argv.extend(args.iter().map(|a| a.as_ptr()));
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: argv and envp are NULL-terminated arrays of NUL-terminated strings that
-    // outlive the call; AT_EMPTY_PATH execs the file the descriptor refers to. On
-    // success this does not return.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            trampoline.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    io::Error::last_os_error()
+    let argv = std::iter::once(path).chain(args.iter().map(std::ffi::CString::as_c_str));
+    super::execveat_fd(trampoline, argv, env)
 }
