@@ -28,6 +28,7 @@
 //! paths (crun then needs nothing else). The same prologue for all, included in their
 //! times and shown on its own line.
 
+use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -77,11 +78,13 @@ fn measure(cmd: &mut Command, prologue: Prologue) -> Result<Sample> {
     unsafe {
         match prologue {
             Prologue::None => {}
+            // crun on a hybrid host: no cgroup2 mount at all.
             Prologue::NoUnified => {
-                cmd.pre_exec(private_mount_prologue);
+                cmd.pre_exec(|| private_mounts(c"/sys/fs/cgroup/unified", None));
             }
+            // As on a v2-only host: cgroup2 alone at /sys/fs/cgroup.
             Prologue::Cgroup2Only => {
-                cmd.pre_exec(cgroup2_only_prologue);
+                cmd.pre_exec(|| private_mounts(c"/sys/fs/cgroup", Some(c"/sys/fs/cgroup")));
             }
         }
     }
@@ -114,9 +117,12 @@ fn measure(cmd: &mut Command, prologue: Prologue) -> Result<Sample> {
     })
 }
 
-fn private_mount_prologue() -> std::io::Result<()> {
+/// A private mount namespace with `detach` (and everything under it) unmounted and,
+/// when `cgroup2_at` is set, the cgroup2 hierarchy mounted there instead. Runs in the
+/// forked child before exec.
+fn private_mounts(detach: &CStr, cgroup2_at: Option<&CStr>) -> std::io::Result<()> {
     let err = std::io::Error::last_os_error;
-    // SAFETY: plain syscalls on constant, NUL-terminated strings.
+    // SAFETY: plain syscalls on NUL-terminated strings that outlive them.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             return Err(err());
@@ -131,44 +137,20 @@ fn private_mount_prologue() -> std::io::Result<()> {
         {
             return Err(err());
         }
-        if libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) != 0 {
+        if libc::umount2(detach.as_ptr(), libc::MNT_DETACH) != 0 {
             return Err(err());
         }
-    }
-    Ok(())
-}
-
-/// Private mount namespace; /sys/fs/cgroup detached with everything under it and the
-/// cgroup2 hierarchy mounted there instead.
-fn cgroup2_only_prologue() -> std::io::Result<()> {
-    let err = std::io::Error::last_os_error;
-    // SAFETY: plain syscalls on constant, NUL-terminated strings.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(err());
-        }
-        if libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(err());
-        }
-        if libc::umount2(c"/sys/fs/cgroup".as_ptr(), libc::MNT_DETACH) != 0 {
-            return Err(err());
-        }
-        if libc::mount(
-            c"cgroup2".as_ptr(),
-            c"/sys/fs/cgroup".as_ptr(),
-            c"cgroup2".as_ptr(),
-            0,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(err());
+        if let Some(at) = cgroup2_at {
+            if libc::mount(
+                c"cgroup2".as_ptr(),
+                at.as_ptr(),
+                c"cgroup2".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(err());
+            }
         }
     }
     Ok(())
