@@ -66,35 +66,25 @@ pub fn choose(
     trampoline_fd: i32,
     seccomp_allows: impl Fn(&str, [u64; 6]) -> bool,
 ) -> ExecPath {
-    if protected || !have_code {
-        return common(
-            protected,
-            have_code,
-            false,
-            trampoline_fd,
-            true,
-            seccomp_allows,
-        );
-    }
-    if !plan.namespaces.creates(NsKind::Pid) {
-        return ExecPath::ProtectBinary(
-            "no new pid namespace: other processes could reach init before it execs",
-        );
-    }
-    if let Some(h) = &plan.hooks {
-        if !HookKind::CreateContainer.of(h).is_empty() || !HookKind::StartContainer.of(h).is_empty()
-        {
-            return ExecPath::ProtectBinary("createContainer/startContainer hooks are run by init");
-        }
-    }
     common(
         protected,
         have_code,
+        init_blocker(plan),
         plan.seccomp.is_some(),
         trampoline_fd,
         true,
         seccomp_allows,
     )
+}
+
+/// What in this container keeps its init from using the trampoline.
+fn init_blocker(plan: &Plan) -> Option<&'static str> {
+    if !plan.namespaces.creates(NsKind::Pid) {
+        return Some("no new pid namespace: other processes could reach init before it execs");
+    }
+    let h = plan.hooks.as_ref()?;
+    (!HookKind::CreateContainer.of(h).is_empty() || !HookKind::StartContainer.of(h).is_empty())
+        .then_some("createContainer/startContainer hooks are run by init")
 }
 
 /// The same choice for a process `exec`'d into a running container (`has_seccomp`: the
@@ -109,6 +99,7 @@ pub fn choose_for_exec(
     common(
         protected,
         have_code,
+        None,
         has_seccomp,
         trampoline_fd,
         false,
@@ -116,9 +107,12 @@ pub fn choose_for_exec(
     )
 }
 
+/// The checks in order: already protected, the trampoline's code, what else rules it
+/// out (`blocker`), then the seccomp profile.
 fn common(
     protected: bool,
     have_code: bool,
+    blocker: Option<&'static str>,
     has_seccomp: bool,
     trampoline_fd: i32,
     for_init: bool,
@@ -129,6 +123,9 @@ fn common(
     }
     if !have_code {
         return ExecPath::ProtectBinary("no exec trampoline for this architecture");
+    }
+    if let Some(why) = blocker {
+        return ExecPath::ProtectBinary(why);
     }
     if has_seccomp
         && !added_syscalls(trampoline_fd, for_init)
