@@ -31,8 +31,8 @@ mod inspect;
 pub use bundle::{make_busybox_rootfs, Bundle};
 pub use container::Container;
 pub use inspect::{
-    assert_no_leftovers, leftovers, mounts_under, parse_mountinfo, parse_status,
-    unescape_mountinfo, MountEntry,
+    assert_no_leftovers, assert_only_listed_devices, leftovers, mounts_under, parse_mountinfo,
+    parse_status, read_trim, unescape_mountinfo, MountEntry,
 };
 
 /// The parent of every test container's cgroup (`linux.cgroupsPath = /berth-test/<id>`).

@@ -10,8 +10,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use berth_tests::runtime::{runtime_bin, Container, TestEnv, CGROUP_PARENT};
-use serde_json::json;
+use berth_tests::runtime::{
+    assert_only_listed_devices, read_trim, runtime_bin, Container, TestEnv, CGROUP_PARENT,
+};
 
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
 
@@ -51,13 +52,6 @@ fn unified_dir(c: &Container) -> PathBuf {
     Path::new(UNIFIED).join(CGROUP_PARENT).join(&c.id)
 }
 
-fn read_trim(path: &Path) -> String {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn v2_only_host_membership_cgroup_namespace_and_removal() {
     let env = v2_env("v2member");
@@ -93,41 +87,13 @@ fn v2_only_host_membership_cgroup_namespace_and_removal() {
 #[test]
 fn v2_only_host_device_program_allows_only_listed_devices() {
     let env = v2_env("v2devcg");
-    let caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"];
     let c = env.container(|b| {
-        b.set(
-            "/process/capabilities",
-            json!({"bounding": caps, "effective": caps, "permitted": caps}),
-        );
-        b.push(
-            "/mounts",
-            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}),
-        );
-        b.set(
-            "/linux/resources/devices",
-            json!([
-                {"allow": false, "access": "rwm"},
-                {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
-            ]),
-        );
-        b.sh(
-            "(mknod /scratch/mem c 1 1 && head -c1 /scratch/mem) 2>&1; echo mem-done; \
-             mknod /scratch/null2 c 1 3 && echo x > /scratch/null2 && echo null2-ok; \
-             mknod /scratch/tun c 10 200 && echo tun-ok",
-        );
+        b.only_listed_devices();
     });
     c.create().ok();
     c.start().ok();
     c.wait_status("stopped");
-    let out = c.stdout();
-    let lines: Vec<&str> = out.lines().collect();
-    assert!(
-        lines
-            .first()
-            .is_some_and(|l| l.contains("Operation not permitted")),
-        "/dev/mem (1:1) is denied by the device program: {out}"
-    );
-    assert_eq!(lines[1..], ["mem-done", "null2-ok", "tun-ok"], "{out}");
+    assert_only_listed_devices(&c.stdout(), "the device program");
     c.delete(false).ok();
     c.assert_no_leftovers();
 }

@@ -4,17 +4,11 @@
 //! are the v1 ones.
 
 use std::fs;
-use std::path::Path;
 
-use berth_tests::runtime::{wait_for, Container, Running, TestEnv};
+use berth_tests::runtime::{
+    assert_only_listed_devices, read_trim, wait_for, Container, Running, TestEnv,
+};
 use serde_json::{json, Value};
-
-fn read_trim(path: &Path) -> String {
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .trim()
-        .to_string()
-}
 
 /// Creates the trigger file the container's script waits for (the rootfs is bind-mounted
 /// onto itself, so a file made on the host under rootfs/tmp shows inside as /tmp).
@@ -393,28 +387,8 @@ fn memory_cpu_and_cpuset_settings_reach_cgroupfs() {
 #[test]
 fn device_cgroup_allows_only_listed_devices() {
     let env = TestEnv::new("devcg");
-    let caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"];
     let c = env.container(|b| {
-        b.set(
-            "/process/capabilities",
-            json!({"bounding": caps, "effective": caps, "permitted": caps}),
-        );
-        b.push(
-            "/mounts",
-            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}),
-        );
-        b.set(
-            "/linux/resources/devices",
-            json!([
-                {"allow": false, "access": "rwm"},
-                {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
-            ]),
-        );
-        b.sh(
-            "(mknod /scratch/mem c 1 1 && head -c1 /scratch/mem) 2>&1; echo mem-done; \
-             mknod /scratch/null2 c 1 3 && echo x > /scratch/null2 && echo null2-ok; \
-             mknod /scratch/tun c 10 200 && echo tun-ok",
-        );
+        b.only_listed_devices();
     });
     c.create().ok();
     let list = read_trim(&c.cgroup_dir("devices").join("devices.list"));
@@ -433,13 +407,7 @@ fn device_cgroup_allows_only_listed_devices() {
     );
     c.start().ok();
     c.wait_status("stopped");
-    let out = c.stdout();
-    let lines: Vec<&str> = out.lines().collect();
-    assert!(
-        lines[0].contains("Operation not permitted"),
-        "/dev/mem (1:1) is denied: {out}"
-    );
-    assert_eq!(lines[1..], ["mem-done", "null2-ok", "tun-ok"], "{out}");
+    assert_only_listed_devices(&c.stdout(), "the devices cgroup");
 }
 
 #[test]

@@ -166,6 +166,34 @@ impl Bundle {
         self.push("/linux/namespaces", ns)
     }
 
+    /// The device-rule scenario both cgroup versions are tested with: deny every device
+    /// but c 10:200 (runc's defaults and the spec's own nodes stay allowed), and a
+    /// script that tries /dev/mem (1:1), a second /dev/null (1:3) and c 10:200 in a
+    /// tmpfs; [`super::assert_only_listed_devices`] reads its output.
+    pub fn only_listed_devices(&mut self) -> &mut Self {
+        let caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"];
+        self.set(
+            "/process/capabilities",
+            json!({"bounding": caps, "effective": caps, "permitted": caps}),
+        );
+        self.push(
+            "/mounts",
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"}),
+        );
+        self.set(
+            "/linux/resources/devices",
+            json!([
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
+            ]),
+        );
+        self.sh(
+            "(mknod /scratch/mem c 1 1 && head -c1 /scratch/mem) 2>&1; echo mem-done; \
+             mknod /scratch/null2 c 1 3 && echo x > /scratch/null2 && echo null2-ok; \
+             mknod /scratch/tun c 10 200 && echo tun-ok",
+        )
+    }
+
     pub fn remove_namespace(&mut self, kind: &str) -> &mut Self {
         if let Some(list) = self
             .config

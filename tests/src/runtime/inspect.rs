@@ -132,3 +132,25 @@ pub fn parse_status(text: &str) -> std::collections::BTreeMap<String, String> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
 }
+
+/// A cgroup (or other small) file's content, trimmed; panics naming the file.
+pub fn read_trim(path: &Path) -> String {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// The output of [`Bundle::only_listed_devices`]'s script: /dev/mem denied (by `by`),
+/// the default /dev/null and the listed c 10:200 usable.
+#[track_caller]
+pub fn assert_only_listed_devices(out: &str, by: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("Operation not permitted")),
+        "/dev/mem (1:1) is denied by {by}: {out}"
+    );
+    assert_eq!(lines[1..], ["mem-done", "null2-ok", "tun-ok"], "{out}");
+}
