@@ -631,6 +631,18 @@ fn writable_host_binary(env: &TestEnv) -> (PathBuf, String) {
     (host_bin, dev_ino)
 }
 
+/// Whether the file behind `exe` (a /proc/<pid>/exe link) sits on a read-only mount or
+/// is a memfd sealed against writes.
+fn unwritable(exe: &str) -> bool {
+    let read_only = nix::sys::statvfs::statvfs(exe)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    let sealed = fs::File::open(exe).is_ok_and(|f| {
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
+            .is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
+    });
+    read_only || sealed
+}
+
 /// CVE-2019-5736: a created container's init still runs berth; a process that enters
 /// the container then (`exec` before `start`) must not be able to reach the host's
 /// binary through /proc/1/exe: either it cannot open it at all, or what it finds is
@@ -663,13 +675,7 @@ fn created_init_exe_is_out_of_reach_from_inside() {
     if lines[0] != "unreachable" {
         // A copy it can see must be one it cannot write.
         let exe = format!("/proc/{}/exe", c.pid());
-        let read_only = nix::sys::statvfs::statvfs(exe.as_str())
-            .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-        let sealed = fs::File::open(&exe).is_ok_and(|f| {
-            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
-                .is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
-        });
-        assert!(read_only || sealed, "init's exe is writable: {out}");
+        assert!(unwritable(&exe), "init's exe is writable: {out}");
     } else {
         assert_eq!(lines[1], "unreadable", "{out}");
     }
@@ -723,14 +729,8 @@ fn init_runs_from_a_protected_copy_when_the_trampoline_cannot_be_used() {
         });
         c.create().ok();
         let exe = format!("/proc/{}/exe", c.pid());
-        let read_only = nix::sys::statvfs::statvfs(exe.as_str())
-            .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-        let sealed = fs::File::open(&exe).is_ok_and(|f| {
-            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
-                .is_ok_and(|s| s & libc::F_SEAL_WRITE != 0)
-        });
         assert!(
-            read_only || sealed,
+            unwritable(&exe),
             "with {what}, the created init runs a writable binary: {:?}",
             fs::read_link(&exe)
         );
