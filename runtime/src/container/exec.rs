@@ -248,17 +248,7 @@ fn child(
         Ok((path, args, env)) => {
             sys::reset_signal_dispositions();
             let _ = sys::set_sigmask(old_sigmask);
-            let shown = Path::new(&*path.to_string_lossy()).to_path_buf();
-            match trampoline {
-                Some(t) => {
-                    let e = sys::trampoline::exec(t, &path, &args, &env);
-                    InitError::io("exec through the sealed trampoline", Some(&shown), &e)
-                }
-                None => match nix::unistd::execve(&path, &args, &env) {
-                    Ok(never) => match never {},
-                    Err(e) => InitError::io("exec", Some(&shown), &e.into()),
-                },
-            }
+            confine::exec_program(trampoline, &path, &args, &env)
         }
         Err(e) => e,
     }

@@ -131,3 +131,25 @@ pub fn lock_down(p: &ProcessPlan, seccomp: Option<&CompiledFilter>) -> Result<()
     }
     Ok(())
 }
+
+/// The final exec of the program (`path` found by PATH lookup, `args`, `env`): through
+/// the sealed trampoline when there is one (see [`crate::process::exec_path`]), else
+/// directly. Returns only on failure.
+pub fn exec_program(
+    trampoline: Option<&OwnedFd>,
+    path: &std::ffi::CStr,
+    args: &[std::ffi::CString],
+    env: &[std::ffi::CString],
+) -> InitError {
+    let shown = Path::new(&*path.to_string_lossy()).to_path_buf();
+    match trampoline {
+        Some(t) => {
+            let e = sys::trampoline::exec(t, path, args, env);
+            InitError::io("exec through the sealed trampoline", Some(&shown), &e)
+        }
+        None => match nix::unistd::execve(path, args, env) {
+            Ok(never) => match never {},
+            Err(e) => InitError::io("exec", Some(&shown), &std::io::Error::from(e)),
+        },
+    }
+}

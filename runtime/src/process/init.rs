@@ -249,17 +249,7 @@ fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
         .collect();
     sys::reset_signal_dispositions();
     let _ = sys::set_sigmask(&a.old_sigmask);
-    let shown = Path::new(&*path.to_string_lossy()).to_path_buf();
-    match &a.trampoline {
-        Some(t) => {
-            let e = sys::trampoline::exec(t, path, &args, &env);
-            InitError::io("exec through the sealed trampoline", Some(&shown), &e)
-        }
-        None => match nix::unistd::execve(path, &args, &env) {
-            Ok(never) => match never {},
-            Err(e) => InitError::io("exec", Some(&shown), &std::io::Error::from(e)),
-        },
-    }
+    confine::exec_program(a.trampoline.as_ref(), path, &args, &env)
 }
 
 /// Moves init into its cgroup and, when the container has a new cgroup namespace, makes
