@@ -478,6 +478,15 @@ impl Daemon {
                 (200, json!({ "revision": revision, "deleted": deleted }))
             }
             Ok(Outcome::Lease { id, ttl_ms }) => (200, json!({ "id": id, "ttl": ttl_ms / 1000 })),
+            Ok(Outcome::Txn {
+                revision,
+                puts,
+                deleted,
+            }) => (
+                200,
+                json!({ "revision": revision, "puts": puts, "deleted": deleted }),
+            ),
+            Ok(Outcome::Heartbeat) => (200, json!({})),
         };
         debug_assert_eq!(kind, ReplyKind::Registry);
         self.respond_later(token, status, &body);

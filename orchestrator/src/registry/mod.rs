@@ -41,17 +41,72 @@ pub enum Command {
     LeaseKeepAlive { id: u64 },
     /// Drop a lease and delete every key attached to it.
     LeaseRevoke { id: u64 },
+    /// All of `ops` under one new revision if every compare holds, else nothing (etcd's txn
+    /// without an else branch). The scheduler writes many placements per proposal with it.
+    Txn {
+        #[serde(default)]
+        compare: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    },
+    /// A machine's agent proves it reaches the quorum: a committed heartbeat changes no key;
+    /// the daemon times it on apply (see `daemon::fence`).
+    Heartbeat { machine: String },
 }
+
+/// A condition of a [`Command::Txn`]: `key`'s mod_revision equals `mod_revision` (0: the key
+/// does not exist).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub key: String,
+    pub mod_revision: u64,
+}
+
+/// One write of a [`Command::Txn`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum TxnOp {
+    Put {
+        key: String,
+        value: String,
+        #[serde(default)]
+        lease: u64,
+    },
+    /// Deleting a key that does not exist is not an error.
+    Delete { key: String },
+}
+
+/// Most operations one transaction may hold.
+pub const MAX_TXN_OPS: usize = 10_000;
 
 /// What applying a command produced (identical on every replica).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Outcome {
-    Put { revision: u64 },
-    Deleted { revision: u64, deleted: u64 },
-    Lease { id: u64, ttl_ms: u64 },
-    Revoked { revision: u64, deleted: u64 },
-    Failed { error: ApplyError },
+    Put {
+        revision: u64,
+    },
+    Deleted {
+        revision: u64,
+        deleted: u64,
+    },
+    Lease {
+        id: u64,
+        ttl_ms: u64,
+    },
+    Revoked {
+        revision: u64,
+        deleted: u64,
+    },
+    /// A transaction applied: the revision of its writes (unchanged when it wrote nothing).
+    Txn {
+        revision: u64,
+        puts: u64,
+        deleted: u64,
+    },
+    Heartbeat,
+    Failed {
+        error: ApplyError,
+    },
 }
 
 /// A command that was rejected deterministically by the state machine.
@@ -72,6 +127,8 @@ pub enum ApplyError {
     ValueTooLarge { key: String, len: usize, max: usize },
     #[error("invalid lease TTL {ttl_ms} ms (must be 1..=86400000)")]
     InvalidTtl { ttl_ms: u64 },
+    #[error("invalid transaction: {reason}")]
+    InvalidTxn { reason: String },
 }
 
 /// A stored key.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    validate_key, ApplyError, Command, Event, EventKind, KeyValue, Outcome, WatchError,
-    MAX_VALUE_LEN,
+    validate_key, ApplyError, Command, Compare, Event, EventKind, KeyValue, Outcome, TxnOp,
+    WatchError, MAX_TXN_OPS, MAX_VALUE_LEN,
 };
 
 /// How many events the registry keeps for watchers resuming from an older revision.
@@ -128,6 +128,8 @@ impl Registry {
                 None => Err(ApplyError::LeaseNotFound { id: *id }),
             },
             Command::LeaseRevoke { id } => self.revoke(*id),
+            Command::Txn { compare, ops } => self.txn(compare, ops),
+            Command::Heartbeat { .. } => Ok((Outcome::Heartbeat, Vec::new())),
         };
         match result {
             Ok((outcome, events)) => {
@@ -149,6 +151,21 @@ impl Registry {
         lease: u64,
         prev_revision: Option<u64>,
     ) -> Result<(Outcome, Vec<Event>), ApplyError> {
+        self.check_put(key, value, lease)?;
+        if let Some(expected) = prev_revision {
+            self.check(&Compare {
+                key: key.to_string(),
+                mod_revision: expected,
+            })?;
+        }
+        let revision = self.revision + 1;
+        self.revision = revision;
+        let event = self.put_at(key, value, lease, revision);
+        Ok((Outcome::Put { revision }, vec![event]))
+    }
+
+    /// Checks a put's key, value size and lease without changing anything.
+    fn check_put(&self, key: &str, value: &str, lease: u64) -> Result<(), ApplyError> {
         validate_key(key)?;
         if value.len() > MAX_VALUE_LEN {
             return Err(ApplyError::ValueTooLarge {
@@ -160,18 +177,102 @@ impl Registry {
         if lease != 0 && !self.leases.contains_key(&lease) {
             return Err(ApplyError::LeaseNotFound { id: lease });
         }
-        let current = self.kvs.get(key);
-        if let Some(expected) = prev_revision {
-            let actual = current.map_or(0, |kv| kv.mod_revision);
-            if actual != expected {
-                return Err(ApplyError::CasMismatch {
-                    key: key.to_string(),
-                    expected,
-                    actual,
+        Ok(())
+    }
+
+    /// Checks one compare-and-swap condition.
+    fn check(&self, c: &Compare) -> Result<(), ApplyError> {
+        let actual = self.kvs.get(&c.key).map_or(0, |kv| kv.mod_revision);
+        if actual != c.mod_revision {
+            return Err(ApplyError::CasMismatch {
+                key: c.key.clone(),
+                expected: c.mod_revision,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a transaction: everything checked first, then every write at one revision.
+    fn txn(
+        &mut self,
+        compare: &[Compare],
+        ops: &[TxnOp],
+    ) -> Result<(Outcome, Vec<Event>), ApplyError> {
+        if compare.len() + ops.len() > MAX_TXN_OPS {
+            return Err(ApplyError::InvalidTxn {
+                reason: format!(
+                    "{} compares and operations, more than the {MAX_TXN_OPS} allowed",
+                    compare.len() + ops.len()
+                ),
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for op in ops {
+            let key = match op {
+                TxnOp::Put { key, value, lease } => {
+                    self.check_put(key, value, *lease)?;
+                    key
+                }
+                TxnOp::Delete { key } => {
+                    validate_key(key)?;
+                    key
+                }
+            };
+            if !seen.insert(key.as_str()) {
+                return Err(ApplyError::InvalidTxn {
+                    reason: format!("key {key} is written twice"),
                 });
             }
         }
+        for c in compare {
+            self.check(c)?;
+        }
+        let changes = ops.iter().any(|op| match op {
+            TxnOp::Put { .. } => true,
+            TxnOp::Delete { key } => self.kvs.contains_key(key),
+        });
+        if !changes {
+            return Ok((
+                Outcome::Txn {
+                    revision: self.revision,
+                    puts: 0,
+                    deleted: 0,
+                },
+                Vec::new(),
+            ));
+        }
         let revision = self.revision + 1;
+        self.revision = revision;
+        let (mut puts, mut deleted) = (0, 0);
+        let mut events = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value, lease } => {
+                    puts += 1;
+                    events.push(self.put_at(key, value, *lease, revision));
+                }
+                TxnOp::Delete { key } => {
+                    if let Some(e) = self.remove_at(key, revision) {
+                        deleted += 1;
+                        events.push(e);
+                    }
+                }
+            }
+        }
+        Ok((
+            Outcome::Txn {
+                revision,
+                puts,
+                deleted,
+            },
+            events,
+        ))
+    }
+
+    /// Stores a checked put at `revision` (already the registry's revision).
+    fn put_at(&mut self, key: &str, value: &str, lease: u64, revision: u64) -> Event {
+        let current = self.kvs.get(key);
         let (create_revision, version, old_lease) = match current {
             Some(kv) => (kv.create_revision, kv.version + 1, kv.lease),
             None => (revision, 1, 0),
@@ -184,7 +285,6 @@ impl Registry {
         if let Some(l) = self.leases.get_mut(&lease) {
             l.keys.insert(key.to_string());
         }
-        self.revision = revision;
         self.kvs.insert(
             key.to_string(),
             KeyValue {
@@ -196,13 +296,12 @@ impl Registry {
                 lease,
             },
         );
-        let event = Event {
+        Event {
             kind: EventKind::Put,
             key: key.to_string(),
             value: value.to_string(),
             mod_revision: revision,
-        };
-        Ok((Outcome::Put { revision }, vec![event]))
+        }
     }
 
     fn delete(&mut self, key: &str, prefix: bool) -> Result<(Outcome, Vec<Event>), ApplyError> {
@@ -235,21 +334,24 @@ impl Registry {
             return Vec::new();
         }
         self.revision += 1;
-        let mut events = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(kv) = self.kvs.remove(key) {
-                if let Some(l) = self.leases.get_mut(&kv.lease) {
-                    l.keys.remove(key);
-                }
-            }
-            events.push(Event {
-                kind: EventKind::Delete,
-                key: key.clone(),
-                value: String::new(),
-                mod_revision: self.revision,
-            });
+        let revision = self.revision;
+        keys.iter()
+            .filter_map(|key| self.remove_at(key, revision))
+            .collect()
+    }
+
+    /// Removes `key` if present, as part of the change at `revision`.
+    fn remove_at(&mut self, key: &str, revision: u64) -> Option<Event> {
+        let kv = self.kvs.remove(key)?;
+        if let Some(l) = self.leases.get_mut(&kv.lease) {
+            l.keys.remove(key);
         }
-        events
+        Some(Event {
+            kind: EventKind::Delete,
+            key: key.to_string(),
+            value: String::new(),
+            mod_revision: revision,
+        })
     }
 
     fn grant(&mut self, ttl_ms: u64) -> Result<(Outcome, Vec<Event>), ApplyError> {

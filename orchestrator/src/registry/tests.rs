@@ -256,3 +256,124 @@ fn history_is_bounded_by_bytes_too() {
     assert_eq!(r.events_since("/", 26).expect("recent kept").len(), 15);
     assert!(r.events_since("/", 25).is_err());
 }
+
+fn txn_put(key: &str, value: &str) -> TxnOp {
+    TxnOp::Put {
+        key: key.into(),
+        value: value.into(),
+        lease: 0,
+    }
+}
+
+#[test]
+fn txn_writes_everything_at_one_revision() {
+    let mut r = Registry::default();
+    r.apply(&put("/gone", "x"));
+    let (out, events) = r.apply(&Command::Txn {
+        compare: vec![Compare {
+            key: "/a".into(),
+            mod_revision: 0,
+        }],
+        ops: vec![
+            txn_put("/a", "1"),
+            txn_put("/b", "2"),
+            TxnOp::Delete {
+                key: "/gone".into(),
+            },
+            TxnOp::Delete {
+                key: "/never".into(),
+            },
+        ],
+    });
+    assert_eq!(
+        out,
+        Outcome::Txn {
+            revision: 2,
+            puts: 2,
+            deleted: 1
+        }
+    );
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.mod_revision == 2));
+    assert_eq!(r.get("/a").map(|kv| kv.mod_revision), Some(2));
+    assert_eq!(r.get("/b").map(|kv| kv.value.as_str()), Some("2"));
+    assert!(r.get("/gone").is_none());
+    assert_eq!(r.events_since("/", 2).map(|e| e.len()), Ok(3));
+}
+
+#[test]
+fn txn_with_a_failed_compare_changes_nothing() {
+    let mut r = Registry::default();
+    r.apply(&put("/a", "1"));
+    let before = r.clone();
+    let (out, events) = r.apply(&Command::Txn {
+        compare: vec![Compare {
+            key: "/a".into(),
+            mod_revision: 7,
+        }],
+        ops: vec![txn_put("/b", "2"), TxnOp::Delete { key: "/a".into() }],
+    });
+    assert_eq!(
+        out,
+        Outcome::Failed {
+            error: ApplyError::CasMismatch {
+                key: "/a".into(),
+                expected: 7,
+                actual: 1
+            }
+        }
+    );
+    assert!(events.is_empty());
+    assert_eq!(r, before);
+}
+
+#[test]
+fn txn_refuses_bad_ops_before_writing_any() {
+    let mut r = Registry::default();
+    let before = r.clone();
+    for ops in [
+        vec![txn_put("/a", "1"), txn_put("/a", "2")],
+        vec![txn_put("/a", "1"), txn_put("no-slash", "2")],
+        vec![
+            txn_put("/a", "1"),
+            TxnOp::Put {
+                key: "/b".into(),
+                value: "2".into(),
+                lease: 99,
+            },
+        ],
+    ] {
+        let (out, _) = r.apply(&Command::Txn {
+            compare: vec![],
+            ops,
+        });
+        assert!(matches!(out, Outcome::Failed { .. }), "{out:?}");
+        assert_eq!(r, before);
+    }
+}
+
+#[test]
+fn txn_that_changes_nothing_keeps_the_revision_and_heartbeat_is_inert() {
+    let mut r = Registry::default();
+    r.apply(&put("/a", "1"));
+    let (out, events) = r.apply(&Command::Txn {
+        compare: vec![],
+        ops: vec![TxnOp::Delete { key: "/b".into() }],
+    });
+    assert_eq!(
+        out,
+        Outcome::Txn {
+            revision: 1,
+            puts: 0,
+            deleted: 0
+        }
+    );
+    assert!(events.is_empty());
+    let before = r.clone();
+    let (out, events) = r.apply(&Command::Heartbeat {
+        machine: "n1".into(),
+    });
+    assert_eq!(out, Outcome::Heartbeat);
+    assert!(events.is_empty());
+    assert_eq!(r, before);
+}
