@@ -206,8 +206,63 @@ fn parse_metadata(items: &[String]) -> Result<BTreeMap<String, String>, ConfigEr
     Ok(out)
 }
 
+/// The address other nodes reach this one at when `--advertise` is not given: the listen
+/// address itself, or, when that is unspecified (0.0.0.0 / ::), this host's one usable
+/// address of the same family (`host_addrs`: the addresses of its interfaces that are up).
+/// Loopback and link-local addresses are skipped unless nothing else exists; several
+/// candidates are ambiguous and must be settled with `--advertise`.
+pub fn default_advertise(
+    listen: SocketAddr,
+    host_addrs: &[std::net::IpAddr],
+) -> Result<SocketAddr, ConfigError> {
+    if !listen.ip().is_unspecified() {
+        return Ok(listen);
+    }
+    let same_family = |ip: &&std::net::IpAddr| ip.is_ipv4() == listen.is_ipv4();
+    let link_local = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    let mut routable: Vec<std::net::IpAddr> = host_addrs
+        .iter()
+        .filter(same_family)
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !link_local(ip))
+        .copied()
+        .collect();
+    routable.sort();
+    routable.dedup();
+    match routable.as_slice() {
+        [one] => Ok(SocketAddr::new(*one, listen.port())),
+        [] => {
+            let loopback = host_addrs.iter().filter(same_family).find(|ip| ip.is_loopback());
+            match loopback {
+                Some(lo) => Ok(SocketAddr::new(*lo, listen.port())),
+                None => Err(invalid(
+                    "advertise",
+                    &listen.to_string(),
+                    "this host has no address to advertise; set --advertise",
+                )),
+            }
+        }
+        many => Err(invalid(
+            "advertise",
+            &listen.to_string(),
+            &format!(
+                "--listen is unspecified and this host has several addresses ({}); set --advertise to the one other nodes reach",
+                many.iter().map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 /// Merges `file` (TOML text, when `--config` was given) under `flags` and validates.
-pub fn resolve(flags: Flags, file: Option<&str>, hostname: &str) -> Result<Config, ConfigError> {
+/// `host_addrs` are this host's interface addresses (for the default `--advertise`).
+pub fn resolve(
+    flags: Flags,
+    file: Option<&str>,
+    hostname: &str,
+    host_addrs: &[std::net::IpAddr],
+) -> Result<Config, ConfigError> {
     let file: FileConfig = match (file, &flags.config) {
         (Some(text), path) => toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.clone().unwrap_or_default(),
@@ -231,7 +286,10 @@ pub fn resolve(flags: Flags, file: Option<&str>, hostname: &str) -> Result<Confi
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7380)));
-    let advertise = flags.advertise.or(file.advertise).unwrap_or(listen);
+    let advertise = match flags.advertise.or(file.advertise) {
+        Some(a) => a,
+        None => default_advertise(listen, host_addrs)?,
+    };
     if advertise.ip().is_unspecified() {
         return Err(invalid(
             "advertise",
@@ -338,6 +396,7 @@ bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
             ]),
             Some(file),
             "host",
+            &[],
         )
         .expect("valid");
         assert_eq!(c.cluster_id, "c1");
@@ -357,6 +416,7 @@ bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
             flags(&["--cluster-id", "c", "--listen", "127.0.0.1:7380"]),
             None,
             "myhost",
+            &[],
         )
         .expect("valid");
         assert_eq!(c.name, "myhost");
@@ -366,11 +426,18 @@ bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
 
     #[test]
     fn bad_input_names_the_field() {
-        let e = resolve(flags(&[]), None, "h").expect_err("no cluster id");
+        let e = resolve(flags(&[]), None, "h", &[]).expect_err("no cluster id");
         assert_eq!(e, ConfigError::MissingClusterId);
-        let e = resolve(flags(&["--cluster-id", "a/b"]), None, "h").expect_err("bad id");
+        let e = resolve(flags(&["--cluster-id", "a/b"]), None, "h", &[]).expect_err("bad id");
         assert!(e.to_string().contains("cluster-id"), "{e}");
-        let e = resolve(flags(&["--cluster-id", "c"]), None, "h").expect_err("0.0.0.0");
+        let two: Vec<std::net::IpAddr> = vec![
+            "10.0.0.1".parse().expect("ip"),
+            "192.168.1.1".parse().expect("ip"),
+        ];
+        let e = resolve(flags(&["--cluster-id", "c"]), None, "h", &two).expect_err("ambiguous");
+        assert!(e.to_string().contains("advertise"), "{e}");
+        assert!(e.to_string().contains("192.168.1.1"), "{e}");
+        let e = resolve(flags(&["--cluster-id", "c"]), None, "h", &[]).expect_err("no address");
         assert!(e.to_string().contains("advertise"), "{e}");
         let e = resolve(
             flags(&[
@@ -383,6 +450,7 @@ bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
             ]),
             None,
             "h",
+            &[],
         )
         .expect_err("bad bootstrap");
         assert!(e.to_string().contains("bootstrap"), "{e}");
@@ -397,12 +465,41 @@ bootstrap = ["a=10.0.0.1:7000", "b=10.0.0.2:7000,c=10.0.0.3:7000"]
             ]),
             None,
             "h",
+            &[],
         )
         .expect_err("bad metadata");
         assert!(e.to_string().contains("metadata"), "{e}");
-        let e = resolve(flags(&["--config", "/x.toml"]), Some("bogus = 1"), "h")
+        let e = resolve(flags(&["--config", "/x.toml"]), Some("bogus = 1"), "h", &[])
             .expect_err("unknown key");
         assert!(e.to_string().contains("/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn unspecified_listen_advertises_the_hosts_one_routable_address() {
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().expect("ip") };
+        let listen: SocketAddr = "0.0.0.0:7380".parse().expect("addr");
+        let host = [
+            ip("127.0.0.1"),
+            ip("169.254.3.4"),
+            ip("10.1.2.3"),
+            ip("fe80::1"),
+        ];
+        assert_eq!(
+            default_advertise(listen, &host),
+            Ok("10.1.2.3:7380".parse().expect("addr"))
+        );
+        // the defaults (no --listen, no --advertise) start on such a host
+        let c = resolve(flags(&["--cluster-id", "c"]), None, "h", &host).expect("valid");
+        assert_eq!(c.listen, listen);
+        assert_eq!(c.advertise, "10.1.2.3:7380".parse().expect("addr"));
+        // a host with only loopback advertises loopback
+        assert_eq!(
+            default_advertise(listen, &[ip("127.0.0.1")]),
+            Ok("127.0.0.1:7380".parse().expect("addr"))
+        );
+        // a specific listen address is its own advertise address
+        let specific: SocketAddr = "10.9.9.9:1".parse().expect("addr");
+        assert_eq!(default_advertise(specific, &host), Ok(specific));
     }
 
     #[test]

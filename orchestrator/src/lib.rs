@@ -10,5 +10,6 @@ pub mod config;
 pub mod daemon;
 pub mod membership;
 pub mod net;
+pub mod private_files;
 pub mod raft;
 pub mod registry;

@@ -63,6 +63,9 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// Extra flags given to every node started from now on.
     pub extra_args: Vec<String>,
+    /// Nodes defined from now on listen on 0.0.0.0 with no `--advertise` (berthd picks
+    /// the address to advertise itself).
+    pub listen_unspecified: bool,
 }
 
 impl Cluster {
@@ -84,6 +87,7 @@ impl Cluster {
             berthd,
             dir,
             extra_args: Vec::new(),
+            listen_unspecified: false,
         }
     }
 
@@ -143,13 +147,18 @@ impl Cluster {
         let data_dir = self.dir.path().join(&name);
         let socket = self.dir.path().join(format!("{name}.sock"));
         let log = self.dir.path().join(format!("{name}.log"));
+        let listen = if self.listen_unspecified {
+            format!("0.0.0.0:{PEER_PORT}")
+        } else {
+            addr.to_string()
+        };
         let mut args = vec![
             "--cluster-id".to_string(),
             cluster_id.to_string(),
             "--name".to_string(),
             name.clone(),
             "--listen".to_string(),
-            addr.to_string(),
+            listen,
             "--data-dir".to_string(),
             data_dir.display().to_string(),
             "--socket".to_string(),

@@ -10,6 +10,8 @@ use berth_tests::cluster::{wait_until, Cluster, KeyState, PATIENCE};
 
 #[path = "cluster/api.rs"]
 mod api;
+#[path = "cluster/hygiene.rs"]
+mod hygiene;
 #[path = "cluster/leader.rs"]
 mod leader;
 #[path = "cluster/membership.rs"]

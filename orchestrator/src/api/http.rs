@@ -58,6 +58,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
         }
         Err(e) => return Err(err(400, format!("malformed HTTP request: {e}"))),
     };
+    // A head that arrived whole in one read is bounded too, not only a partial one.
+    if head_len > MAX_HEAD {
+        return Err(err(431, format!("request head exceeds {MAX_HEAD} bytes")));
+    }
     let method = req.method.unwrap_or("").to_string();
     let target = req.path.unwrap_or("");
     let version = req.version.unwrap_or(1);
@@ -251,6 +255,11 @@ mod tests {
         let mut big = b"GET /x HTTP/1.1\r\nX: ".to_vec();
         big.extend(vec![b'a'; MAX_HEAD + 1]);
         assert_eq!(parse(&big).map_err(|e| e.status), Err(431));
+        // a complete 20 KiB head (it arrived in one read) is refused as well
+        let mut whole = b"GET /x HTTP/1.1\r\nX: ".to_vec();
+        whole.extend(vec![b'a'; 20 << 10]);
+        whole.extend(b"\r\n\r\n");
+        assert_eq!(parse(&whole).map_err(|e| e.status), Err(431));
         assert_eq!(
             parse(b"GET /%zz HTTP/1.1\r\n\r\n").map_err(|e| e.status),
             Err(400)

@@ -248,6 +248,7 @@ impl Daemon {
             Route::Leader => {
                 let l = self.node.leader_id();
                 now(json!({
+                    "name": self.cfg.name,
                     "leader": if l == 0 { Value::Null } else { json!(self.name_of(l)) },
                     "leader_id": if l == 0 { Value::Null } else { json!(l) },
                     "term": self.node.term(),

@@ -99,6 +99,8 @@ pub fn read_all(r: &mut impl Read, mut sink: impl FnMut(&[u8]) -> bool) -> io::R
 /// A TCP link to or from a peer.
 pub struct PeerConn {
     pub stream: TcpStream,
+    /// The remote address (kept: `peer_addr()` fails once the socket is reset).
+    pub addr: std::net::SocketAddr,
     /// For links we opened: the peer's Raft id. Inbound links only receive.
     pub outbound: Option<u64>,
     pub connected: bool,

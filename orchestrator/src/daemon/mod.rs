@@ -70,6 +70,8 @@ pub enum DaemonError {
     Raft(#[from] crate::raft::RaftError),
     #[error(transparent)]
     Disk(#[from] crate::raft::disk::DiskError),
+    #[error(transparent)]
+    Private(#[from] crate::private_files::PrivateFileError),
     #[error("this node has no Raft state and nothing to start from: give --bootstrap (listing this node) or --join")]
     NothingToJoin,
 }
@@ -335,11 +337,7 @@ impl Daemon {
         db_path: &std::path::Path,
         voters: &[u64],
     ) -> Result<Node, DaemonError> {
-        std::fs::create_dir_all(dir).map_err(|err| DaemonError::Path {
-            what: "create data directory",
-            path: dir.to_path_buf(),
-            err,
-        })?;
+        crate::private_files::create_dir(dir)?;
         let store = LogStore::open(Disk::open(db_path)?)?;
         Ok(Node::new(
             &NodeConfig {

@@ -87,6 +87,7 @@ impl Daemon {
                         token,
                         Conn::Peer(PeerConn {
                             stream,
+                            addr: from,
                             outbound: None,
                             connected: true,
                             last_from: 0,
@@ -210,11 +211,7 @@ impl Daemon {
             return;
         };
         let _ = self.poll.registry().deregister(&mut p.stream);
-        let addr = p
-            .stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|_| "?".into());
+        let addr = p.addr;
         if why == "closed by peer" {
             tracing::debug!(%addr, "peer link closed");
         } else {
@@ -316,6 +313,7 @@ impl Daemon {
             token,
             Conn::Peer(PeerConn {
                 stream,
+                addr,
                 outbound: Some(to),
                 connected: false,
                 last_from: 0,

@@ -27,6 +27,8 @@ pub enum DiskError {
     },
     #[error("raft store is inconsistent: {what}")]
     Corrupt { what: String },
+    #[error(transparent)]
+    Private(#[from] crate::private_files::PrivateFileError),
 }
 
 /// One atomic write.
@@ -52,8 +54,10 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// Opens (or creates) the store file at `path`.
+    /// Opens (or creates) the store file at `path`; it is created 0600 before any byte is
+    /// written (a wider existing file is narrowed).
     pub fn open(path: &Path) -> Result<Self, DiskError> {
+        crate::private_files::prepare_file(path)?;
         let db = Database::create(path).map_err(|e| DiskError::Redb {
             path: path.to_path_buf(),
             op: "open",
