@@ -168,8 +168,9 @@ impl Bundle {
 
     /// The device-rule scenario both cgroup versions are tested with: deny every device
     /// but c 10:200 (runc's defaults and the spec's own nodes stay allowed), and a
-    /// script that tries /dev/mem (1:1), a second /dev/null (1:3) and c 10:200 in a
-    /// tmpfs; [`super::assert_only_listed_devices`] reads its output.
+    /// script that tries /dev/mem (1:1), the host console (5:1, which runc's current
+    /// defaults no longer allow), a second /dev/null (1:3) and c 10:200 in a tmpfs;
+    /// [`super::assert_only_listed_devices`] reads its output.
     pub fn only_listed_devices(&mut self) -> &mut Self {
         let caps = ["CAP_MKNOD", "CAP_DAC_OVERRIDE"];
         self.set(
@@ -189,6 +190,8 @@ impl Bundle {
         );
         self.sh(
             "(mknod /scratch/mem c 1 1 && head -c1 /scratch/mem) 2>&1; echo mem-done; \
+             (mknod /scratch/console c 5 1 && : </scratch/console && echo console-open) 2>&1; \
+             echo console-done; \
              mknod /scratch/null2 c 1 3 && echo x > /scratch/null2 && echo null2-ok; \
              mknod /scratch/tun c 10 200 && echo tun-ok",
         )

@@ -152,5 +152,10 @@ pub fn assert_only_listed_devices(out: &str, by: &str) {
             .is_some_and(|l| l.contains("Operation not permitted")),
         "/dev/mem (1:1) is denied by {by}: {out}"
     );
-    assert_eq!(lines[1..], ["mem-done", "null2-ok", "tun-ok"], "{out}");
+    assert_eq!(lines[1], "mem-done", "{out}");
+    assert!(
+        lines[2].contains("Operation not permitted"),
+        "the host console (5:1) is denied by {by}: {out}"
+    );
+    assert_eq!(lines[3..], ["console-done", "null2-ok", "tun-ok"], "{out}");
 }

@@ -237,7 +237,8 @@ fn write_one(dir: &Path, w: &Write) -> Result<(), ResourceError> {
 
 /// runc's default device allow list, applied after the spec's rules on v1 (as runc's
 /// specconv appends it): mknod of any device, /dev/null, zero, full, random, urandom,
-/// tty, console, ptmx, the pts devices, and /dev/net/tun.
+/// tty, ptmx, the pts devices, and /dev/net/tun. Not /dev/console (c 5:1): runc dropped
+/// it, as a container root could mknod the host's console and read or write it.
 pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
     use oci_spec::runtime::LinuxDeviceType::{B, C};
     let rule = |t, major: Option<i64>, minor: Option<i64>, access: &str| {
@@ -258,7 +259,6 @@ pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
         rule(C, Some(5), Some(0), "rwm"),
         rule(C, Some(1), Some(5), "rwm"),
         rule(C, Some(1), Some(9), "rwm"),
-        rule(C, Some(5), Some(1), "rwm"),
         rule(C, Some(136), None, "rwm"),
         rule(C, Some(5), Some(2), "rwm"),
         rule(C, Some(10), Some(200), "rwm"),
