@@ -260,3 +260,69 @@ fn malformed_update_values_are_named_and_change_nothing() {
     );
     assert_eq!(c.state()["status"], "running");
 }
+
+/// config.json with bytes after its object: serde_json refuses it, and the parser that
+/// only names fields must not accept it behind its back.
+#[test]
+fn trailing_garbage_after_config_json() {
+    refused_create(
+        "badtrail",
+        |_| {},
+        |b| {
+            let path = b.path().join("config.json");
+            let mut text = fs::read_to_string(&path).expect("config.json");
+            text.push_str("\n}{ trailing garbage");
+            fs::write(&path, text).expect("rewrite config.json");
+        },
+        &["trailing"],
+    );
+}
+
+/// uid/gid 4294967295 is (uid_t)-1, "unchanged" to setresuid: accepted, the process
+/// would run as root. runc refuses ids above 2^31-1; so does berth, in config.json and
+/// in `exec --user`.
+#[test]
+fn ids_above_2_pow_31_are_refused() {
+    for (pointer, field) in [
+        ("/process/user/uid", "process.user.uid"),
+        ("/process/user/gid", "process.user.gid"),
+    ] {
+        refused_create(
+            "badid",
+            |b| {
+                b.set(pointer, json!(4_294_967_295u64)).sh("id -u; id -g");
+            },
+            |_| {},
+            &[field],
+        );
+    }
+    let env = TestEnv::new("badidexec");
+    let c = env.container(|b| {
+        b.args(&["sleep", "1000"]);
+    });
+    c.create_and_start();
+    for user in ["4294967295", "0:4294967295", "2147483648:0"] {
+        let out = c.verb("exec", &["--user", user], &["id", "-u"]);
+        assert_error_names(&out, &["--user"]);
+        assert!(!out.stdout.contains('0'), "nothing ran:\n{out}");
+    }
+    let out = c.verb(
+        "exec",
+        &["--user", "2147483647"],
+        &["sh", "-c", "echo uid=$(id -u)"],
+    );
+    assert!(out.stdout.contains("uid=2147483647"), "{out}");
+}
+
+/// Hooks run with berth's own PATH and cwd: a relative path is refused up front.
+#[test]
+fn relative_hook_path_is_refused() {
+    refused_create(
+        "badhook",
+        |b| {
+            b.set("/hooks", json!({"prestart": [{"path": "true"}]}));
+        },
+        |_| {},
+        &["hooks.prestart[0].path"],
+    );
+}

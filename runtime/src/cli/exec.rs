@@ -128,6 +128,11 @@ pub fn run(g: &GlobalOpts, a: ExecArgs) -> anyhow::Result<i32> {
     if !a.additional_gids.is_empty() {
         process.additional_gids = a.additional_gids.clone();
     }
+    crate::spec::check_id("--user (uid)", process.uid)?;
+    crate::spec::check_id("--user (gid)", process.gid)?;
+    for g in &process.additional_gids {
+        crate::spec::check_id("--additional-gids", *g)?;
+    }
     if a.no_new_privs {
         process.no_new_privileges = true;
     }

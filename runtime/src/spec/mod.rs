@@ -63,21 +63,28 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 
 /// Parses config.json bytes; the error is (field path, message).
 pub fn parse(bytes: &[u8]) -> Result<Spec, (String, String)> {
-    // The plain parser first: the path-tracking one is several times the code, and every
-    // container start would page all of it in. It runs only to name a bad field.
-    if let Ok(spec) = serde_json::from_slice(bytes) {
-        return Ok(spec);
-    }
+    // The plain parser decides; the path-tracking one (several times the code, which
+    // every container start would page in) runs only to name the field of a failure.
+    // It never turns a refusal into a success: trailing bytes, or nesting past
+    // serde_json's limit in a field it ignores, are refused with serde_json's message.
+    let strict = match serde_json::from_slice(bytes) {
+        Ok(spec) => return Ok(spec),
+        Err(e) => e,
+    };
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." {
-            "config.json".to_string()
-        } else {
-            field
-        };
-        (field, e.into_inner().to_string())
-    })
+    let named: Result<Spec, _> = serde_path_to_error::deserialize(&mut *de);
+    match named {
+        Err(e) => {
+            let field = e.path().to_string();
+            let field = if field == "." {
+                "config.json".to_string()
+            } else {
+                field
+            };
+            Err((field, e.into_inner().to_string()))
+        }
+        Ok(_) => Err(("config.json".to_string(), strict.to_string())),
+    }
 }
 
 /// Checks the spec and translates it into a plan. `bundle` must be absolute.
@@ -248,6 +255,9 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
     }
 
     let process = plan_process(process)?;
+    if let Some(h) = spec.hooks() {
+        check_hooks(h)?;
+    }
 
     let annotations = spec
         .annotations()
@@ -282,6 +292,22 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
         seccomp: linux.seccomp().clone(),
         hooks: spec.hooks().clone(),
     })
+}
+
+/// Every hook's path is absolute, as the runtime-spec requires: a relative one would
+/// be looked up in berth's own PATH and working directory.
+fn check_hooks(hooks: &oci_spec::runtime::Hooks) -> Result<(), SpecError> {
+    for kind in crate::hooks::HookKind::ALL {
+        for (i, hook) in kind.of(hooks).iter().enumerate() {
+            if !hook.path().is_absolute() {
+                return Err(invalid(
+                    format!("hooks.{}[{i}].path", kind.name()),
+                    format!("{:?} is not an absolute path", hook.path()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_version(v: &str) -> Result<(), SpecError> {
@@ -503,13 +529,19 @@ pub fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecE
         None => None,
     };
     let user = p.user();
+    check_id("process.user.uid", user.uid())?;
+    check_id("process.user.gid", user.gid())?;
+    let additional_gids = user.additional_gids().clone().unwrap_or_default();
+    for (i, g) in additional_gids.iter().enumerate() {
+        check_id(&format!("process.user.additionalGids[{i}]"), *g)?;
+    }
     Ok(ProcessPlan {
         args,
         env,
         cwd: p.cwd().clone(),
         uid: user.uid(),
         gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        additional_gids,
         umask: user.umask(),
         rlimits,
         oom_score_adj: p.oom_score_adj(),
@@ -523,6 +555,22 @@ pub fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecE
         }),
         capabilities,
     })
+}
+
+/// The highest uid or gid berth accepts, as runc: 2^31-1. Above it, 4294967295 is
+/// (uid_t)-1, which setresuid/setresgid read as "leave unchanged" (the process would
+/// stay root), and the kernel's own ids are signed in places.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// Refuses a uid or gid above [`MAX_ID`], naming `field`.
+pub fn check_id(field: &str, id: u32) -> Result<(), SpecError> {
+    if id > MAX_ID {
+        return Err(invalid(
+            field,
+            format!("{id} is above {MAX_ID}, the highest uid/gid a container may use"),
+        ));
+    }
+    Ok(())
 }
 
 /// Only namespaced sysctls may be set, and only when the namespace is private.

@@ -190,3 +190,68 @@ fn bad_rlimit_order() {
         .to_string()
         .contains("soft limit"));
 }
+
+/// The path-tracking parser (used only to name a bad field) must never accept what
+/// serde_json itself rejects: trailing garbage after the object, and nesting deeper
+/// than serde_json's recursion limit.
+#[test]
+fn fallback_parser_accepts_nothing_the_strict_one_rejects() {
+    let good = base().to_string();
+    let trailing = format!("{good} trailing garbage");
+    assert!(serde_json::from_str::<Spec>(&trailing).is_err());
+    let err = parse(trailing.as_bytes()).unwrap_err();
+    assert!(err.1.contains("trailing"), "{err:?}");
+
+    // windows.credentialSpec holds free-form JSON values, where serde_json counts depth.
+    let depth = 100_000;
+    let deep = format!(
+        "{},\"windows\":{{\"credentialSpec\":{{\"a\":{}{}}}}}}}",
+        &good[..good.len() - 1],
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    assert!(serde_json::from_str::<Spec>(&deep).is_err());
+    let err = parse(deep.as_bytes()).unwrap_err();
+    assert!(err.1.contains("recursion"), "{err:?}");
+}
+
+/// runc refuses ids above 2^31-1; (uid_t)-1 means "unchanged" to setresuid, so
+/// 4294967295 would leave the process root.
+#[test]
+fn ids_above_i32_max_refused() {
+    for (ptr, field) in [
+        ("/process/user/uid", "process.user.uid"),
+        ("/process/user/gid", "process.user.gid"),
+    ] {
+        for bad in [2_147_483_648u64, 4_294_967_295] {
+            let mut v = base();
+            *v.pointer_mut(ptr).unwrap() = json!(bad);
+            let (dir, spec) = bundle_with(v);
+            let e = plan(&spec, dir.path()).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(&bad.to_string()), "{e}");
+        }
+    }
+    let mut v = base();
+    v["process"]["user"]["additionalGids"] = json!([10, 4_294_967_295u64]);
+    let (dir, spec) = bundle_with(v);
+    let e = plan(&spec, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("process.user.additionalGids[1]"), "{e}");
+    let mut v = base();
+    v["process"]["user"]["uid"] = json!(2_147_483_647u64);
+    let (dir, spec) = bundle_with(v);
+    assert_eq!(plan(&spec, dir.path()).unwrap().process.uid, 2_147_483_647);
+}
+
+/// Hook paths must be absolute (runtime-spec; a relative one would be looked up in
+/// the runtime's own PATH and cwd).
+#[test]
+fn relative_hook_path_refused() {
+    let mut v = base();
+    v["hooks"] = json!({"poststop": [{"path": "/bin/true"}], "prestart": [{"path": "true"}]});
+    let (dir, spec) = bundle_with(v);
+    let e = plan(&spec, dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("hooks.prestart[0].path") && e.contains("absolute"),
+        "{e}"
+    );
+}
