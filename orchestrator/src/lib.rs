@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod membership;
 pub mod net;
+pub mod network;
 pub mod private_files;
 pub mod raft;
 pub mod registry;
