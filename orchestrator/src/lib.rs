@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod membership;
 pub mod net;
 pub mod network;
