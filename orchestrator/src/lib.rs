@@ -2,7 +2,7 @@
 //!
 //! Protocol cores are IO-free and tested with scenarios: [`registry`] (the replicated state
 //! machine), [`raft`] (raft-rs driving, log storage), [`membership`] (foca SWIM identity and
-//! packet framing), [`unit`] (fleet-style unit files). [`daemon`] is the one mio event loop that feeds them bytes and time.
+//! packet framing), [`unit`] (fleet-style unit files), [`schedule`] (placement decisions). [`daemon`] is the one mio event loop that feeds them bytes and time.
 
 pub mod api;
 pub mod client;
@@ -15,4 +15,5 @@ pub mod network;
 pub mod private_files;
 pub mod raft;
 pub mod registry;
+pub mod schedule;
 pub mod unit;
