@@ -1,0 +1,458 @@
+//! Time networking adds to a container: berth-cni's ADD and DEL with bridge + host-local +
+//! portmap, beside podman's `run --network <CNI bridge network>` over `--network none` with
+//! the same plugins and a published port, in one interleaved run.
+//!
+//! Run as root: `cargo run --release -p berth-benches --bin network -- [--trials 50 --warmup 5]
+//! [--no-podman]`. Needs containernetworking-plugins, iproute2, iptables and (for the
+//! comparison) podman and busybox (`scripts/install-deps bench`).
+//!
+//! The whole bench runs in a private network namespace made at start, so the bridges and
+//! nat rules of both land there and vanish with it. Each trial, in turn: a network
+//! namespace is made with `ip netns add` (timed apart), berth-cni ADDs and DELs it (each
+//! timed), the namespace is deleted (timed); then podman runs busybox `true` once with
+//! `--network none` and once on the CNI network with `-p`, in alternating order. podman's
+//! networking overhead is the per-trial difference of the two (it includes podman's own
+//! namespace handling, the plugins' ADD and DEL and its bookkeeping). podman runs with
+//! its CNI backend (`network_backend = "cni"`), runc, cgroupfs, vfs storage in a temp
+//! dir, and nofile/nproc limits this VM's root may set (its defaults need
+//! CAP_SYS_RESOURCE, which root lacks here).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use berth_cni::{
+    Attachment, AttachmentKey, Error as CniError, Invocation, Invoker, NetworkConfigList,
+    PluginRunner, PortMapping, ProcessRunner, RuntimeConfig,
+};
+
+const PLUGINS: &str = "/usr/lib/cni";
+
+struct Opts {
+    trials: usize,
+    warmup: usize,
+    podman: bool,
+}
+
+fn parse_args() -> Result<Opts> {
+    let mut o = Opts {
+        trials: 50,
+        warmup: 5,
+        podman: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--trials" => o.trials = args.next().context("--trials N")?.parse()?,
+            "--warmup" => o.warmup = args.next().context("--warmup N")?.parse()?,
+            "--no-podman" => o.podman = false,
+            other => bail!("unknown argument {other:?} (--trials N, --warmup N, --no-podman)"),
+        }
+    }
+    if o.trials == 0 {
+        bail!("--trials must be at least 1");
+    }
+    Ok(o)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn timed(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    run(cmd)?;
+    Ok(t.elapsed())
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// A private network namespace for this process (before any thread exists).
+fn private_netns() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+    run(Command::new("ip").args(["link", "set", "lo", "up"]))
+}
+
+fn conflist(name: &str, bridge: &str, subnet: &str, ipam: &Path) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"{name}","plugins":[
+          {{"type":"bridge","bridge":"{bridge}","isGateway":true,"ipMasq":true,
+            "ipam":{{"type":"host-local","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}],"dataDir":"{}"}}}},
+          {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
+        ipam.display()
+    )
+}
+
+struct Podman {
+    dir: PathBuf,
+}
+
+impl Podman {
+    fn setup(dir: &Path) -> Result<Self> {
+        let busybox = Path::new("/usr/bin/busybox");
+        if !busybox.is_file() {
+            bail!("busybox missing: apt-get install busybox-static");
+        }
+        let rootfs = dir.join("rootfs/bin");
+        std::fs::create_dir_all(&rootfs)?;
+        std::fs::copy(busybox, rootfs.join("busybox"))?;
+        std::os::unix::fs::symlink("busybox", rootfs.join("true"))?;
+        run(Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("rootfs"))
+            .arg("-cf")
+            .arg(dir.join("rootfs.tar"))
+            .arg("."))?;
+        std::fs::create_dir_all(dir.join("cni"))?;
+        std::fs::write(
+            dir.join("cni/benchnet.conflist"),
+            conflist("benchnet", "bpm0", "10.254.0.0/24", &dir.join("ipam")),
+        )?;
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{PLUGINS}\"]\nnetwork_config_dir = \"{}\"\n\
+                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\n",
+                dir.join("cni").display()
+            ),
+        )?;
+        let p = Podman {
+            dir: dir.to_path_buf(),
+        };
+        run(p
+            .cmd()
+            .arg("import")
+            .arg(dir.join("rootfs.tar"))
+            .arg("localhost/berth-bench-bb"))?;
+        Ok(p)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .arg("--root")
+            .arg(self.dir.join("storage"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .args(["--storage-driver", "vfs"]);
+        c
+    }
+
+    fn run_true(&self, network: &str, port: Option<u16>) -> Result<Duration> {
+        let mut c = self.cmd();
+        c.args([
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--network",
+            network,
+        ]);
+        if let Some(p) = port {
+            c.args(["-p", &format!("{p}:80")]);
+        }
+        c.args(["localhost/berth-bench-bb", "/bin/true"]);
+        timed(&mut c)
+    }
+}
+
+/// The real runner, timing each plugin run (for the per-plugin breakdown).
+struct TimingRunner {
+    inner: ProcessRunner,
+    times: RefCell<BTreeMap<String, Vec<Duration>>>,
+    keep: std::cell::Cell<bool>,
+}
+
+impl PluginRunner for &TimingRunner {
+    fn run(&self, inv: &Invocation) -> Result<Vec<u8>, CniError> {
+        let t = Instant::now();
+        let out = self.inner.run(inv);
+        if self.keep.get() {
+            let key = format!("{} {}", inv.command.as_str(), inv.plugin);
+            self.times
+                .borrow_mut()
+                .entry(key)
+                .or_default()
+                .push(t.elapsed());
+        }
+        out
+    }
+    fn available(&self, plugin: &str) -> Result<(), CniError> {
+        self.inner.available(plugin)
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    ns_add: Vec<Duration>,
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+    ns_del: Vec<Duration>,
+    podman_none: Vec<Duration>,
+    podman_net: Vec<Duration>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Nearest-rank percentile.
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+fn row(out: &mut String, what: &str, v: &[f64]) {
+    let _ = writeln!(
+        out,
+        "| {what} | {:.2} | {:.2} | {:.2} |",
+        pct(v, 50.0),
+        pct(v, 90.0),
+        pct(v, 99.0)
+    );
+}
+
+fn main() -> Result<()> {
+    let opts = parse_args()?;
+    if !nix::unistd::geteuid().is_root() {
+        bail!("run as root: the bench makes network namespaces, bridges and nat rules");
+    }
+    for p in ["bridge", "host-local", "portmap"] {
+        if !Path::new(PLUGINS).join(p).is_file() {
+            bail!("{PLUGINS}/{p} missing: apt-get install containernetworking-plugins");
+        }
+    }
+    private_netns()?;
+    let tmp = tempfile::tempdir()?;
+    let podman = if opts.podman {
+        Some(
+            Podman::setup(&tmp.path().join("podman"))
+                .context("podman setup (apt-get install podman)")?,
+        )
+    } else {
+        None
+    };
+    let net = NetworkConfigList::from_conflist(
+        conflist(
+            "berthbench",
+            "bnb0",
+            "10.253.0.0/24",
+            &tmp.path().join("ipam"),
+        )
+        .as_bytes(),
+        None,
+    )?;
+    let runner = TimingRunner {
+        inner: ProcessRunner {
+            plugin_dirs: vec![PLUGINS.into()],
+            timeout: Duration::from_secs(60),
+        },
+        times: RefCell::new(BTreeMap::new()),
+        keep: std::cell::Cell::new(false),
+    };
+    let inv = Invoker::with_runner(&runner, vec![PLUGINS.into()], tmp.path().join("state"));
+    let pid = std::process::id();
+    let mut s = Samples::default();
+    for i in 0..opts.warmup + opts.trials {
+        let keep = i >= opts.warmup;
+        runner.keep.set(keep);
+        let ns = format!("bnb-{pid}-{i}");
+        let t_ns_add = timed(Command::new("ip").args(["netns", "add", &ns]))?;
+        let att = Attachment {
+            container_id: format!("bench{i}"),
+            netns: format!("/run/netns/{ns}").into(),
+            ifname: "eth0".into(),
+            args: vec![],
+            runtime_config: RuntimeConfig {
+                port_mappings: vec![PortMapping {
+                    host_port: 20000 + (i % 1000) as u16,
+                    container_port: 80,
+                    protocol: "tcp".into(),
+                    host_ip: None,
+                }],
+                extra: Default::default(),
+            },
+        };
+        let t = Instant::now();
+        inv.add(&net, &att)?;
+        let t_add = t.elapsed();
+        let key = AttachmentKey {
+            network: net.name.clone(),
+            container_id: att.container_id.clone(),
+            ifname: "eth0".into(),
+        };
+        let t = Instant::now();
+        inv.del(&key)?;
+        let t_del = t.elapsed();
+        let t_ns_del = timed(Command::new("ip").args(["netns", "del", &ns]))?;
+        if keep {
+            s.ns_add.push(t_ns_add);
+            s.add.push(t_add);
+            s.del.push(t_del);
+            s.ns_del.push(t_ns_del);
+        }
+        if let Some(p) = &podman {
+            let port = Some(21000 + (i % 1000) as u16);
+            let (none, with) = if i % 2 == 0 {
+                let n = p.run_true("none", None)?;
+                (n, p.run_true("benchnet", port)?)
+            } else {
+                let w = p.run_true("benchnet", port)?;
+                (p.run_true("none", None)?, w)
+            };
+            if keep {
+                s.podman_none.push(none);
+                s.podman_net.push(with);
+            }
+        }
+    }
+    print!("{}", report(&opts, &s, podman.is_some()));
+    println!("\nper plugin run (berth-cni, the same trials):\n\n| plugin run | p50 ms | p90 ms | p99 ms |\n|---|---:|---:|---:|");
+    let mut rows = String::new();
+    for (k, d) in runner.times.borrow().iter() {
+        let v: Vec<f64> = d.iter().map(|x| ms(*x)).collect();
+        row(&mut rows, &format!("`{k}`"), &v);
+    }
+    print!("{rows}");
+    let leases = |d: PathBuf| {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let left = leases(tmp.path().join("ipam/berthbench"))
+        + leases(tmp.path().join("podman/ipam/benchnet"));
+    println!("\nIPAM leases left after the run: {left}");
+    Ok(())
+}
+
+fn report(opts: &Opts, s: &Samples, podman: bool) -> String {
+    let v = |d: &[Duration]| d.iter().map(|x| ms(*x)).collect::<Vec<f64>>();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Networking overhead: berth-cni vs podman (CNI bridge + host-local + portmap)\n"
+    );
+    let _ = writeln!(
+        out,
+        "command: `{}`",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let _ = writeln!(
+        out,
+        "trials: {} after {} warm-ups, interleaved; wall time",
+        opts.trials, opts.warmup
+    );
+    let _ = writeln!(
+        out,
+        "commit: {}",
+        first_line(Command::new("git").args(["rev-parse", "--short", "HEAD"]))
+    );
+    let _ = writeln!(
+        out,
+        "kernel: {}",
+        first_line(Command::new("uname").arg("-r"))
+    );
+    let _ = writeln!(
+        out,
+        "plugins: containernetworking-plugins {}",
+        first_line(Command::new("dpkg-query").args([
+            "-W",
+            "-f",
+            "${Version}",
+            "containernetworking-plugins"
+        ]))
+    );
+    if podman {
+        let _ = writeln!(
+            out,
+            "podman: {}",
+            first_line(Command::new("podman").arg("--version"))
+        );
+        let _ = writeln!(
+            out,
+            "runc: {}",
+            first_line(Command::new("runc").arg("--version"))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| step | p50 ms | p90 ms | p99 ms |\n|---|---:|---:|---:|"
+    );
+    let add = v(&s.add);
+    let del = v(&s.del);
+    let both: Vec<f64> = add.iter().zip(&del).map(|(a, d)| a + d).collect();
+    let whole: Vec<f64> = both
+        .iter()
+        .zip(v(&s.ns_add).iter().zip(v(&s.ns_del)))
+        .map(|(b, (na, nd))| b + na + nd)
+        .collect();
+    row(
+        &mut out,
+        "berth-cni ADD (bridge, host-local, portmap)",
+        &add,
+    );
+    row(&mut out, "berth-cni DEL", &del);
+    row(&mut out, "berth-cni ADD + DEL", &both);
+    row(&mut out, "`ip netns add`", &v(&s.ns_add));
+    row(&mut out, "`ip netns del`", &v(&s.ns_del));
+    row(&mut out, "netns add + ADD + DEL + netns del", &whole);
+    if podman {
+        let none = v(&s.podman_none);
+        let net = v(&s.podman_net);
+        let over: Vec<f64> = net.iter().zip(&none).map(|(n, z)| n - z).collect();
+        row(&mut out, "podman run --rm --network none true", &none);
+        row(
+            &mut out,
+            "podman run --rm --network benchnet -p P:80 true",
+            &net,
+        );
+        row(
+            &mut out,
+            "podman's networking overhead (per-trial difference)",
+            &over,
+        );
+        let ratio = pct(&whole, 50.0) / pct(&over, 50.0);
+        let _ = writeln!(
+            out,
+            "\nberth (netns + ADD + DEL) vs podman's overhead, medians: {:.2} ms vs {:.2} ms = {ratio:.2}x",
+            pct(&whole, 50.0),
+            pct(&over, 50.0)
+        );
+    }
+    out
+}
