@@ -8,7 +8,7 @@
 //! - specifiers `%n %N %p %i %m %H %%`: [`MachineContext`] and the `specifier` module doc;
 //! - `[Unit]` and `[Service]`: [`ServiceOptions`]; `[Container]`: [`ContainerOptions`];
 //!   `[X-Fleet]` and its rules: [`FleetOptions`], [`check_set`];
-//! - names: [`UnitName`].
+//! - names: [`UnitName`]; translation to an OCI runtime config: [`oci`].
 //!
 //! Sections: `[Unit]`, `[Service]`, `[Container]`, `[X-Fleet]` are read; `[Install]` (fleet
 //! enabled such units in the machine's systemd; berth has none) and any `[X-...]` section are
@@ -27,6 +27,7 @@ mod container;
 mod error;
 mod fleet;
 mod name;
+pub mod oci;
 mod parse;
 mod service;
 mod specifier;
