@@ -2,7 +2,7 @@
 //!
 //! Protocol cores are IO-free and tested with scenarios: [`registry`] (the replicated state
 //! machine), [`raft`] (raft-rs driving, log storage), [`membership`] (foca SWIM identity and
-//! packet framing), [`unit`] (fleet-style unit files), [`schedule`] (placement decisions). [`daemon`] is the one mio event loop that feeds them bytes and time.
+//! packet framing), [`unit`](mod@unit) (fleet-style unit files), [`schedule`] (placement decisions). [`daemon`] is the one mio event loop that feeds them bytes and time.
 
 pub mod api;
 pub mod client;

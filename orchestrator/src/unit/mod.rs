@@ -3,7 +3,7 @@
 //! A unit is systemd INI text with fleet's `[X-Fleet]` placement keys, podman Quadlet's
 //! `[Container]` keys and a subset of systemd's `[Service]` keys:
 //!
-//! - line syntax (sections, continuations, comments): [`syntax`](self) module doc;
+//! - line syntax (sections, continuations, comments): the `syntax` module doc;
 //! - quoting of `ExecStart=`, `Exec=`, `Environment=` words and environment files: `words`;
 //! - specifiers `%n %N %p %i %m %H %%`: [`MachineContext`] and the `specifier` module doc;
 //! - `[Unit]` and `[Service]`: [`ServiceOptions`]; `[Container]`: [`ContainerOptions`];

@@ -128,11 +128,11 @@ pub(crate) fn assignment(word: &str) -> Result<(String, String), String> {
 /// The format of an environment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvFileFormat {
-    /// systemd's `EnvironmentFile=` ([Service]): `NAME=value` lines, `#`/`;` comments, values
+    /// systemd's `EnvironmentFile=` (`[Service]`): `NAME=value` lines, `#`/`;` comments, values
     /// may be `"double"` (backslash escapes `\" \\ \$ \``) or `'single'` quoted, a trailing
     /// backslash continues a line, an optional `export ` before the name is dropped.
     Systemd,
-    /// podman's `--env-file`, which Quadlet's `EnvironmentFile=` ([Container]) maps to:
+    /// podman's `--env-file`, which Quadlet's `EnvironmentFile=` (`[Container]`) maps to:
     /// `NAME=value` lines taken literally (quotes are kept), `#` comments, blank lines skipped.
     /// A bare `NAME` (podman: copy from podman's own environment) is refused: berthd's
     /// environment is not the unit's business.
