@@ -11,6 +11,14 @@ use serde_json::Value;
 pub enum ClientError {
     #[error("cannot connect to {path}: {err} (is berthd running? see --endpoint)")]
     Connect { path: PathBuf, err: std::io::Error },
+    #[error(
+        "berthd at {path} did not {what} within {secs} s (overloaded or stuck? see --timeout)"
+    )]
+    Timeout {
+        path: PathBuf,
+        what: &'static str,
+        secs: u64,
+    },
     #[error("talking to berthd: {0}")]
     Io(std::io::Error),
     #[error("malformed response from berthd: {0}")]
@@ -27,6 +35,57 @@ impl From<std::io::Error> for ClientError {
 
 pub struct Client {
     path: PathBuf,
+    timeout: Duration,
+}
+
+/// How long a request may take by default (writes wait at most 5 s for a quorum).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connects to a unix socket, giving up after `timeout` (a blocking connect would wait for
+/// as long as the daemon's accept backlog stays full).
+fn connect_unix(path: &Path, timeout: Duration) -> Result<UnixStream, ClientError> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let started = std::time::Instant::now();
+    let addr = UnixAddr::new(path).map_err(|e| ClientError::Connect {
+        path: path.to_path_buf(),
+        err: e.into(),
+    })?;
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(|e| ClientError::Connect {
+            path: path.to_path_buf(),
+            err: e.into(),
+        })?;
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            // The backlog is full: the daemon is busy; try again until the deadline.
+            Err(nix::errno::Errno::EAGAIN) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(ClientError::Timeout {
+                    path: path.to_path_buf(),
+                    what: "accept the connection",
+                    secs: timeout.as_secs(),
+                })
+            }
+            Err(e) => {
+                return Err(ClientError::Connect {
+                    path: path.to_path_buf(),
+                    err: e.into(),
+                })
+            }
+        }
+    }
 }
 
 struct Head {
@@ -94,6 +153,29 @@ impl Client {
     pub fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same client with another per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Maps a read/write timeout to a clear error.
+    fn timed_out(&self, e: std::io::Error, what: &'static str) -> ClientError {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            ClientError::Timeout {
+                path: self.path.clone(),
+                what,
+                secs: self.timeout.as_secs(),
+            }
+        } else {
+            ClientError::Io(e)
         }
     }
 
@@ -103,16 +185,16 @@ impl Client {
         target: &str,
         body: Option<&Value>,
     ) -> Result<UnixStream, ClientError> {
-        let mut s = UnixStream::connect(&self.path).map_err(|err| ClientError::Connect {
-            path: self.path.clone(),
-            err,
-        })?;
+        let mut s = connect_unix(&self.path, self.timeout)?;
+        s.set_write_timeout(Some(self.timeout))?;
+        s.set_read_timeout(Some(self.timeout))?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = format!(
             "{method} {target} HTTP/1.1\r\nHost: berthd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        s.write_all(req.as_bytes())?;
+        s.write_all(req.as_bytes())
+            .map_err(|e| self.timed_out(e, "take the request"))?;
         Ok(s)
     }
 
@@ -124,9 +206,9 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Vec<u8>, ClientError> {
         let mut s = self.send(method, target, body)?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
+        s.read_to_end(&mut buf)
+            .map_err(|e| self.timed_out(e, "answer"))?;
         let head = parse_head(&buf)?
             .ok_or_else(|| ClientError::Protocol("connection closed before the response".into()))?;
         let mut rest = buf[head.used..].to_vec();
@@ -173,7 +255,7 @@ impl Client {
         let mut buf = Vec::new();
         let mut tmp = [0u8; 16 << 10];
         let head = loop {
-            let n = s.read(&mut tmp)?;
+            let n = s.read(&mut tmp).map_err(|e| self.timed_out(e, "answer"))?;
             if n == 0 {
                 return Err(ClientError::Protocol(
                     "connection closed before the response".into(),
@@ -185,6 +267,8 @@ impl Client {
             }
         };
         buf.drain(..head.used);
+        // Events may be rare: once the stream is open, wait for them without a limit.
+        s.set_read_timeout(None)?;
         if head.status >= 400 || !head.chunked {
             let mut rest = buf;
             s.read_to_end(&mut rest)?;

@@ -11,9 +11,13 @@ use serde::Deserialize;
 #[command(
     name = "berthd",
     version,
-    about = "Berth cluster daemon: SWIM membership, Raft registry"
+    about = "Berth cluster daemon: SWIM membership, Raft registry",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Flags {
+    /// Instead of running the daemon: make credentials
+    #[command(subcommand)]
+    pub command: Option<Tool>,
     /// TOML file with the same keys as the flags (cluster-id = "...", metadata = {k = "v"}, ...)
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -53,6 +57,74 @@ pub struct Flags {
     /// Raft heartbeat interval in ticks
     #[arg(long)]
     pub heartbeat_ticks: Option<usize>,
+    /// This node's credentials: ca.pem, node.pem, node.key, gossip.keys (made by
+    /// `berthd credentials init`); default /etc/berth/credentials
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// Run WITHOUT peer authentication and encryption (plain TCP frames and UDP datagrams
+    /// that anyone who knows the cluster ID can forge); for experiments only
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `berthd credentials ...`: the cluster's CA, node and client certificates, gossip keys.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Tool {
+    /// Make and manage credentials (see orchestrator/README.md, "Bootstrap")
+    #[command(subcommand)]
+    Credentials(CredentialsCmd),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CredentialsCmd {
+    /// A new CA and gossip key under OUT/ca/, and OUT/nodes/NAME/ for each --node
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        cluster_id: String,
+        /// Node names (repeatable or comma-separated)
+        #[arg(long = "node", value_delimiter = ',')]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        validity: ValidityArgs,
+    },
+    /// OUT/nodes/NAME/ for one more node, signed by OUT/ca/
+    AddNode {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        cluster_id: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        validity: ValidityArgs,
+    },
+    /// OUT/clients/NAME/ for berthctl --endpoint https://... (--read-only: reads only)
+    AddClient {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        cluster_id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        read_only: bool,
+        #[command(flatten)]
+        validity: ValidityArgs,
+    },
+    /// Print a new random gossip key (for `berthctl gossip install`)
+    Keygen,
+}
+
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ValidityArgs {
+    /// Days the issued certificates are valid
+    #[arg(long, default_value_t = 825)]
+    pub days: i64,
+    /// Start the validity this many days in the past (tests make expired certificates so)
+    #[arg(long, default_value_t = 0)]
+    pub backdate_days: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +143,9 @@ struct FileConfig {
     tick_ms: Option<u64>,
     election_ticks: Option<usize>,
     heartbeat_ticks: Option<usize>,
+    credentials: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +199,15 @@ impl Default for Timing {
     }
 }
 
+/// How peers are authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// TLS and sealed gossip with the credentials in this directory.
+    Credentials(PathBuf),
+    /// Plain frames and datagrams (`--insecure`).
+    Insecure,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -137,6 +221,7 @@ pub struct Config {
     pub bootstrap: Vec<(String, SocketAddr)>,
     pub join: Option<SocketAddr>,
     pub timing: Timing,
+    pub security: Security,
 }
 
 impl Config {
@@ -354,6 +439,16 @@ pub fn resolve(
         bootstrap,
         join,
         timing,
+        security: if flags.insecure || file.insecure {
+            Security::Insecure
+        } else {
+            Security::Credentials(
+                flags
+                    .credentials
+                    .or(file.credentials)
+                    .unwrap_or_else(|| PathBuf::from("/etc/berth/credentials")),
+            )
+        },
     })
 }
 

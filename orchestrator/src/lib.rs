@@ -16,4 +16,5 @@ pub mod private_files;
 pub mod raft;
 pub mod registry;
 pub mod schedule;
+pub mod tls;
 pub mod unit;

@@ -57,6 +57,16 @@ impl Cluster {
             nodes,
             bootstrap,
         };
+        // Peer TLS and sealed gossip, as berthd runs by default.
+        let out = c.tmp.path().join("creds");
+        let status = Command::new(env!("CARGO_BIN_EXE_berthd"))
+            .args(["credentials", "init", "--cluster-id", "loop"])
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run berthd credentials init");
+        assert!(status.success(), "berthd credentials init failed");
         for i in 0..n {
             c.start(i, &[]);
         }
@@ -67,8 +77,34 @@ impl Cluster {
         self.tmp.path().join(format!("{}.sock", self.nodes[i].name))
     }
 
+    /// The node's credentials directory, issued on first use.
+    fn creds(&self, i: usize) -> PathBuf {
+        let out = self.tmp.path().join("creds");
+        let name = &self.nodes[i].name;
+        let dir = out.join("nodes").join(name);
+        if !dir.exists() {
+            let status = Command::new(env!("CARGO_BIN_EXE_berthd"))
+                .args([
+                    "credentials",
+                    "add-node",
+                    "--cluster-id",
+                    "loop",
+                    "--name",
+                    name,
+                ])
+                .arg("--out")
+                .arg(&out)
+                .stdout(Stdio::null())
+                .status()
+                .expect("run berthd credentials add-node");
+            assert!(status.success(), "berthd credentials add-node failed");
+        }
+        dir
+    }
+
     fn start(&mut self, i: usize, extra: &[&str]) {
         let sock = self.sock(i);
+        let creds = self.creds(i);
         let log = std::fs::File::create(self.tmp.path().join(format!("n{}.log", i + 1)))
             .expect("log file");
         let n = &mut self.nodes[i];
@@ -80,6 +116,8 @@ impl Cluster {
             .arg(&n.dir)
             .arg("--socket")
             .arg(&sock)
+            .arg("--credentials")
+            .arg(&creds)
             .args(["--metadata", &format!("idx={i}")])
             .args(extra)
             .stdin(Stdio::null())

@@ -66,6 +66,12 @@ pub struct Cluster {
     /// Nodes defined from now on listen on 0.0.0.0 with no `--advertise` (berthd picks
     /// the address to advertise itself).
     pub listen_unspecified: bool,
+    /// Nodes defined from now on run with `--insecure` (no credentials).
+    pub insecure: bool,
+    /// BERTHD_LOG for nodes started from now on (default: $BERTH_TEST_LOG or "info").
+    pub log_filter: Option<String>,
+    /// Credentials made per cluster ID (`berthd credentials init`): the CA directory tree.
+    creds: BTreeMap<String, PathBuf>,
 }
 
 impl Cluster {
@@ -88,6 +94,9 @@ impl Cluster {
             dir,
             extra_args: Vec::new(),
             listen_unspecified: false,
+            insecure: false,
+            log_filter: None,
+            creds: BTreeMap::new(),
         }
     }
 
@@ -140,7 +149,50 @@ impl Cluster {
         k
     }
 
+    /// Like [`Cluster::add_learner`], with the given `--credentials` directory instead of
+    /// fresh ones from the cluster's CA.
+    pub fn add_learner_with_credentials(
+        &mut self,
+        cluster_id: &str,
+        via: usize,
+        credentials: &Path,
+    ) -> usize {
+        let k = self.net.add_slot();
+        let args = vec!["--join".to_string(), self.nodes[via].addr.to_string()];
+        self.define_node_with(k, cluster_id, args, Some(credentials.to_path_buf()));
+        self.spawn(k);
+        self.wait_healthy(k);
+        k
+    }
+
+    /// Node credentials named `name` for `cluster_id` from a CA of their own (not the
+    /// cluster's): what an outsider could make.
+    pub fn foreign_credentials(&self, cluster_id: &str, name: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("foreign-{cluster_id}-{name}"));
+        self.berthd_tool(&[
+            "credentials",
+            "init",
+            "--out",
+            &out.display().to_string(),
+            "--cluster-id",
+            cluster_id,
+            "--node",
+            name,
+        ]);
+        out.join("nodes").join(name)
+    }
+
     fn define_node(&mut self, k: usize, cluster_id: &str, role_args: Vec<String>) {
+        self.define_node_with(k, cluster_id, role_args, None);
+    }
+
+    fn define_node_with(
+        &mut self,
+        k: usize,
+        cluster_id: &str,
+        role_args: Vec<String>,
+        credentials: Option<PathBuf>,
+    ) {
         assert_eq!(k, self.nodes.len(), "slots and nodes are created together");
         let name = format!("n{k}");
         let addr = SocketAddrV4::new(self.net.slot(k).ip, PEER_PORT);
@@ -166,6 +218,16 @@ impl Cluster {
             "--metadata".to_string(),
             format!("slot={k}"),
         ];
+        if self.insecure {
+            args.push("--insecure".to_string());
+        } else {
+            let dir = match credentials {
+                Some(dir) => dir,
+                None => self.issue_node_credentials(cluster_id, &name, &[]),
+            };
+            args.push("--credentials".to_string());
+            args.push(dir.display().to_string());
+        }
         args.extend(role_args);
         args.extend(self.extra_args.iter().cloned());
         self.nodes.push(Node {
@@ -206,7 +268,9 @@ impl Cluster {
             .args(&node.args)
             .env(
                 "BERTHD_LOG",
-                std::env::var("BERTH_TEST_LOG").unwrap_or("info".into()),
+                self.log_filter
+                    .clone()
+                    .unwrap_or_else(|| std::env::var("BERTH_TEST_LOG").unwrap_or("info".into())),
             )
             .stdin(Stdio::null())
             .stdout(
@@ -223,6 +287,68 @@ impl Cluster {
                 )
             });
         node.child = Some(child);
+    }
+
+    /// The credentials tree of `cluster_id` (CA, gossip key, per-node and per-client
+    /// directories), made with `berthd credentials init` on first use.
+    pub fn credentials(&mut self, cluster_id: &str) -> PathBuf {
+        if let Some(dir) = self.creds.get(cluster_id) {
+            return dir.clone();
+        }
+        let dir = self.dir.path().join(format!("creds-{cluster_id}"));
+        self.berthd_tool(&[
+            "credentials",
+            "init",
+            "--out",
+            &dir.display().to_string(),
+            "--cluster-id",
+            cluster_id,
+        ]);
+        self.creds.insert(cluster_id.to_string(), dir.clone());
+        dir
+    }
+
+    /// Issues node credentials for `name` from `cluster_id`'s CA (`extra`: e.g.
+    /// `--backdate-days`) and returns the directory to pass as `--credentials`.
+    pub fn issue_node_credentials(
+        &mut self,
+        cluster_id: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> PathBuf {
+        let out = self.credentials(cluster_id);
+        let dir = out.join("nodes").join(name);
+        if !dir.exists() {
+            let out_text = out.display().to_string();
+            let mut args = vec![
+                "credentials",
+                "add-node",
+                "--out",
+                &out_text,
+                "--cluster-id",
+                cluster_id,
+                "--name",
+                name,
+            ];
+            args.extend_from_slice(extra);
+            self.berthd_tool(&args);
+        }
+        dir
+    }
+
+    /// Runs `berthd ARGS` (a tool subcommand) and panics with its stderr if it fails.
+    pub fn berthd_tool(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.berthd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.berthd.display()));
+        assert!(
+            out.status.success(),
+            "berthd {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Waits until node `k` answers `/v1/health` with its own name and cluster ID.

@@ -10,10 +10,14 @@ use berth_tests::cluster::{wait_until, Cluster, KeyState, PATIENCE};
 
 #[path = "cluster/api.rs"]
 mod api;
+#[path = "cluster/attack.rs"]
+mod attack;
 #[path = "cluster/hygiene.rs"]
 mod hygiene;
 #[path = "cluster/leader.rs"]
 mod leader;
+#[path = "cluster/limits.rs"]
+mod limits;
 #[path = "cluster/membership.rs"]
 mod membership;
 #[path = "cluster/partition.rs"]

@@ -58,6 +58,29 @@ pub enum Route {
         name: String,
     },
     Metrics,
+    /// The gossip key ring's fingerprints (never the keys).
+    GossipKeys,
+    /// Install, use or remove a gossip key on this node.
+    GossipKey {
+        op: KeyOp,
+        key: String,
+    },
+}
+
+/// A gossip key ring operation (serf's `keys install|use|remove`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOp {
+    Install,
+    Use,
+    Remove,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    op: KeyOp,
+    key: String,
 }
 
 /// A service endpoint as stored under /services/<name>/<machine>/<instance>.
@@ -214,6 +237,14 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
         ("GET", "/v1/cluster") => Ok(Route::Cluster),
         ("GET", "/v1/machines") => Ok(Route::Machines),
         ("GET", "/metrics") => Ok(Route::Metrics),
+        ("GET", "/v1/gossip/keys") => Ok(Route::GossipKeys),
+        ("POST", "/v1/gossip/keys") => {
+            let b: KeyBody = body(req)?;
+            Ok(Route::GossipKey {
+                op: b.op,
+                key: b.key,
+            })
+        }
         ("GET", "/v1/services") => Ok(Route::Services),
         ("POST", "/v1/cluster/voters") => {
             let b: VoterBody = body(req)?;
@@ -265,7 +296,8 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
         (
             _,
             "/v1/health" | "/v1/leader" | "/v1/cluster" | "/v1/machines" | "/metrics"
-            | "/v1/services" | "/v1/cluster/voters" | "/v1/leases" | "/v1/watch",
+            | "/v1/services" | "/v1/cluster/voters" | "/v1/leases" | "/v1/watch"
+            | "/v1/gossip/keys",
         ) => Err(not_allowed()),
         _ => Err(err(404, format!("no such endpoint {m} {p}"))),
     }

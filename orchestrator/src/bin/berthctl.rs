@@ -20,6 +20,9 @@ struct Cli {
     /// berthd API socket
     #[arg(long, default_value = "/run/berth/berthd.sock", global = true)]
     endpoint: PathBuf,
+    /// Seconds to wait for berthd to accept and answer a request
+    #[arg(long, default_value_t = 15, global = true)]
+    timeout: u64,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
@@ -208,7 +211,8 @@ fn service_rows(list: &[Value]) -> Vec<Vec<String>> {
 const SERVICE_HEADERS: [&str; 5] = ["SERVICE", "MACHINE", "INSTANCE", "ADDRESS", "META"];
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let c = Client::new(&cli.endpoint);
+    let c =
+        Client::new(&cli.endpoint).with_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     let json_out = cli.format == Format::Json;
     match cli.cmd {
         Cmd::ListMachines => {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth_orchestrator::config::{resolve, Flags};
+use berth_orchestrator::config::{resolve, CredentialsCmd, Flags, Tool, ValidityArgs};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -42,11 +42,78 @@ fn host_addrs() -> Vec<std::net::IpAddr> {
         .collect()
 }
 
+/// `berthd credentials ...`: prints what it made.
+fn credentials(cmd: CredentialsCmd) -> anyhow::Result<()> {
+    use berth_orchestrator::tls::creds::{self, Validity};
+    let v = |a: ValidityArgs| Validity {
+        days: a.days,
+        backdate_days: a.backdate_days,
+    };
+    match cmd {
+        CredentialsCmd::Init {
+            out,
+            cluster_id,
+            nodes,
+            validity,
+        } => {
+            for dir in creds::init(&out, &cluster_id, &nodes, v(validity))? {
+                println!("{}", dir.display());
+            }
+            println!(
+                "CA in {}: keep ca.key off the hosts; copy nodes/NAME/ to each host's --credentials",
+                out.join("ca").display()
+            );
+        }
+        CredentialsCmd::AddNode {
+            out,
+            cluster_id,
+            name,
+            validity,
+        } => println!(
+            "{}",
+            creds::add_node(&out, &cluster_id, &name, v(validity))?.display()
+        ),
+        CredentialsCmd::AddClient {
+            out,
+            cluster_id,
+            name,
+            read_only,
+            validity,
+        } => println!(
+            "{}",
+            creds::add_client(&out, &cluster_id, &name, read_only, v(validity))?.display()
+        ),
+        CredentialsCmd::Keygen => println!(
+            "{}",
+            hex::encode(berth_orchestrator::tls::keyring::generate_key())
+        ),
+    }
+    Ok(())
+}
+
+/// Raises the soft descriptor limit to the hard one (at most 65536): peers and API clients
+/// are capped well below it, and a low soft limit would starve them first.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65_536);
+        if soft < want {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                tracing::warn!("cannot raise the descriptor limit from {soft} to {want}: {e}");
+            }
+        }
+    }
+}
+
 fn run() -> anyhow::Result<()> {
+    raise_fd_limit();
     // Everything berthd creates (data, keys, sockets) is private to root unless it says
     // otherwise; explicit modes below do not depend on this.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let flags = Flags::parse();
+    let mut flags = Flags::parse();
+    if let Some(Tool::Credentials(cmd)) = flags.command.take() {
+        return credentials(cmd);
+    }
     let text = match &flags.config {
         Some(path) => Some(
             std::fs::read_to_string(path)

@@ -10,7 +10,8 @@ use raft::eraftpb::ConfChangeType;
 use serde_json::{json, Value};
 
 use super::conn::{
-    read_all, ApiConn, ApiState, Conn, WriteBuf, API_MAX_CONNS, API_RBUF_MAX, API_WBUF_MAX,
+    api_cap, api_eviction_key, api_timeout, read_all, ApiConn, ApiState, ApiTimeout, Conn,
+    WriteBuf, API_RBUF_MAX, API_RESERVE, API_WBUF_MAX,
 };
 use super::{Daemon, ReplyKind, Responder, SelfLease};
 use crate::api::http::{self, err, HttpError, Request};
@@ -44,18 +45,13 @@ fn propose_error(e: RaftError) -> HttpError {
 
 impl Daemon {
     pub(super) fn accept_api(&mut self) {
+        if self.accept_paused(super::API_LISTEN) {
+            return;
+        }
         loop {
             match self.api_listener.accept() {
                 Ok((mut stream, _)) => {
-                    let clients = self
-                        .conns
-                        .values()
-                        .filter(|c| matches!(c, Conn::Api(_)))
-                        .count();
-                    if clients >= API_MAX_CONNS {
-                        self.warn_limited(format_args!(
-                            "refusing an API client: {API_MAX_CONNS} already connected"
-                        ));
+                    if !self.make_room_for_api_client() {
                         drop(stream);
                         continue;
                     }
@@ -72,6 +68,8 @@ impl Daemon {
                         token,
                         Conn::Api(ApiConn {
                             stream,
+                            last_active: std::time::Instant::now(),
+                            request_started: None,
                             rbuf: Vec::new(),
                             wbuf: WriteBuf::default(),
                             state: ApiState::Idle,
@@ -84,7 +82,7 @@ impl Daemon {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!("accept on API socket: {e}");
+                    self.accept_failed(super::API_LISTEN, "API socket", &e);
                     break;
                 }
             }
@@ -99,7 +97,9 @@ impl Daemon {
             let rbuf = &mut c.rbuf;
             let watching = matches!(c.state, ApiState::Watching { .. });
             let mut overflow = false;
+            let mut got = false;
             match read_all(&mut c.stream, |chunk| {
+                got = true;
                 if watching {
                     return true; // a watcher has nothing more to say; discard
                 }
@@ -110,7 +110,16 @@ impl Daemon {
                 rbuf.extend_from_slice(chunk);
                 true
             }) {
-                Ok(eof) => c.eof |= eof,
+                Ok(eof) => {
+                    c.eof |= eof;
+                    if got {
+                        let now = std::time::Instant::now();
+                        c.last_active = now;
+                        if !c.rbuf.is_empty() && c.request_started.is_none() {
+                            c.request_started = Some(now);
+                        }
+                    }
+                }
                 Err(_) => {
                     self.close_api(token);
                     return;
@@ -143,6 +152,8 @@ impl Daemon {
                 Ok(None) => return,
                 Ok(Some((req, used))) => {
                     c.rbuf.drain(..used);
+                    // A pipelined next request starts its own clock now.
+                    c.request_started = (!c.rbuf.is_empty()).then(std::time::Instant::now);
                     c.close_current = req.close;
                     self.metrics.api_requests += 1;
                     self.serve(token, &req);
@@ -159,6 +170,81 @@ impl Daemon {
         }
     }
 
+    /// Room for one more API client: true when under the cap, or after closing the client
+    /// that has been idle longest (so a pile of idle connections cannot lock berthctl out).
+    fn make_room_for_api_client(&mut self) -> bool {
+        let cap = api_cap();
+        let mut clients = 0;
+        let mut victim: Option<((u8, std::time::Instant), Token)> = None;
+        for (t, c) in &self.conns {
+            if let Conn::Api(a) = c {
+                clients += 1;
+                if let Some(key) = api_eviction_key(a) {
+                    if victim.is_none_or(|(k, _)| key < k) {
+                        victim = Some((key, *t));
+                    }
+                }
+            }
+        }
+        if clients < cap {
+            return true;
+        }
+        match victim {
+            Some((_, t)) => {
+                tracing::debug!("API client cap {cap} reached: closing the idlest client");
+                self.close_api(t);
+                true
+            }
+            None => {
+                self.warn_limited(format_args!(
+                    "refusing an API client: {cap} connected, none idle"
+                ));
+                false
+            }
+        }
+    }
+
+    /// Watch streams may use all but [`API_RESERVE`] of the API slots.
+    fn watch_slots_left(&self) -> bool {
+        let watchers = self
+            .conns
+            .values()
+            .filter(|c| matches!(c, Conn::Api(a) if matches!(a.state, ApiState::Watching { .. })))
+            .count();
+        watchers + API_RESERVE < api_cap()
+    }
+
+    /// Closes API clients that overstayed (see [`api_timeout`]); slow requests get a 408.
+    pub(super) fn reap_api_clients(&mut self, now: std::time::Instant) {
+        let due: Vec<(Token, ApiTimeout)> = self
+            .conns
+            .iter()
+            .filter_map(|(t, c)| match c {
+                Conn::Api(a) => api_timeout(a, now).map(|why| (*t, why)),
+                _ => None,
+            })
+            .collect();
+        for (token, why) in due {
+            match why {
+                ApiTimeout::Answer(status, message) => {
+                    self.metrics.api_errors += 1;
+                    tracing::debug!("API client timed out: {message}");
+                    self.write_api(token, &http::error(&err(status, message), true));
+                    if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
+                        c.close_after_write = true;
+                        c.rbuf.clear();
+                        c.request_started = None;
+                    }
+                    self.flush_api(token);
+                }
+                ApiTimeout::Close(reason) => {
+                    tracing::debug!("closing an API client: {reason}");
+                    self.close_api(token);
+                }
+            }
+        }
+    }
+
     fn flush_api(&mut self, token: Token) {
         let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
             return;
@@ -170,6 +256,9 @@ impl Daemon {
                 return;
             }
         };
+        if done {
+            c.last_active = std::time::Instant::now();
+        }
         let idle = c.state == ApiState::Idle;
         let finished = done && (c.close_after_write || (c.eof && idle && c.rbuf.is_empty()));
         if finished || (c.eof && matches!(c.state, ApiState::Watching { .. })) {
@@ -230,6 +319,10 @@ impl Daemon {
             Ok(r) => r,
             Err(e) => return self.respond_err(token, &e),
         };
+        if matches!(r, Route::Watch { .. }) && !self.watch_slots_left() {
+            let e = err(503, "too many watch streams on this node; retry later");
+            return self.respond_err(token, &e);
+        }
         match self.execute(token, r) {
             Ok(Some((status, body))) => self.respond(token, status, &body),
             Ok(None) => {}
@@ -256,6 +349,8 @@ impl Daemon {
             }
             Route::Cluster => now(self.cluster_json()),
             Route::Machines => now(self.machines_json()),
+            Route::GossipKeys => now(self.gossip_keys_json()),
+            Route::GossipKey { op, key } => now(self.gossip_key_op(op, &key)?),
             Route::Metrics => {
                 let body = self.metrics_text();
                 self.write_raw(token, 200, "text/plain; version=0.0.4", body.as_bytes());

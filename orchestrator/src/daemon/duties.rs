@@ -10,6 +10,7 @@ use super::{
     Daemon, Internal, Responder, SelfLease, KEEPALIVE_EVERY, NODE_LEASE_TTL_MS, PROPOSAL_TIMEOUT,
 };
 use crate::config::node_id;
+use crate::membership::Ident;
 use crate::registry::{ApplyError, Command, Outcome};
 
 /// How long SWIM's verdict on a dead member is acted upon.
@@ -273,20 +274,30 @@ impl Daemon {
             return;
         }
         let conf = self.node.conf().clone();
-        let candidate = self
+        let candidates: Vec<Ident> = self
             .swim
             .members()
             .into_iter()
             .filter(|(_, s)| *s == foca::State::Alive)
             .map(|(id, _)| id)
-            .find(|id| {
+            .filter(|id| {
                 let rid = node_id(&id.name);
                 !id.name.is_empty() && !conf.voters.contains(&rid) && !conf.learners.contains(&rid)
-            });
-        if let Some(ident) = candidate {
-            self.last_conf_attempt = Some(now);
+            })
+            .collect();
+        // Only a member whose node certificate checked out (see `peer_proven`).
+        let mut proven = None;
+        for ident in candidates {
             let rid = node_id(&ident.name);
             self.book.insert(rid, (ident.name.clone(), ident.addr));
+            if self.peer_proven(rid) {
+                proven = Some(ident);
+                break;
+            }
+        }
+        if let Some(ident) = proven {
+            self.last_conf_attempt = Some(now);
+            let rid = node_id(&ident.name);
             tracing::info!(name = %ident.name, "adding member as a learner");
             if let Err(e) =
                 self.propose_conf(ConfChangeType::AddLearnerNode, rid, &ident.name, None)

@@ -72,6 +72,8 @@ pub enum DaemonError {
     Disk(#[from] crate::raft::disk::DiskError),
     #[error(transparent)]
     Private(#[from] crate::private_files::PrivateFileError),
+    #[error(transparent)]
+    Credentials(#[from] crate::tls::LoadError),
     #[error("this node has no Raft state and nothing to start from: give --bootstrap (listing this node) or --join")]
     NothingToJoin,
 }
@@ -193,6 +195,10 @@ pub(crate) struct Daemon {
     leader_links_lost: Vec<u64>,
     /// Set on SIGTERM/SIGINT: exit once leadership is handed over or at this time.
     stop_deadline: Option<Instant>,
+    /// Peer TLS and the gossip key ring; None with --insecure.
+    security: Option<crate::tls::Security>,
+    /// Listeners resting after accept(2) ran out of descriptors.
+    accept_gate: conn::AcceptGate,
 }
 
 fn now_ms(start: Instant) -> u64 {
@@ -202,6 +208,7 @@ fn now_ms(start: Instant) -> u64 {
 impl Daemon {
     pub(crate) fn new(cfg: Config) -> Result<Self, DaemonError> {
         let id = node_id(&cfg.name);
+        let security = load_security(&cfg)?;
         // Sockets first: a taken port must not leave a data directory behind.
         let poll = Poll::new().map_err(DaemonError::Poll)?;
         let mut udp = UdpSocket::bind(cfg.listen).map_err(|err| DaemonError::Bind {
@@ -277,7 +284,12 @@ impl Daemon {
             meta: cfg.metadata.clone(),
             boot,
         };
-        let swim = Swim::new(ident, &cfg.cluster_id, rand::random());
+        let swim = Swim::new(
+            ident,
+            &cfg.cluster_id,
+            rand::random(),
+            security.as_ref().map(|s| s.ring.clone()),
+        );
         let mut book = HashMap::new();
         for (name, addr) in &cfg.bootstrap {
             book.insert(node_id(name), (name.clone(), *addr));
@@ -326,6 +338,8 @@ impl Daemon {
             reports: Vec::new(),
             leader_links_lost: Vec::new(),
             stop_deadline: None,
+            security,
+            accept_gate: conn::AcceptGate::default(),
             cfg,
         })
     }
@@ -455,7 +469,8 @@ impl Daemon {
         // Give peer links a moment to drain (a leaving leader's last heartbeats).
         for conn in self.conns.values_mut() {
             if let Conn::Peer(p) = conn {
-                let _ = p.wbuf.flush(&mut p.stream);
+                let _ = p.wbuf.flush(&mut p.wire.writer(&mut p.stream));
+                let _ = p.wire.flush(&mut p.stream);
             }
         }
         let _ = std::fs::remove_file(&self.cfg.socket);
@@ -522,6 +537,30 @@ fn bind_api(path: &std::path::Path) -> Result<UnixListener, DaemonError> {
         }
     })?;
     Ok(listener)
+}
+
+/// Loads the node's credentials, or says loudly that there are none (`--insecure`).
+fn load_security(cfg: &Config) -> Result<Option<crate::tls::Security>, DaemonError> {
+    match &cfg.security {
+        crate::config::Security::Credentials(dir) => {
+            let sec = crate::tls::load(dir, &cfg.state_dir(), &cfg.name, &cfg.cluster_id)?;
+            tracing::info!(
+                credentials = %dir.display(),
+                gossip_keys = sec.ring.fingerprints().len(),
+                "peers: TLS 1.3 with certificates from the cluster CA; gossip sealed"
+            );
+            Ok(Some(sec))
+        }
+        crate::config::Security::Insecure => {
+            for _ in 0..3 {
+                tracing::error!(
+                    "INSECURE: --insecure given: peer links and gossip are NOT authenticated or encrypted; anyone who can reach port {} and knows the cluster ID can join, read the registry and break Raft",
+                    cfg.listen.port()
+                );
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Entry point used by the berthd binary.

@@ -4,19 +4,29 @@ use std::cmp::Reverse;
 use std::io;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 use prost::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
 
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
 use super::conn::{
-    read_all, Conn, PeerConn, WriteBuf, PEER_CONNECTING_MAX, PEER_CONNECT_TIMEOUT,
-    PEER_STALL_TIMEOUT, PEER_WBUF_MAX,
+    peer_inbound_cap, Conn, PeerConn, WriteBuf, PEER_CONNECTING_MAX, PEER_CONNECT_TIMEOUT,
+    PEER_HANDSHAKE_TIMEOUT, PEER_IDLE_TIMEOUT, PEER_STALL_TIMEOUT, PEER_UNVERIFIED_MAX,
+    PEER_WBUF_MAX,
 };
-use super::{Daemon, TimerSlot};
+use super::{Daemon, TimerSlot, PEER_LISTEN};
+use crate::api::http::{err, HttpError};
+use crate::api::routes::KeyOp;
+use crate::config::node_id;
 use crate::membership::{MembershipError, MAX_DATAGRAM};
 use crate::net::frame::{self, Decoder, KIND_RAFT};
+use crate::tls::keyring::{fingerprint, parse_key};
+use crate::tls::link::Wire;
+use crate::tls::Role;
 
 /// Wait this long before reconnecting to a peer whose link failed.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
@@ -70,41 +80,101 @@ impl Daemon {
     }
 
     pub(super) fn accept_peers(&mut self) {
+        if self.accept_paused(PEER_LISTEN) {
+            return;
+        }
         loop {
             match self.peer_listener.accept() {
-                Ok((mut stream, from)) => {
-                    let _ = stream.set_nodelay(true);
-                    let token = self.alloc_token();
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, token, Interest::READABLE)
-                    {
-                        tracing::warn!(%from, "cannot register peer link: {e}");
-                        continue;
-                    }
-                    self.conns.insert(
-                        token,
-                        Conn::Peer(PeerConn {
-                            stream,
-                            addr: from,
-                            outbound: None,
-                            connected: true,
-                            last_from: 0,
-                            since: Instant::now(),
-                            decoder: Decoder::new(&self.cfg.cluster_id),
-                            wbuf: WriteBuf::default(),
-                        }),
-                    );
-                }
+                Ok((stream, from)) => self.admit_peer(stream, from),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!("accept on peer port: {e}");
+                    self.accept_failed(PEER_LISTEN, "peer port", &e);
                     break;
                 }
             }
         }
+    }
+
+    /// Takes an accepted peer connection in, within the caps.
+    fn admit_peer(&mut self, mut stream: TcpStream, from: SocketAddr) {
+        let (inbound, unverified) = self.inbound_peer_counts();
+        let cap = peer_inbound_cap();
+        if inbound >= cap {
+            self.warn_limited(format_args!(
+                "refusing a peer connection from {from}: {cap} inbound peer links already"
+            ));
+            return;
+        }
+        if unverified >= PEER_UNVERIFIED_MAX {
+            if let Some(oldest) = self.oldest_unverified_inbound() {
+                self.drop_peer(oldest, "evicted: too many unauthenticated peer connections");
+            }
+        }
+        let wire = match &self.security {
+            Some(sec) => match Wire::server(&sec.peer.server) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(%from, "cannot start TLS on a peer link: {e}");
+                    return;
+                }
+            },
+            None => Wire::Plain,
+        };
+        let _ = stream.set_nodelay(true);
+        let token = self.alloc_token();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(%from, "cannot register peer link: {e}");
+            return;
+        }
+        let now = Instant::now();
+        self.conns.insert(
+            token,
+            Conn::Peer(PeerConn {
+                stream,
+                wire,
+                addr: from,
+                outbound: None,
+                connected: true,
+                verified: false,
+                peer_id: None,
+                last_from: 0,
+                since: now,
+                last_read: now,
+                decoder: Decoder::new(&self.cfg.cluster_id),
+                wbuf: WriteBuf::default(),
+            }),
+        );
+    }
+
+    /// (inbound peer links, those not yet verified)
+    fn inbound_peer_counts(&self) -> (usize, usize) {
+        let mut all = 0;
+        let mut unverified = 0;
+        for c in self.conns.values() {
+            if let Conn::Peer(p) = c {
+                if p.outbound.is_none() {
+                    all += 1;
+                    unverified += usize::from(!p.verified);
+                }
+            }
+        }
+        (all, unverified)
+    }
+
+    fn oldest_unverified_inbound(&self) -> Option<Token> {
+        self.conns
+            .iter()
+            .filter_map(|(t, c)| match c {
+                Conn::Peer(p) if p.outbound.is_none() && !p.verified => Some((p.since, *t)),
+                _ => None,
+            })
+            .min()
+            .map(|(_, t)| t)
     }
 
     pub(super) fn on_conn(&mut self, token: Token, readable: bool, writable: bool) {
@@ -116,6 +186,8 @@ impl Daemon {
     }
 
     fn on_peer(&mut self, token: Token, readable: bool, writable: bool) {
+        let my_id = self.id;
+        let cluster_id = self.cfg.cluster_id.clone();
         let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
             return;
         };
@@ -130,48 +202,16 @@ impl Daemon {
                 },
             }
         }
-        if failure.is_none() && p.connected && p.wbuf.pending() > 0 {
-            if let Err(e) = p.wbuf.flush(&mut p.stream) {
-                failure = Some(format!("write: {e}"));
-            }
+        if failure.is_none() && p.connected {
+            failure = flush_link(p).err();
         }
         let mut msgs = Vec::new();
         if failure.is_none() && readable && p.connected {
-            let dec = &mut p.decoder;
-            match read_all(&mut p.stream, |chunk| {
-                dec.push(chunk);
-                true
-            }) {
-                Ok(eof) => {
-                    loop {
-                        match dec.next_frame() {
-                            Ok(Some((KIND_RAFT, body))) => match Message::decode(body.as_slice()) {
-                                Ok(m) => msgs.push(m),
-                                Err(e) => {
-                                    failure = Some(format!("undecodable raft message: {e}"));
-                                    break;
-                                }
-                            },
-                            Ok(Some((kind, _))) => {
-                                failure = Some(format!("unexpected frame kind {kind}"));
-                                break;
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                failure = Some(e.to_string());
-                                break;
-                            }
-                        }
-                    }
-                    if eof && failure.is_none() {
-                        failure = Some(match dec.finish() {
-                            Ok(()) => "closed by peer".to_string(),
-                            Err(e) => e.to_string(),
-                        });
-                    }
-                }
-                Err(e) => failure = Some(format!("read: {e}")),
-            }
+            failure = read_link(p, &cluster_id, my_id, &mut msgs).err();
+        }
+        if failure.is_none() && p.connected && p.wbuf.pending() > 0 && !p.wire.is_handshaking() {
+            // Messages queued during the handshake go out once it is done.
+            failure = flush_link(p).err();
         }
         if let Some(m) = msgs.last() {
             p.last_from = m.from;
@@ -186,24 +226,22 @@ impl Daemon {
         }
     }
 
-    /// Drops outbound links that did not connect in time (a partitioned or dead peer).
+    /// Drops links that did not connect or authenticate in time, inbound links that went
+    /// silent, and links whose peer stopped reading.
     pub(super) fn reap_stalled_links(&mut self, now: Instant) {
-        let stalled: Vec<Token> = self
+        let stalled: Vec<(Token, &'static str)> = self
             .conns
             .iter()
             .filter_map(|(t, c)| match c {
-                Conn::Peer(p)
-                    if (!p.connected && now.duration_since(p.since) > PEER_CONNECT_TIMEOUT)
-                        || p.wbuf.stalled_for(now) > PEER_STALL_TIMEOUT =>
-                {
-                    Some(*t)
-                }
+                Conn::Peer(p) => link_timeout(p, now).map(|why| (*t, why)),
                 _ => None,
             })
             .collect();
-        for t in stalled {
-            self.drop_peer(t, "connect timed out or peer not reading");
+        for (t, why) in stalled {
+            self.drop_peer(t, why);
         }
+        self.resume_accepts(now);
+        self.reap_api_clients(now);
     }
 
     fn drop_peer(&mut self, token: Token, why: &str) {
@@ -212,11 +250,16 @@ impl Daemon {
         };
         let _ = self.poll.registry().deregister(&mut p.stream);
         let addr = p.addr;
+        let who = match (p.outbound, p.peer_id) {
+            (Some(id), _) | (None, Some(id)) => format!(" ({})", self.name_of(id)),
+            _ => String::new(),
+        };
         if why == "closed by peer" {
             tracing::debug!(%addr, "peer link closed");
         } else {
             self.metrics.bad_frames += u64::from(p.outbound.is_none());
-            self.warn_limited(format_args!("dropped peer link {addr}: {why}"));
+            let dir = if p.outbound.is_some() { "to" } else { "from" };
+            self.warn_limited(format_args!("dropped peer link {dir} {addr}{who}: {why}"));
         }
         let peer = p.outbound.unwrap_or(p.last_from);
         if peer != 0 && peer == self.node.leader_id() && !self.node.is_leader() {
@@ -267,10 +310,8 @@ impl Daemon {
         }
         p.wbuf.push(&data);
         let mut failed = None;
-        if p.connected {
-            if let Err(e) = p.wbuf.flush(&mut p.stream) {
-                failed = Some(format!("write: {e}"));
-            }
+        if p.connected && !p.wire.is_handshaking() {
+            failed = flush_link(p).err();
         }
         if is_snapshot {
             self.reports.push((to, Some(SnapshotStatus::Finish)));
@@ -288,7 +329,19 @@ impl Daemon {
         {
             return None;
         }
-        let addr = self.book.get(&to).map(|(_, a)| *a)?;
+        let (name, addr) = self.book.get(&to).cloned()?;
+        let wire = match &self.security {
+            Some(sec) => match Wire::client(&sec.peer.client, &name) {
+                Ok(w) => w,
+                Err(e) => {
+                    self.warn_limited(format_args!("cannot start TLS to {name} at {addr}: {e}"));
+                    self.peer_retry
+                        .insert(to, Instant::now() + RECONNECT_BACKOFF);
+                    return None;
+                }
+            },
+            None => Wire::Plain,
+        };
         let mut stream = match TcpStream::connect(addr) {
             Ok(s) => s,
             Err(e) => {
@@ -309,15 +362,22 @@ impl Daemon {
             return None;
         }
         self.metrics.peer_connects += 1;
+        let now = Instant::now();
+        let verified = matches!(wire, Wire::Plain);
         self.conns.insert(
             token,
             Conn::Peer(PeerConn {
                 stream,
+                wire,
                 addr,
                 outbound: Some(to),
                 connected: false,
+                // We chose to dial it; with TLS it still has to prove its name.
+                verified,
+                peer_id: Some(to),
                 last_from: 0,
-                since: Instant::now(),
+                since: now,
+                last_read: now,
                 decoder: Decoder::new(&self.cfg.cluster_id),
                 wbuf: WriteBuf::default(),
             }),
@@ -325,4 +385,195 @@ impl Daemon {
         self.peer_out.insert(to, token);
         Some(token)
     }
+}
+
+impl Daemon {
+    /// `GET /v1/gossip/keys`: fingerprints, the primary (sealing) key first.
+    pub(super) fn gossip_keys_json(&self) -> serde_json::Value {
+        match self.swim.ring() {
+            Some(ring) => serde_json::json!({"sealed": true, "keys": ring.fingerprints()}),
+            None => serde_json::json!({"sealed": false, "keys": []}),
+        }
+    }
+
+    /// `POST /v1/gossip/keys`: changes this node's ring and persists it (0600, atomic)
+    /// before answering, so a restart keeps the rotation.
+    pub(super) fn gossip_key_op(
+        &mut self,
+        op: KeyOp,
+        key_text: &str,
+    ) -> Result<serde_json::Value, HttpError> {
+        let key = parse_key(key_text).map_err(|e| err(400, e.to_string()))?;
+        let path = match &self.security {
+            Some(sec) => sec.ring_path.clone(),
+            None => return Err(err(409, "gossip is not sealed on this node (--insecure)")),
+        };
+        let Some(ring) = self.swim.ring_mut() else {
+            return Err(err(409, "gossip is not sealed on this node (--insecure)"));
+        };
+        let mut next = ring.clone();
+        match op {
+            KeyOp::Install => next.install(key),
+            KeyOp::Use => next.use_key(&key),
+            KeyOp::Remove => next.remove(&key),
+        }
+        .map_err(|e| err(409, e.to_string()))?;
+        crate::private_files::replace_secret(&path, next.to_text().as_bytes())
+            .map_err(|e| err(500, e.to_string()))?;
+        *ring = next;
+        let keys = ring.fingerprints();
+        tracing::info!(?op, key = %fingerprint(&key), ?keys, "gossip key ring changed");
+        Ok(serde_json::json!({"sealed": true, "keys": keys}))
+    }
+
+    /// True once a link this node opened to `id` completed its TLS handshake with a valid
+    /// node certificate naming `id` (always for --insecure); otherwise opens such a link and
+    /// says false. The leader adds a SWIM member to Raft only after this: gossip keys alone
+    /// (an expired or revoked certificate) do not make a member.
+    pub(super) fn peer_proven(&mut self, id: u64) -> bool {
+        if self.security.is_none() {
+            return true;
+        }
+        let token = match self.peer_out.get(&id) {
+            Some(t) => *t,
+            None => match self.connect_peer(id) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        matches!(self.conns.get(&token), Some(Conn::Peer(p)) if p.verified)
+    }
+}
+
+/// Writes what the link has queued (TLS records first, then plaintext through TLS).
+fn flush_link(p: &mut PeerConn) -> Result<(), String> {
+    p.wire
+        .flush(&mut p.stream)
+        .map_err(|e| format!("write: {e}"))?;
+    if p.wbuf.pending() > 0 {
+        p.wbuf
+            .flush(&mut p.wire.writer(&mut p.stream))
+            .map_err(|e| format!("write: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Reads what arrived, checks who sent it, and cuts it into Raft messages. Nothing reaches
+/// raft-rs from a link whose peer is not verified, nor a message claiming another sender
+/// than the one the link's certificate names.
+fn read_link(
+    p: &mut PeerConn,
+    cluster_id: &str,
+    my_id: u64,
+    msgs: &mut Vec<Message>,
+) -> Result<(), String> {
+    let dec = &mut p.decoder;
+    let handshaking = p.wire.is_handshaking();
+    let got = p
+        .wire
+        .read(&mut p.stream, |chunk| {
+            dec.push(chunk);
+            true
+        })
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData if handshaking => format!("TLS handshake refused: {e}"),
+            io::ErrorKind::InvalidData => format!("TLS: {e}"),
+            _ => format!("read: {e}"),
+        })?;
+    if got.got_bytes {
+        p.last_read = Instant::now();
+    }
+    if !p.verified && matches!(p.wire, Wire::Tls(_)) && !p.wire.is_handshaking() {
+        verify_peer(p, cluster_id)?;
+    }
+    if !p.wire.is_handshaking() {
+        loop {
+            match p.decoder.next_frame() {
+                Ok(Some((KIND_RAFT, body))) => {
+                    let m = Message::decode(body.as_slice())
+                        .map_err(|e| format!("undecodable raft message: {e}"))?;
+                    check_sender(p, &m, my_id)?;
+                    p.verified = true;
+                    msgs.push(m);
+                }
+                Ok(Some((kind, _))) => return Err(format!("unexpected frame kind {kind}")),
+                Ok(None) => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    if got.eof {
+        return Err(match p.decoder.finish() {
+            Ok(()) if p.wire.is_handshaking() => "closed during the TLS handshake".to_string(),
+            Ok(()) => "closed by peer".to_string(),
+            Err(e) => e.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// After the handshake: the certificate must be a node certificate of this cluster (and,
+/// on links we opened, name the node we dialled; rustls checked that already).
+fn verify_peer(p: &mut PeerConn, cluster_id: &str) -> Result<(), String> {
+    let certs = p.wire.peer_certificates().unwrap_or_default();
+    let who = crate::tls::identity(certs, cluster_id)
+        .map_err(|e| format!("peer certificate refused: {e}"))?;
+    if who.role != Role::Node {
+        return Err(format!(
+            "peer certificate refused: {} holds a client certificate, not a node certificate",
+            who.name
+        ));
+    }
+    let id = node_id(&who.name);
+    if let Some(expected) = p.outbound {
+        if id != expected {
+            return Err(format!(
+                "peer certificate names {}, not the node dialled",
+                who.name
+            ));
+        }
+    }
+    p.peer_id = Some(id);
+    p.verified = true;
+    Ok(())
+}
+
+/// A message must come from the node the link's certificate names, and be for us.
+fn check_sender(p: &PeerConn, m: &Message, my_id: u64) -> Result<(), String> {
+    if let Some(id) = p.peer_id {
+        if m.from != id {
+            return Err(format!(
+                "raft {:?} claims to be from {:016x}, but the link's certificate names {:016x}; refused",
+                m.get_msg_type(),
+                m.from,
+                id
+            ));
+        }
+    }
+    if m.to != my_id {
+        return Err(format!(
+            "raft {:?} addressed to {:016x}, not to this node; refused",
+            m.get_msg_type(),
+            m.to
+        ));
+    }
+    Ok(())
+}
+
+/// Why a link should be dropped now, if it should (pure over the link's times).
+fn link_timeout(p: &PeerConn, now: Instant) -> Option<&'static str> {
+    let age = now.duration_since(p.since);
+    if !p.connected && age > PEER_CONNECT_TIMEOUT {
+        return Some("connect timed out");
+    }
+    if p.connected && !p.verified && age > PEER_HANDSHAKE_TIMEOUT {
+        return Some("no TLS handshake or valid frame in time");
+    }
+    if p.outbound.is_none() && now.duration_since(p.last_read) > PEER_IDLE_TIMEOUT {
+        return Some("idle: nothing received");
+    }
+    if p.wbuf.stalled_for(now) > PEER_STALL_TIMEOUT {
+        return Some("peer not reading");
+    }
+    None
 }

@@ -1,6 +1,11 @@
-//! SWIM membership with foca (IO-free): node identity, the cluster-ID datagram prefix and a
-//! [`Swim`] wrapper that collects what foca wants sent, scheduled and reported. The daemon
-//! moves datagrams and fires timers; the scenario tests do the same over a simulated network.
+//! SWIM membership with foca (IO-free): node identity, datagram framing and a [`Swim`]
+//! wrapper that collects what foca wants sent, scheduled and reported. The daemon moves
+//! datagrams and fires timers; the scenario tests do the same over a simulated network.
+//!
+//! With a gossip key ring (the default), every datagram is sealed with an AEAD under the
+//! ring's primary key ([`crate::tls::keyring`]) and a datagram that opens with no key of the
+//! ring is dropped before foca sees it. Without one (`--insecure`), datagrams carry the
+//! cluster ID in clear and anyone who knows it can speak SWIM.
 
 #[cfg(test)]
 mod sim;
@@ -15,6 +20,8 @@ use rand09::{rngs::SmallRng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 pub use foca::{State, Timer};
+
+use crate::tls::KeyRing;
 
 /// Largest datagram sent or accepted (foca payload plus our prefix).
 pub const MAX_DATAGRAM: usize = 1400;
@@ -72,6 +79,8 @@ pub enum MembershipError {
     TooBig { len: usize, max: usize },
     #[error("swim: {0}")]
     Foca(String),
+    #[error(transparent)]
+    Sealed(#[from] crate::tls::keyring::KeyRingError),
 }
 
 /// Prefixes a foca payload with the cluster ID.
@@ -147,6 +156,7 @@ pub struct Effects {
 
 struct Collect<'a> {
     cluster_id: &'a str,
+    ring: Option<&'a KeyRing>,
     fx: &'a mut Effects,
 }
 
@@ -156,7 +166,11 @@ impl Runtime<Ident> for Collect<'_> {
     }
 
     fn send_to(&mut self, to: Ident, data: &[u8]) {
-        self.fx.send.push((to.addr, wrap(self.cluster_id, data)));
+        let datagram = match self.ring {
+            Some(ring) => ring.seal(self.cluster_id, data),
+            None => wrap(self.cluster_id, data),
+        };
+        self.fx.send.push((to.addr, datagram));
     }
 
     fn submit_after(&mut self, event: Timer<Ident>, after: Duration) {
@@ -170,10 +184,12 @@ pub struct Swim {
     cluster_id: String,
     ident: Ident,
     fx: Effects,
+    ring: Option<KeyRing>,
 }
 
 impl Swim {
-    pub fn new(ident: Ident, cluster_id: &str, seed: u64) -> Self {
+    /// A node of `cluster_id`; with `ring`, datagrams are sealed and opened with it.
+    pub fn new(ident: Ident, cluster_id: &str, seed: u64, ring: Option<KeyRing>) -> Self {
         Self {
             foca: Foca::new(
                 ident.clone(),
@@ -184,7 +200,18 @@ impl Swim {
             cluster_id: cluster_id.to_string(),
             ident,
             fx: Effects::default(),
+            ring,
         }
+    }
+
+    /// The gossip key ring, if datagrams are sealed.
+    pub fn ring(&self) -> Option<&KeyRing> {
+        self.ring.as_ref()
+    }
+
+    /// Changes the key ring (rotation); None when datagrams are not sealed.
+    pub fn ring_mut(&mut self) -> Option<&mut KeyRing> {
+        self.ring.as_mut()
     }
 
     fn rt(
@@ -197,6 +224,7 @@ impl Swim {
             &mut self.foca,
             Collect {
                 cluster_id: &self.cluster_id,
+                ring: self.ring.as_ref(),
                 fx: &mut self.fx,
             },
         )
@@ -206,9 +234,22 @@ impl Swim {
         &self.ident
     }
 
-    /// Feeds a received datagram (with prefix).
+    /// Feeds a received datagram (sealed, or with the clear prefix when insecure).
     pub fn handle_datagram(&mut self, datagram: &[u8]) -> Result<(), MembershipError> {
-        let payload = unwrap(&self.cluster_id, datagram)?;
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(MembershipError::TooBig {
+                len: datagram.len(),
+                max: MAX_DATAGRAM,
+            });
+        }
+        let opened;
+        let payload = match &self.ring {
+            Some(ring) => {
+                opened = ring.open(&self.cluster_id, datagram)?;
+                opened.as_slice()
+            }
+            None => unwrap(&self.cluster_id, datagram)?,
+        };
         let (foca, rt) = self.rt();
         foca.handle_data(payload, rt)
             .map_err(|e| MembershipError::Foca(e.to_string()))

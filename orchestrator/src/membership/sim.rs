@@ -72,6 +72,10 @@ impl Net {
     }
 
     fn add(&mut self, i: u16, cluster: &str) {
+        self.add_with(i, cluster, None);
+    }
+
+    fn add_with(&mut self, i: u16, cluster: &str, ring: Option<KeyRing>) {
         let ident = Ident {
             addr: addr(i),
             name: format!("n{i}"),
@@ -79,7 +83,7 @@ impl Net {
             boot: 1,
         };
         self.nodes
-            .insert(addr(i), Swim::new(ident, cluster, u64::from(i)));
+            .insert(addr(i), Swim::new(ident, cluster, u64::from(i), ring));
     }
 
     fn collect(&mut self, at: SocketAddr) {
@@ -262,7 +266,7 @@ fn node_of_another_cluster_is_rejected_and_never_listed() {
 
 #[test]
 fn garbage_datagrams_are_rejected() {
-    let mut s = Swim::new(Ident::placeholder(addr(1)), "c1", 1);
+    let mut s = Swim::new(Ident::placeholder(addr(1)), "c1", 1, None);
     assert!(matches!(
         s.handle_datagram(b""),
         Err(MembershipError::NotBerth { .. })
@@ -320,6 +324,86 @@ fn partitioned_node_is_declared_down_then_rejoins_after_healing() {
             net.active_names(i),
             names(&others),
             "view of n{i} after healing"
+        );
+    }
+}
+
+#[test]
+fn sealed_gossip_keeps_out_a_node_that_knows_only_the_cluster_id() {
+    let ring = KeyRing::generate();
+    let mut net = Net::new();
+    for i in 1..=3 {
+        net.add_with(i, "c1", Some(ring.clone()));
+    }
+    // Same cluster ID: one speaks in clear, one seals with another key.
+    net.add(8, "c1");
+    net.add_with(9, "c1", Some(KeyRing::generate()));
+    for i in [2, 3, 8, 9] {
+        net.announce(i, 1);
+    }
+    net.advance(5000);
+    for i in 1..=3u16 {
+        let others: Vec<u16> = (1..=3).filter(|j| *j != i).collect();
+        assert_eq!(net.active_names(i), names(&others), "view of n{i}");
+    }
+    assert!(net.active_names(8).is_empty());
+    assert!(net.active_names(9).is_empty());
+    // A clear datagram with the right cluster ID is refused by a sealed node.
+    let e = net
+        .nodes
+        .get_mut(&addr(1))
+        .expect("n1")
+        .handle_datagram(&wrap("c1", b"\x00\x01"));
+    assert!(matches!(e, Err(MembershipError::Sealed(_))), "{e:?}");
+}
+
+#[test]
+fn key_rotation_under_loss_declares_no_live_node_down() {
+    let old = crate::tls::keyring::generate_key();
+    let new = crate::tls::keyring::generate_key();
+    let ring = KeyRing::new(vec![old]).expect("ring");
+    let mut net = Net::new();
+    for i in 1..=5 {
+        net.add_with(i, "c1", Some(ring.clone()));
+    }
+    for i in 2..=5 {
+        net.announce(i, 1);
+    }
+    net.drop_every = 20;
+    net.max_delay = 30;
+    net.advance(5000);
+    // Each step reaches the nodes one at a time, with gossip running in between.
+    type Step = fn(&mut KeyRing, &[u8; 32], &[u8; 32]);
+    let steps: [Step; 3] = [
+        |r, _, n| r.install(*n).expect("install"),
+        |r, _, n| r.use_key(n).expect("use"),
+        |r, o, _| r.remove(o).expect("remove"),
+    ];
+    for step in steps {
+        for i in 1..=5u16 {
+            let ring = net
+                .nodes
+                .get_mut(&addr(i))
+                .expect("node")
+                .ring_mut()
+                .expect("sealed");
+            step(ring, &old, &new);
+            net.advance(700);
+        }
+    }
+    net.advance(5000);
+    assert!(
+        net.downs.is_empty(),
+        "live nodes declared down: {:?}",
+        net.downs
+    );
+    for i in 1..=5u16 {
+        assert_eq!(net.active_names(i).len(), 4, "view of n{i}");
+        let fp = net.nodes[&addr(i)].ring().expect("sealed").fingerprints();
+        assert_eq!(
+            fp,
+            vec![crate::tls::keyring::fingerprint(&new)],
+            "ring of n{i}"
         );
     }
 }
