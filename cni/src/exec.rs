@@ -5,6 +5,10 @@
 //! [`PluginRunner`] is the seam the invoker is generic over, so chain logic is tested with a
 //! recording fake and no root.
 //!
+//! The plugin's stdout and stderr are read on threads until they end; once the plugin has
+//! exited they get at most [`PIPE_GRACE`] more, so a child the plugin left behind holding
+//! them open cannot hold the run.
+//!
 //! A daemon that reaps children with `waitpid(-1)` must not do so while a plugin runs on
 //! one of its threads: that would take the plugin's exit status from this code.
 
@@ -12,6 +16,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -48,8 +53,8 @@ pub struct ProcessRunner {
 }
 
 /// Bounds on what is kept of a plugin's output.
-const MAX_STDOUT: u64 = 4 << 20;
-const MAX_STDERR: u64 = 64 << 10;
+const MAX_STDOUT: usize = 4 << 20;
+const MAX_STDERR: usize = 64 << 10;
 /// How much of a plugin's text goes into an error message.
 const SHOWN: usize = 2048;
 
@@ -99,18 +104,21 @@ impl PluginRunner for ProcessRunner {
             .map_err(io("start"))?;
         let stdin = child.stdin.take();
         let input = inv.stdin.clone();
-        let writer = std::thread::spawn(move || {
+        // Not joined: a plugin's child that keeps the pipe open must not hold the run.
+        std::thread::spawn(move || {
             // A plugin that exits without reading its input closes the pipe: not our error.
             if let Some(mut s) = stdin {
                 let _ = s.write_all(&input);
             }
         });
-        let out = reader(child.stdout.take(), MAX_STDOUT);
-        let err = reader(child.stderr.take(), MAX_STDERR);
+        let out = Capture::start(child.stdout.take(), MAX_STDOUT);
+        let err = Capture::start(child.stderr.take(), MAX_STDERR);
         let waited = wait_timeout(&mut child, self.timeout).map_err(io("wait"));
-        let _ = writer.join();
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
+        // The plugin has exited (or was killed): its output is complete unless a child of
+        // its own still holds the pipes; wait for the end of the pipes only briefly then.
+        let deadline = Instant::now() + PIPE_GRACE;
+        let stdout = out.take(deadline);
+        let stderr = err.take(deadline);
         match waited? {
             Some(status) if status.success() => Ok(stdout),
             Some(status) => Err(failure(inv, &describe(status), &stdout, &stderr)),
@@ -124,20 +132,50 @@ impl PluginRunner for ProcessRunner {
     }
 }
 
-/// Reads a pipe to its end on a thread, keeping at most `limit` bytes (the rest is read and
-/// dropped, so the plugin never blocks on a full pipe).
-fn reader<R: Read + Send + 'static>(
-    pipe: Option<R>,
-    limit: u64,
-) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = (&mut p).take(limit).read_to_end(&mut kept);
-            let _ = std::io::copy(&mut p, &mut std::io::sink());
-        }
-        kept
-    })
+/// How long the pipes may stay open after the plugin exited.
+const PIPE_GRACE: Duration = Duration::from_millis(500);
+
+/// A pipe read to its end on a thread of its own, keeping at most `limit` bytes (the rest
+/// is read and dropped, so the plugin never blocks on a full pipe).
+struct Capture {
+    kept: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Capture {
+    fn start<R: Read + Send + 'static>(pipe: Option<R>, limit: usize) -> Self {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let sink = kept.clone();
+        std::thread::spawn(move || {
+            if let Some(mut p) = pipe {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match p.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            let mut buf = sink.lock().unwrap_or_else(|e| e.into_inner());
+                            let room = limit.saturating_sub(buf.len());
+                            buf.extend_from_slice(&chunk[..n.min(room)]);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            let _ = tx.send(());
+        });
+        Capture { kept, done }
+    }
+
+    /// What was read, once the pipe ended or at `deadline`, whichever is first.
+    fn take(self, deadline: Instant) -> Vec<u8> {
+        let _ = self
+            .done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        let mut buf = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *buf)
+    }
 }
 
 /// Waits for the child's exit for at most `timeout`; `None` after killing it at the
@@ -341,6 +379,31 @@ mod tests {
         assert!(
             e.contains("ADD crash (network net): exit status 3; stderr: panic: \\u{1b}[31mboom"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_background_child_holding_the_pipes_does_not_block_the_run() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("pid");
+        // the plugin answers and exits, leaving a child that keeps stdout and stderr open
+        script(
+            d.path(),
+            "forks",
+            &format!(
+                "sleep 600 & echo $! > {}; echo '{{\"cniVersion\":\"1.0.0\"}}'",
+                pidfile.display()
+            ),
+        );
+        let out = runner(vec![d.path().into()], 20_000).run(&inv("forks"));
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.trim().parse().unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        assert_eq!(
+            String::from_utf8(out.unwrap()).unwrap().trim(),
+            r#"{"cniVersion":"1.0.0"}"#
         );
     }
 
