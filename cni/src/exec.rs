@@ -6,7 +6,7 @@
 //! recording fake and no root.
 //!
 //! The plugin's stdout and stderr are read on threads until they end; once the plugin has
-//! exited they get at most [`PIPE_GRACE`] more, so a child the plugin left behind holding
+//! exited they get at most `PIPE_GRACE` (500 ms) more, so a child the plugin left behind holding
 //! them open cannot hold the run.
 //!
 //! A daemon that reaps children with `waitpid(-1)` must not do so while a plugin runs on
