@@ -10,6 +10,7 @@
 //! - [`exec`]: running one plugin binary with a timeout; errors carry its message.
 //! - [`record`]: the attachment records.
 //! - [`invoker`]: ADD/DEL/CHECK/VERSION over a chain, and [`Invoker::cleanup_leftovers`].
+//! - [`netns`]: named network namespaces (a bind-mounted file), made without forking.
 //!
 //! Not implemented: CNI 1.1's GC and STATUS commands, and result conversion between
 //! versions (plugins are asked for the network's own `cniVersion` and must answer in it).
@@ -19,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod invoker;
+pub mod netns;
 pub mod plan;
 pub mod record;
 pub mod result;

@@ -342,7 +342,7 @@ fn missing_plugin_and_malformed_conflist_are_clear_errors() {
 #[test]
 fn leftovers_of_a_dead_process_are_cleaned_by_the_next_one() {
     prerequisites();
-    let ns = Namespaces::new("l");
+    let _ns = Namespaces::new("l");
     let tmp = tempfile::tempdir().unwrap();
     let pid = std::process::id();
     let (name, bridge) = (format!("bcnil{pid}"), format!("bcl{}", pid % 1_000_000));
@@ -355,9 +355,18 @@ fn leftovers_of_a_dead_process_are_cleaned_by_the_next_one() {
     );
     let net = NetworkConfigList::from_conflist(doc.as_bytes(), None).unwrap();
     let state = tmp.path().join("state");
+    // the container's namespace made by berth-cni's own helper, as the agent may
+    struct Held(PathBuf);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let _ = berth_cni::netns::remove(&self.0);
+        }
+    }
+    let held = Held(PathBuf::from(format!("/run/netns/bcni-x-{pid}")));
+    berth_cni::netns::create(&held.0).unwrap();
     let att = Attachment {
         container_id: format!("ctrl{pid}"),
-        netns: ns.container_path(),
+        netns: held.0.clone(),
         ifname: "eth0".into(),
         args: vec![],
         runtime_config: RuntimeConfig {
@@ -376,6 +385,19 @@ fn leftovers_of_a_dead_process_are_cleaned_by_the_next_one() {
         .container_ip()
         .unwrap()
         .to_string();
+    let inside = run(
+        "ip",
+        &[
+            "-n",
+            &format!("bcni-x-{pid}"),
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ],
+    );
+    assert!(inside.contains(&format!("inet {ip}/")), "{inside}");
     // The first invoker is gone without a DEL (as after kill -9); a new one, as after a
     // restart, finds the record and removes what ADD made.
     let next = invoker(&state, vec![PLUGINS.into()]);
