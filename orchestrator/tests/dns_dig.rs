@@ -183,3 +183,53 @@ fn garbage_datagrams_do_not_stop_the_server() {
         "192.168.5.1"
     );
 }
+
+/// A resolver that got TC retries over TCP: dig +tcp against a plain blocking TCP server
+/// built on the framing helpers.
+#[test]
+fn dig_over_tcp_gets_the_whole_answer() {
+    use berth_orchestrator::dns::{answer_frame, split_frame};
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let responder = Responder::default();
+        let snap = snapshot();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            if let Some((msg, used)) = split_frame(&buf) {
+                let reply = answer_frame(&responder, &snap, msg).unwrap();
+                conn.write_all(&reply).unwrap();
+                buf.drain(..used);
+                continue;
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    let out = Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "+tcp",
+            "+norec",
+            "+tries=1",
+            "+time=5",
+        ])
+        .args(["big.service.berth", "SRV"])
+        .output()
+        .expect("dig missing: install bind9-dnsutils (scripts/install-deps)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("flags: qr aa;") && text.contains("ANSWER: 64,"),
+        "{text}"
+    );
+    server.join().unwrap();
+}
