@@ -1,4 +1,5 @@
-//! A small blocking HTTP/1.1 client for the berthd unix socket (used by berthctl).
+//! A small blocking HTTP/1.1 client for berthd (used by berthctl): on the unix socket, or
+//! on a remote API port (`https://HOST:PORT`) with TLS 1.3 and a client certificate.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -34,8 +35,61 @@ impl From<std::io::Error> for ClientError {
 }
 
 pub struct Client {
+    /// The socket path, or `https://HOST:PORT` (for messages).
     path: PathBuf,
     timeout: Duration,
+    /// For a remote endpoint: HOST:PORT and the TLS configuration.
+    remote: Option<(String, std::sync::Arc<rustls::ClientConfig>)>,
+}
+
+/// A byte stream to berthd: a unix socket or TLS over TCP.
+enum Conn {
+    Unix(UnixStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>),
+}
+
+impl Conn {
+    fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_read_timeout(t),
+            Conn::Tls(s) => s.sock.set_read_timeout(t),
+        }
+    }
+
+    /// Reads to the end; a TLS peer that closes without close_notify after sending
+    /// something is taken as done (the HTTP framing says whether the answer is whole).
+    fn read_all(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        match self.read_to_end(buf) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// How long a request may take by default (writes wait at most 5 s for a quorum).
@@ -154,7 +208,91 @@ impl Client {
         Self {
             path: path.to_path_buf(),
             timeout: DEFAULT_TIMEOUT,
+            remote: None,
         }
+    }
+
+    /// A unix socket path, or `https://HOST:PORT` with the client certificate, its key and
+    /// the cluster CA (`berthd credentials add-client` makes them).
+    pub fn from_endpoint(
+        endpoint: &str,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+        ca: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let Some(rest) = endpoint.strip_prefix("https://") else {
+            if endpoint.contains("://") {
+                return Err(ClientError::Protocol(format!(
+                    "endpoint {endpoint:?}: only a socket path or https://HOST:PORT"
+                )));
+            }
+            return Ok(Self::new(Path::new(endpoint)));
+        };
+        let hostport = rest.trim_end_matches('/').to_string();
+        let (Some(cert), Some(key), Some(ca)) = (cert, key, ca) else {
+            return Err(ClientError::Protocol(format!(
+                "endpoint {endpoint} needs --cert, --key and --ca (berthd credentials add-client)"
+            )));
+        };
+        let m = crate::tls::config::Material {
+            ca: ca.to_path_buf(),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        };
+        let cfg = crate::tls::config::api_client_config(&m)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Self {
+            path: PathBuf::from(endpoint),
+            timeout: DEFAULT_TIMEOUT,
+            remote: Some((hostport, cfg)),
+        })
+    }
+
+    /// Opens the connection (unix or TLS) with the client's timeouts set.
+    fn open(&self) -> Result<Conn, ClientError> {
+        let Some((hostport, cfg)) = &self.remote else {
+            let s = connect_unix(&self.path, self.timeout)?;
+            s.set_write_timeout(Some(self.timeout))?;
+            s.set_read_timeout(Some(self.timeout))?;
+            return Ok(Conn::Unix(s));
+        };
+        use std::net::ToSocketAddrs;
+        let connect_err = |err: std::io::Error| ClientError::Connect {
+            path: self.path.clone(),
+            err,
+        };
+        let addr = hostport
+            .to_socket_addrs()
+            .map_err(connect_err)?
+            .next()
+            .ok_or_else(|| connect_err(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+        let tcp = std::net::TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                ClientError::Timeout {
+                    path: self.path.clone(),
+                    what: "accept the connection",
+                    secs: self.timeout.as_secs(),
+                }
+            } else {
+                connect_err(e)
+            }
+        })?;
+        tcp.set_write_timeout(Some(self.timeout))?;
+        tcp.set_read_timeout(Some(self.timeout))?;
+        let _ = tcp.set_nodelay(true);
+        // The server's certificate names its node; any node of the CA is accepted.
+        let name = rustls::pki_types::ServerName::try_from("berthd")
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let conn = rustls::ClientConnection::new(cfg.clone(), name)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        // Finish the handshake now, so a refused certificate reads as such.
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| self.timed_out(e, "complete the TLS handshake"))?;
+        }
+        Ok(Conn::Tls(Box::new(tls)))
     }
 
     /// The same client with another per-request timeout.
@@ -179,21 +317,15 @@ impl Client {
         }
     }
 
-    fn send(
-        &self,
-        method: &str,
-        target: &str,
-        body: Option<&Value>,
-    ) -> Result<UnixStream, ClientError> {
-        let mut s = connect_unix(&self.path, self.timeout)?;
-        s.set_write_timeout(Some(self.timeout))?;
-        s.set_read_timeout(Some(self.timeout))?;
+    fn send(&self, method: &str, target: &str, body: Option<&Value>) -> Result<Conn, ClientError> {
+        let mut s = self.open()?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let req = format!(
             "{method} {target} HTTP/1.1\r\nHost: berthd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         s.write_all(req.as_bytes())
+            .and_then(|()| s.flush())
             .map_err(|e| self.timed_out(e, "take the request"))?;
         Ok(s)
     }
@@ -207,7 +339,7 @@ impl Client {
     ) -> Result<Vec<u8>, ClientError> {
         let mut s = self.send(method, target, body)?;
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)
+        s.read_all(&mut buf)
             .map_err(|e| self.timed_out(e, "answer"))?;
         let head = parse_head(&buf)?
             .ok_or_else(|| ClientError::Protocol("connection closed before the response".into()))?;
@@ -267,11 +399,14 @@ impl Client {
             }
         };
         buf.drain(..head.used);
-        // Events may be rare: once the stream is open, wait for them without a limit.
-        s.set_read_timeout(None)?;
+        // Events may be rare: once the stream is open, wait for them without a limit
+        // (a remote stream keeps its timeout: reconnect with --from-revision).
+        if self.remote.is_none() {
+            s.set_read_timeout(None)?;
+        }
         if head.status >= 400 || !head.chunked {
             let mut rest = buf;
-            s.read_to_end(&mut rest)?;
+            s.read_all(&mut rest)?;
             let body = head
                 .length
                 .map_or(&rest[..], |n| &rest[..n.min(rest.len())]);

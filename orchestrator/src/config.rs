@@ -61,6 +61,10 @@ pub struct Flags {
     /// `berthd credentials init`); default /etc/berth/credentials
     #[arg(long)]
     pub credentials: Option<PathBuf>,
+    /// Also serve the HTTP API on this TCP address, TLS with client certificates from the
+    /// cluster CA (`berthd credentials add-client`)
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
     /// Run WITHOUT peer authentication and encryption (plain TCP frames and UDP datagrams
     /// that anyone who knows the cluster ID can forge); for experiments only
     #[arg(long)]
@@ -146,6 +150,7 @@ struct FileConfig {
     credentials: Option<PathBuf>,
     #[serde(default)]
     insecure: bool,
+    api_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +227,8 @@ pub struct Config {
     pub join: Option<SocketAddr>,
     pub timing: Timing,
     pub security: Security,
+    /// The remote API's TCP address (needs credentials).
+    pub api_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -396,6 +403,14 @@ pub fn resolve(
         (None, None) => Vec::new(),
     };
     let join = flags.join.or(file.join);
+    let api_listen = flags.api_listen.or(file.api_listen);
+    if api_listen.is_some() && (flags.insecure || file.insecure) {
+        return Err(invalid(
+            "api-listen",
+            &api_listen.map(|a| a.to_string()).unwrap_or_default(),
+            "the remote API needs credentials (client certificates); it cannot run with --insecure",
+        ));
+    }
     let defaults = Timing::default();
     let timing = Timing {
         tick_ms: flags.tick_ms.or(file.tick_ms).unwrap_or(defaults.tick_ms),
@@ -439,6 +454,7 @@ pub fn resolve(
         bootstrap,
         join,
         timing,
+        api_listen,
         security: if flags.insecure || file.insecure {
             Security::Insecure
         } else {

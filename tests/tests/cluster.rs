@@ -22,6 +22,8 @@ mod limits;
 mod membership;
 #[path = "cluster/partition.rs"]
 mod partition;
+#[path = "cluster/remote.rs"]
+mod remote;
 
 /// Puts `key=value` through node `k`, retrying until acknowledged (a retry may follow an
 /// unacknowledged attempt that committed anyway, which is harmless: the value is the same).

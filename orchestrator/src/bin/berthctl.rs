@@ -17,9 +17,18 @@ use serde_json::{json, Value};
     about = "Control a Berth cluster through berthd"
 )]
 struct Cli {
-    /// berthd API socket
+    /// berthd API socket, or https://HOST:PORT (a node's --api-listen) with --cert/--key/--ca
     #[arg(long, default_value = "/run/berth/berthd.sock", global = true)]
-    endpoint: PathBuf,
+    endpoint: String,
+    /// Client certificate for an https:// endpoint (berthd credentials add-client)
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// Its private key
+    #[arg(long = "key", id = "client_key", global = true)]
+    client_key: Option<PathBuf>,
+    /// The cluster CA certificate
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
     /// Seconds to wait for berthd to accept and answer a request
     #[arg(long, default_value_t = 15, global = true)]
     timeout: u64,
@@ -211,8 +220,13 @@ fn service_rows(list: &[Value]) -> Vec<Vec<String>> {
 const SERVICE_HEADERS: [&str; 5] = ["SERVICE", "MACHINE", "INSTANCE", "ADDRESS", "META"];
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let c =
-        Client::new(&cli.endpoint).with_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
+    let c = Client::from_endpoint(
+        &cli.endpoint,
+        cli.cert.as_deref(),
+        cli.client_key.as_deref(),
+        cli.ca.as_deref(),
+    )?
+    .with_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     let json_out = cli.format == Format::Json;
     match cli.cmd {
         Cmd::ListMachines => {

@@ -1,21 +1,17 @@
-//! API connections on the unix socket: bounded buffers, requests parsed in the loop, answers
-//! from the local replica, writes proposed through Raft and answered once applied here, watch
-//! streams fed from applied events.
+//! API request handlers: answers from the local replica, writes proposed through Raft and
+//! answered once applied here, watch streams fed from applied events. The connections
+//! themselves (accept, read, limits, write, close) live in api_conn.rs.
 
 use std::collections::BTreeMap;
-use std::io;
 
-use mio::{Interest, Token};
+use mio::Token;
 use raft::eraftpb::ConfChangeType;
 use serde_json::{json, Value};
 
-use super::conn::{
-    api_cap, api_eviction_key, api_timeout, read_all, ApiConn, ApiState, ApiTimeout, Conn,
-    WriteBuf, API_RBUF_MAX, API_RESERVE, API_WBUF_MAX,
-};
+use super::conn::{ApiState, Conn};
 use super::{Daemon, ReplyKind, Responder, SelfLease};
-use crate::api::http::{self, err, HttpError, Request};
-use crate::api::routes::{route, Route, Service};
+use crate::api::http::{self, err, HttpError};
+use crate::api::routes::{Route, Service};
 use crate::config::node_id;
 use crate::raft::RaftError;
 use crate::registry::{ApplyError, Command, Event, KeyValue, Outcome};
@@ -44,294 +40,12 @@ fn propose_error(e: RaftError) -> HttpError {
 }
 
 impl Daemon {
-    pub(super) fn accept_api(&mut self) {
-        if self.accept_paused(super::API_LISTEN) {
-            return;
-        }
-        loop {
-            match self.api_listener.accept() {
-                Ok((mut stream, _)) => {
-                    if !self.make_room_for_api_client() {
-                        drop(stream);
-                        continue;
-                    }
-                    let token = self.alloc_token();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        tracing::warn!("cannot register API client: {e}");
-                        continue;
-                    }
-                    self.conns.insert(
-                        token,
-                        Conn::Api(ApiConn {
-                            stream,
-                            last_active: std::time::Instant::now(),
-                            request_started: None,
-                            rbuf: Vec::new(),
-                            wbuf: WriteBuf::default(),
-                            state: ApiState::Idle,
-                            close_after_write: false,
-                            eof: false,
-                            close_current: false,
-                        }),
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.accept_failed(super::API_LISTEN, "API socket", &e);
-                    break;
-                }
-            }
-        }
-    }
-
-    pub(super) fn on_api(&mut self, token: Token, readable: bool, _writable: bool) {
-        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if readable {
-            let rbuf = &mut c.rbuf;
-            let watching = matches!(c.state, ApiState::Watching { .. });
-            let mut overflow = false;
-            let mut got = false;
-            match read_all(&mut c.stream, |chunk| {
-                got = true;
-                if watching {
-                    return true; // a watcher has nothing more to say; discard
-                }
-                if rbuf.len() + chunk.len() > API_RBUF_MAX {
-                    overflow = true;
-                    return false;
-                }
-                rbuf.extend_from_slice(chunk);
-                true
-            }) {
-                Ok(eof) => {
-                    c.eof |= eof;
-                    if got {
-                        let now = std::time::Instant::now();
-                        c.last_active = now;
-                        if !c.rbuf.is_empty() && c.request_started.is_none() {
-                            c.request_started = Some(now);
-                        }
-                    }
-                }
-                Err(_) => {
-                    self.close_api(token);
-                    return;
-                }
-            }
-            if overflow {
-                self.metrics.api_errors += 1;
-                let e = err(413, "request too large");
-                self.write_api(token, &http::error(&e, true));
-                if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
-                    c.close_after_write = true;
-                    c.rbuf.clear();
-                }
-            }
-        }
-        self.process_requests(token);
-        self.flush_api(token);
-    }
-
-    /// Parses and serves requests while the connection is idle.
-    fn process_requests(&mut self, token: Token) {
-        loop {
-            let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
-                return;
-            };
-            if c.state != ApiState::Idle || c.close_after_write {
-                return;
-            }
-            match http::parse(&c.rbuf) {
-                Ok(None) => return,
-                Ok(Some((req, used))) => {
-                    c.rbuf.drain(..used);
-                    // A pipelined next request starts its own clock now.
-                    c.request_started = (!c.rbuf.is_empty()).then(std::time::Instant::now);
-                    c.close_current = req.close;
-                    self.metrics.api_requests += 1;
-                    self.serve(token, &req);
-                }
-                Err(e) => {
-                    c.rbuf.clear();
-                    c.close_after_write = true;
-                    self.metrics.api_errors += 1;
-                    tracing::debug!("malformed API request: {e}");
-                    self.write_api(token, &http::error(&e, true));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Room for one more API client: true when under the cap, or after closing the client
-    /// that has been idle longest (so a pile of idle connections cannot lock berthctl out).
-    fn make_room_for_api_client(&mut self) -> bool {
-        let cap = api_cap();
-        let mut clients = 0;
-        let mut victim: Option<((u8, std::time::Instant), Token)> = None;
-        for (t, c) in &self.conns {
-            if let Conn::Api(a) = c {
-                clients += 1;
-                if let Some(key) = api_eviction_key(a) {
-                    if victim.is_none_or(|(k, _)| key < k) {
-                        victim = Some((key, *t));
-                    }
-                }
-            }
-        }
-        if clients < cap {
-            return true;
-        }
-        match victim {
-            Some((_, t)) => {
-                tracing::debug!("API client cap {cap} reached: closing the idlest client");
-                self.close_api(t);
-                true
-            }
-            None => {
-                self.warn_limited(format_args!(
-                    "refusing an API client: {cap} connected, none idle"
-                ));
-                false
-            }
-        }
-    }
-
-    /// Watch streams may use all but [`API_RESERVE`] of the API slots.
-    fn watch_slots_left(&self) -> bool {
-        let watchers = self
-            .conns
-            .values()
-            .filter(|c| matches!(c, Conn::Api(a) if matches!(a.state, ApiState::Watching { .. })))
-            .count();
-        watchers + API_RESERVE < api_cap()
-    }
-
-    /// Closes API clients that overstayed (see [`api_timeout`]); slow requests get a 408.
-    pub(super) fn reap_api_clients(&mut self, now: std::time::Instant) {
-        let due: Vec<(Token, ApiTimeout)> = self
-            .conns
-            .iter()
-            .filter_map(|(t, c)| match c {
-                Conn::Api(a) => api_timeout(a, now).map(|why| (*t, why)),
-                _ => None,
-            })
-            .collect();
-        for (token, why) in due {
-            match why {
-                ApiTimeout::Answer(status, message) => {
-                    self.metrics.api_errors += 1;
-                    tracing::debug!("API client timed out: {message}");
-                    self.write_api(token, &http::error(&err(status, message), true));
-                    if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
-                        c.close_after_write = true;
-                        c.rbuf.clear();
-                        c.request_started = None;
-                    }
-                    self.flush_api(token);
-                }
-                ApiTimeout::Close(reason) => {
-                    tracing::debug!("closing an API client: {reason}");
-                    self.close_api(token);
-                }
-            }
-        }
-    }
-
-    fn flush_api(&mut self, token: Token) {
-        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let done = match c.wbuf.flush(&mut c.stream) {
-            Ok(done) => done,
-            Err(_) => {
-                self.close_api(token);
-                return;
-            }
-        };
-        if done {
-            c.last_active = std::time::Instant::now();
-        }
-        let idle = c.state == ApiState::Idle;
-        let finished = done && (c.close_after_write || (c.eof && idle && c.rbuf.is_empty()));
-        if finished || (c.eof && matches!(c.state, ApiState::Watching { .. })) {
-            self.close_api(token);
-        }
-    }
-
-    fn close_api(&mut self, token: Token) {
-        if let Some(Conn::Api(mut c)) = self.conns.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut c.stream);
-        }
-    }
-
-    fn write_api(&mut self, token: Token, data: &[u8]) {
-        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        if c.wbuf.pending() + data.len() > API_WBUF_MAX {
-            tracing::warn!(
-                "API client too slow (backlog over {API_WBUF_MAX} bytes); disconnecting"
-            );
-            self.close_api(token);
-            return;
-        }
-        c.wbuf.push(data);
-    }
-
-    /// Sends a complete JSON response and returns the connection to idle.
-    pub(super) fn respond(&mut self, token: Token, status: u16, body: &Value) {
-        let Some(Conn::Api(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let close = c.close_current;
-        c.state = ApiState::Idle;
-        if close {
-            c.close_after_write = true;
-        }
-        if status >= 400 {
-            self.metrics.api_errors += 1;
-        }
-        self.write_api(token, &http::json(status, body, close));
-        self.flush_api(token);
-    }
-
-    /// Answers a request that waited for a proposal, then serves any pipelined requests.
-    pub(super) fn respond_later(&mut self, token: Token, status: u16, body: &Value) {
-        self.respond(token, status, body);
-        self.process_requests(token);
-        self.flush_api(token);
-    }
-
-    fn respond_err(&mut self, token: Token, e: &HttpError) {
-        self.respond(token, e.status, &json!({ "error": e.message }));
-    }
-
-    fn serve(&mut self, token: Token, req: &Request) {
-        let r = match route(req) {
-            Ok(r) => r,
-            Err(e) => return self.respond_err(token, &e),
-        };
-        if matches!(r, Route::Watch { .. }) && !self.watch_slots_left() {
-            let e = err(503, "too many watch streams on this node; retry later");
-            return self.respond_err(token, &e);
-        }
-        match self.execute(token, r) {
-            Ok(Some((status, body))) => self.respond(token, status, &body),
-            Ok(None) => {}
-            Err(e) => self.respond_err(token, &e),
-        }
-    }
-
     /// Serves a route: Some(answer) now, or None when the answer comes later.
-    fn execute(&mut self, token: Token, r: Route) -> Result<Option<(u16, Value)>, HttpError> {
+    pub(super) fn execute(
+        &mut self,
+        token: Token,
+        r: Route,
+    ) -> Result<Option<(u16, Value)>, HttpError> {
         let reg = self.node.registry();
         let now = |v: Value| Ok(Some((200, v)));
         match r {
@@ -535,20 +249,6 @@ impl Daemon {
             c.state = ApiState::Waiting { req: 0 };
         }
         Ok(None)
-    }
-
-    fn write_raw(&mut self, token: Token, status: u16, content_type: &str, body: &[u8]) {
-        let close = match self.conns.get_mut(&token) {
-            Some(Conn::Api(c)) => {
-                if c.close_current {
-                    c.close_after_write = true;
-                }
-                c.close_current
-            }
-            _ => return,
-        };
-        self.write_api(token, &http::response(status, content_type, body, close));
-        self.flush_api(token);
     }
 
     /// Answers a client whose write was applied (or failed).

@@ -97,24 +97,6 @@ impl WriteBuf {
     }
 }
 
-/// Reads until WouldBlock, handing each chunk to `sink`. Returns Ok(true) at end of stream.
-pub fn read_all(r: &mut impl Read, mut sink: impl FnMut(&[u8]) -> bool) -> io::Result<bool> {
-    let mut tmp = [0u8; 16 << 10];
-    loop {
-        match r.read(&mut tmp) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
-                if !sink(&tmp[..n]) {
-                    return Ok(false);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// A TCP link to or from a peer.
 pub struct PeerConn {
     pub stream: TcpStream,
@@ -152,8 +134,80 @@ pub enum ApiState {
     Watching { prefix: String, from: u64 },
 }
 
+/// An API client's socket: the local unix socket or a remote TCP connection (with TLS).
+pub enum ApiStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for ApiStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ApiStream::Unix(s) => s.read(buf),
+            ApiStream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ApiStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ApiStream::Unix(s) => s.write(buf),
+            ApiStream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ApiStream::Unix(s) => s.flush(),
+            ApiStream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+impl mio::event::Source for ApiStream {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            ApiStream::Unix(s) => s.register(registry, token, interests),
+            ApiStream::Tcp(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        match self {
+            ApiStream::Unix(s) => s.reregister(registry, token, interests),
+            ApiStream::Tcp(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        match self {
+            ApiStream::Unix(s) => s.deregister(registry),
+            ApiStream::Tcp(s) => s.deregister(registry),
+        }
+    }
+}
+
 pub struct ApiConn {
-    pub stream: UnixStream,
+    pub stream: ApiStream,
+    /// TLS for remote clients; plain on the unix socket.
+    pub wire: Wire,
+    /// The client proved who it is (always, on the unix socket: only root can connect).
+    pub verified: bool,
+    /// The client's certificate has the read-only role: only GET is served.
+    pub read_only: bool,
+    /// When the connection was accepted (TLS handshake deadline).
+    pub opened: std::time::Instant,
     /// When bytes last moved either way (idle timeout, eviction order).
     pub last_active: std::time::Instant,
     /// When the first byte of the request being received arrived (slowloris deadlines).
@@ -186,6 +240,9 @@ pub enum ApiTimeout {
 /// Whether an API client overstayed: a request trickling in too slowly, an idle keep-alive
 /// connection, or a client that does not read what it is sent.
 pub fn api_timeout(c: &ApiConn, now: std::time::Instant) -> Option<ApiTimeout> {
+    if !c.verified && now.saturating_duration_since(c.opened) > PEER_HANDSHAKE_TIMEOUT {
+        return Some(ApiTimeout::Close("no TLS handshake in time"));
+    }
     if c.wbuf.stalled_for(now) > API_WRITE_STALL {
         return Some(ApiTimeout::Close("not reading its answer"));
     }
@@ -225,6 +282,10 @@ pub fn api_eviction_key(c: &ApiConn) -> Option<(u8, std::time::Instant)> {
         None => None,
     }
 }
+
+/// Most remote (TCP) API clients, and how many of them may still be in their handshake.
+pub const REMOTE_API_MAX: usize = 256;
+pub const REMOTE_API_UNVERIFIED_MAX: usize = 32;
 
 /// Slots kept free of watchers, so requests (berthctl) always find room.
 pub const API_RESERVE: usize = 64;
@@ -345,6 +406,7 @@ impl super::Daemon {
             match listener {
                 super::PEER_LISTEN => self.accept_peers(),
                 super::API_LISTEN => self.accept_api(),
+                super::REMOTE_API_LISTEN => self.accept_remote_api(),
                 _ => {}
             }
         }
@@ -359,7 +421,11 @@ mod tests {
     fn client(t0: Instant) -> ApiConn {
         let (a, _b) = UnixStream::pair().expect("socket pair");
         ApiConn {
-            stream: a,
+            stream: ApiStream::Unix(a),
+            wire: Wire::Plain,
+            verified: true,
+            read_only: false,
+            opened: t0,
             last_active: t0,
             request_started: None,
             rbuf: Vec::new(),
@@ -375,6 +441,13 @@ mod tests {
     fn slow_requests_idle_clients_and_non_readers_time_out() {
         let t0 = Instant::now();
         let s = |n| t0 + Duration::from_secs(n);
+        let mut unverified = client(t0);
+        unverified.verified = false;
+        assert_eq!(api_timeout(&unverified, s(2)), None);
+        assert_eq!(
+            api_timeout(&unverified, s(4)),
+            Some(ApiTimeout::Close("no TLS handshake in time"))
+        );
         let mut c = client(t0);
         assert_eq!(api_timeout(&c, s(59)), None);
         assert_eq!(api_timeout(&c, s(61)), Some(ApiTimeout::Close("idle")));

@@ -4,6 +4,7 @@
 //! synchronously inside Ready handling, before any message that depends on them is sent.
 
 mod api;
+mod api_conn;
 mod cluster;
 mod conn;
 mod duties;
@@ -37,6 +38,7 @@ const UDP: Token = Token(0);
 const PEER_LISTEN: Token = Token(1);
 const API_LISTEN: Token = Token(2);
 const SIGNALS: Token = Token(3);
+const REMOTE_API_LISTEN: Token = Token(4);
 const FIRST_CONN: usize = 16;
 
 /// How often leader duties, self-registration and timeouts are checked.
@@ -199,6 +201,8 @@ pub(crate) struct Daemon {
     security: Option<crate::tls::Security>,
     /// Listeners resting after accept(2) ran out of descriptors.
     accept_gate: conn::AcceptGate,
+    /// The remote API listener (`--api-listen`, TLS with client certificates).
+    remote_api: Option<TcpListener>,
 }
 
 fn now_ms(start: Instant) -> u64 {
@@ -221,6 +225,14 @@ impl Daemon {
             addr: cfg.listen.to_string(),
             err,
         })?;
+        let mut remote_api = match cfg.api_listen {
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|err| DaemonError::Bind {
+                what: "TCP (remote API)",
+                addr: addr.to_string(),
+                err,
+            })?),
+            None => None,
+        };
         let dir = cfg.state_dir();
         let db_path = dir.join("raft.redb");
         let voters: Vec<u64> = if cfg.is_bootstrap_voter() {
@@ -267,6 +279,10 @@ impl Daemon {
             .map_err(DaemonError::Poll)?;
         reg.register(&mut api_listener, API_LISTEN, Interest::READABLE)
             .map_err(DaemonError::Poll)?;
+        if let Some(l) = remote_api.as_mut() {
+            reg.register(l, REMOTE_API_LISTEN, Interest::READABLE)
+                .map_err(DaemonError::Poll)?;
+        }
         reg.register(
             &mut SourceFd(&signals.as_raw_fd()),
             SIGNALS,
@@ -340,6 +356,7 @@ impl Daemon {
             stop_deadline: None,
             security,
             accept_gate: conn::AcceptGate::default(),
+            remote_api,
             cfg,
         })
     }
@@ -399,6 +416,7 @@ impl Daemon {
                     UDP => self.on_udp(),
                     PEER_LISTEN => self.accept_peers(),
                     API_LISTEN => self.accept_api(),
+                    REMOTE_API_LISTEN => self.accept_remote_api(),
                     SIGNALS => self.on_signal(),
                     t => self.on_conn(t, ev.is_readable(), ev.is_writable()),
                 }

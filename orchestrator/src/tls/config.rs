@@ -70,6 +70,18 @@ pub enum IdentityError {
 /// Reads the identity out of the end-entity certificate of a verified chain (pure over
 /// the DER bytes).
 pub fn identity(certs: &[CertificateDer<'_>], cluster_id: &str) -> Result<Identity, IdentityError> {
+    let (id, org) = parse_identity(certs)?;
+    if org != cluster_id {
+        return Err(IdentityError::WrongCluster {
+            found: org,
+            expected: cluster_id.to_string(),
+        });
+    }
+    Ok(id)
+}
+
+/// The identity and the cluster ID (O) a certificate names.
+fn parse_identity(certs: &[CertificateDer<'_>]) -> Result<(Identity, String), IdentityError> {
     let der = certs.first().ok_or(IdentityError::NoCertificate)?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| IdentityError::Unparsable(e.to_string()))?;
@@ -81,12 +93,6 @@ pub fn identity(certs: &[CertificateDer<'_>], cluster_id: &str) -> Result<Identi
             .to_string()
     };
     let org = first(&mut subject.iter_organization());
-    if org != cluster_id {
-        return Err(IdentityError::WrongCluster {
-            found: org,
-            expected: cluster_id.to_string(),
-        });
-    }
     let ou = first(&mut subject.iter_organizational_unit());
     let role = match ou.as_str() {
         ROLE_NODE => Role::Node,
@@ -105,7 +111,76 @@ pub fn identity(certs: &[CertificateDer<'_>], cluster_id: &str) -> Result<Identi
             })
         })
         .ok_or(IdentityError::NoName)?;
-    Ok(Identity { name, role })
+    Ok((Identity { name, role }, org))
+}
+
+/// berthctl's view of a berthd: any node certificate the CA signed, whatever name the user
+/// typed in `--endpoint` (node certificates name nodes, not hosts or addresses). The chain,
+/// validity and signatures are checked by webpki against the certificate's own name.
+#[derive(Debug)]
+struct AnyNodeOfTheCa {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyNodeOfTheCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let (who, _) = parse_identity(std::slice::from_ref(end_entity))
+            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+        if who.role != Role::Node {
+            return Err(rustls::Error::General(format!(
+                "server certificate of {} is not a node certificate",
+                who.name
+            )));
+        }
+        let name = rustls::pki_types::ServerName::try_from(who.name.clone())
+            .map_err(|_| rustls::Error::General(format!("bad node name {:?}", who.name)))?;
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// berthctl's client configuration: its client certificate, trusting any node certificate
+/// of the CA.
+pub fn api_client_config(m: &Material) -> Result<Arc<ClientConfig>, TlsError> {
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots(&m.ca)?, provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyNodeOfTheCa { inner }))
+        .with_client_auth_cert(certs(&m.cert)?, key(&m.key)?)?;
+    Ok(Arc::new(cfg))
 }
 
 /// rustls with *ring*: X25519/P-256 key exchange, AES-GCM and ChaCha20-Poly1305, ECDSA.
