@@ -262,20 +262,7 @@ pub fn commit_image(
     progress: &dyn Progress,
 ) -> Result<ImageRecord, ImportError> {
     let (m, config) = load_manifest(store, manifest_digest)?;
-    let mut todo: Vec<(Descriptor, Digest)> = Vec::new();
-    for (d, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
-        manifest::layer_kind(d)?;
-        if !store.has_blob(&d.digest) {
-            return Err(StoreError::MissingBlob {
-                store: store.root().to_path_buf(),
-                digest: d.digest.clone(),
-            }
-            .into());
-        }
-        if !store.has_layer(diff_id) && !todo.iter().any(|(_, x)| x == diff_id) {
-            todo.push((d.clone(), diff_id.clone()));
-        }
-    }
+    let todo = plan_layers(store, &m, &config.rootfs.diff_ids)?;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(todo.len())
@@ -287,15 +274,24 @@ pub fn commit_image(
         for _ in 0..workers {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some((desc, diff_id)) = todo.get(i) else {
+                let Some(job) = todo.get(i) else {
                     break;
                 };
-                match unpack_one(store, lock, desc, diff_id, opts, progress) {
-                    Ok(r) => {
+                let r = match job.work {
+                    LayerWork::Unpack => {
+                        unpack_one(store, lock, &job.desc, &job.diff_id, opts, progress).map(Some)
+                    }
+                    LayerWork::Verify => {
+                        verify_one(store, &job.desc, &job.diff_id, opts, progress).map(|()| None)
+                    }
+                };
+                match r {
+                    Ok(Some(r)) => {
                         if let Ok(mut d) = done.lock() {
-                            d.insert(diff_id.clone(), r);
+                            d.insert(job.diff_id.clone(), r);
                         }
                     }
+                    Ok(None) => {}
                     Err(e) => {
                         if let Ok(mut errs) = errors.lock() {
                             errs.push(e);
@@ -354,6 +350,103 @@ pub fn commit_image(
     };
     store.put_image(lock, record.clone())?;
     Ok(record)
+}
+
+/// What a commit does with one layer blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerWork {
+    /// Unpack it (its diff_id is checked on the way).
+    Unpack,
+    /// Its layer is already unpacked (from another blob, or earlier in this
+    /// image): hash the blob's uncompressed bytes against the diff_id only.
+    Verify,
+}
+
+#[derive(Debug)]
+struct LayerJob {
+    desc: Descriptor,
+    diff_id: Digest,
+    work: LayerWork,
+}
+
+/// Decides, for every layer of a manifest, whether it is unpacked, verified
+/// or already proven. A blob proves its diff_id only by its own bytes: a
+/// stored layer with that diff_id is shared only when this very blob (by
+/// digest) already produced it in a committed image, or after hashing it.
+fn plan_layers(
+    store: &Store,
+    m: &Manifest,
+    diff_ids: &[Digest],
+) -> Result<Vec<LayerJob>, ImportError> {
+    let proven: std::collections::HashSet<(Digest, Digest)> = store
+        .images()?
+        .into_iter()
+        .flat_map(|i| i.layers.into_iter().map(|l| (l.digest, l.diff_id)))
+        .collect();
+    let mut todo: Vec<LayerJob> = Vec::new();
+    for (d, diff_id) in m.layers.iter().zip(diff_ids) {
+        manifest::layer_kind(d)?;
+        if !store.has_blob(&d.digest) {
+            return Err(StoreError::MissingBlob {
+                store: store.root().to_path_buf(),
+                digest: d.digest.clone(),
+            }
+            .into());
+        }
+        let pair = (d.digest.clone(), diff_id.clone());
+        if proven.contains(&pair)
+            || todo
+                .iter()
+                .any(|j| j.desc.digest == d.digest && &j.diff_id == diff_id)
+        {
+            continue;
+        }
+        let unpacking = todo
+            .iter()
+            .any(|j| &j.diff_id == diff_id && j.work == LayerWork::Unpack);
+        let work = if store.has_layer(diff_id) || unpacking {
+            LayerWork::Verify
+        } else {
+            LayerWork::Unpack
+        };
+        todo.push(LayerJob {
+            desc: d.clone(),
+            diff_id: diff_id.clone(),
+            work,
+        });
+    }
+    Ok(todo)
+}
+
+/// Hashes a stored layer blob's uncompressed bytes against `diff_id`.
+fn verify_one(
+    store: &Store,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<(), ImportError> {
+    let blob = store.blob_path(&desc.digest);
+    let f = File::open(&blob).map_err(|source| ImportError::LayerIo {
+        digest: desc.digest.clone(),
+        path: blob.display().to_string(),
+        source,
+    })?;
+    let id = desc.digest.short().to_string();
+    progress.start(&id, "verifying", desc.size);
+    let reader = Counting {
+        inner: f,
+        id: id.clone(),
+        progress,
+    };
+    unpack::verify_diff_id(reader, opts.max_layer_size, diff_id).map_err(|source| {
+        ImportError::Layer {
+            digest: desc.digest.clone(),
+            source,
+        }
+    })?;
+    progress.finish(&id, "verified");
+    Ok(())
 }
 
 fn unpack_one(

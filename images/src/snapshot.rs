@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
+use crate::digest::Digest;
 use crate::import::{self, ImportError};
 use crate::store::{ImageRecord, Lock, SnapshotRecord, Store, StoreError};
 
@@ -152,6 +153,22 @@ pub fn overlay_mount(
     })
 }
 
+/// The lowerdirs for an image's layers (`diff_ids` bottom first): top first,
+/// each layer once, at its topmost position. overlayfs refuses a directory
+/// listed twice (ELOOP); applying a layer again on top of itself and the
+/// layers between shows the same tree as its top occurrence alone, since every
+/// path the lower occurrence adds, removes or makes opaque the top one does
+/// again over everything below it.
+pub fn effective_lowers(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids.iter().rev() {
+        if !out.contains(d) {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
 /// Creates the snapshot directories and its record (so garbage collection
 /// keeps its layers) and returns what to do to get a rootfs.
 pub fn prepare(
@@ -200,11 +217,10 @@ pub fn prepare(
         if !overlay_available {
             return Ok(Prepared::Copy);
         }
-        let lowers: Vec<PathBuf> = image
-            .layers
+        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let lowers: Vec<PathBuf> = effective_lowers(&diff_ids)
             .iter()
-            .rev()
-            .map(|l| store.layer_dir(&l.diff_id))
+            .map(|d| store.layer_dir(d))
             .collect();
         Ok(Prepared::Overlay(overlay_mount(
             &lowers,
@@ -306,6 +322,15 @@ mod tests {
             overlay_mount(&many, Path::new("/u"), Path::new("/w"), Path::new("/t")),
             Err(SnapshotError::TooManyLayers { layers: 200, .. })
         ));
+    }
+
+    #[test]
+    fn a_layer_listed_twice_is_one_lowerdir_at_its_top_position() {
+        // overlayfs refuses a lowerdir listed twice (ELOOP); the top occurrence
+        // alone shows the same tree.
+        let l = |n: &str| crate::digest::Digest::sha256_of(n.as_bytes());
+        let stack = effective_lowers(&[l("a"), l("b"), l("a"), l("c")]);
+        assert_eq!(stack, vec![l("c"), l("a"), l("b")]);
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod formats;
 mod hostile;
 #[path = "images/run.rs"]
 mod run;
+#[path = "images/semantics.rs"]
+mod semantics;
 #[path = "images/store.rs"]
 mod store;
 

@@ -295,3 +295,87 @@ fn implicit_parent_dirs_inherit_lower_layer_metadata() {
     assert!(!root.join("tmp/x").exists());
     assert!(root.join("tmp/y").exists());
 }
+
+/// An image whose layer blob does not hash to the diff_id its config claims
+/// is refused even when the store already holds a layer with that diff_id
+/// (issue 16: the check used to be skipped then, and the image ran with the
+/// other image's files).
+#[test]
+fn a_wrong_diff_id_is_refused_even_when_the_store_has_that_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let honest = layer_tar(&[("who", "honest")]);
+    oci_layout(&tmp.path().join("a"), std::slice::from_ref(&honest), "1");
+    import(&store, &tmp.path().join("a"), &opts(None), &Quiet).unwrap();
+    // Image b: its blob holds other bytes but its config claims honest's diff_id.
+    let liar = layer_tar(&[("who", "liar!!")]);
+    let dir = tmp.path().join("b");
+    oci_layout(&dir, std::slice::from_ref(&liar), "1");
+    let (m, cfg_digest) = {
+        let idx: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let md: Digest = idx["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let m: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(md.hex())).unwrap())
+                .unwrap();
+        let cd: Digest = m["config"]["digest"].as_str().unwrap().parse().unwrap();
+        (m, cd)
+    };
+    let cfg = config_json(&[Digest::sha256_of(&honest)], "amd64");
+    let new_cd = Digest::sha256_of(&cfg);
+    fs::write(dir.join("blobs/sha256").join(new_cd.hex()), &cfg).unwrap();
+    let mut m = m;
+    m["config"]["digest"] = serde_json::json!(new_cd);
+    m["config"]["size"] = serde_json::json!(cfg.len());
+    let mb = serde_json::to_vec(&m).unwrap();
+    let md = Digest::sha256_of(&mb);
+    fs::write(dir.join("blobs/sha256").join(md.hex()), &mb).unwrap();
+    let _ = cfg_digest;
+    write_index(
+        &dir,
+        &[crate::manifest::Descriptor {
+            media_type: crate::manifest::OCI_MANIFEST.into(),
+            digest: md,
+            size: mb.len() as u64,
+            platform: None,
+            annotations: [(
+                crate::manifest::ANNOTATION_REF_NAME.to_string(),
+                "1".to_string(),
+            )]
+            .into(),
+        }],
+    );
+    let err = import(&store, &dir, &opts(None), &Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("diff_id"), "{err}");
+    assert_eq!(store.images().unwrap().len(), 1, "only image a is stored");
+    let layer = store.layer_dir(&Digest::sha256_of(&honest));
+    assert_eq!(fs::read(layer.join("who")).unwrap(), b"honest");
+}
+
+/// The same layer listed twice in one image is stored once and flattens.
+#[test]
+fn an_image_listing_one_layer_twice_imports_and_flattens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let a = layer_tar(&[("etc/", ""), ("etc/a", "1")]);
+    let b = layer_tar(&[("etc/", ""), ("etc/.wh.a", ""), ("etc/b", "2")]);
+    oci_layout(
+        &tmp.path().join("img"),
+        &[a.clone(), b, a.clone()],
+        "latest",
+    );
+    let r = import(&store, &tmp.path().join("img"), &opts(None), &Quiet).unwrap();
+    assert_eq!(r.layers.len(), 3);
+    assert_eq!(count(store.root().join("layers/sha256")), 2);
+    let root = tmp.path().join("rootfs");
+    fs::create_dir(&root).unwrap();
+    flatten(&store, &r, &root).unwrap();
+    assert_eq!(fs::read(root.join("etc/a")).unwrap(), b"1");
+    assert_eq!(fs::read(root.join("etc/b")).unwrap(), b"2");
+}

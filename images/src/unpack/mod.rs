@@ -186,6 +186,49 @@ impl Read for ChannelReader {
 
 const CHUNK: usize = 512 * 1024;
 
+/// The uncompressed stream of a layer blob (compression sniffed).
+fn decoder<'a, R: Read + 'a>(blob: R) -> Result<Box<dyn Read + 'a>, UnpackError> {
+    let mut br = BufReader::with_capacity(256 * 1024, blob);
+    let head = br
+        .fill_buf()
+        .map_err(|source| UnpackError::Decompress { source })?;
+    Ok(match sniff(head) {
+        Compression::None => Box::new(br),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(br)
+                .map_err(|source| UnpackError::Decompress { source })?,
+        ),
+    })
+}
+
+/// Hashes a layer blob's uncompressed stream (bounded by `max_size`) and
+/// checks it against `expected`, unpacking nothing.
+pub fn verify_diff_id<R: Read>(
+    blob: R,
+    max_size: u64,
+    expected: &Digest,
+) -> Result<u64, UnpackError> {
+    let mut hr = HashingReader::new(decoder(blob)?, Algorithm::Sha256, max_size);
+    if let Err(e) = crate::digest::copy_big(&mut hr, &mut io::sink()) {
+        return Err(if hr.exceeded() {
+            UnpackError::TooLarge { limit: max_size }
+        } else {
+            UnpackError::Decompress { source: e }
+        });
+    }
+    let (actual, size) = hr
+        .finish()
+        .map_err(|source| UnpackError::Decompress { source })?;
+    if &actual != expected {
+        return Err(UnpackError::DiffId {
+            expected: expected.clone(),
+            actual,
+        });
+    }
+    Ok(size)
+}
+
 /// Decompresses (by sniffing), hashes and bounds `blob` on this thread,
 /// sending chunks of the uncompressed stream to `tx`.
 fn produce<R: Read>(
@@ -193,18 +236,7 @@ fn produce<R: Read>(
     max_size: u64,
     tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
 ) -> Result<Option<Unpacked>, UnpackError> {
-    let mut br = BufReader::with_capacity(256 * 1024, blob);
-    let head = br
-        .fill_buf()
-        .map_err(|source| UnpackError::Decompress { source })?;
-    let stream: Box<dyn Read> = match sniff(head) {
-        Compression::None => Box::new(br),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(br)
-                .map_err(|source| UnpackError::Decompress { source })?,
-        ),
-    };
+    let stream = decoder(blob)?;
     let mut hr = HashingReader::new(stream, Algorithm::Sha256, max_size);
     loop {
         let mut chunk = vec![0u8; CHUNK];

@@ -255,3 +255,20 @@ impl OciLayout {
             .to_string()
     }
 }
+
+/// A layer holding the host's static /bin/busybox as `bin/busybox` with `applets` linked
+/// to it (`bin/<applet> -> busybox`), for images that run a command. Panics with the
+/// package to install when /bin/busybox is missing.
+pub fn busybox_layer(applets: &[&str]) -> Vec<u8> {
+    let busybox = fs::read("/bin/busybox").unwrap_or_else(|e| {
+        panic!(
+            "/bin/busybox ({e}) is required: install it with `apt-get install -y busybox-static`"
+        )
+    });
+    let mut tar = RawTar::new();
+    tar.dir("bin/", 0o755).file("bin/busybox", 0o755, &busybox);
+    for applet in applets {
+        tar.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    tar.finish()
+}
