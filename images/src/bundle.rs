@@ -1,13 +1,16 @@
 //! Runtime bundles from images: config.json generated from the image config
-//! as `umoci unpack` does (Env, Entrypoint + Cmd, WorkingDir, User resolved
-//! through the image's /etc/passwd and /etc/group, ExposedPorts and Labels
-//! as annotations) on top of `runc spec`'s defaults (mounts, namespaces,
-//! capabilities, masked and read-only paths). Generation is pure; only
+//! as `umoci unpack` does (Env, Entrypoint + Cmd, WorkingDir, ExposedPorts and
+//! Labels as annotations) on top of `runc spec`'s defaults (mounts, namespaces,
+//! capabilities, masked and read-only paths). A User that names a user or
+//! group (not numbers) is resolved through the image's /etc/passwd and
+//! /etc/group, read inside the rootfs only as small regular files reached
+//! without symlinks; numeric users read nothing. Generation is pure; only
 //! [`read_user_db`] and [`write_config`] touch the filesystem.
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -32,6 +35,10 @@ pub enum BundleError {
     BadCwd(String),
     #[error("invalid memory size `{0}`: want a number with an optional b, k, m, g or t suffix (e.g. 64m)")]
     BadMemory(String),
+    #[error("{path} is {what}: berth reads only a regular file there")]
+    NotRegular { path: String, what: &'static str },
+    #[error("{path} is larger than {limit} bytes")]
+    TooBig { path: String, limit: u64 },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -216,7 +223,7 @@ pub fn resolve_user(spec: &str, db: &UserDb) -> Result<ExecUser, BundleError> {
         gid,
         additional_gids: additional,
         home: entry.map_or_else(
-            || "/".to_string(),
+            || if uid == 0 { "/root" } else { "/" }.to_string(),
             |e| {
                 if e.home.is_empty() {
                     "/".into()
@@ -331,8 +338,7 @@ pub fn generate(
         }
         args = ov.fallback_args.clone();
     }
-    let user_spec = ov.user.clone().or(exec.user.clone()).unwrap_or_default();
-    let user = resolve_user(&user_spec, users)?;
+    let user = resolve_user(&user_spec(config, ov), users)?;
     let mut env = merge_env(exec.env.as_deref().unwrap_or(&[]), &ov.env)?;
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
@@ -425,36 +431,104 @@ pub fn generate(
     }))
 }
 
+/// The largest /etc/passwd or /etc/group read from an image.
 const MAX_DB: u64 = 4 << 20;
 
-fn read_in_root(rootfs: &Path, rel: &str) -> Result<Option<String>, BundleError> {
-    let io_err = |source| BundleError::Io {
-        path: format!("{}/{rel}", rootfs.display()),
-        source,
-    };
-    let root = std::fs::File::open(rootfs).map_err(io_err)?;
-    // Symlinks are followed but stay inside the image's root.
-    let fd = match crate::sys::open_in_root(root.as_fd(), Path::new(rel), OFlag::O_RDONLY, false) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) => return Ok(None),
-        Err(e) => return Err(io_err(std::io::Error::from(e))),
-    };
-    let mut s = Vec::new();
-    std::fs::File::from(fd)
-        .take(MAX_DB)
-        .read_to_end(&mut s)
-        .map_err(io_err)?;
-    Ok(Some(String::from_utf8_lossy(&s).into_owned()))
+/// Whether resolving `spec` (`user`, `uid`, `user:group`, `uid:gid`) needs
+/// the image's /etc/passwd and /etc/group: only when it names a user or a
+/// group that is not a number. Numeric and empty users are taken as they
+/// are (gid 0 unless given, no supplementary groups, HOME `/root` for uid 0
+/// and `/` otherwise), so most images never have those files read at all.
+pub fn needs_user_db(spec: &str) -> bool {
+    spec.split(':')
+        .any(|part| !part.is_empty() && part.parse::<u32>().is_err())
 }
 
-/// Reads /etc/passwd and /etc/group of a rootfs (resolved inside it).
-pub fn read_user_db(rootfs: &Path) -> Result<UserDb, BundleError> {
+/// The user a bundle's process runs as: the override, else the image's.
+pub fn user_spec(config: &ImageConfig, ov: &Overrides) -> String {
+    ov.user
+        .clone()
+        .or_else(|| config.config.as_ref().and_then(|c| c.user.clone()))
+        .unwrap_or_default()
+}
+
+/// Reads `rel` (a path inside the image) when it is a regular file of at
+/// most [`MAX_DB`] bytes, reached without any symlink; Ok(None) when it is
+/// missing. The file is first opened with O_PATH (which opens no device and
+/// never blocks on a FIFO) and checked with fstat; only then is that very
+/// inode opened for reading, through its /proc/self/fd link.
+fn read_small_file_in_root(rootfs: &Path, rel: &str) -> Result<Option<Vec<u8>>, BundleError> {
+    let shown = format!("the image's /{rel}");
+    let io_err = |source| BundleError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| BundleError::Io {
+        path: rootfs.display().to_string(),
+        source: e.into(),
+    })?;
+    let fd = match crate::sys::open_in_root(root.as_fd(), Path::new(rel), OFlag::O_PATH, true) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(None),
+        Err(nix::errno::Errno::ELOOP) => {
+            return Err(BundleError::NotRegular {
+                path: shown,
+                what: "a symlink (or reached through one)",
+            })
+        }
+        Err(e) => return Err(io_err(e.into())),
+    };
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| io_err(e.into()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(BundleError::NotRegular {
+            path: shown,
+            what: "not a regular file",
+        });
+    }
+    if u64::try_from(st.st_size).unwrap_or(u64::MAX) > MAX_DB {
+        return Err(BundleError::TooBig {
+            path: shown,
+            limit: MAX_DB,
+        });
+    }
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&proc_path)
+        .map_err(io_err)?;
+    let mut data = Vec::new();
+    file.take(MAX_DB + 1)
+        .read_to_end(&mut data)
+        .map_err(io_err)?;
+    if data.len() as u64 > MAX_DB {
+        return Err(BundleError::TooBig {
+            path: shown,
+            limit: MAX_DB,
+        });
+    }
+    Ok(Some(data))
+}
+
+/// Reads the image's /etc/passwd and /etc/group from `rootfs` when `spec`
+/// needs them ([`needs_user_db`]); an empty database otherwise. Each file
+/// must be a regular file of at most 4 MiB reached without symlinks.
+pub fn read_user_db(rootfs: &Path, spec: &str) -> Result<UserDb, BundleError> {
+    if !needs_user_db(spec) {
+        return Ok(UserDb::default());
+    }
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     Ok(UserDb {
-        users: read_in_root(rootfs, "etc/passwd")?
-            .map(|t| parse_passwd(&t))
+        users: read_small_file_in_root(rootfs, "etc/passwd")?
+            .map(|b| parse_passwd(&text(b)))
             .unwrap_or_default(),
-        groups: read_in_root(rootfs, "etc/group")?
-            .map(|t| parse_group(&t))
+        groups: read_small_file_in_root(rootfs, "etc/group")?
+            .map(|b| parse_group(&text(b)))
             .unwrap_or_default(),
     })
 }

@@ -91,6 +91,17 @@ pub struct SnapshotRecord {
     pub layers: Vec<Digest>,
     /// "overlay" or "copy".
     pub kind: String,
+    /// The process using the snapshot (`image run`), while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<crate::snapshot::Owner>,
+    /// Remove the snapshot when its owner ends (`image run --rm`), also when
+    /// it ends by SIGKILL: [`crate::snapshot::reap`] does it later.
+    #[serde(default)]
+    pub remove_with_owner: bool,
+    /// The runtime state root (`berth --root`) whose container of the same
+    /// name still uses the snapshot after its owner ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

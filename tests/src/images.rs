@@ -58,7 +58,12 @@ impl std::fmt::Display for Outcome {
 
 /// Runs `cmd` to completion with stdout/stderr captured through files (no pipe deadlock),
 /// killing it and panicking after [`COMMAND_TIMEOUT`].
-pub fn run_command(mut cmd: Command, scratch: &Path) -> Outcome {
+pub fn run_command(cmd: Command, scratch: &Path) -> Outcome {
+    run_command_within(cmd, scratch, COMMAND_TIMEOUT)
+}
+
+/// [`run_command`] with another bound on how long the command may take.
+pub fn run_command_within(mut cmd: Command, scratch: &Path, timeout: Duration) -> Outcome {
     let cmdline = format!("{cmd:?}");
     let (out_path, err_path) = capture_paths(scratch);
     cmd.stdin(Stdio::null())
@@ -67,8 +72,8 @@ pub fn run_command(mut cmd: Command, scratch: &Path) -> Outcome {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmdline}: {e}"));
-    let status = wait_with_timeout(&mut child, COMMAND_TIMEOUT)
-        .unwrap_or_else(|| panic!("{cmdline} did not finish within {COMMAND_TIMEOUT:?}"));
+    let status = wait_with_timeout(&mut child, timeout)
+        .unwrap_or_else(|| panic!("{cmdline} did not finish within {timeout:?}"));
     let stdout = fs::read_to_string(&out_path).unwrap_or_default();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
     let _ = fs::remove_file(out_path);
@@ -177,6 +182,23 @@ impl ImageEnv {
     /// Runs `berth image ARGS...` to completion.
     pub fn image(&self, args: &[&str]) -> Outcome {
         run_command(self.image_command(args), &self.scratch())
+    }
+
+    /// Runs `berth image ARGS...` and panics if it takes longer than `timeout` (a command
+    /// that blocks forever on a hostile image).
+    pub fn image_within(&self, args: &[&str], timeout: Duration) -> Outcome {
+        run_command_within(self.image_command(args), &self.scratch(), timeout)
+    }
+
+    /// Snapshot directories under the store's containers/ (what `image run` made).
+    pub fn snapshot_dirs(&self) -> Vec<String> {
+        fs::read_dir(self.store().join("containers"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Runs any command with this environment's capture directory.

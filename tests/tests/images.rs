@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use berth_tests::images::{fixture, tree, ImageEnv};
 use serde_json::{json, Value};
 
+#[path = "images/cleanup.rs"]
+mod cleanup;
 #[path = "images/formats.rs"]
 mod formats;
 #[path = "images/hostile.rs"]

@@ -228,18 +228,92 @@ fn env_without_equals_is_refused() {
     );
 }
 
-#[test]
-fn user_db_is_read_inside_the_root() {
+fn rootfs_with_etc() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("rootfs");
     std::fs::create_dir_all(root.join("etc")).unwrap();
+    (dir, root)
+}
+
+/// Runs `f` on a thread and fails the test if it does not return within 20 s
+/// (a read of a FIFO would block forever).
+fn within_20s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("reading the image's user database blocked")
+}
+
+#[test]
+fn user_db_is_read_only_for_user_or_group_names() {
+    for (spec, needed) in [
+        ("", false),
+        ("0", false),
+        ("1000:1000", false),
+        ("app", true),
+        ("1000:staff", true),
+        ("app:0", true),
+    ] {
+        assert_eq!(needs_user_db(spec), needed, "{spec}");
+    }
+    // A FIFO as /etc/passwd would block a reader forever: numeric users never open it.
+    let (_dir, root) = rootfs_with_etc();
+    nix::unistd::mkfifo(
+        &root.join("etc/passwd"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &root.join("etc/group"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+    for spec in ["", "0", "1000:1000"] {
+        let r = root.clone();
+        let db = within_20s(move || read_user_db(&r, spec)).unwrap();
+        assert_eq!(db, UserDb::default(), "{spec}");
+    }
+    // A name needs the file, and a FIFO is refused without blocking.
+    let r = root.clone();
+    let err = within_20s(move || read_user_db(&r, "app")).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(err.to_string().contains("/etc/passwd"), "{err}");
+}
+
+#[test]
+fn user_db_is_a_small_regular_file_never_followed() {
+    let (dir, root) = rootfs_with_etc();
+    // A symlink, even one that stays inside the rootfs, is not followed.
     std::fs::write(dir.path().join("passwd"), "evil:x:0:0::/:/bin/sh\n").unwrap();
-    // An absolute symlink resolves inside the rootfs, not on the host.
     std::os::unix::fs::symlink("/real/passwd", root.join("etc/passwd")).unwrap();
     std::fs::create_dir_all(root.join("real")).unwrap();
     std::fs::write(root.join("real/passwd"), "app:x:7:8::/app:/bin/sh\n").unwrap();
-    std::os::unix::fs::symlink("../../passwd", root.join("etc/group")).unwrap();
-    let db = read_user_db(&root).unwrap();
+    let err = read_user_db(&root, "app").unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    std::fs::remove_file(root.join("etc/passwd")).unwrap();
+    // Too big.
+    std::fs::write(root.join("etc/passwd"), vec![b'#'; 5 << 20]).unwrap();
+    let err = read_user_db(&root, "app").unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    // A device node (here /dev/zero's numbers) is never opened.
+    std::fs::remove_file(root.join("etc/passwd")).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        nix::sys::stat::mknod(
+            &root.join("etc/passwd"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            libc::makedev(1, 5),
+        )
+        .unwrap();
+        let err = read_user_db(&root, "app").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        std::fs::remove_file(root.join("etc/passwd")).unwrap();
+    }
+    // The ordinary case; a missing /etc/group is an empty group list.
+    std::fs::write(root.join("etc/passwd"), "app:x:7:8::/app:/bin/sh\n").unwrap();
+    let db = read_user_db(&root, "app").unwrap();
     assert_eq!(db.users.len(), 1);
     assert_eq!(db.users[0].name, "app");
     assert!(db.groups.is_empty());

@@ -53,6 +53,9 @@ fn counts_shared_layers_and_snapshots() {
         image: "a:1".into(),
         layers: vec![Digest::sha256_of(b"x")],
         kind: "overlay".into(),
+        owner: None,
+        remove_with_owner: false,
+        runtime_root: None,
     }];
     let (_, layers) = reference_counts(&imgs, &snaps);
     assert_eq!(layers[&Digest::sha256_of(b"base")], 2);

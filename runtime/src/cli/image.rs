@@ -206,9 +206,13 @@ fn rm(store: &Store, reference: &str) -> anyhow::Result<i32> {
 
 fn prune(global: &GlobalOpts, store: &Store) -> anyhow::Result<i32> {
     let lock = store.lock()?;
+    for r in berth_images::snapshot::reap(store, &lock)? {
+        tracing::info!(?r, "cleaned up after an earlier image run");
+    }
     for snap in store.snapshots()? {
-        // A container the runtime still knows is left alone.
-        if global.root.join(&snap.name).exists() {
+        // A container the runtime still knows, or an `image run` still
+        // preparing one, is left alone.
+        if global.root.join(&snap.name).exists() || snap.owner.is_some_and(|o| o.alive()) {
             continue;
         }
         berth_images::snapshot::remove(store, &lock, &snap.name)?;
@@ -249,12 +253,12 @@ fn unpack(store: &Store, reference: &str, dir: &Path) -> anyhow::Result<i32> {
         let image = store.find(reference)?;
         import::flatten(store, &image, &rootfs)?;
         let (_, config) = import::load_manifest(store, &image.manifest)?;
-        let users = bundle::read_user_db(&rootfs)?;
         // Like `umoci unpack`: no command in the image gives runc spec's `sh`.
         let overrides = bundle::Overrides {
             fallback_args: vec!["sh".into()],
             ..Default::default()
         };
+        let users = bundle::read_user_db(&rootfs, &bundle::user_spec(&config, &overrides))?;
         let value = bundle::generate(&config, &users, &overrides)?;
         bundle::write_config(dir, &value)?;
         Ok(())

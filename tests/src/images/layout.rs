@@ -75,6 +75,20 @@ impl RawTar {
         self.link(tar::EntryType::Link, name, target)
     }
 
+    /// A FIFO.
+    pub fn fifo(&mut self, name: &str, mode: u32) -> &mut Self {
+        let header = Self::header(tar::EntryType::Fifo, name, mode, 0);
+        self.append(header, &[])
+    }
+
+    /// A character device node.
+    pub fn char_device(&mut self, name: &str, major: u32, minor: u32) -> &mut Self {
+        let mut header = Self::header(tar::EntryType::Char, name, 0o644, 0);
+        header.set_device_major(major).expect("ustar device major");
+        header.set_device_minor(minor).expect("ustar device minor");
+        self.append(header, &[])
+    }
+
     fn link(&mut self, kind: tar::EntryType, name: &str, target: &str) -> &mut Self {
         let mut header = Self::header(kind, name, 0o777, 0);
         let raw = target.as_bytes();

@@ -5,16 +5,26 @@
 //! overlay is unmounted and the snapshot (its upper dir: what the container
 //! wrote) kept until `berth image prune`.
 //!
+//! Terminating signals are held back from the start (see `Signals`), so one
+//! that arrives while the snapshot is prepared ends the run before the
+//! container starts, and cleanup always happens. A run killed with SIGKILL
+//! leaves its snapshot recorded with its owner (pid and start time); the
+//! next `image run` or `image prune` unmounts it, and removes it if it was
+//! `--rm`, once its container is gone too (`snapshot::reap`).
+//!
 //! BERTH_IMAGE_RUNTIME overrides the re-executed binary (e.g. runc).
 
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use berth_images::snapshot::{self, Prepared, SnapshotError};
 use berth_images::store::Store;
 use berth_images::{bundle, import};
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use crate::cli::GlobalOpts;
 
@@ -78,6 +88,10 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32> {
+    // From here on a terminating signal cannot end this process before its
+    // cleanup: it stays pending until the container runs (then it is
+    // forwarded) or, if it came earlier, ends the run before it starts.
+    let signals = Signals::block()?;
     let name = a.name.clone().unwrap_or_else(random_name);
     let memory = a
         .memory
@@ -103,9 +117,18 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
     let runtime = runtime_binary()?;
     let (image, snap, prepared) = {
         let lock = store.lock()?;
+        // What earlier runs killed with SIGKILL left behind.
+        for r in snapshot::reap(store, &lock)? {
+            tracing::info!(?r, "cleaned up after an earlier image run");
+        }
         let image = store.find(&a.reference)?;
-        let (snap, prepared) =
-            snapshot::prepare(store, &lock, &name, &image, snapshot::overlay_available())?;
+        let opts = snapshot::SnapshotOptions {
+            overlay: snapshot::overlay_available(),
+            owner: snapshot::Owner::current(),
+            remove_with_owner: a.rm,
+            runtime_root: Some(global.root.clone()),
+        };
+        let (snap, prepared) = snapshot::prepare(store, &lock, &name, &image, &opts)?;
         (image, snap, prepared)
     };
     let result = (|| -> anyhow::Result<i32> {
@@ -127,16 +150,24 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
             }
         }
         let (_, config) = import::load_manifest(store, &image.manifest)?;
-        let users = bundle::read_user_db(&snap.rootfs)?;
+        let users = bundle::read_user_db(&snap.rootfs, &bundle::user_spec(&config, &overrides))?;
         let value = bundle::generate(&config, &users, &overrides)?;
         bundle::write_config(&snap.dir, &value)?;
-        let mut cmd = Command::new(&runtime);
-        cmd.arg("--root").arg(&global.root);
-        if global.debug {
-            cmd.arg("--debug");
+        if let Some(sig) = signals.pending()? {
+            eprintln!("berth: {sig} before the container started; not running it");
+            return Ok(128 + sig as i32);
         }
-        cmd.arg("run").arg("--bundle").arg(&snap.dir).arg(&name);
-        let status = run_forwarding_signals(cmd)
+        let mut args: Vec<std::ffi::OsString> = vec!["--root".into(), global.root.clone().into()];
+        if global.debug {
+            args.push("--debug".into());
+        }
+        args.extend([
+            "run".into(),
+            "--bundle".into(),
+            snap.dir.clone().into(),
+            name.clone().into(),
+        ]);
+        let status = run_forwarding_signals(&runtime, &args, &signals)
             .with_context(|| format!("running {}", runtime.display()))?;
         Ok(exit_code(status))
     })();
@@ -179,49 +210,101 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
 }
 
 /// The shell convention: the exit code, or 128 + the killing signal.
-fn exit_code(status: ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(1)
+fn exit_code(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 1,
+    }
 }
 
-/// Spawns `cmd` and waits for it, forwarding SIGTERM and SIGHUP to it.
-/// SIGINT and SIGQUIT come from the terminal to the whole process group,
-/// so the child already has them; here they are only kept from killing us
-/// before cleanup. The signals are blocked before the spawn (std resets the
-/// child's mask), so none can be missed; they stay blocked afterwards so a
-/// late Ctrl-C cannot interrupt the cleanup (the process exits right after).
-fn run_forwarding_signals(mut cmd: Command) -> anyhow::Result<ExitStatus> {
-    let mut set = SigSet::empty();
-    for s in [
+/// The signals `image run` holds back until its cleanup is done: blocked on
+/// this thread (and every thread it starts later) from the start of the run.
+/// SIGINT and SIGQUIT come from the terminal to the whole process group, so
+/// a running container already has them; SIGTERM and SIGHUP are forwarded.
+/// They stay blocked to the end, so a late Ctrl-C cannot interrupt the
+/// cleanup (the process exits right after it).
+struct Signals {
+    set: SigSet,
+    /// Reads pending terminating signals without blocking.
+    fd: SignalFd,
+}
+
+impl Signals {
+    const TERMINATING: [Signal; 4] = [
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGINT,
         Signal::SIGQUIT,
-        Signal::SIGCHLD,
-    ] {
-        set.add(s);
-    }
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
-        .context("blocking signals")?;
-    let result = (|| {
-        let mut child = cmd.spawn()?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            let sig = set.wait().map_err(std::io::Error::from)?;
-            match sig {
-                Signal::SIGTERM | Signal::SIGHUP => {
-                    let pid =
-                        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-                    let _ = nix::sys::signal::kill(pid, sig);
-                }
-                _ => {}
-            }
+    ];
+
+    fn block() -> anyhow::Result<Signals> {
+        let mut set = SigSet::empty();
+        for s in Self::TERMINATING {
+            set.add(s);
         }
-    })();
-    result.map_err(|e: std::io::Error| anyhow::anyhow!(e))
+        let mut with_chld = set;
+        with_chld.add(Signal::SIGCHLD);
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&with_chld), None)
+            .context("blocking signals")?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .context("signalfd")?;
+        Ok(Signals { set: with_chld, fd })
+    }
+
+    /// A terminating signal that arrived (and is consumed here), if any.
+    fn pending(&self) -> anyhow::Result<Option<Signal>> {
+        match self.fd.read_signal().context("reading signalfd")? {
+            Some(info) => Ok(Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0)).ok()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Starts `program` with `args` and this process's environment and stdio,
+/// with an empty signal mask (posix_spawn's SETSIGMASK: std's Command would
+/// hand this process's blocked signals down to the runtime, and through it
+/// to the container's program, which then could not be stopped with
+/// SIGTERM), and waits for it, forwarding SIGTERM and SIGHUP (see
+/// [`Signals`]). Returns its wait status.
+fn run_forwarding_signals(
+    program: &Path,
+    args: &[std::ffi::OsString],
+    signals: &Signals,
+) -> anyhow::Result<WaitStatus> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let cstr = |b: &[u8]| CString::new(b).context("an argument holds a NUL byte");
+    let mut argv = vec![cstr(program.as_os_str().as_bytes())?];
+    for a in args {
+        argv.push(cstr(a.as_bytes())?);
+    }
+    let envp = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            cstr(&kv)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut attr = PosixSpawnAttr::init().context("posix_spawnattr_init")?;
+    attr.set_sigmask(&SigSet::empty())
+        .context("posix_spawnattr_setsigmask")?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK)
+        .context("posix_spawnattr_setflags")?;
+    let actions = PosixSpawnFileActions::init().context("posix_spawn_file_actions_init")?;
+    let pid = posix_spawn(program, &actions, &attr, &argv, &envp)
+        .with_context(|| format!("starting {}", program.display()))?;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(status) => return Ok(status),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("waiting for the runtime"),
+        }
+        let sig = signals.set.wait().context("sigwait")?;
+        if matches!(sig, Signal::SIGTERM | Signal::SIGHUP) {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
 }
