@@ -61,6 +61,9 @@ pub struct Flags {
     /// `berthd credentials init`); default /etc/berth/credentials
     #[arg(long)]
     pub credentials: Option<PathBuf>,
+    /// Take a registry snapshot (and compact the log) every this many entries
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
     /// Also serve the HTTP API on this TCP address, TLS with client certificates from the
     /// cluster CA (`berthd credentials add-client`)
     #[arg(long)]
@@ -151,6 +154,7 @@ struct FileConfig {
     #[serde(default)]
     insecure: bool,
     api_listen: Option<SocketAddr>,
+    snapshot_every: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +233,8 @@ pub struct Config {
     pub security: Security,
     /// The remote API's TCP address (needs credentials).
     pub api_listen: Option<SocketAddr>,
+    /// Entries between registry snapshots.
+    pub snapshot_every: u64,
 }
 
 impl Config {
@@ -455,6 +461,11 @@ pub fn resolve(
         join,
         timing,
         api_listen,
+        snapshot_every: flags
+            .snapshot_every
+            .or(file.snapshot_every)
+            .unwrap_or(10_000)
+            .max(1),
         security: if flags.insecure || file.insecure {
             Security::Insecure
         } else {

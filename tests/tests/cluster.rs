@@ -24,6 +24,8 @@ mod membership;
 mod partition;
 #[path = "cluster/remote.rs"]
 mod remote;
+#[path = "cluster/snapshots.rs"]
+mod snapshots;
 
 /// Puts `key=value` through node `k`, retrying until acknowledged (a retry may follow an
 /// unacknowledged attempt that committed anyway, which is harmless: the value is the same).

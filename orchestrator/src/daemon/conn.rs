@@ -121,6 +121,24 @@ pub struct PeerConn {
     pub last_read: std::time::Instant,
     pub decoder: Decoder,
     pub wbuf: WriteBuf,
+    /// A snapshot file being sent after its `MsgSnapshot`, pumped as the link drains.
+    pub snap_out: Option<SnapOut>,
+    /// A snapshot file being received: the `MsgSnapshot` waits until all of it is here.
+    pub snap_in: Option<Box<SnapIn>>,
+}
+
+pub struct SnapOut {
+    pub file: std::fs::File,
+    pub left: u64,
+}
+
+pub struct SnapIn {
+    pub msg: raft::eraftpb::Message,
+    pub file: std::fs::File,
+    pub part: std::path::PathBuf,
+    pub name: String,
+    pub size: u64,
+    pub left: u64,
 }
 
 /// What an API connection is doing.

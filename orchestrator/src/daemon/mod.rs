@@ -8,6 +8,7 @@ mod api_conn;
 mod cluster;
 mod conn;
 mod duties;
+mod link;
 mod peers;
 mod views;
 
@@ -375,7 +376,8 @@ impl Daemon {
                 id,
                 election_tick: cfg.timing.election_ticks,
                 heartbeat_tick: cfg.timing.heartbeat_ticks,
-                snapshot_every: 10_000,
+                snapshot_every: cfg.snapshot_every,
+                snapshot_dir: Some(dir.to_path_buf()),
             },
             store,
             voters,

@@ -2,31 +2,28 @@
 
 use std::cmp::Reverse;
 use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
 use mio::{Interest, Token};
 use prost::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
 
-use std::net::SocketAddr;
-
-use mio::net::TcpStream;
-
 use super::conn::{
-    peer_inbound_cap, Conn, PeerConn, WriteBuf, PEER_CONNECTING_MAX, PEER_CONNECT_TIMEOUT,
-    PEER_HANDSHAKE_TIMEOUT, PEER_IDLE_TIMEOUT, PEER_STALL_TIMEOUT, PEER_UNVERIFIED_MAX,
+    peer_inbound_cap, Conn, PeerConn, SnapOut, WriteBuf, PEER_CONNECTING_MAX, PEER_UNVERIFIED_MAX,
     PEER_WBUF_MAX,
 };
+use super::link::{flush_link, link_timeout, read_link};
 use super::{Daemon, TimerSlot, PEER_LISTEN};
 use crate::api::http::{err, HttpError};
 use crate::api::routes::KeyOp;
-use crate::config::node_id;
 use crate::membership::{MembershipError, MAX_DATAGRAM};
 use crate::net::frame::{self, Decoder, KIND_RAFT};
+use crate::raft::snapfile;
 use crate::tls::keyring::{fingerprint, parse_key};
 use crate::tls::link::Wire;
-use crate::tls::Role;
 
 /// Wait this long before reconnecting to a peer whose link failed.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
@@ -147,6 +144,8 @@ impl Daemon {
                 last_read: now,
                 decoder: Decoder::new(&self.cfg.cluster_id),
                 wbuf: WriteBuf::default(),
+                snap_out: None,
+                snap_in: None,
             }),
         );
     }
@@ -188,6 +187,7 @@ impl Daemon {
     fn on_peer(&mut self, token: Token, readable: bool, writable: bool) {
         let my_id = self.id;
         let cluster_id = self.cfg.cluster_id.clone();
+        let state_dir = self.cfg.state_dir();
         let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
             return;
         };
@@ -203,15 +203,16 @@ impl Daemon {
             }
         }
         if failure.is_none() && p.connected {
-            failure = flush_link(p).err();
+            failure = flush_link(p, &cluster_id).err();
         }
         let mut msgs = Vec::new();
         if failure.is_none() && readable && p.connected {
-            failure = read_link(p, &cluster_id, my_id, &mut msgs).err();
+            failure = read_link(p, &cluster_id, my_id, &state_dir, &mut msgs).err();
         }
-        if failure.is_none() && p.connected && p.wbuf.pending() > 0 && !p.wire.is_handshaking() {
+        let more = p.wbuf.pending() > 0 || p.snap_out.is_some();
+        if failure.is_none() && p.connected && more && !p.wire.is_handshaking() {
             // Messages queued during the handshake go out once it is done.
-            failure = flush_link(p).err();
+            failure = flush_link(p, &cluster_id).err();
         }
         if let Some(m) = msgs.last() {
             p.last_from = m.from;
@@ -292,9 +293,36 @@ impl Daemon {
             },
         };
         let data = frame::encode(&self.cfg.cluster_id, KIND_RAFT, &m.encode_to_vec());
+        let snap_file = if is_snapshot {
+            match snapfile::decode_ref(&m.get_snapshot().data) {
+                Some(r) => {
+                    let path = self.cfg.state_dir().join(&r.file);
+                    match std::fs::File::open(&path) {
+                        Ok(f) => Some(SnapOut {
+                            file: f,
+                            left: r.size,
+                        }),
+                        Err(e) => {
+                            tracing::warn!(to, file = %path.display(), "cannot send a snapshot: {e}");
+                            self.reports.push((to, Some(SnapshotStatus::Failure)));
+                            return;
+                        }
+                    }
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let cluster_id = self.cfg.cluster_id.clone();
         let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
             return;
         };
+        if snap_file.is_some() && p.snap_out.is_some() {
+            tracing::debug!(to, "a snapshot is still being sent on this link");
+            self.reports.push((to, Some(SnapshotStatus::Failure)));
+            return;
+        }
         let cap = if p.connected {
             PEER_WBUF_MAX
         } else {
@@ -309,9 +337,12 @@ impl Daemon {
             return;
         }
         p.wbuf.push(&data);
+        if snap_file.is_some() {
+            p.snap_out = snap_file;
+        }
         let mut failed = None;
         if p.connected && !p.wire.is_handshaking() {
-            failed = flush_link(p).err();
+            failed = flush_link(p, &cluster_id).err();
         }
         if is_snapshot {
             self.reports.push((to, Some(SnapshotStatus::Finish)));
@@ -380,6 +411,8 @@ impl Daemon {
                 last_read: now,
                 decoder: Decoder::new(&self.cfg.cluster_id),
                 wbuf: WriteBuf::default(),
+                snap_out: None,
+                snap_in: None,
             }),
         );
         self.peer_out.insert(to, token);
@@ -443,137 +476,4 @@ impl Daemon {
         };
         matches!(self.conns.get(&token), Some(Conn::Peer(p)) if p.verified)
     }
-}
-
-/// Writes what the link has queued (TLS records first, then plaintext through TLS).
-fn flush_link(p: &mut PeerConn) -> Result<(), String> {
-    p.wire
-        .flush(&mut p.stream)
-        .map_err(|e| format!("write: {e}"))?;
-    if p.wbuf.pending() > 0 {
-        p.wbuf
-            .flush(&mut p.wire.writer(&mut p.stream))
-            .map_err(|e| format!("write: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Reads what arrived, checks who sent it, and cuts it into Raft messages. Nothing reaches
-/// raft-rs from a link whose peer is not verified, nor a message claiming another sender
-/// than the one the link's certificate names.
-fn read_link(
-    p: &mut PeerConn,
-    cluster_id: &str,
-    my_id: u64,
-    msgs: &mut Vec<Message>,
-) -> Result<(), String> {
-    let dec = &mut p.decoder;
-    let handshaking = p.wire.is_handshaking();
-    let got = p
-        .wire
-        .read(&mut p.stream, |chunk| {
-            dec.push(chunk);
-            true
-        })
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData if handshaking => format!("TLS handshake refused: {e}"),
-            io::ErrorKind::InvalidData => format!("TLS: {e}"),
-            _ => format!("read: {e}"),
-        })?;
-    if got.got_bytes {
-        p.last_read = Instant::now();
-    }
-    if !p.verified && matches!(p.wire, Wire::Tls(_)) && !p.wire.is_handshaking() {
-        verify_peer(p, cluster_id)?;
-    }
-    if !p.wire.is_handshaking() {
-        loop {
-            match p.decoder.next_frame() {
-                Ok(Some((KIND_RAFT, body))) => {
-                    let m = Message::decode(body.as_slice())
-                        .map_err(|e| format!("undecodable raft message: {e}"))?;
-                    check_sender(p, &m, my_id)?;
-                    p.verified = true;
-                    msgs.push(m);
-                }
-                Ok(Some((kind, _))) => return Err(format!("unexpected frame kind {kind}")),
-                Ok(None) => break,
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    }
-    if got.eof {
-        return Err(match p.decoder.finish() {
-            Ok(()) if p.wire.is_handshaking() => "closed during the TLS handshake".to_string(),
-            Ok(()) => "closed by peer".to_string(),
-            Err(e) => e.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// After the handshake: the certificate must be a node certificate of this cluster (and,
-/// on links we opened, name the node we dialled; rustls checked that already).
-fn verify_peer(p: &mut PeerConn, cluster_id: &str) -> Result<(), String> {
-    let certs = p.wire.peer_certificates().unwrap_or_default();
-    let who = crate::tls::identity(certs, cluster_id)
-        .map_err(|e| format!("peer certificate refused: {e}"))?;
-    if who.role != Role::Node {
-        return Err(format!(
-            "peer certificate refused: {} holds a client certificate, not a node certificate",
-            who.name
-        ));
-    }
-    let id = node_id(&who.name);
-    if let Some(expected) = p.outbound {
-        if id != expected {
-            return Err(format!(
-                "peer certificate names {}, not the node dialled",
-                who.name
-            ));
-        }
-    }
-    p.peer_id = Some(id);
-    p.verified = true;
-    Ok(())
-}
-
-/// A message must come from the node the link's certificate names, and be for us.
-fn check_sender(p: &PeerConn, m: &Message, my_id: u64) -> Result<(), String> {
-    if let Some(id) = p.peer_id {
-        if m.from != id {
-            return Err(format!(
-                "raft {:?} claims to be from {:016x}, but the link's certificate names {:016x}; refused",
-                m.get_msg_type(),
-                m.from,
-                id
-            ));
-        }
-    }
-    if m.to != my_id {
-        return Err(format!(
-            "raft {:?} addressed to {:016x}, not to this node; refused",
-            m.get_msg_type(),
-            m.to
-        ));
-    }
-    Ok(())
-}
-
-/// Why a link should be dropped now, if it should (pure over the link's times).
-fn link_timeout(p: &PeerConn, now: Instant) -> Option<&'static str> {
-    let age = now.duration_since(p.since);
-    if !p.connected && age > PEER_CONNECT_TIMEOUT {
-        return Some("connect timed out");
-    }
-    if p.connected && !p.verified && age > PEER_HANDSHAKE_TIMEOUT {
-        return Some("no TLS handshake or valid frame in time");
-    }
-    if p.outbound.is_none() && now.duration_since(p.last_read) > PEER_IDLE_TIMEOUT {
-        return Some("idle: nothing received");
-    }
-    if p.wbuf.stalled_for(now) > PEER_STALL_TIMEOUT {
-        return Some("peer not reading");
-    }
-    None
 }

@@ -15,6 +15,8 @@ pub const MAX_FRAME: usize = 64 << 20;
 
 /// A Raft message (prost-encoded `eraftpb::Message`).
 pub const KIND_RAFT: u8 = 1;
+/// A piece of the snapshot file announced by the preceding `MsgSnapshot` (raw bytes).
+pub const KIND_SNAP_CHUNK: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -106,7 +108,7 @@ impl Decoder {
                 });
             }
             let kind = avail[4];
-            if kind != KIND_RAFT {
+            if kind != KIND_RAFT && kind != KIND_SNAP_CHUNK {
                 return Err(FrameError::UnknownKind { kind });
             }
         }

@@ -5,6 +5,7 @@ pub mod disk;
 pub mod node;
 #[cfg(test)]
 mod sim;
+pub mod snapfile;
 pub mod store;
 
 pub use node::{Applied, ConfContext, Node, NodeConfig, Output, Proposal};
@@ -23,4 +24,6 @@ pub enum RaftError {
     Encode(serde_json::Error),
     #[error("cannot decode a registry snapshot: {0}")]
     Decode(serde_json::Error),
+    #[error(transparent)]
+    SnapFile(#[from] snapfile::SnapFileError),
 }

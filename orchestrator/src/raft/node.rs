@@ -10,6 +10,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, EntryType, Message, Sna
 use raft::{RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 
+use super::snapfile;
 use super::store::{Batch, LogStore};
 use super::RaftError;
 use crate::registry::{Command, Event, Outcome, Registry};
@@ -70,6 +71,9 @@ pub struct NodeConfig {
     pub heartbeat_tick: usize,
     /// Take a snapshot and compact the log every this many applied entries.
     pub snapshot_every: u64,
+    /// Where snapshot files go (written on a thread); None keeps snapshots inline and
+    /// takes them synchronously (the scenario tests' in-memory stores).
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 pub struct Node {
@@ -80,6 +84,8 @@ pub struct Node {
     conf: ConfState,
     applied: u64,
     snapshot_every: u64,
+    snapshot_dir: Option<std::path::PathBuf>,
+    writer: snapfile::Writer,
 }
 
 /// The snapshot every initial voter starts from: index 1, the voters, an empty registry. Being a
@@ -138,7 +144,11 @@ impl Node {
             })?;
         }
         let snap = store.latest_snapshot().clone();
-        let registry = decode_registry(&snap)?;
+        let registry = decode_registry(&snap, cfg.snapshot_dir.as_deref())?;
+        if let (Some(dir), Some(r)) = (&cfg.snapshot_dir, snapfile::decode_ref(&snap.data)) {
+            // Leftovers of a crash during a write or a transfer.
+            snapfile::cleanup_at_start(dir, &r.file);
+        }
         let conf = snap.get_metadata().get_conf_state().clone();
         let applied = snap.get_metadata().index;
         let rcfg = raft::Config {
@@ -161,6 +171,8 @@ impl Node {
             conf,
             applied,
             snapshot_every: cfg.snapshot_every.max(1),
+            snapshot_dir: cfg.snapshot_dir.clone(),
+            writer: snapfile::Writer::default(),
         })
     }
 
@@ -304,13 +316,16 @@ impl Node {
         out.messages.extend(rd.take_messages());
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            self.registry = decode_registry(&snap)?;
+            self.registry = decode_registry(&snap, self.snapshot_dir.as_deref())?;
             self.conf = snap.get_metadata().get_conf_state().clone();
             self.applied = snap.get_metadata().index;
             self.raw.mut_store().persist(Batch {
-                snapshot: Some(snap),
+                snapshot: Some(snap.clone()),
                 ..Batch::default()
             })?;
+            if let (Some(dir), Some(r)) = (&self.snapshot_dir, snapfile::decode_ref(&snap.data)) {
+                snapfile::cleanup(dir, &r.file);
+            }
             out.snapshot_installed = true;
         }
         self.apply_entries(rd.take_committed_entries(), &mut out)?;
@@ -393,21 +408,76 @@ impl Node {
         Ok(())
     }
 
+    /// Takes a snapshot when `snapshot_every` entries were applied since the last one (or a
+    /// peer needs a fresher one): inline and at once for in-memory stores; otherwise an O(1)
+    /// clone of the registry is written to a file by a thread, and the log is compacted when
+    /// that is done (a later call picks the result up).
     fn maybe_compact(&mut self) -> Result<(), RaftError> {
+        if let Some(done) = self.writer.poll() {
+            self.finish_snapshot(done)?;
+        }
+        if self.writer.busy() {
+            return Ok(());
+        }
         let snap_index = self.raw.store().latest_snapshot().get_metadata().index;
         let wanted = self.raw.store().take_snapshot_wanted() && self.applied > snap_index;
         if !wanted && self.applied < snap_index + self.snapshot_every {
             return Ok(());
         }
-        let data = serde_json::to_vec(&self.registry).map_err(RaftError::Encode)?;
         let applied = self.applied;
         let conf = self.conf.clone();
-        self.raw.mut_store().compact(applied, conf, data)?;
+        match &self.snapshot_dir {
+            Some(dir) => {
+                self.writer
+                    .start(dir.clone(), applied, conf, self.registry.clone());
+            }
+            None => {
+                let data = serde_json::to_vec(&self.registry).map_err(RaftError::Encode)?;
+                self.raw.mut_store().compact(applied, conf, data)?;
+                tracing::debug!(
+                    index = applied,
+                    "took a registry snapshot and compacted the log"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The writer thread finished: compact the log up to its snapshot.
+    fn finish_snapshot(&mut self, done: snapfile::Written) -> Result<(), RaftError> {
+        let r = match done.result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(index = done.index, "snapshot not written (will retry): {e}");
+                return Ok(());
+            }
+        };
+        let current = self.raw.store().latest_snapshot().get_metadata().index;
+        if done.index <= current {
+            // A snapshot from the leader got here first; this one is stale.
+            if let Some(dir) = &self.snapshot_dir {
+                let _ = std::fs::remove_file(dir.join(&r.file));
+            }
+            return Ok(());
+        }
+        let keep = r.file.clone();
+        self.raw
+            .mut_store()
+            .compact(done.index, done.conf, snapfile::encode_ref(&r))?;
+        if let Some(dir) = &self.snapshot_dir {
+            snapfile::cleanup(dir, &keep);
+        }
         tracing::debug!(
-            index = applied,
-            "took a registry snapshot and compacted the log"
+            index = done.index,
+            bytes = r.size,
+            "registry snapshot written; log compacted"
         );
         Ok(())
+    }
+
+    /// True while a snapshot is being written (tests).
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.writer.busy()
     }
 
     /// Read access to the store (tests).
@@ -416,9 +486,9 @@ impl Node {
     }
 }
 
-fn decode_registry(snap: &Snapshot) -> Result<Registry, RaftError> {
+fn decode_registry(snap: &Snapshot, dir: Option<&std::path::Path>) -> Result<Registry, RaftError> {
     if snap.get_metadata().index == 0 {
         return Ok(Registry::default());
     }
-    serde_json::from_slice(&snap.data).map_err(RaftError::Decode)
+    Ok(snapfile::read(dir, &snap.data)?)
 }

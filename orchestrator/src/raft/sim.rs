@@ -40,6 +40,7 @@ fn cfg(id: u64, snapshot_every: u64) -> NodeConfig {
         election_tick: 10,
         heartbeat_tick: 2,
         snapshot_every,
+        snapshot_dir: None,
     }
 }
 

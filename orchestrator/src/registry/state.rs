@@ -1,6 +1,13 @@
 //! The registry's data and the deterministic `apply`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
+
+// Persistent (structurally shared) collections: cloning the registry for a snapshot costs
+// O(1) and the clone is written out on a thread while the loop keeps applying entries.
+// Their serde form is the same as BTreeMap/BTreeSet/VecDeque's.
+type BTreeMap<K, V> = imbl::OrdMap<K, V>;
+type LeaseKeys = imbl::OrdSet<String>;
+type VecDeque<T> = imbl::Vector<T>;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +25,7 @@ const MAX_TTL_MS: u64 = 86_400_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Lease {
     ttl_ms: u64,
-    keys: BTreeSet<String>,
+    keys: LeaseKeys,
 }
 
 /// The replicated key/value state. Serialised whole into Raft snapshots.
@@ -364,7 +371,7 @@ impl Registry {
             id,
             Lease {
                 ttl_ms,
-                keys: BTreeSet::new(),
+                keys: LeaseKeys::new(),
             },
         );
         Ok((Outcome::Lease { id, ttl_ms }, Vec::new()))
