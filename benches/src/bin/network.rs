@@ -2,6 +2,10 @@
 //! portmap, beside podman's `run --network <CNI bridge network>` over `--network none` with
 //! the same plugins and a published port, in one interleaved run.
 //!
+//! Then DNS lookup latency from a container: berthd's responder on a UDP socket at the
+//! bridge's address, queried 2,000 times from inside a namespace attached by berth-cni
+//! and from the host (network/dns.rs).
+//!
 //! Run as root: `cargo run --release -p berth-benches --bin network -- [--trials 50 --warmup 5]
 //! [--no-podman]`. Needs containernetworking-plugins, iproute2, iptables and (for the
 //! comparison) podman and busybox (`scripts/install-deps bench`).
@@ -16,6 +20,9 @@
 //! its CNI backend (`network_backend = "cni"`), runc, cgroupfs, vfs storage in a temp
 //! dir, and nofile/nproc limits this VM's root may set (its defaults need
 //! CAP_SYS_RESOURCE, which root lacks here).
+
+#[path = "network/dns.rs"]
+mod dns;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -337,7 +344,18 @@ fn main() -> Result<()> {
             }
         }
     }
+    runner.keep.set(false);
+    let lookups = dns::lookup_latency(&inv, &net, 2000).context("DNS lookup latency")?;
     print!("{}", report(&opts, &s, podman.is_some()));
+    println!("\nDNS lookups (`web.service.berth` A, 3 answers; 2,000 sequential queries after 100 warm-ups, UDP to berthd's responder at the bridge address):\n\n| client | p50 us | p90 us | p99 us |\n|---|---:|---:|---:|");
+    let mut dns_rows = String::new();
+    row(
+        &mut dns_rows,
+        "inside a container (veth, bridge)",
+        &lookups.container,
+    );
+    row(&mut dns_rows, "on the host", &lookups.host);
+    print!("{dns_rows}");
     println!("\nper plugin run (berth-cni, the same trials):\n\n| plugin run | p50 ms | p90 ms | p99 ms |\n|---|---:|---:|---:|");
     let mut rows = String::new();
     for (k, d) in runner.times.borrow().iter() {
