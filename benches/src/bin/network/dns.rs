@@ -14,6 +14,7 @@ use berth_cni::{Attachment, AttachmentKey, Invoker, NetworkConfigList, PluginRun
 use berth_orchestrator::dns::{serve_one, Endpoint, Responder, Snapshot, RECV_BUFFER};
 use simple_dns::{Name, Packet, Question, CLASS, QCLASS, QTYPE, TYPE};
 
+/// Microseconds per lookup.
 pub struct Latencies {
     pub container: Vec<f64>,
     pub host: Vec<f64>,
@@ -46,7 +47,8 @@ fn query(id: u16) -> Result<Vec<u8>> {
     Ok(p.build_bytes_vec()?)
 }
 
-/// `n` sequential lookups after `warmup`, each checked to carry the three addresses.
+/// `n` sequential lookups after `warmup` (microseconds each), each checked to carry the
+/// three addresses.
 fn client(server: SocketAddr, warmup: usize, n: usize) -> Result<Vec<f64>> {
     let sock = UdpSocket::bind("0.0.0.0:0")?;
     sock.connect(server)?;
@@ -68,7 +70,7 @@ fn client(server: SocketAddr, warmup: usize, n: usize) -> Result<Vec<f64>> {
             );
         }
         if i >= warmup {
-            out.push(took.as_secs_f64() * 1000.0);
+            out.push(took.as_secs_f64() * 1e6);
         }
     }
     Ok(out)
