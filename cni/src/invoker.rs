@@ -123,12 +123,12 @@ impl<R: PluginRunner> Invoker<R> {
             result: None,
             complete: false,
         };
-        self.records.write(&rec)?;
+        self.records.write(&rec, true)?;
         match self.run_add_chain(net, att, &mut rec) {
             Ok(result) => {
                 rec.result = Some(result.raw.clone());
                 rec.complete = true;
-                match self.records.write(&rec) {
+                match self.records.write(&rec, false) {
                     Ok(()) => Ok(result),
                     Err(e) => Err(self.undo_add(net, &rec, e)),
                 }
@@ -177,7 +177,7 @@ impl<R: PluginRunner> Invoker<R> {
                 },
             },
             Err(del) => {
-                let _ = self.records.write(rec);
+                let _ = self.records.write(rec, false);
                 Error::Rollback {
                     add: Box::new(add_err),
                     del: Box::new(del),

@@ -269,13 +269,16 @@ fn cleanup_dels_dead_and_incomplete_attachments_and_keeps_live_ones() {
     let mut crashed = att();
     crashed.container_id = "crashed".into();
     inv.records()
-        .write(&Record {
-            network: "net1".into(),
-            attachment: crashed,
-            config: net("1.0.0").to_json(),
-            result: None,
-            complete: false,
-        })
+        .write(
+            &Record {
+                network: "net1".into(),
+                attachment: crashed,
+                config: net("1.0.0").to_json(),
+                result: None,
+                complete: false,
+            },
+            true,
+        )
         .unwrap();
     fake.calls.borrow_mut().clear();
     let report = inv

@@ -3,6 +3,14 @@
 //! the config ADD used and, once ADD is done, its result; it is removed only after a DEL
 //! of the whole chain succeeded.
 //!
+//! Durability: the first write of a record is fsynced (file and directory) before ADD's
+//! first plugin runs, so it survives a power loss that keeps anything the plugins wrote
+//! to disk (host-local's leases). Later updates (the ADD result) and the removal after DEL
+//! are not fsynced: a process crash loses nothing (the page cache stays), and after a
+//! power loss the record is at worst older (a DEL without `prevResult`, which the plugins
+//! accept) or back after its DEL (DEL runs again, and DEL is idempotent). That keeps an
+//! ADD at two fsyncs and a DEL at none.
+//!
 //! Layout: `DIR/<network>/<container-id>@<ifname>.json`, written through a temp name and a
 //! rename. Network names, container ids and interface names are checked before they are
 //! used as file names (letters, digits, `_`, `.`, `-`; no leading dot), so none can leave
@@ -77,8 +85,9 @@ impl RecordStore {
             .join(format!("{}@{}.json", key.container_id, key.ifname))
     }
 
-    /// Writes the record durably: temp file, fsync, rename, fsync of the directory.
-    pub fn write(&self, rec: &Record) -> Result<(), Error> {
+    /// Writes the record through a temp file and a rename; `durable`: with the file and its
+    /// directory fsynced (see the module doc for when that is needed).
+    pub fn write(&self, rec: &Record, durable: bool) -> Result<(), Error> {
         let path = self.path(&rec.key());
         let dir = path.parent().unwrap_or(&self.dir).to_path_buf();
         let err = |step: &'static str, p: &Path| {
@@ -107,9 +116,14 @@ impl RecordStore {
             .open(&tmp)
             .map_err(err("create", &tmp))?;
         f.write_all(&bytes).map_err(err("write", &tmp))?;
-        f.sync_all().map_err(err("fsync", &tmp))?;
+        if durable {
+            f.sync_all().map_err(err("fsync", &tmp))?;
+        }
         fs::rename(&tmp, &path).map_err(err("rename into place", &path))?;
-        sync_dir(&dir)
+        if durable {
+            sync_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// The record for `key`, if there is one.
@@ -117,7 +131,7 @@ impl RecordStore {
         read_record(&self.path(key))
     }
 
-    /// Removes the record (after its DEL succeeded). A missing record is fine.
+    /// Removes the record (after its DEL succeeded; not fsynced). A missing record is fine.
     pub fn remove(&self, key: &AttachmentKey) -> Result<(), Error> {
         let path = self.path(key);
         match fs::remove_file(&path) {
@@ -132,7 +146,6 @@ impl RecordStore {
             }
         }
         let dir = path.parent().unwrap_or(&self.dir);
-        sync_dir(dir)?;
         // An emptied network directory goes too; one still in use stays (ENOTEMPTY).
         let _ = fs::remove_dir(dir);
         Ok(())
@@ -260,10 +273,10 @@ mod tests {
             "missing dir lists as empty"
         );
         let mut a = rec("a");
-        store.write(&a).unwrap();
-        store.write(&rec("b")).unwrap();
+        store.write(&a, true).unwrap();
+        store.write(&rec("b"), false).unwrap();
         a.result = Some(serde_json::json!({"cniVersion":"1.0.0"}));
-        store.write(&a).unwrap();
+        store.write(&a, false).unwrap();
         assert_eq!(store.read(&a.key()).unwrap(), Some(a.clone()));
         assert!(d.path().join("att/berth/a@eth0.json").is_file());
         let (all, bad) = store.list().unwrap();
@@ -288,7 +301,7 @@ mod tests {
     fn corrupt_and_misplaced_records_are_reported_not_used() {
         let d = tempfile::tempdir().unwrap();
         let store = RecordStore::new(d.path());
-        store.write(&rec("good")).unwrap();
+        store.write(&rec("good"), true).unwrap();
         fs::write(d.path().join("berth/broken@eth0.json"), "{").unwrap();
         let moved = serde_json::to_vec(&rec("other")).unwrap();
         fs::write(d.path().join("berth/elsewhere@eth0.json"), moved).unwrap();

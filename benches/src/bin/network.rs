@@ -197,12 +197,21 @@ struct TimingRunner {
     inner: ProcessRunner,
     times: RefCell<BTreeMap<String, Vec<Duration>>>,
     keep: std::cell::Cell<bool>,
+    /// Plugin time since the last `take_spent` (to tell the invoker's own time apart).
+    spent: std::cell::Cell<Duration>,
+}
+
+impl TimingRunner {
+    fn take_spent(&self) -> Duration {
+        self.spent.replace(Duration::ZERO)
+    }
 }
 
 impl PluginRunner for &TimingRunner {
     fn run(&self, inv: &Invocation) -> Result<Vec<u8>, CniError> {
         let t = Instant::now();
         let out = self.inner.run(inv);
+        self.spent.set(self.spent.get() + t.elapsed());
         if self.keep.get() {
             let key = format!("{} {}", inv.command.as_str(), inv.plugin);
             self.times
@@ -224,6 +233,9 @@ struct Samples {
     add: Vec<Duration>,
     del: Vec<Duration>,
     ns_del: Vec<Duration>,
+    /// ADD and DEL time outside the plugin runs (records, planning, process start-up).
+    own_add: Vec<Duration>,
+    own_del: Vec<Duration>,
     podman_none: Vec<Duration>,
     podman_net: Vec<Duration>,
 }
@@ -287,6 +299,7 @@ fn main() -> Result<()> {
         },
         times: RefCell::new(BTreeMap::new()),
         keep: std::cell::Cell::new(false),
+        spent: std::cell::Cell::new(Duration::ZERO),
     };
     let inv = Invoker::with_runner(&runner, vec![PLUGINS.into()], tmp.path().join("state"));
     let pid = std::process::id();
@@ -311,9 +324,11 @@ fn main() -> Result<()> {
                 extra: Default::default(),
             },
         };
+        runner.take_spent();
         let t = Instant::now();
         inv.add(&net, &att)?;
         let t_add = t.elapsed();
+        let own_add = t_add.saturating_sub(runner.take_spent());
         let key = AttachmentKey {
             network: net.name.clone(),
             container_id: att.container_id.clone(),
@@ -322,12 +337,15 @@ fn main() -> Result<()> {
         let t = Instant::now();
         inv.del(&key)?;
         let t_del = t.elapsed();
+        let own_del = t_del.saturating_sub(runner.take_spent());
         let t_ns_del = timed(Command::new("ip").args(["netns", "del", &ns]))?;
         if keep {
             s.ns_add.push(t_ns_add);
             s.add.push(t_add);
             s.del.push(t_del);
             s.ns_del.push(t_ns_del);
+            s.own_add.push(own_add);
+            s.own_del.push(own_del);
         }
         if let Some(p) = &podman {
             let port = Some(21000 + (i % 1000) as u16);
@@ -446,6 +464,16 @@ fn report(opts: &Opts, s: &Samples, podman: bool) -> String {
     );
     row(&mut out, "berth-cni DEL", &del);
     row(&mut out, "berth-cni ADD + DEL", &both);
+    row(
+        &mut out,
+        "  of which berth-cni's own, in ADD (records, fsyncs, spawning)",
+        &v(&s.own_add),
+    );
+    row(
+        &mut out,
+        "  of which berth-cni's own, in DEL",
+        &v(&s.own_del),
+    );
     row(&mut out, "`ip netns add`", &v(&s.ns_add));
     row(&mut out, "`ip netns del`", &v(&s.ns_del));
     row(&mut out, "netns add + ADD + DEL + netns del", &whole);
