@@ -15,7 +15,10 @@
 //!   `disableCheck`).
 //!
 //! Every call blocks while plugins run (each bounded by the timeout): call it from a
-//! worker thread, not from an event loop.
+//! worker thread, not from an event loop. An `Invoker` is `Send + Sync` and may be shared
+//! (`Arc`) by threads working on different attachments at once; calls for the same
+//! attachment (network, container id, interface) must not overlap: the caller serializes
+//! them (one unit's start and stop never run together).
 
 use std::path::PathBuf;
 use std::time::Duration;

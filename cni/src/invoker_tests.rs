@@ -370,3 +370,9 @@ fn invalid_attachment_runs_nothing_and_records_nothing() {
     assert!(fake.calls().is_empty());
     assert!(inv.attachments().unwrap().is_empty());
 }
+
+#[test]
+fn the_real_invoker_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Invoker>();
+}
