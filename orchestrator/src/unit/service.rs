@@ -15,7 +15,7 @@
 //! | `Restart` | `no`, `on-failure`, `always` | `no` |
 //! | `RestartSec` | time span | 100 ms |
 //! | `TimeoutStartSec` | time span or `infinity` | 90 s |
-//! | `TimeoutStopSec` | time span or `infinity` (then no SIGKILL) | 90 s |
+//! | `TimeoutStopSec` | time span or `infinity` (then no SIGKILL) | 90 s; 10 s with `[Container]` (podman's) |
 //! | `KillSignal` | signal name or number | SIGTERM |
 //! | `MemoryMax` | size (`K M G T P E`, base 1024), `N%` of RAM, `infinity` | none |
 //! | `CPUQuota` | `N%` of one CPU (may exceed 100%) | none |
@@ -163,6 +163,9 @@ pub(crate) fn parse_unit_section(
     Ok(description)
 }
 
+/// `TimeoutStopSec=` of a `[Container]` unit that does not set it (podman's default).
+pub const CONTAINER_TIMEOUT_STOP: Duration = Duration::from_secs(10);
+
 const SERVICE_KEYS: &str = "ExecStart, Type, Restart, RestartSec, TimeoutStartSec, TimeoutStopSec, KillSignal, MemoryMax, CPUQuota, TasksMax, Environment, EnvironmentFile, User, WorkingDirectory";
 const PROCESS_KEYS: &[(&str, &str)] = &[
     ("ExecStart", "Exec"),
@@ -180,6 +183,11 @@ pub(crate) fn parse(
     ignored: &mut Vec<IgnoredKey>,
 ) -> Result<ServiceOptions, UnitError> {
     let mut s = ServiceOptions::default();
+    if has_container {
+        // podman's default stop timeout: a container's init often ignores SIGTERM (pid 1 of
+        // its namespace has no default handlers), and 90 s is a long wait for that.
+        s.timeout_stop = Some(CONTAINER_TIMEOUT_STOP);
+    }
     for e in entries {
         if e.key.starts_with("X-") {
             ignored.push(IgnoredKey::of(ctx.section, e));

@@ -274,3 +274,15 @@ fn process_keys_are_refused_next_to_container() {
     );
     assert_eq!(u.service.restart, RestartPolicy::Always);
 }
+
+#[test]
+fn a_container_unit_stops_after_podmans_10_s_unless_it_says_otherwise() {
+    let c = ok("a.service", "[Container]\nImage=x\n").service;
+    assert_eq!(c.timeout_stop, Some(Duration::from_secs(10)));
+    let c = ok(
+        "a.service",
+        "[Container]\nImage=x\n[Service]\nTimeoutStopSec=3s\n",
+    )
+    .service;
+    assert_eq!(c.timeout_stop, Some(Duration::from_secs(3)));
+}
