@@ -72,6 +72,8 @@ pub struct Flags {
     /// that anyone who knows the cluster ID can forge); for experiments only
     #[arg(long)]
     pub insecure: bool,
+    #[command(flatten)]
+    pub agent: crate::agent::config::AgentFlags,
 }
 
 /// `berthd credentials ...`: the cluster's CA, node and client certificates, gossip keys.
@@ -155,6 +157,7 @@ struct FileConfig {
     insecure: bool,
     api_listen: Option<SocketAddr>,
     snapshot_every: Option<u64>,
+    agent: Option<crate::agent::config::AgentFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +238,10 @@ pub struct Config {
     pub api_listen: Option<SocketAddr>,
     /// Entries between registry snapshots.
     pub snapshot_every: u64,
+    /// The at-most-once timing (used by the leader even on a node without an agent).
+    pub fence: crate::fence::FenceConfig,
+    /// The agent, unless disabled.
+    pub agent: Option<crate::agent::AgentConfig>,
 }
 
 impl Config {
@@ -443,14 +450,25 @@ pub fn resolve(
             "must be greater than heartbeat-ticks (>= 1)",
         ));
     }
+    let data_dir = flags
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/berth"));
+    let agent_file = file.agent.unwrap_or_default();
+    let fence = crate::agent::config::fence_config(&flags.agent, &agent_file)?;
+    let agent = crate::agent::config::resolve(
+        &flags.agent,
+        &agent_file,
+        &name,
+        &metadata,
+        advertise.ip(),
+        &data_dir,
+    )?;
     Ok(Config {
         cluster_id,
         name,
         metadata,
-        data_dir: flags
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/berth")),
+        data_dir,
         listen,
         advertise,
         socket: flags
@@ -476,6 +494,8 @@ pub fn resolve(
                     .unwrap_or_else(|| PathBuf::from("/etc/berth/credentials")),
             )
         },
+        fence,
+        agent,
     })
 }
 

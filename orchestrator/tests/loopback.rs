@@ -119,6 +119,8 @@ impl Cluster {
             .arg("--credentials")
             .arg(&creds)
             .args(["--metadata", &format!("idx={i}")])
+            // These nodes run no units (and need no root).
+            .arg("--no-agent")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

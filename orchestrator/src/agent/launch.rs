@@ -244,7 +244,8 @@ impl PrepareJob {
     /// A fleet-era unit: the host's `/`, bound (recursively, as a slave so nothing
     /// propagates back) on `bundle/rootfs`; berth makes it read-only (`root.readonly`).
     fn prepare_host(&self) -> Result<(), String> {
-        let users = bundle::read_user_db(Path::new("/")).map_err(|e| e.to_string())?;
+        let spec = self.unit.service.user.clone().unwrap_or_default();
+        let users = bundle::read_user_db(Path::new("/"), &spec).map_err(|e| e.to_string())?;
         let env = self.env_files()?;
         let mut config = unit::oci::runtime_config(
             &self.unit,
@@ -330,14 +331,16 @@ impl PrepareJob {
                 .map_err(|e| format!("image {reference:?} is not in this machine's store ({e})"))?;
             // A snapshot left by a crash midway is replaced.
             let _ = snapshot::remove(&store, &lock, &self.snapshot);
-            let (snap, prepared) = snapshot::prepare(
-                &store,
-                &lock,
-                &self.snapshot,
-                &image,
-                snapshot::overlay_available(),
-            )
-            .map_err(|e| e.to_string())?;
+            // No owner: the agent removes its snapshots itself; `reap` leaves them alone
+            // across berthd restarts.
+            let opts = snapshot::SnapshotOptions {
+                overlay: snapshot::overlay_available(),
+                owner: None,
+                remove_with_owner: false,
+                runtime_root: None,
+            };
+            let (snap, prepared) = snapshot::prepare(&store, &lock, &self.snapshot, &image, &opts)
+                .map_err(|e| e.to_string())?;
             (image, snap, prepared)
         };
         let result = (|| -> Result<(), String> {
@@ -356,7 +359,14 @@ impl PrepareJob {
             }
             let (_, config) =
                 import::load_manifest(&store, &image.manifest).map_err(|e| e.to_string())?;
-            let users = bundle::read_user_db(&snap.rootfs).map_err(|e| e.to_string())?;
+            let spec = self
+                .unit
+                .container
+                .as_ref()
+                .and_then(|c| c.user.clone())
+                .or_else(|| config.config.as_ref().and_then(|c| c.user.clone()))
+                .unwrap_or_default();
+            let users = bundle::read_user_db(&snap.rootfs, &spec).map_err(|e| e.to_string())?;
             let env = self.env_files()?;
             let mut value = unit::oci::runtime_config(
                 &self.unit,

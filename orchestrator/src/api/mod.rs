@@ -3,3 +3,4 @@
 
 pub mod http;
 pub mod routes;
+pub mod unit_routes;

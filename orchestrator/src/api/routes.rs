@@ -65,6 +65,8 @@ pub enum Route {
         op: KeyOp,
         key: String,
     },
+    /// fleetctl's verbs: /v1/units, /v1/unit-states (see `unit_routes`).
+    Units(super::unit_routes::UnitRoute),
 }
 
 /// A gossip key ring operation (serf's `keys install|use|remove`).
@@ -173,6 +175,9 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
     let m = req.method.as_str();
     let p = req.path.as_str();
     let not_allowed = || err(405, format!("method {m} not allowed on {p}"));
+    if let Some(r) = super::unit_routes::route(req) {
+        return r.map(Route::Units);
+    }
     if let Some(rest) = p.strip_prefix("/v1/keys/") {
         let key = key_of(rest)?;
         return match m {

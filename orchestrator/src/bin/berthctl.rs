@@ -10,6 +10,9 @@ use berth_orchestrator::client::Client;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+#[path = "berthctl/units.rs"]
+mod units;
+
 #[derive(Parser)]
 #[command(
     name = "berthctl",
@@ -58,6 +61,8 @@ enum Cmd {
     /// Raft membership
     #[command(subcommand)]
     Cluster(Cluster),
+    #[command(flatten)]
+    Units(units::UnitCmd),
 }
 
 #[derive(Subcommand)]
@@ -229,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     .with_timeout(std::time::Duration::from_secs(cli.timeout.max(1)));
     let json_out = cli.format == Format::Json;
     match cli.cmd {
+        Cmd::Units(u) => return units::run(&c, json_out, u),
         Cmd::ListMachines => {
             let v = c.json("GET", "/v1/machines", None)?;
             if json_out {

@@ -7,6 +7,12 @@ use berth_orchestrator::config::{resolve, CredentialsCmd, Flags, Tool, ValidityA
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `berthd watchdog ...`: the node's unit watchdog, started by berthd itself.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("watchdog") {
+        let code = berth_orchestrator::agent::watchdog::main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -165,6 +165,7 @@ impl Daemon {
                     },
                 )
             }
+            Route::Units(u) => self.execute_units(token, u),
             Route::AddVoter { name } => {
                 let id = node_id(&name);
                 let conf = self.node.conf();
@@ -217,7 +218,7 @@ impl Daemon {
         }
     }
 
-    fn write(
+    pub(super) fn write(
         &mut self,
         token: Token,
         kind: ReplyKind,

@@ -145,7 +145,7 @@ impl Daemon {
         };
         if readable {
             let rbuf = &mut c.rbuf;
-            let watching = matches!(c.state, ApiState::Watching { .. });
+            let watching = matches!(c.state, ApiState::Watching { .. } | ApiState::Following { .. });
             let mut overflow = false;
             match c.wire.read(&mut c.stream, |chunk| {
                 if watching {
@@ -276,7 +276,7 @@ impl Daemon {
         let watchers = self
             .conns
             .values()
-            .filter(|c| matches!(c, Conn::Api(a) if matches!(a.state, ApiState::Watching { .. })))
+            .filter(|c| matches!(c, Conn::Api(a) if matches!(a.state, ApiState::Watching { .. } | ApiState::Following { .. })))
             .count();
         watchers + API_RESERVE < api_cap()
     }
@@ -332,7 +332,7 @@ impl Daemon {
         }
         let idle = c.state == ApiState::Idle;
         let finished = done && (c.close_after_write || (c.eof && idle && c.rbuf.is_empty()));
-        if finished || (c.eof && matches!(c.state, ApiState::Watching { .. })) {
+        if finished || (c.eof && matches!(c.state, ApiState::Watching { .. } | ApiState::Following { .. })) {
             self.close_api(token);
         }
     }

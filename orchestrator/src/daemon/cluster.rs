@@ -23,15 +23,6 @@ fn responder_token(token: mio::Token) -> Responder {
 /// Start of the error a write in flight gets when leadership moves.
 const LEADER_CHANGED: &str = "leader changed while the write was in flight";
 
-/// The value stored at /machines/<name>.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) struct MachineRecord {
-    pub name: String,
-    pub addr: std::net::SocketAddr,
-    pub metadata: std::collections::BTreeMap<String, String>,
-    pub id: u64,
-}
-
 impl Daemon {
     /// Handles Readies until raft has nothing more to say.
     pub(super) fn drive(&mut self) -> Result<(), DaemonError> {
@@ -69,11 +60,14 @@ impl Daemon {
                 let now = self.now_ms();
                 self.lease_clock.reset(self.node.registry().leases(), now);
                 self.resync_watchers();
+                self.units_dirty = true;
+                self.sched.dirty = true;
             }
             for a in out.applied {
                 self.on_applied(a);
             }
             if !out.events.is_empty() {
+                self.note_events(&out.events);
                 self.fan_out(&out.events);
             }
             if idle {
@@ -213,6 +207,7 @@ impl Daemon {
                         Command::LeaseGrant { .. } | Command::LeaseKeepAlive { .. },
                         Outcome::Lease { id, ttl_ms },
                     ) => self.lease_clock.touch(*id, *ttl_ms, now),
+                    (Command::Heartbeat { machine }, _) => self.beat_applied(machine),
                     (Command::LeaseRevoke { id }, _) => {
                         self.lease_clock.remove(*id);
                         if let SelfLease::Held { id: mine, .. } = self.self_lease {

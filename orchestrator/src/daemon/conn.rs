@@ -150,6 +150,8 @@ pub enum ApiState {
     Waiting { req: u64 },
     /// Streaming watch events with `mod_revision >= from`.
     Watching { prefix: String, from: u64 },
+    /// Streaming a unit's journal lines.
+    Following { unit: String },
 }
 
 /// An API client's socket: the local unix socket or a remote TCP connection (with TLS).

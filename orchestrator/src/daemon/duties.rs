@@ -5,12 +5,12 @@ use std::time::{Duration, Instant};
 
 use raft::eraftpb::ConfChangeType;
 
-use super::cluster::MachineRecord;
 use super::{
     Daemon, Internal, Responder, SelfLease, KEEPALIVE_EVERY, NODE_LEASE_TTL_MS, PROPOSAL_TIMEOUT,
 };
 use crate::config::node_id;
 use crate::membership::Ident;
+use crate::keyspace::MachineRecord;
 use crate::registry::{ApplyError, Command, Outcome};
 
 /// How long SWIM's verdict on a dead member is acted upon.
@@ -73,6 +73,9 @@ impl Daemon {
                 tracing::warn!("registration write failed: {error}")
             }
             (Internal::Fire, _) => {}
+            (i @ (Internal::Beat(_) | Internal::Schedule | Internal::Report), r) => {
+                self.on_units_internal(i, &r)
+            }
         }
     }
 
@@ -83,6 +86,7 @@ impl Daemon {
             addr: self.cfg.advertise,
             metadata: self.cfg.metadata.clone(),
             id: self.id,
+            agent: true,
         };
         let mut writes = vec![(
             format!("/machines/{}", self.cfg.name),
@@ -111,6 +115,7 @@ impl Daemon {
         if self.node.is_leader() {
             self.leader_chores(now);
         }
+        self.units_housekeeping();
         self.down
             .retain(|_, t| now.duration_since(*t) < DOWN_MEMORY);
     }

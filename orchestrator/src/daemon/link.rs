@@ -15,7 +15,7 @@ use super::conn::{
     PEER_STALL_TIMEOUT,
 };
 use crate::config::node_id;
-use crate::net::frame::{self, KIND_RAFT, KIND_SNAP_CHUNK};
+use crate::net::frame::{self, KIND_AGENT, KIND_RAFT, KIND_SNAP_CHUNK};
 use crate::raft::snapfile::{self, SnapRef};
 use crate::tls::link::Wire;
 use crate::tls::Role;
@@ -140,6 +140,7 @@ pub(super) fn read_link(
     my_id: u64,
     dir: &Path,
     msgs: &mut Vec<Message>,
+    agent: &mut Vec<(Option<u64>, Vec<u8>)>,
 ) -> Result<(), String> {
     let dec = &mut p.decoder;
     let handshaking = p.wire.is_handshaking();
@@ -178,6 +179,12 @@ pub(super) fn read_link(
                 }
                 Ok(Some((KIND_SNAP_CHUNK, body))) if p.verified => {
                     msgs.extend(snapshot_chunk(p, &body, dir)?);
+                }
+                // Only from a peer proven by its certificate (or, with --insecure, by a
+                // Raft message first), with that identity for the agent to check the
+                // frame's claimed sender against.
+                Ok(Some((KIND_AGENT, body))) if p.verified || p.peer_id.is_some() => {
+                    agent.push((p.peer_id, body));
                 }
                 Ok(Some((kind, _))) => return Err(format!("unexpected frame kind {kind}")),
                 Ok(None) => break,

@@ -10,6 +10,9 @@ mod conn;
 mod duties;
 mod link;
 mod peers;
+mod remote;
+mod units;
+mod units_api;
 mod views;
 
 use std::cmp::Reverse;
@@ -40,6 +43,8 @@ const PEER_LISTEN: Token = Token(1);
 const API_LISTEN: Token = Token(2);
 const SIGNALS: Token = Token(3);
 const REMOTE_API_LISTEN: Token = Token(4);
+/// Woken by worker threads (the agent's jobs) through the one `mio::Waker`.
+const WAKER: Token = Token(5);
 const FIRST_CONN: usize = 16;
 
 /// How often leader duties, self-registration and timeouts are checked.
@@ -72,6 +77,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Raft(#[from] crate::raft::RaftError),
     #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+    #[error(transparent)]
     Disk(#[from] crate::raft::disk::DiskError),
     #[error(transparent)]
     Private(#[from] crate::private_files::PrivateFileError),
@@ -103,6 +110,12 @@ enum Internal {
     Grant,
     KeepAlive(u64),
     Fire,
+    /// The agent's heartbeat, proposed at this boot-time millisecond.
+    Beat(u64),
+    /// The leader's schedule transaction.
+    Schedule,
+    /// The agent's state and service writes.
+    Report,
 }
 
 struct Pending {
@@ -204,6 +217,25 @@ pub(crate) struct Daemon {
     accept_gate: conn::AcceptGate,
     /// The remote API listener (`--api-listen`, TLS with client certificates).
     remote_api: Option<TcpListener>,
+    /// Shared by every part whose worker threads wake the loop.
+    _waker: std::sync::Arc<mio::Waker>,
+    /// Runs this machine's units (None with --no-agent).
+    agent: Option<crate::agent::Agent>,
+    /// When each machine's heartbeat was applied here (the leader's at-most-once clock).
+    liveness: crate::fence::Liveness,
+    /// The leader's scheduling state.
+    sched: units::SchedState,
+    /// Registry events touched units, schedule or machines: reconcile the agent.
+    units_dirty: bool,
+    /// An agent report failed: write everything owned again.
+    report_retry: bool,
+    /// API clients following a unit's journal.
+    journal_followers: HashMap<String, Vec<Token>>,
+    /// Journals relayed from other nodes to our API clients, by request id.
+    remote_reads: HashMap<u64, remote::RemoteRead>,
+    next_remote_id: u64,
+    /// Other nodes' clients following journals of units here.
+    remote_followers: HashMap<String, Vec<remote::RemoteFollower>>,
 }
 
 fn now_ms(start: Instant) -> u64 {
@@ -291,6 +323,19 @@ impl Daemon {
         )
         .map_err(DaemonError::Poll)?;
 
+        let waker = std::sync::Arc::new(
+            mio::Waker::new(poll.registry(), WAKER).map_err(DaemonError::Poll)?,
+        );
+        let agent = match cfg.agent.clone() {
+            Some(acfg) => {
+                let w = std::sync::Arc::clone(&waker);
+                let wake: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(move || {
+                    let _ = w.wake();
+                });
+                Some(crate::agent::Agent::new(acfg, wake, poll.registry())?)
+            }
+            None => None,
+        };
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -358,6 +403,16 @@ impl Daemon {
             security,
             accept_gate: conn::AcceptGate::default(),
             remote_api,
+            _waker: waker,
+            agent,
+            liveness: crate::fence::Liveness::new(crate::agent::sys::boottime_ms()),
+            sched: units::SchedState::default(),
+            units_dirty: true,
+            report_retry: false,
+            journal_followers: HashMap::new(),
+            remote_reads: HashMap::new(),
+            next_remote_id: 1,
+            remote_followers: HashMap::new(),
             cfg,
         })
     }
@@ -420,6 +475,16 @@ impl Daemon {
                     API_LISTEN => self.accept_api(),
                     REMOTE_API_LISTEN => self.accept_remote_api(),
                     SIGNALS => self.on_signal(),
+                    WAKER => {
+                        if let Some(a) = self.agent.as_mut() {
+                            a.on_wake();
+                        }
+                    }
+                    t if t.0 >= crate::agent::TOKEN_BASE => {
+                        if let Some(a) = self.agent.as_mut() {
+                            a.on_ready(t);
+                        }
+                    }
                     t => self.on_conn(t, ev.is_readable(), ev.is_writable()),
                 }
             }
@@ -431,6 +496,7 @@ impl Daemon {
                 self.housekeeping(now);
             }
             self.drive()?;
+            self.run_agent();
             self.flush_swim();
         }
     }

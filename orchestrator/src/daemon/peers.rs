@@ -206,8 +206,10 @@ impl Daemon {
             failure = flush_link(p, &cluster_id).err();
         }
         let mut msgs = Vec::new();
+        let mut agent_frames = Vec::new();
         if failure.is_none() && readable && p.connected {
-            failure = read_link(p, &cluster_id, my_id, &state_dir, &mut msgs).err();
+            failure =
+                read_link(p, &cluster_id, my_id, &state_dir, &mut msgs, &mut agent_frames).err();
         }
         let more = p.wbuf.pending() > 0 || p.snap_out.is_some();
         if failure.is_none() && p.connected && more && !p.wire.is_handshaking() {
@@ -221,6 +223,9 @@ impl Daemon {
             if let Err(e) = self.node.step(m) {
                 tracing::debug!("raft step: {e}");
             }
+        }
+        for (peer, body) in agent_frames {
+            self.on_agent_frame(peer, &body);
         }
         if let Some(why) = failure {
             self.drop_peer(token, &why);
@@ -352,7 +357,7 @@ impl Daemon {
         }
     }
 
-    fn connect_peer(&mut self, to: u64) -> Option<Token> {
+    pub(super) fn connect_peer(&mut self, to: u64) -> Option<Token> {
         if self
             .peer_retry
             .get(&to)

@@ -17,6 +17,8 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub const KIND_RAFT: u8 = 1;
 /// A piece of the snapshot file announced by the preceding `MsgSnapshot` (raw bytes).
 pub const KIND_SNAP_CHUNK: u8 = 2;
+/// An agent-to-agent message (JSON `daemon::remote::AgentFrame`: remote journals).
+pub const KIND_AGENT: u8 = 3;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -108,7 +110,7 @@ impl Decoder {
                 });
             }
             let kind = avail[4];
-            if kind != KIND_RAFT && kind != KIND_SNAP_CHUNK {
+            if kind != KIND_RAFT && kind != KIND_SNAP_CHUNK && kind != KIND_AGENT {
                 return Err(FrameError::UnknownKind { kind });
             }
         }

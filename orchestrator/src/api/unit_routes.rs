@@ -1,0 +1,223 @@
+//! The /v1/units routes (pure: request in, [`UnitRoute`] or a 4xx out).
+//!
+//! ```text
+//! POST   /v1/units                     {"name","text"}        submit
+//! GET    /v1/units                                            every unit file with its state
+//! GET    /v1/units/NAME                                       one unit: text, state, placement
+//! PUT    /v1/units/NAME/desired        {"desired": "inactive"|"loaded"|"launched"}
+//! DELETE /v1/units/NAME                                       destroy
+//! GET    /v1/unit-states                                      every unit instance on every machine
+//! GET    /v1/units/NAME/journal?lines=N&follow=true&machine=M
+//! ```
+
+use serde::Deserialize;
+
+use super::http::{err, HttpError, Request};
+use crate::keyspace::Desired;
+use crate::unit::{UnitName, MAX_UNIT_SIZE};
+
+/// Most journal lines one request may ask for.
+pub const MAX_JOURNAL_LINES: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitRoute {
+    Submit {
+        name: String,
+        text: String,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    SetDesired {
+        name: String,
+        desired: Desired,
+    },
+    Destroy {
+        name: String,
+    },
+    States,
+    Journal {
+        name: String,
+        lines: usize,
+        follow: bool,
+        machine: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    name: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DesiredBody {
+    desired: Desired,
+}
+
+fn body<'a, T: Deserialize<'a>>(req: &'a Request) -> Result<T, HttpError> {
+    serde_json::from_slice(&req.body).map_err(|e| err(400, format!("invalid JSON body: {e}")))
+}
+
+fn unit_name(s: &str) -> Result<String, HttpError> {
+    UnitName::parse(s)
+        .map(|n| n.as_str().to_string())
+        .map_err(|e| err(400, format!("invalid unit name: {e}")))
+}
+
+/// The route of a units request, or None when the path is not a units path.
+pub fn route(req: &Request) -> Option<Result<UnitRoute, HttpError>> {
+    let m = req.method.as_str();
+    let p = req.path.as_str();
+    let not_allowed = || err(405, format!("method {m} not allowed on {p}"));
+    if p == "/v1/unit-states" {
+        return Some(match m {
+            "GET" => Ok(UnitRoute::States),
+            _ => Err(not_allowed()),
+        });
+    }
+    if p == "/v1/units" {
+        return Some(match m {
+            "GET" => Ok(UnitRoute::List),
+            "POST" => body::<SubmitBody>(req).and_then(|b| {
+                if b.text.len() > MAX_UNIT_SIZE {
+                    return Err(err(
+                        413,
+                        format!("unit file {} exceeds {MAX_UNIT_SIZE} bytes", b.name),
+                    ));
+                }
+                Ok(UnitRoute::Submit {
+                    name: unit_name(&b.name)?,
+                    text: b.text,
+                })
+            }),
+            _ => Err(not_allowed()),
+        });
+    }
+    let rest = p.strip_prefix("/v1/units/")?;
+    let (name, action) = rest.split_once('/').unwrap_or((rest, ""));
+    Some(unit_name(name).and_then(|name| match (m, action) {
+        ("GET", "") => Ok(UnitRoute::Get { name }),
+        ("DELETE", "") => Ok(UnitRoute::Destroy { name }),
+        ("PUT", "desired") => body::<DesiredBody>(req).map(|b| UnitRoute::SetDesired {
+            name,
+            desired: b.desired,
+        }),
+        ("GET", "journal") => {
+            let lines = match req.query("lines") {
+                None => 10,
+                Some(s) => s
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n <= MAX_JOURNAL_LINES)
+                    .ok_or_else(|| {
+                        err(
+                            400,
+                            format!("lines={s:?} must be a number up to {MAX_JOURNAL_LINES}"),
+                        )
+                    })?,
+            };
+            let follow = matches!(req.query("follow"), Some("true" | "1" | ""));
+            let machine = req.query("machine").map(str::to_string);
+            Ok(UnitRoute::Journal {
+                name,
+                lines,
+                follow,
+                machine,
+            })
+        }
+        _ => Err(not_allowed()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str, query: &[(&str, &str)], body: &str) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+            close: false,
+        }
+    }
+
+    #[test]
+    fn unit_routes() {
+        assert_eq!(route(&req("GET", "/v1/keys/a", &[], "")), None);
+        assert_eq!(
+            route(&req(
+                "POST",
+                "/v1/units",
+                &[],
+                r#"{"name":"web@.service","text":"[Service]\nExecStart=/bin/true\n"}"#
+            )),
+            Some(Ok(UnitRoute::Submit {
+                name: "web@.service".into(),
+                text: "[Service]\nExecStart=/bin/true\n".into()
+            }))
+        );
+        assert_eq!(
+            route(&req(
+                "PUT",
+                "/v1/units/web@1.service/desired",
+                &[],
+                r#"{"desired":"launched"}"#
+            )),
+            Some(Ok(UnitRoute::SetDesired {
+                name: "web@1.service".into(),
+                desired: Desired::Launched
+            }))
+        );
+        assert_eq!(
+            route(&req(
+                "GET",
+                "/v1/units/a.service/journal",
+                &[("lines", "5"), ("follow", "true")],
+                ""
+            )),
+            Some(Ok(UnitRoute::Journal {
+                name: "a.service".into(),
+                lines: 5,
+                follow: true,
+                machine: None
+            }))
+        );
+    }
+
+    #[test]
+    fn bad_unit_requests_name_the_problem() {
+        let e = |r: Option<Result<UnitRoute, HttpError>>| match r {
+            Some(Err(e)) => (e.status, e.message),
+            other => panic!("expected an error, got {other:?}"),
+        };
+        let (s, m) = e(route(&req("GET", "/v1/units/bad name", &[], "")));
+        assert_eq!(s, 400);
+        assert!(m.contains("invalid unit name"), "{m}");
+        let (s, _) = e(route(&req(
+            "PUT",
+            "/v1/units/a.service/desired",
+            &[],
+            r#"{"desired":"running"}"#,
+        )));
+        assert_eq!(s, 400);
+        let (s, _) = e(route(&req("POST", "/v1/unit-states", &[], "")));
+        assert_eq!(s, 405);
+        let (s, m) = e(route(&req(
+            "GET",
+            "/v1/units/a.service/journal",
+            &[("lines", "-1")],
+            "",
+        )));
+        assert_eq!(s, 400);
+        assert!(m.contains("lines"), "{m}");
+    }
+}
