@@ -9,6 +9,7 @@
 pub mod http;
 pub mod net;
 mod node;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -72,6 +73,8 @@ pub struct Cluster {
     pub log_filter: Option<String>,
     /// Credentials made per cluster ID (`berthd credentials init`): the CA directory tree.
     creds: BTreeMap<String, PathBuf>,
+    /// Nodes run agents (see `units`); otherwise they are started with `--no-agent`.
+    agents: bool,
 }
 
 impl Cluster {
@@ -97,6 +100,7 @@ impl Cluster {
             insecure: false,
             log_filter: None,
             creds: BTreeMap::new(),
+            agents: false,
         }
     }
 
@@ -229,6 +233,7 @@ impl Cluster {
             args.push(dir.display().to_string());
         }
         args.extend(role_args);
+        args.extend(self.agent_args(&name));
         args.extend(self.extra_args.iter().cloned());
         self.nodes.push(Node {
             name,
@@ -250,7 +255,9 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", node.log.display()));
-        let mut cmd = Command::new("ip");
+        // nsenter joins only the node's network namespace: `ip netns exec` would also mount
+        // a fresh /sys, hiding the cgroup filesystems the agent's containers need.
+        let mut cmd = Command::new("nsenter");
         // If the test process dies without unwinding (a CI timeout's SIGKILL), its daemons
         // die with it instead of running on. The death signal is tied to the spawning
         // thread, which is the test's own thread and outlives the daemons (Drop kills them).
@@ -263,7 +270,8 @@ impl Cluster {
             });
         }
         let child = cmd
-            .args(["netns", "exec", &self.net.slot(k).netns])
+            .arg(format!("--net=/run/netns/{}", self.net.slot(k).netns))
+            .arg("--")
             .arg(&self.berthd)
             .args(&node.args)
             .env(
@@ -604,6 +612,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.cleanup_agents();
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 // Already exited is fine; wait() reaps either way.
