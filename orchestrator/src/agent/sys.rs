@@ -66,9 +66,11 @@ pub fn grow_pipe(fd: &impl AsFd, bytes: i32) {
     let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(bytes));
 }
 
-/// Reaps every exited child of this process that nobody waits for: processes a container
-/// or a hook left behind that were reparented to berthd (the subreaper). `tracked` are the
-/// pids the agent reaps itself (through their pidfds).
+/// Reaps exited children of this process that nobody waits for: processes of a container
+/// (a child pid namespace) reparented to berthd, the subreaper, when their own parent died.
+/// Only zombies in a nested pid namespace are reaped, so the children berthd's own threads
+/// spawn and wait for by pid (berth invocations, CNI plugins) keep their exit statuses.
+/// `tracked` are the pids the agent reaps itself (through their pidfds).
 pub fn reap_orphans(tracked: &dyn Fn(u32) -> bool) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
@@ -81,7 +83,7 @@ pub fn reap_orphans(tracked: &dyn Fn(u32) -> bool) {
             .split_whitespace()
             .filter_map(|p| p.parse::<u32>().ok())
         {
-            if tracked(pid) {
+            if tracked(pid) || !is_container_zombie(pid) {
                 continue;
             }
             let Ok(raw) = i32::try_from(pid) else {
@@ -93,4 +95,19 @@ pub fn reap_orphans(tracked: &dyn Fn(u32) -> bool) {
             );
         }
     }
+}
+
+/// A zombie whose pid namespace is nested below ours (`NSpid:` lists more than one pid).
+fn is_container_zombie(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let zombie = status
+        .lines()
+        .any(|l| l.starts_with("State:") && l.contains('Z'));
+    let nested = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .is_some_and(|l| l.split_whitespace().count() > 2);
+    zombie && nested
 }

@@ -145,7 +145,10 @@ impl Daemon {
         };
         if readable {
             let rbuf = &mut c.rbuf;
-            let watching = matches!(c.state, ApiState::Watching { .. } | ApiState::Following { .. });
+            let watching = matches!(
+                c.state,
+                ApiState::Watching { .. } | ApiState::Following { .. }
+            );
             let mut overflow = false;
             match c.wire.read(&mut c.stream, |chunk| {
                 if watching {
@@ -332,7 +335,13 @@ impl Daemon {
         }
         let idle = c.state == ApiState::Idle;
         let finished = done && (c.close_after_write || (c.eof && idle && c.rbuf.is_empty()));
-        if finished || (c.eof && matches!(c.state, ApiState::Watching { .. } | ApiState::Following { .. })) {
+        if finished
+            || (c.eof
+                && matches!(
+                    c.state,
+                    ApiState::Watching { .. } | ApiState::Following { .. }
+                ))
+        {
             self.close_api(token);
         }
     }

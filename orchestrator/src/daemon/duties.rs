@@ -9,8 +9,8 @@ use super::{
     Daemon, Internal, Responder, SelfLease, KEEPALIVE_EVERY, NODE_LEASE_TTL_MS, PROPOSAL_TIMEOUT,
 };
 use crate::config::node_id;
-use crate::membership::Ident;
 use crate::keyspace::MachineRecord;
+use crate::membership::Ident;
 use crate::registry::{ApplyError, Command, Outcome};
 
 /// How long SWIM's verdict on a dead member is acted upon.

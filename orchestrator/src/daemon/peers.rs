@@ -208,8 +208,15 @@ impl Daemon {
         let mut msgs = Vec::new();
         let mut agent_frames = Vec::new();
         if failure.is_none() && readable && p.connected {
-            failure =
-                read_link(p, &cluster_id, my_id, &state_dir, &mut msgs, &mut agent_frames).err();
+            failure = read_link(
+                p,
+                &cluster_id,
+                my_id,
+                &state_dir,
+                &mut msgs,
+                &mut agent_frames,
+            )
+            .err();
         }
         let more = p.wbuf.pending() > 0 || p.snap_out.is_some();
         if failure.is_none() && p.connected && more && !p.wire.is_handshaking() {
@@ -357,7 +364,39 @@ impl Daemon {
         }
     }
 
-    pub(super) fn connect_peer(&mut self, to: u64) -> Option<Token> {
+    /// Queues an encoded frame (not Raft: no reports) on the link to `to`, opening it if
+    /// needed; false if it cannot be queued.
+    pub(super) fn queue_frame(&mut self, to: u64, data: &[u8]) -> bool {
+        let token = match self.peer_out.get(&to) {
+            Some(t) => *t,
+            None => match self.connect_peer(to) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
+            return false;
+        };
+        let cap = if p.connected {
+            PEER_WBUF_MAX
+        } else {
+            PEER_CONNECTING_MAX
+        };
+        if p.wbuf.pending() + data.len() > cap {
+            return false;
+        }
+        p.wbuf.push(data);
+        let cluster_id = self.cfg.cluster_id.clone();
+        if p.connected && !p.wire.is_handshaking() {
+            if let Err(why) = flush_link(p, &cluster_id) {
+                self.drop_peer(token, &why);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn connect_peer(&mut self, to: u64) -> Option<Token> {
         if self
             .peer_retry
             .get(&to)

@@ -13,6 +13,8 @@
 //! Each side sends on its own outbound link to the other (as Raft messages go), so a reply
 //! needs nothing but the requester's node id.
 
+use std::time::{Duration, Instant};
+
 use mio::Token;
 use serde::{Deserialize, Serialize};
 
@@ -51,11 +53,16 @@ pub(super) enum AgentFrame {
     },
 }
 
+/// How long the node asked for a journal has to send its first lines.
+const REMOTE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A journal relayed from another node to one of our API clients.
 #[derive(Debug)]
 pub(super) struct RemoteRead {
     pub token: Token,
     pub peer: u64,
+    pub asked: Instant,
+    pub answered: bool,
 }
 
 /// A follower on another node of a journal here.
@@ -66,27 +73,38 @@ pub(super) struct RemoteFollower {
 }
 
 impl Daemon {
-    /// Queues an agent frame on the link to `to`; false if there is no link.
+    /// Queues an agent frame on the link to `to`; false if it cannot be queued.
     fn send_agent(&mut self, to: u64, f: &AgentFrame) -> bool {
         let Ok(body) = serde_json::to_vec(f) else {
             return false;
         };
-        let token = match self.peer_out.get(&to) {
-            Some(t) => *t,
-            None => match self.connect_peer(to) {
-                Some(t) => t,
-                None => return false,
-            },
-        };
         let data = frame::encode(&self.cfg.cluster_id, KIND_AGENT, &body);
-        let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
-            return false;
-        };
-        p.wbuf.push(&data);
-        if p.connected {
-            let _ = p.wbuf.flush(&mut p.stream);
+        self.queue_frame(to, &data)
+    }
+
+    /// Ends relays whose node did not answer in time (dead, cut off, or without the unit).
+    pub(super) fn expire_remote_reads(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .remote_reads
+            .iter()
+            .filter(|(_, r)| !r.answered && now.duration_since(r.asked) > REMOTE_ANSWER_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let peer = self.remote_reads.get(&id).map_or(0, |r| r.peer);
+            let who = self.name_of(peer);
+            self.relay_journal(
+                Some(peer),
+                id,
+                &[],
+                true,
+                Some(format!(
+                    "{who} did not answer within {} s",
+                    REMOTE_ANSWER_TIMEOUT.as_secs()
+                )),
+            );
         }
-        true
     }
 
     /// Starts relaying `unit`'s journal from `machine` to API client `token`.
@@ -114,7 +132,15 @@ impl Daemon {
                 format!("cannot reach {machine} for the journal of {unit}"),
             ));
         }
-        self.remote_reads.insert(id, RemoteRead { token, peer });
+        self.remote_reads.insert(
+            id,
+            RemoteRead {
+                token,
+                peer,
+                asked: Instant::now(),
+                answered: false,
+            },
+        );
         self.write_api(token, &http::stream_head());
         if let Some(Conn::Api(c)) = self.conns.get_mut(&token) {
             c.state = ApiState::Following {
@@ -233,13 +259,14 @@ impl Daemon {
         done: bool,
         error: Option<String>,
     ) {
-        let Some(r) = self.remote_reads.get(&id) else {
+        let Some(r) = self.remote_reads.get_mut(&id) else {
             return;
         };
         if from.is_some_and(|f| f != r.peer) {
             // Only the node asked may answer (ids are guessable).
             return;
         }
+        r.answered = true;
         let token = r.token;
         let peer = r.peer;
         let open = matches!(

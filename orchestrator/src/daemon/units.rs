@@ -103,6 +103,7 @@ impl Daemon {
 
     /// Agent timers and heartbeats; the leader's scheduling pass. From housekeeping.
     pub(super) fn units_housekeeping(&mut self) {
+        self.expire_remote_reads();
         if let Some(agent) = self.agent.as_mut() {
             agent.tick();
             if self.node.leader_id() != 0 {
