@@ -26,10 +26,62 @@ pub fn detect_from_mountinfo(path: &Path) -> Result<Layout, CgroupError> {
     })
 }
 
-/// Pure decision from mountinfo text: v1 controllers, a cgroup2 mount, or both.
+/// Where hosts mount their cgroup hierarchies.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Pure decision from mountinfo text: v1 controllers, a cgroup2 mount, or both. When
+/// any hierarchy is mounted at or under /sys/fs/cgroup, only those count: a host's
+/// table may also hold copies elsewhere (a container's /sys/fs/cgroup seen through
+/// shared propagation, a bind into some rootfs), which must not turn a v2-only host
+/// into a hybrid one. Among several mounts of one hierarchy, the shortest path wins.
 pub fn parse_layout(mountinfo: &str) -> Option<Layout> {
+    let all = hierarchy_mounts(mountinfo);
+    let standard = all.iter().any(|(_, mp)| mp.starts_with(CGROUP_ROOT));
     let mut controllers: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut unified: Option<PathBuf> = None;
+    for (kind, mountpoint) in all {
+        if standard && !mountpoint.starts_with(CGROUP_ROOT) {
+            continue;
+        }
+        let better = |cur: &PathBuf| mountpoint.as_os_str().len() < cur.as_os_str().len();
+        match kind {
+            Hierarchy::Unified => {
+                if unified.as_ref().is_none_or(better) {
+                    unified = Some(mountpoint);
+                }
+            }
+            Hierarchy::V1(names) => {
+                for name in names {
+                    let slot = controllers
+                        .entry(name)
+                        .or_insert_with(|| mountpoint.clone());
+                    if better(slot) {
+                        *slot = mountpoint.clone();
+                    }
+                }
+            }
+        }
+    }
+    match (controllers.is_empty(), unified) {
+        (true, None) => None,
+        (true, Some(mount)) => Some(Layout::V2 { mount }),
+        (false, None) => Some(Layout::V1 { controllers }),
+        (false, Some(unified)) => Some(Layout::Hybrid {
+            controllers,
+            unified,
+        }),
+    }
+}
+
+/// A cgroup filesystem mount: the unified hierarchy, or a v1 one with its controllers.
+enum Hierarchy {
+    Unified,
+    V1(Vec<String>),
+}
+
+/// Every cgroup and cgroup2 mount of a hierarchy's root, in table order.
+fn hierarchy_mounts(mountinfo: &str) -> Vec<(Hierarchy, PathBuf)> {
+    let mut found = Vec::new();
     for line in mountinfo.lines() {
         // mountinfo: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
         let Some((pre, post)) = line.split_once(" - ") else {
@@ -46,33 +98,34 @@ pub fn parse_layout(mountinfo: &str) -> Option<Layout> {
         }
         let mountpoint = PathBuf::from(unescape(pre[4]));
         match post[0] {
-            "cgroup2" if unified.is_none() => unified = Some(mountpoint),
+            "cgroup2" => found.push((Hierarchy::Unified, mountpoint)),
             "cgroup" => {
-                for opt in post[2].split(',') {
-                    let name = match opt {
-                        "rw" | "ro" | "relatime" | "noatime" | "nosuid" | "nodev" | "noexec"
-                        | "clone_children" | "xattr" | "nsdelegate" | "noprefix"
-                        | "favordynmods" => continue,
-                        o if o.starts_with("release_agent=") => continue,
-                        o => o,
-                    };
-                    controllers
-                        .entry(name.to_string())
-                        .or_insert(mountpoint.clone());
-                }
+                let names = post[2]
+                    .split(',')
+                    .filter(|opt| {
+                        !matches!(
+                            *opt,
+                            "rw" | "ro"
+                                | "relatime"
+                                | "noatime"
+                                | "nosuid"
+                                | "nodev"
+                                | "noexec"
+                                | "clone_children"
+                                | "xattr"
+                                | "nsdelegate"
+                                | "noprefix"
+                                | "favordynmods"
+                        ) && !opt.starts_with("release_agent=")
+                    })
+                    .map(str::to_string)
+                    .collect();
+                found.push((Hierarchy::V1(names), mountpoint));
             }
             _ => {}
         }
     }
-    match (controllers.is_empty(), unified) {
-        (true, None) => None,
-        (true, Some(mount)) => Some(Layout::V2 { mount }),
-        (false, None) => Some(Layout::V1 { controllers }),
-        (false, Some(unified)) => Some(Layout::Hybrid {
-            controllers,
-            unified,
-        }),
-    }
+    found
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -157,6 +210,38 @@ mod tests {
     #[test]
     fn no_cgroups() {
         assert!(parse_layout("22 1 0:5 / /proc rw - proc proc rw\n").is_none());
+    }
+
+    /// A v2-only host whose table also shows a container's v1 hierarchies (copies
+    /// under some rootfs, reached by shared propagation) is still v2-only; and where
+    /// the standard place has several, the shortest path wins.
+    #[test]
+    fn copies_outside_sys_fs_cgroup_do_not_count() {
+        let table = "\
+192 191 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw
+52 51 0:29 / /tmp/b/rootfs/sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+53 51 0:38 / /tmp/b/rootfs/sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            parse_layout(table),
+            Some(Layout::V2 {
+                mount: "/sys/fs/cgroup".into()
+            })
+        );
+        let hybrid_with_copies = format!(
+            "52 51 0:29 / /sys/fs/cgroup/x/rootfs/sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n{HYBRID}"
+        );
+        let Some(Layout::Hybrid { controllers, .. }) = parse_layout(&hybrid_with_copies) else {
+            panic!("hybrid expected")
+        };
+        assert_eq!(controllers["cpu"], PathBuf::from("/sys/fs/cgroup/cpu"));
+        // No hierarchy in the standard place: the others are all there is.
+        let Some(Layout::V1 { controllers }) =
+            parse_layout("32 31 0:29 / /cg/cpu rw - cgroup cgroup rw,cpu\n")
+        else {
+            panic!("v1 expected")
+        };
+        assert_eq!(controllers["cpu"], PathBuf::from("/cg/cpu"));
     }
 
     #[test]
