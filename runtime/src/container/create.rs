@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use super::guard::Guard;
 use super::state::{rfc3339_now, ContainerDir, State};
 use super::ContainerError;
 use crate::cgroups::{self, CgroupHandle};
@@ -50,40 +51,6 @@ type Made = (
     Option<OwnedFd>,
 );
 
-/// Undo list for a failed create.
-struct Cleanup {
-    dir: Option<PathBuf>,
-    cgroup: Option<CgroupHandle>,
-    created_cgroup_dirs: Vec<PathBuf>,
-    child: Option<i32>,
-    pid_file: Option<PathBuf>,
-}
-
-impl Cleanup {
-    fn run(&mut self) {
-        if let Some(pid) = self.child.take() {
-            let _ = sys::kill(pid, libc::SIGKILL);
-            let _ = sys::wait(pid);
-        }
-        if let Some(cg) = self.cgroup.take() {
-            // Other processes may have joined meanwhile (none should); kill them too.
-            if let Ok(pids) = cgroups::membership::pids(&cg) {
-                for p in pids {
-                    let _ = sys::kill(p, libc::SIGKILL);
-                }
-            }
-            let _ = cgroups::membership::remove(&cg);
-            cgroups::membership::remove_dirs(&self.created_cgroup_dirs);
-        }
-        if let Some(d) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-        if let Some(pf) = self.pid_file.take() {
-            let _ = std::fs::remove_file(pf);
-        }
-    }
-}
-
 /// `create`: returns once init is ready and waiting.
 pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created, ContainerError> {
     super::validate_id(&opts.id)?;
@@ -118,14 +85,9 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
     let cgroup_rel = cgroups::relative_cgroup_path(plan.cgroups_path.as_deref(), &opts.id)?;
 
     let dir = ContainerDir::create(root, &opts.id)?;
-    let mut cleanup = Cleanup {
-        dir: Some(dir.path.clone()),
-        cgroup: None,
-        created_cgroup_dirs: Vec::new(),
-        child: None,
-        pid_file: None,
-    };
-    let result = create_inner(
+    let mut guard = Guard::new();
+    guard.dir(dir.path.clone());
+    let (state, chan, pidfd, old_sigmask, pty_master) = create_inner(
         &dir,
         &plan,
         &spec,
@@ -135,23 +97,18 @@ pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created,
         &cgroup_rel,
         seccomp,
         trampoline,
-        &mut cleanup,
-    );
-    match result {
-        Ok((state, chan, pidfd, old_sigmask, pty_master)) => Ok(Created {
-            dir,
-            state,
-            plan,
-            chan,
-            pidfd,
-            old_sigmask,
-            pty_master,
-        }),
-        Err(e) => {
-            cleanup.run();
-            Err(e)
-        }
-    }
+        &mut guard,
+    )?;
+    guard.disarm();
+    Ok(Created {
+        dir,
+        state,
+        plan,
+        chan,
+        pidfd,
+        old_sigmask,
+        pty_master,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -165,7 +122,7 @@ fn create_inner(
     cgroup_rel: &Path,
     seccomp: Option<CompiledFilter>,
     trampoline: Option<OwnedFd>,
-    cleanup: &mut Cleanup,
+    guard: &mut Guard,
 ) -> Result<Made, ContainerError> {
     let io = |step: &'static str, path: &Path| {
         let path = path.to_path_buf();
@@ -176,9 +133,9 @@ fn create_inner(
     // unified directory included) must exist before, for CLONE_INTO_CGROUP.
     let defer_v1 = matches!(cgroup, CgroupHandle::V1 { .. });
     use cgroups::membership::Part;
-    cleanup.created_cgroup_dirs =
+    let made =
         cgroups::membership::create_part(&cgroup, if defer_v1 { Part::V2 } else { Part::All })?;
-    cleanup.cgroup = Some(cgroup.clone());
+    guard.cgroup(cgroup.clone(), made);
     // The device cgroup always applies (runc's default allow list); the spec's device
     // nodes are allowed on top, so the container can use what it is given.
     let mut resources = plan.resources.clone().unwrap_or_default();
@@ -247,20 +204,16 @@ fn create_inner(
     // Block signals before the child exists, so no SIGCHLD of a short-lived container
     // can be missed by `run`; the child restores the mask before exec.
     let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
+    guard.sigmask(old_sigmask);
     // ... and is created inside its v2 cgroup (a hybrid host's unified one included).
     let cgroup_fd = cgroup
         .v2_dir()
         .and_then(|dir| sys::fs::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).ok());
-    let forked = match sys::clone::fork_into_cgroup(
+    let forked = sys::clone::fork_into_cgroup(
         clone_flags,
         cgroup_fd.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
-    ) {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = sys::set_sigmask(&old_sigmask);
-            return Err(io("cloning the container init", Path::new("-"))(e));
-        }
-    };
+    )
+    .map_err(io("cloning the container init", Path::new("-")))?;
     match forked {
         Forked::Child => {
             dir.close_lock_in_child();
@@ -295,7 +248,7 @@ fn create_inner(
             drop(self_join);
             drop(cgroup_fd);
             drop(trampoline);
-            cleanup.child = Some(pid);
+            guard.child(pid);
             let chan = Channel::new(parent_sock);
             let fail = |e: ExpectError| ContainerError::Other(format!("container init: {e}"));
             // A send fails when init has already given up and closed its end; the report
@@ -353,17 +306,17 @@ fn create_inner(
                 Some(pf) => Some(absolute(pf)?),
                 None => None,
             };
-            cleanup.pid_file = pid_file.clone();
-            let mut writer = Some(StateWriter::start(
+            if let Some(pf) = &pid_file {
+                guard.file(pf.clone());
+            }
+            let mut writer = StateWriter::start(
                 dir.state_path(),
                 state_bytes,
                 pid_file.map(|pf| (pf, pid.to_string())),
-            ));
+            );
             let rest = (|| -> Result<(), ContainerError> {
                 if defer_v1 {
-                    cleanup
-                        .created_cgroup_dirs
-                        .extend(cgroups::membership::create_part(&cgroup, Part::V1)?);
+                    guard.cgroup_dirs(cgroups::membership::create_part(&cgroup, Part::V1)?);
                     apply_resources(&cgroup)?;
                     let join = cgroups::membership::SelfJoin::open(&cgroup)?;
                     let (paths, fds) = join.paths_and_fds();
@@ -376,7 +329,7 @@ fn create_inner(
                     if !HookKind::Prestart.of(h).is_empty()
                         || !HookKind::CreateRuntime.of(h).is_empty()
                     {
-                        StateWriter::finish(&mut writer)?;
+                        writer.finish()?;
                         chan.expect(Message::RuntimeHooks, "RuntimeHooks")
                             .map_err(fail)?;
                         let st = plan.hook_state(&opts.id, "creating", pid);
@@ -390,7 +343,7 @@ fn create_inner(
                 }
                 chan.expect(Message::Ready, "Ready").map_err(fail)
             })();
-            let written = StateWriter::finish(&mut writer);
+            let written = writer.finish();
             rest?;
             written?;
 
@@ -402,10 +355,6 @@ fn create_inner(
                 ),
                 None => None,
             };
-            cleanup.child = None;
-            cleanup.cgroup = None;
-            cleanup.dir = None;
-            cleanup.pid_file = None;
             Ok((state, chan, pidfd, old_sigmask, pty_master))
         }
     }
@@ -489,10 +438,12 @@ pub(super) fn trampoline_or_reexec(
 }
 
 /// Writes state.json (and the pid file) atomically, on a thread when one can be
-/// started (see its use in [`create_inner`]), else at once.
-enum StateWriter {
-    Running(std::thread::JoinHandle<Result<(), ContainerError>>),
-    Done(Result<(), ContainerError>),
+/// started (see its use in [`create_inner`]), else at once. Dropped unfinished (a
+/// failure returned early), it still waits for the thread, so the guard never removes
+/// the state directory under it.
+struct StateWriter {
+    thread: Option<std::thread::JoinHandle<Result<(), ContainerError>>>,
+    done: Option<Result<(), ContainerError>>,
 }
 
 impl StateWriter {
@@ -509,22 +460,35 @@ impl StateWriter {
             .name("state-writer".into())
             .spawn(move || write(&p, &st, &pf))
         {
-            Ok(h) => StateWriter::Running(h),
+            Ok(h) => StateWriter {
+                thread: Some(h),
+                done: None,
+            },
             // No thread: write here, as before.
-            Err(_) => StateWriter::Done(write(&state_path, &state, &pid_file)),
+            Err(_) => StateWriter {
+                thread: None,
+                done: Some(write(&state_path, &state, &pid_file)),
+            },
         }
     }
 
     /// Waits for the write (once; later calls return Ok).
-    fn finish(w: &mut Option<StateWriter>) -> Result<(), ContainerError> {
-        match w.take() {
-            None => Ok(()),
-            Some(StateWriter::Done(r)) => r,
-            Some(StateWriter::Running(h)) => h.join().unwrap_or_else(|_| {
+    fn finish(&mut self) -> Result<(), ContainerError> {
+        if let Some(h) = self.thread.take() {
+            return h.join().unwrap_or_else(|_| {
                 Err(ContainerError::Other(
                     "writing state.json: the writer thread panicked".into(),
                 ))
-            }),
+            });
+        }
+        self.done.take().unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for StateWriter {
+    fn drop(&mut self) {
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
         }
     }
 }

@@ -1,20 +1,22 @@
-//! `exec`: a new process in a running container. berth joins the container's cgroup
-//! and namespaces (user first), then forks the process, which applies the container's
-//! confinement (rlimits, capabilities, user, seccomp) and execs, through the sealed
-//! exec trampoline unless berth runs from an unwritable image (CVE-2019-5736, see
-//! [`crate::process::exec_path`]); the process is non-dumpable from birth, as it is
-//! visible to the container's processes at once. Failures before exec travel back over
-//! a socketpair, as for init; a failure of the final execve inside the trampoline is
-//! printed on the process's stderr and ends it with status 127, as init's does.
+//! `exec`: a new process in a running container. berth joins the container's v1
+//! cgroups, forks a helper into its v2 cgroup, and the helper, unseen by the container,
+//! joins its namespaces, confines itself and makes the process in runc's nsexec order
+//! (see [`crate::process::exec_helper`]): through the sealed exec trampoline unless
+//! berth runs from an unwritable image (CVE-2019-5736, see
+//! [`crate::process::exec_path`]). The process is a child of `berth exec`, which reaps
+//! the helper and supervises the process. Failures before the process exists travel
+//! back over a socketpair, as for init; a failure of the final execve is printed on the
+//! process's stderr and ends it with status 127, as init's does. Everything made is
+//! undone through one [`Guard`] on any failure.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::state::{ContainerDir, Status};
+use super::guard::Guard;
+use super::state::{ContainerDir, State, Status};
 use super::ContainerError;
-use crate::process::confine;
-use crate::process::protocol::{Channel, ChannelError, InitError, Message};
+use crate::process::exec_helper::{self, HelperArgs};
+use crate::process::protocol::{Channel, ChannelError, Message};
 use crate::spec::{ProcessPlan, NAMESPACES};
 use crate::sys::{self, clone::Forked};
 
@@ -31,29 +33,14 @@ pub struct ExecOpts {
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
+fn io(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let path = path.to_path_buf();
+    move |source| ContainerError::Io { step, path, source }
+}
+
 /// Runs the process; returns its exit code (0 when detached).
 pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
-    let io = |step: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source: std::io::Error| ContainerError::Io { step, path, source }
-    };
-    let state = {
-        let dir = ContainerDir::open(root, &opts.id)?;
-        let state = dir.load()?;
-        let status = state.status(&dir.path);
-        match status {
-            Status::Running | Status::Created => {}
-            Status::Paused if opts.ignore_paused => {}
-            _ => {
-                return Err(ContainerError::BadStatus {
-                    action: "exec in",
-                    id: opts.id.clone(),
-                    status,
-                })
-            }
-        }
-        state
-    };
+    let state = running_state(root, opts)?;
     let p = &opts.process;
     if p.terminal && opts.console_socket.is_none() && opts.detach {
         return Err(ContainerError::Other(
@@ -71,15 +58,95 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
         super::create::trampoline_or_reexec(seccomp.as_ref(), |protected, have, fd, allows| {
             crate::process::exec_path::choose_for_exec(
                 seccomp.is_some(),
+                p.terminal,
                 protected,
                 have,
                 fd,
                 allows,
             )
         })?;
-    // Open every namespace of init before joining any (after joining the mount
-    // namespace, /proc/<pid> may no longer be reachable).
-    let mut joins: Vec<(OwnedFd, i32, &str)> = Vec::new();
+    let joins = namespaces_of(&state)?;
+    // The container's v1 cgroups, for us and so for the helper and the process: moving
+    // ourselves skips the RCU wait that moving another process costs (see SelfJoin).
+    // The v2 cgroup (a hybrid host's unified one included) is entered by the helper
+    // at birth.
+    crate::cgroups::membership::SelfJoin::open(&state.cgroup)?.join_self()?;
+    let cgroup_fd = state
+        .cgroup
+        .v2_dir()
+        .and_then(|dir| sys::fs::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).ok());
+    let (console, own_console) = console_for(opts)?;
+    let (parent_sock, child_sock) =
+        sys::seqpacket_pair().map_err(io("creating socketpair", Path::new("-")))?;
+    // Inherited by a process forked by berth itself (not through the trampoline).
+    sys::set_dumpable(false).map_err(io("prctl(PR_SET_DUMPABLE, 0)", Path::new("-")))?;
+    let mut guard = Guard::new();
+    // Blocked before any child exists, so that no SIGCHLD is missed; restored by the
+    // guard whatever happens, and by the helper before the process starts.
+    let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
+    guard.sigmask(old_sigmask);
+    let forked = sys::clone::fork_into_cgroup(0, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd))
+        .map_err(io("forking the exec helper", Path::new("-")))?;
+    let (helper, in_cgroup) = match forked {
+        Forked::Child => {
+            drop(parent_sock);
+            exec_helper::run(HelperArgs {
+                process: p,
+                joins: &joins,
+                seccomp: seccomp.as_ref(),
+                console: console.as_ref(),
+                preserve_fds: opts.preserve_fds,
+                old_sigmask,
+                trampoline: trampoline.as_ref(),
+                chan: Channel::new(child_sock),
+            })
+        }
+        Forked::Parent { pid, in_cgroup, .. } => (pid, in_cgroup),
+    };
+    guard.child(helper);
+    drop((joins, trampoline, child_sock, console, cgroup_fd));
+    let chan = Channel::new(parent_sock);
+    let pid = start_process(&state, &chan, helper, in_cgroup, &mut guard)?;
+    if let Some(pf) = &opts.pid_file {
+        let pf = super::create::absolute(pf)?;
+        super::state::write_atomic(&pf, pid.to_string().as_bytes())?;
+    }
+    let pty = match &own_console {
+        Some(s) => {
+            Some(sys::pty::recv_fd(s).map_err(io("receiving the pty master", Path::new("-")))?)
+        }
+        None => None,
+    };
+    if opts.detach {
+        guard.keep_children();
+        return Ok(0);
+    }
+    let code = super::ops::supervise(pid, pty.as_ref())
+        .map_err(io("waiting for the process", Path::new("-")))?;
+    guard.keep_children();
+    Ok(code)
+}
+
+/// The container's state, if it may get a new process.
+fn running_state(root: &Path, opts: &ExecOpts) -> Result<State, ContainerError> {
+    let dir = ContainerDir::open(root, &opts.id)?;
+    let state = dir.load()?;
+    let status = state.status(&dir.path);
+    match status {
+        Status::Running | Status::Created => Ok(state),
+        Status::Paused if opts.ignore_paused => Ok(state),
+        _ => Err(ContainerError::BadStatus {
+            action: "exec in",
+            id: opts.id.clone(),
+            status,
+        }),
+    }
+}
+
+/// Every namespace of the container's init that is not ours, opened before any is
+/// joined, user first.
+fn namespaces_of(state: &State) -> Result<Vec<(OwnedFd, i32, &'static str)>, ContainerError> {
+    let mut joins = Vec::new();
     for (_, _, flag, name) in NAMESPACES {
         let theirs = PathBuf::from(format!("/proc/{}/ns/{name}", state.pid));
         let ours = PathBuf::from(format!("/proc/self/ns/{name}"));
@@ -92,192 +159,68 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
         }
         let fd =
             sys::fs::open(&theirs, libc::O_RDONLY).map_err(io("opening namespace", &theirs))?;
-        joins.push((fd, *flag, name));
+        joins.push((fd, *flag, *name));
     }
-    // The container's v1 cgroups, for us and so for the child: moving ourselves skips
-    // the RCU wait that moving another process costs (see SelfJoin). The v2 cgroup (a
-    // hybrid host's unified one included) is joined by the child at birth.
-    crate::cgroups::membership::SelfJoin::open(&state.cgroup)?.join_self()?;
-    let cgroup_fd = state
-        .cgroup
-        .v2_dir()
-        .and_then(|dir| sys::fs::open(dir, libc::O_RDONLY | libc::O_DIRECTORY).ok());
-    let console = match (&opts.console_socket, p.terminal) {
-        (Some(path), true) => Some(
-            sys::pty::connect_console_socket(path)
-                .map_err(io("connecting to console socket", path))?,
-        ),
-        _ => None,
-    };
-    let mut own_console = None;
-    let console = match console {
-        Some(c) => Some(c),
-        None if p.terminal => {
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-                .map_err(io("creating console socketpair", Path::new("-")))?;
-            own_console = Some(OwnedFd::from(ours));
-            Some(OwnedFd::from(theirs))
-        }
-        None => None,
-    };
-    // pid and time namespaces apply to children: join them here. The others are
-    // joined by the child, so that this process keeps the host's mounts (for the
-    // pid file and the console socket).
-    for (fd, flag, name) in &joins {
-        if *flag == libc::CLONE_NEWPID || *flag == libc::CLONE_NEWTIME {
-            sys::setns(fd.as_raw_fd(), *flag).map_err(io("joining namespace", Path::new(name)))?;
-        }
-    }
-    let (parent_sock, child_sock) =
-        sys::seqpacket_pair().map_err(io("creating socketpair", Path::new("-")))?;
-    // The child inherits this: from birth, no process of the container (which sees it
-    // at once in its pid namespace) can reach its memory or /proc/<pid>/exe, still the
-    // host's berth binary until it execs.
-    sys::set_dumpable(false).map_err(io("prctl(PR_SET_DUMPABLE, 0)", Path::new("-")))?;
-    let old_sigmask = sys::block_all_signals().map_err(io("blocking signals", Path::new("-")))?;
-    let forked = sys::clone::fork_into_cgroup(0, cgroup_fd.as_ref().map(AsRawFd::as_raw_fd))
-        .map_err(io("forking the process", Path::new("-")))?;
-    match forked {
-        Forked::Child => {
-            drop(parent_sock);
-            let chan = Channel::new(child_sock);
-            let in_userns = joins
-                .iter()
-                .any(|(_, flag, _)| *flag == libc::CLONE_NEWUSER);
-            let joined = crate::process::init::wait_for(&chan, Message::Go, "Go")
-                .and_then(|()| join_in_child(&joins));
-            let err = match joined {
-                Ok(()) => child(
-                    p,
-                    seccomp.as_ref(),
-                    console.as_ref(),
-                    opts.preserve_fds,
-                    in_userns,
-                    &old_sigmask,
-                    trampoline.as_ref(),
-                ),
-                Err(e) => e,
-            };
-            let _ = chan.send(&Message::Error(err));
-            sys::exit_now(127)
-        }
-        Forked::Parent { pid, in_cgroup, .. } => {
-            drop(joins);
-            drop(trampoline);
-            drop(child_sock);
-            drop(console);
-            drop(cgroup_fd);
-            let chan = Channel::new(parent_sock);
-            // Without CLONE_INTO_CGROUP, the v2 cgroup is joined the usual way.
-            let joined = if in_cgroup {
-                Ok(())
-            } else {
-                crate::cgroups::membership::join_v2(&state.cgroup, pid)
-            };
-            if let Err(e) = joined.map_err(ContainerError::from).and_then(|()| {
-                chan.send(&Message::Go)
-                    .map_err(|e| ContainerError::Other(format!("exec: {e}")))
-            }) {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                let _ = sys::wait(pid);
-                let _ = sys::set_sigmask(&old_sigmask);
-                return Err(e);
-            }
-            // EOF means the exec succeeded (the socket is close-on-exec).
-            match chan.recv() {
-                Err(ChannelError::Closed) => {}
-                Ok(Message::Error(e)) => {
-                    let _ = sys::wait(pid);
-                    let _ = sys::set_sigmask(&old_sigmask);
-                    return Err(ContainerError::Other(format!("exec failed: {e}")));
-                }
-                Ok(m) => {
-                    return Err(ContainerError::Other(format!(
-                        "exec: unexpected message {m:?}"
-                    )))
-                }
-                Err(e) => return Err(ContainerError::Other(format!("exec: {e}"))),
-            }
-            if let Some(pf) = &opts.pid_file {
-                super::state::write_atomic(
-                    &super::create::absolute(pf)?,
-                    pid.to_string().as_bytes(),
-                )?;
-            }
-            let pty = match &own_console {
-                Some(s) => Some(
-                    sys::pty::recv_fd(s).map_err(io("receiving the pty master", Path::new("-")))?,
-                ),
-                None => None,
-            };
-            if opts.detach {
-                let _ = sys::set_sigmask(&old_sigmask);
-                return Ok(0);
-            }
-            let code = super::ops::supervise(pid, pty.as_ref())
-                .map_err(io("waiting for the process", Path::new("-")));
-            let _ = sys::set_sigmask(&old_sigmask);
-            code
-        }
-    }
+    Ok(joins)
 }
 
-/// The child joins user (first), mount, network, ipc, uts and cgroup namespaces.
-fn join_in_child(joins: &[(OwnedFd, i32, &str)]) -> Result<(), InitError> {
-    for (fd, flag, name) in joins {
-        if *flag == libc::CLONE_NEWPID || *flag == libc::CLONE_NEWTIME {
-            continue;
-        }
-        sys::setns(fd.as_raw_fd(), *flag)
-            .map_err(|e| InitError::io(format!("joining {name} namespace"), None, &e))?;
+/// The console socket the helper sends the pty master to (the caller's, or one end of
+/// our own pair whose other end, returned second, receives it).
+fn console_for(opts: &ExecOpts) -> Result<(Option<OwnedFd>, Option<OwnedFd>), ContainerError> {
+    if !opts.process.terminal {
+        return Ok((None, None));
     }
-    Ok(())
+    if let Some(path) = &opts.console_socket {
+        let c = sys::pty::connect_console_socket(path)
+            .map_err(io("connecting to console socket", path))?;
+        return Ok((Some(c), None));
+    }
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(io("creating console socketpair", Path::new("-")))?;
+    Ok((Some(OwnedFd::from(theirs)), Some(OwnedFd::from(ours))))
 }
 
-/// The forked child: confinement, then exec. Returns only on failure.
-fn child(
-    p: &ProcessPlan,
-    seccomp: Option<&crate::seccomp::CompiledFilter>,
-    console: Option<&OwnedFd>,
-    preserve_fds: u32,
-    in_userns: bool,
-    old_sigmask: &libc::sigset_t,
-    trampoline: Option<&OwnedFd>,
-) -> InitError {
-    match child_setup(p, seccomp, console, preserve_fds, in_userns) {
-        Ok((path, args, env)) => {
-            sys::reset_signal_dispositions();
-            let _ = sys::set_sigmask(old_sigmask);
-            confine::exec_program(trampoline, &path, &args, &env)
+/// Lets the helper go and waits for the pid of the process it made; reaps the helper.
+/// The process is then ours to undo in `guard`.
+fn start_process(
+    state: &State,
+    chan: &Channel,
+    helper: i32,
+    in_cgroup: bool,
+    guard: &mut Guard,
+) -> Result<i32, ContainerError> {
+    let fail = |what: String| ContainerError::Other(format!("exec: {what}"));
+    // Without CLONE_INTO_CGROUP, the v2 cgroup is joined the usual way.
+    if !in_cgroup {
+        crate::cgroups::membership::join_v2(&state.cgroup, helper)?;
+    }
+    chan.send(&Message::Go).map_err(|e| fail(e.to_string()))?;
+    let report = chan.recv_raw();
+    let status = sys::wait(helper).map_err(io("waiting for the exec helper", Path::new("-")))?;
+    guard.reaped(helper);
+    let packet = match report {
+        Ok(p) => p,
+        Err(ChannelError::Closed) => {
+            return Err(fail(format!(
+                "the helper ended without starting the process (exit status {})",
+                sys::exit_code(status)
+            )))
         }
-        Err(e) => e,
-    }
-}
-
-type Argv = (CString, Vec<CString>, Vec<CString>);
-
-fn child_setup(
-    p: &ProcessPlan,
-    seccomp: Option<&crate::seccomp::CompiledFilter>,
-    console: Option<&OwnedFd>,
-    preserve_fds: u32,
-    in_userns: bool,
-) -> Result<Argv, InitError> {
-    if let Some(console) = console {
-        confine::attach_console(console, p.console_size)?;
-    }
-    confine::set_rlimits(&p.rlimits)?;
-    confine::become_user(p, seccomp, in_userns)?;
-    if let Some(m) = p.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
-    }
-    confine::enter_cwd(&p.cwd, preserve_fds)?;
-    let path = crate::process::init::lookup(&p.args[0], &p.env)?;
-    confine::lock_down(p, seccomp)?;
-    let cs = |v: &[String]| -> Vec<CString> {
-        v.iter()
-            .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
-            .collect()
+        Err(e) => return Err(fail(e.to_string())),
     };
-    Ok((path, cs(&p.args), cs(&p.env)))
+    if let Some(pid) = exec_helper::decode_pid(&packet) {
+        // Only our own child is supervised (and killed on failure).
+        if !sys::is_child(pid) {
+            return Err(fail(format!(
+                "the reported pid {pid} is not a child of berth"
+            )));
+        }
+        guard.child(pid);
+        return Ok(pid);
+    }
+    match serde_json::from_slice::<Message>(&packet) {
+        Ok(Message::Error(e)) => Err(ContainerError::Other(format!("exec failed: {e}"))),
+        Ok(m) => Err(fail(format!("unexpected message {m:?}"))),
+        Err(e) => Err(fail(format!("malformed report from the helper: {e}"))),
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod exec;
+pub mod guard;
 pub mod ops;
 pub mod state;
 

@@ -5,14 +5,21 @@
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+use crate::process::exec_path::TrampolineMode;
 use crate::process::protocol::InitError;
 use crate::seccomp::CompiledFilter;
 use crate::spec::ProcessPlan;
 use crate::sys;
 
 /// Makes a pty from /dev/ptmx (the container's own devpts, once inside it), sends its
-/// master over the console socket and takes the slave as stdio and controlling tty.
-pub fn attach_console(console: &OwnedFd, size: Option<(u16, u16)>) -> Result<(), InitError> {
+/// master over the console socket and takes the slave as stdio; with `take`, also as
+/// the controlling terminal of a new session (an `exec`'d process takes it itself,
+/// once cloned: see [`crate::process::exec_path::TrampolineMode::Spawn`]).
+pub fn attach_console(
+    console: &OwnedFd,
+    size: Option<(u16, u16)>,
+    take: bool,
+) -> Result<(), InitError> {
     let (master, slave) = sys::pty::open_pty()
         .map_err(|e| InitError::io("opening a pty", Some(Path::new("/dev/ptmx")), &e))?;
     if let Some((rows, cols)) = size {
@@ -21,8 +28,12 @@ pub fn attach_console(console: &OwnedFd, size: Option<(u16, u16)>) -> Result<(),
     sys::pty::send_fd(console, "/dev/ptmx", &master)
         .map_err(|e| InitError::io("sending the pty master to the console socket", None, &e))?;
     drop(master);
-    sys::pty::become_tty(&slave)
-        .map_err(|e| InitError::io("making the pty the controlling terminal", None, &e))
+    if take {
+        sys::take_terminal(std::os::fd::AsRawFd::as_raw_fd(&slave))
+            .map_err(|e| InitError::io("making the pty the controlling terminal", None, &e))?;
+    }
+    sys::pty::dup_to_stdio(&slave)
+        .map_err(|e| InitError::io("making the pty stdin, stdout and stderr", None, &e))
 }
 
 /// setrlimit for each (resource, soft, hard).
@@ -99,14 +110,23 @@ pub fn become_user(
 }
 
 /// Nothing of the host may reach the program: every descriptor above stdio and the
-/// preserved ones becomes close-on-exec before cwd is entered, and the cwd is checked
-/// to be inside the container's root (CVE-2024-21626).
-pub fn enter_cwd(cwd: &Path, preserve_fds: u32) -> Result<(), InitError> {
-    sys::cloexec_from(3 + preserve_fds)
-        .map_err(|e| InitError::io("marking descriptors close-on-exec", None, &e))?;
+/// preserved ones is closed (not only marked close-on-exec: the program's path is
+/// resolved before exec would close them; CVE-2024-21626), except `keep` (berth's own
+/// channel, start fifo and trampoline, none of them a directory); the preserved ones
+/// lose close-on-exec.
+pub fn close_host_fds(preserve_fds: u32, keep: &[std::os::fd::RawFd]) -> Result<(), InitError> {
+    sys::close_fds_from(3 + preserve_fds, keep)
+        .map_err(|e| InitError::io("closing the runtime's descriptors", None, &e))?;
     for fd in 3..3 + preserve_fds as i32 {
         let _ = sys::set_cloexec(fd, false);
     }
+    Ok(())
+}
+
+/// Enters the process's cwd and checks that it is inside the container's root
+/// (CVE-2024-21626). Done before the seccomp filter exists, whose profile may refuse
+/// getcwd.
+pub fn enter_cwd(cwd: &Path) -> Result<(), InitError> {
     std::env::set_current_dir(cwd).map_err(|e| InitError::io("chdir to cwd", Some(cwd), &e))?;
     let now = std::env::current_dir().map_err(|e| InitError::io("getcwd", None, &e))?;
     if !now.is_absolute() || now.to_string_lossy().starts_with("(unreachable)") {
@@ -133,18 +153,18 @@ pub fn lock_down(p: &ProcessPlan, seccomp: Option<&CompiledFilter>) -> Result<()
 }
 
 /// The final exec of the program (`path` found by PATH lookup, `args`, `env`): through
-/// the sealed trampoline when there is one (see [`crate::process::exec_path`]), else
-/// directly. Returns only on failure.
+/// the sealed trampoline in `mode` when there is one (see
+/// [`crate::process::exec_path`]), else directly. Returns only on failure.
 pub fn exec_program(
-    trampoline: Option<&OwnedFd>,
+    trampoline: Option<(&OwnedFd, TrampolineMode)>,
     path: &std::ffi::CStr,
     args: &[std::ffi::CString],
     env: &[std::ffi::CString],
 ) -> InitError {
     let shown = Path::new(&*path.to_string_lossy()).to_path_buf();
     match trampoline {
-        Some(t) => {
-            let e = sys::trampoline::exec(t, path, args, env);
+        Some((t, mode)) => {
+            let e = sys::trampoline::exec(t, mode, path, args, env);
             InitError::io("exec through the sealed trampoline", Some(&shown), &e)
         }
         None => match nix::unistd::execve(path, args, env) {
@@ -152,4 +172,16 @@ pub fn exec_program(
             Err(e) => InitError::io("exec", Some(&shown), &std::io::Error::from(e)),
         },
     }
+}
+
+/// The program's argv and env as C strings (a NUL inside one ends it there; config.json
+/// strings cannot carry NUL).
+pub fn c_strings(v: &[String]) -> Vec<std::ffi::CString> {
+    v.iter()
+        .map(|s| {
+            let bytes = s.as_bytes();
+            let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+            std::ffi::CString::new(&bytes[..end]).unwrap_or_default()
+        })
+        .collect()
 }

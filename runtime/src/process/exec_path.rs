@@ -1,22 +1,23 @@
-//! How init's exec is kept from reaching the host's `berth` binary (CVE-2019-5736),
-//! decided once per `create` from the container's plan; pure logic.
+//! How a container's processes are kept from reaching the host's `berth` binary
+//! (CVE-2019-5736), decided once per `create` or `exec`; pure logic.
 //!
 //! Two ways, both closing the same hole (a container process holding the host binary
 //! open and writing it after berth exits):
-//! - **Trampoline** (the fast one): berth runs as installed; the process that enters
-//!   the container is non-dumpable whenever another process could see it (init turns
-//!   so before any other can enter its pid namespace; an `exec`'d process is born so),
-//!   and it execs the program through a tiny sealed memfd program
-//!   ([`crate::sys::trampoline`]), so /proc/self/exe is never the host binary after an
-//!   exec.
+//! - **Trampoline** (the fast one): berth runs as installed and never shows itself to
+//!   the container. init execs a tiny sealed memfd program ([`crate::sys::trampoline`])
+//!   before it reports ready, and waits for `start` as that program; an `exec`'d
+//!   process is cloned by that program from a helper the container cannot see. So no
+//!   container process ever finds the host binary behind /proc/<pid>/exe, even with
+//!   CAP_SYS_PTRACE, and /proc/self/exe is the sealed trampoline (which refuses to
+//!   run as a program).
 //! - **Protected binary**: berth re-executes itself from an unwritable image before
 //!   doing anything, and the program is exec'd directly.
 //!
 //! The trampoline needs its code for this architecture and a seccomp profile that lets
-//! the syscalls it adds after the filter is installed through; for init also a new pid
+//! the syscalls it makes after the filter is installed through; for init also a new pid
 //! namespace (with a shared one, processes already there could reach init before it
-//! turns non-dumpable) and no createContainer or startContainer hooks (init would exec
-//! them as berth).
+//! becomes the trampoline) and no createContainer or startContainer hooks (init would
+//! exec them as berth).
 
 use crate::hooks::HookKind;
 use crate::spec::{NsKind, Plan};
@@ -32,33 +33,109 @@ pub enum ExecPath {
     ProtectBinary(&'static str),
 }
 
-/// The syscalls the trampoline path adds after the seccomp filter may be installed, as
-/// the check sees them: (name, arguments). `trampoline_fd` is the memfd's descriptor
-/// number; pointer arguments get a typical user-space address. Init also turns
-/// non-dumpable then (an `exec`'d process is born so, before any filter).
-pub fn added_syscalls(trampoline_fd: i32, for_init: bool) -> Vec<(&'static str, [u64; 6])> {
+/// What the trampoline does before it execs the program, told by its second argument
+/// (see [`trampoline_argv`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrampolineMode {
+    /// Exec the program at once.
+    Exec,
+    /// A container's init: become non-dumpable, write the `Ready` message to `ready_fd`
+    /// (the channel to `create`), wait for one byte on `wait_fd` (exec.fifo, or the
+    /// channel under `run`), close both, exec. init is this sealed image, holding no
+    /// host descriptor, while `exec`'d processes can see it.
+    Wait { ready_fd: i32, wait_fd: i32 },
+    /// A process `exec`'d into a container (runc's nsexec order): the caller has joined
+    /// every namespace and confined itself, unseen by the container; the trampoline
+    /// becomes non-dumpable and clones the process (CLONE_PARENT: a child of `berth
+    /// exec`), writes its pid (4 bytes, native order) to `report_fd` and exits; the
+    /// process closes `report_fd`, with `tty` takes its stdin as controlling terminal
+    /// (setsid, TIOCSCTTY), and execs. It is born in the pid namespace as this sealed
+    /// image, never as the host's berth.
+    Spawn { report_fd: i32, tty: bool },
+}
+
+/// argv[0] of the trampoline when berth runs it: anything else (the program naming
+/// /proc/self/exe, or a script whose interpreter it is) makes it refuse to run.
+pub const TRAMPOLINE_MAGIC: &str = "berth-trampoline";
+
+/// The trampoline's control argument (argv[1]): `x`, `w<ready>,<wait>` or
+/// `s<report>[t]`.
+pub fn control_arg(mode: TrampolineMode) -> String {
+    match mode {
+        TrampolineMode::Exec => "x".to_string(),
+        TrampolineMode::Wait { ready_fd, wait_fd } => format!("w{ready_fd},{wait_fd}"),
+        TrampolineMode::Spawn { report_fd, tty } => {
+            format!("s{report_fd}{}", if tty { "t" } else { "" })
+        }
+    }
+}
+
+/// The trampoline's argv: magic, control, program path, then the program's own argv,
+/// which reaches the program unchanged.
+pub fn trampoline_argv(mode: TrampolineMode, path: &str, args: &[String]) -> Vec<String> {
+    let mut v = vec![
+        TRAMPOLINE_MAGIC.to_string(),
+        control_arg(mode),
+        path.to_string(),
+    ];
+    v.extend(args.iter().cloned());
+    v
+}
+
+/// Who will use the trampoline, for [`added_syscalls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrampolineUse {
+    /// A container's init ([`TrampolineMode::Wait`]).
+    Init,
+    /// An `exec`'d process ([`TrampolineMode::Spawn`]), with or without a terminal.
+    Exec { tty: bool },
+}
+
+/// The syscalls the trampoline makes after the seccomp filter may be installed, as the
+/// check sees them: (name, arguments). `trampoline_fd` is the memfd's descriptor
+/// number; pointer arguments get a typical user-space address and the descriptors it
+/// is handed a typical number. The final execve is not listed: every way needs it.
+pub fn added_syscalls(trampoline_fd: i32, user: TrampolineUse) -> Vec<(&'static str, [u64; 6])> {
     const PTR: u64 = 0x7ffc_0000_1000;
-    let mut v = vec![(
-        "execveat",
-        [
-            trampoline_fd as u64,
-            PTR,
-            PTR,
-            PTR,
-            libc::AT_EMPTY_PATH as u64,
-            0,
-        ],
-    )];
-    if for_init {
-        v.push(("prctl", [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0]));
+    const FD: u64 = 4;
+    let mut v = vec![
+        (
+            "execveat",
+            [
+                trampoline_fd as u64,
+                PTR,
+                PTR,
+                PTR,
+                libc::AT_EMPTY_PATH as u64,
+                0,
+            ],
+        ),
+        ("prctl", [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0]),
+        ("close", [FD, 0, 0, 0, 0, 0]),
+    ];
+    match user {
+        TrampolineUse::Init => {
+            v.push(("write", [FD, PTR, 7, 0, 0, 0]));
+            v.push(("read", [FD, PTR, 1, 0, 0, 0]));
+        }
+        TrampolineUse::Exec { tty } => {
+            let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as u64;
+            v.push(("clone", [flags, 0, 0, 0, 0, 0]));
+            v.push(("write", [FD, PTR, 4, 0, 0, 0]));
+            v.push(("exit_group", [0; 6]));
+            if tty {
+                v.push(("setsid", [0; 6]));
+                v.push(("ioctl", [0, libc::TIOCSCTTY, 0, 0, 0, 0]));
+            }
+        }
     }
     v
 }
 
-/// Chooses the exec path. `protected`: berth already runs from an unwritable image.
-/// `have_code`: the trampoline exists for this architecture. `seccomp_allows`: whether
-/// the container's filter lets a syscall (name, arguments) through; called only for
-/// [`added_syscalls`].
+/// Chooses the exec path of a container's init. `protected`: berth already runs from
+/// an unwritable image. `have_code`: the trampoline exists for this architecture.
+/// `seccomp_allows`: whether the container's filter lets a syscall (name, arguments)
+/// through; called only for [`added_syscalls`].
 pub fn choose(
     plan: &Plan,
     protected: bool,
@@ -71,8 +148,7 @@ pub fn choose(
         have_code,
         init_blocker(plan),
         plan.seccomp.is_some(),
-        trampoline_fd,
-        true,
+        &added_syscalls(trampoline_fd, TrampolineUse::Init),
         seccomp_allows,
     )
 }
@@ -88,9 +164,10 @@ fn init_blocker(plan: &Plan) -> Option<&'static str> {
 }
 
 /// The same choice for a process `exec`'d into a running container (`has_seccomp`: the
-/// container's profile, which the process gets too).
+/// container's profile, which the process gets too; `tty`: it gets a terminal).
 pub fn choose_for_exec(
     has_seccomp: bool,
+    tty: bool,
     protected: bool,
     have_code: bool,
     trampoline_fd: i32,
@@ -101,21 +178,19 @@ pub fn choose_for_exec(
         have_code,
         None,
         has_seccomp,
-        trampoline_fd,
-        false,
+        &added_syscalls(trampoline_fd, TrampolineUse::Exec { tty }),
         seccomp_allows,
     )
 }
 
 /// The checks in order: already protected, the trampoline's code, what else rules it
-/// out (`blocker`), then the seccomp profile.
+/// out (`blocker`), then the seccomp profile against the trampoline's `syscalls`.
 fn common(
     protected: bool,
     have_code: bool,
     blocker: Option<&'static str>,
     has_seccomp: bool,
-    trampoline_fd: i32,
-    for_init: bool,
+    syscalls: &[(&'static str, [u64; 6])],
     seccomp_allows: impl Fn(&str, [u64; 6]) -> bool,
 ) -> ExecPath {
     if protected {
@@ -128,15 +203,13 @@ fn common(
         return ExecPath::ProtectBinary(why);
     }
     if has_seccomp
-        && !added_syscalls(trampoline_fd, for_init)
+        && !syscalls
             .iter()
             .all(|(name, args)| seccomp_allows(name, *args))
     {
-        return ExecPath::ProtectBinary(if for_init {
-            "the seccomp profile does not allow execveat or prctl(PR_SET_DUMPABLE)"
-        } else {
-            "the seccomp profile does not allow execveat"
-        });
+        return ExecPath::ProtectBinary(
+            "the seccomp profile refuses a syscall of the exec trampoline (execveat, prctl, clone, read, write, close, setsid or ioctl)",
+        );
     }
     ExecPath::Trampoline
 }
@@ -162,6 +235,23 @@ pub const EXECVE_ERRNOS: &[i32] = &[
     libc::EPERM,
     libc::ETXTBSY,
 ];
+
+/// The data the trampoline's code reads, appended right after it: the magic argv[0]
+/// (`{u32 len, bytes, NUL}`, the length counting the NUL), the `Ready` message init's
+/// parent waits for (`{u32 len, bytes}`), padding to 4 bytes, then [`errno_table`].
+pub fn data_table(magic: &str, ready: &[u8], errnos: &[i32]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&(magic.len() as u32 + 1).to_ne_bytes());
+    t.extend_from_slice(magic.as_bytes());
+    t.push(0);
+    t.extend_from_slice(&(ready.len() as u32).to_ne_bytes());
+    t.extend_from_slice(ready);
+    while t.len() % 4 != 0 {
+        t.push(0);
+    }
+    t.extend_from_slice(&errno_table(errnos));
+    t
+}
 
 /// The trampoline's message table: for each errno, `{u32 errno, u32 len, text}` with
 /// the text as init would print it ("No such file or directory (os error 2)\n"), then
@@ -231,7 +321,12 @@ pub fn elf_image(machine: u16, code: &[u8], table: &[u8]) -> Vec<u8> {
 pub fn host_image() -> Option<Vec<u8>> {
     let machine = crate::sys::trampoline::ELF_MACHINE?;
     let code = crate::sys::trampoline::code()?;
-    Some(elf_image(machine, code, &errno_table(EXECVE_ERRNOS)))
+    let ready = serde_json::to_vec(&crate::process::protocol::Message::Ready).ok()?;
+    Some(elf_image(
+        machine,
+        code,
+        &data_table(TRAMPOLINE_MAGIC, &ready, EXECVE_ERRNOS),
+    ))
 }
 
 #[cfg(test)]

@@ -4,13 +4,13 @@
 //! [`crate::process::exec_path`]). Never returns.
 
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::cgroups::CgroupHandle;
 use crate::process::confine;
+use crate::process::exec_path::TrampolineMode;
 use crate::process::protocol::{Channel, InitError, Message};
 use crate::spec::{NsKind, Plan};
 use crate::sys;
@@ -60,7 +60,7 @@ pub fn run(args: InitArgs<'_>) -> ! {
     // parent dies during setup, the channel closes and init exits on its own.
     match setup(&args) {
         Ok(path) => {
-            let err = exec(&args, &path);
+            let err = finish(&args, &path);
             // The parent may be gone (create mode): tell the container's stderr too.
             let _ = args.chan.send(&Message::Error(err.clone()));
             eprintln!("berth init: {err}");
@@ -163,7 +163,7 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
 
     if let Some(console) = &a.console {
         // The pty comes from the container's own devpts (we are inside it now).
-        confine::attach_console(console, plan.process.console_size)?;
+        confine::attach_console(console, plan.process.console_size, true)?;
     }
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h)
@@ -176,47 +176,68 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         let p = Path::new("/proc/self/oom_score_adj");
         std::fs::write(p, adj.to_string()).map_err(|e| InitError::io("writing", Some(p), &e))?;
     }
+    // Only the channel, the start fifo and the trampoline stay open: no host directory
+    // (the cgroup's, the state dir's) may be reachable by a process that sees init, or
+    // by the program's path.
+    let mut keep = vec![a.chan.fd().as_raw_fd()];
+    keep.extend(start_fd(a));
+    keep.extend(a.trampoline.as_ref().map(AsRawFd::as_raw_fd));
+    confine::close_host_fds(a.preserve_fds, &keep)?;
     confine::set_rlimits(&plan.process.rlimits)?;
     let p = &plan.process;
+    confine::enter_cwd(&p.cwd)?;
     confine::become_user(p, a.seccomp.as_ref(), plan.namespaces.has(NsKind::User))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         p.umask.unwrap_or(0o022),
     ));
-    confine::enter_cwd(&p.cwd, a.preserve_fds)?;
-
-    let path = lookup(&p.args[0], &p.env)?;
-    // From here on other processes may enter the container (`berth exec` into a
-    // created one): none may reach this process's memory or /proc/<pid>/exe, which is
-    // still the host's berth binary.
-    sys::set_dumpable(false).map_err(|e| InitError::io("prctl(PR_SET_DUMPABLE, 0)", None, &e))?;
-    a.chan
-        .send(&Message::Ready)
-        .map_err(|e| InitError::msg("reporting ready", None, e.to_string()))?;
-    Ok(path)
+    lookup(&p.args[0], &p.env)
 }
 
-fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
+/// The descriptor `berth start` signals through (exec.fifo), if any.
+fn start_fd(a: &InitArgs<'_>) -> Option<i32> {
     match &a.start {
-        StartSignal::Fifo(fd) => {
-            let mut f = std::fs::File::from(match fd.try_clone() {
-                Ok(f) => f,
-                Err(e) => return InitError::io("waiting for start", None, &e),
-            });
-            let mut b = [0u8; 1];
-            loop {
-                match f.read(&mut b) {
-                    Ok(1) => break,
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return InitError::io("waiting for start on exec.fifo", None, &e),
-                }
+        StartSignal::Fifo(fd) => Some(fd.as_raw_fd()),
+        StartSignal::Channel => None,
+    }
+}
+
+/// The end of init: with the trampoline, init becomes it now and it reports ready,
+/// waits for start and execs the program, so a process that enters the container
+/// finds neither berth nor a host descriptor in init. Without (berth runs from an
+/// unwritable image), init reports ready, waits, runs startContainer hooks and execs.
+/// Returns only on failure.
+fn finish(a: &InitArgs<'_>, path: &CString) -> InitError {
+    let args = confine::c_strings(&a.plan.process.args);
+    let env = confine::c_strings(&a.plan.process.env);
+    let chan = a.chan.fd().as_raw_fd();
+    if let Some(t) = &a.trampoline {
+        if let Err(e) = confine::lock_down(&a.plan.process, a.seccomp.as_ref()) {
+            return e;
+        }
+        let wait_fd = start_fd(a).unwrap_or(chan);
+        for fd in [chan, wait_fd] {
+            if let Err(e) = sys::set_cloexec(fd, false) {
+                return InitError::io("passing descriptors to the trampoline", None, &e);
             }
         }
-        StartSignal::Channel => {
-            if let Err(e) = wait_for(&a.chan, Message::Start, "Start") {
-                return e;
-            }
-        }
+        sys::reset_signal_dispositions();
+        let _ = sys::set_sigmask(&a.old_sigmask);
+        let mode = TrampolineMode::Wait {
+            ready_fd: chan,
+            wait_fd,
+        };
+        return confine::exec_program(Some((t, mode)), path, &args, &env);
+    }
+    // Other processes may enter the container once it is ready (`berth exec` into a
+    // created one): none without CAP_SYS_PTRACE may reach this process's memory.
+    if let Err(e) = sys::set_dumpable(false) {
+        return InitError::io("prctl(PR_SET_DUMPABLE, 0)", None, &e);
+    }
+    if let Err(e) = a.chan.send(&Message::Ready) {
+        return InitError::msg("reporting ready", None, e.to_string());
+    }
+    if let Err(e) = wait_for_start(a) {
+        return e;
     }
     if let Some(h) = &a.plan.hooks {
         let hooks = crate::hooks::HookKind::StartContainer.of(h);
@@ -233,23 +254,37 @@ fn exec(a: &InitArgs<'_>, path: &CString) -> InitError {
     if let Err(e) = confine::lock_down(&a.plan.process, a.seccomp.as_ref()) {
         return e;
     }
-    let args: Vec<CString> = a
-        .plan
-        .process
-        .args
-        .iter()
-        .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
-        .collect();
-    let env: Vec<CString> = a
-        .plan
-        .process
-        .env
-        .iter()
-        .map(|s| CString::new(s.as_bytes()).unwrap_or_default())
-        .collect();
     sys::reset_signal_dispositions();
     let _ = sys::set_sigmask(&a.old_sigmask);
-    confine::exec_program(a.trampoline.as_ref(), path, &args, &env)
+    // Nothing of berth's stays open across the exec either.
+    if let Some(fd) = start_fd(a) {
+        sys::close_raw(fd);
+    }
+    sys::close_raw(chan);
+    confine::exec_program(None, path, &args, &env)
+}
+
+/// Waits for `berth start` (a byte in exec.fifo) or, under `run`, for `Start`.
+fn wait_for_start(a: &InitArgs<'_>) -> Result<(), InitError> {
+    match &a.start {
+        StartSignal::Fifo(fd) => {
+            let mut b = [0u8; 1];
+            loop {
+                match nix::unistd::read(fd, &mut b) {
+                    Ok(1) => return Ok(()),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        return Err(InitError::io(
+                            "waiting for start on exec.fifo",
+                            None,
+                            &e.into(),
+                        ))
+                    }
+                }
+            }
+        }
+        StartSignal::Channel => wait_for(&a.chan, Message::Start, "Start"),
+    }
 }
 
 /// Moves init into its cgroup and, when the container has a new cgroup namespace, makes

@@ -16,14 +16,18 @@
 //!  [hooks] prestart, createRuntime ◀── RuntimeHooks
 //!                          ────────── HooksDone ──▶ createContainer hooks, pivot_root, sysctl,
 //!                                                   masked/readonly paths, hostname,
-//!                                                   rlimits, user, cwd, PATH lookup,
-//!                                                   non-dumpable
+//!                                                   closes every other descriptor, cwd,
+//!                                                   rlimits, user, PATH lookup, [with the
+//!                                                   trampoline] seccomp, exec of the sealed
+//!                                                   trampoline, which is init from now on
 //!                          ◀──── Ready | Error{step, path, errno, message}
 //!  exits (create)
-//!  [run]                   ───────────── Start ──▶ (create: `berth start` opens exec.fifo)
-//!                                                   seccomp, exec of process.args (through
-//!                                                   the sealed trampoline, see exec_path)
+//!  [run]                   ───────────── Start ──▶ (create: `berth start` writes exec.fifo)
+//!                                                   [without the trampoline: startContainer
+//!                                                   hooks, seccomp] exec of process.args
 //! ```
+//! With the trampoline (see exec_path), `Ready` is written by it: the same bytes as
+//! the serialised message. The exec helper's protocol is in `exec_helper`.
 //! Every failure in the child travels back as `Error` with its step and path, so
 //! `create` can print it and clean up; the child then exits.
 
@@ -152,6 +156,17 @@ impl Channel {
     pub fn try_recv(&self) -> Option<Message> {
         let bytes = sys::recv_nowait(&self.fd, MAX_MESSAGE).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// One packet as it came (for the exec helper's pid report, which is not JSON);
+    /// `Closed` at end of stream.
+    pub fn recv_raw(&self) -> Result<Vec<u8>, ChannelError> {
+        let bytes = sys::recv(&self.fd, MAX_MESSAGE)
+            .map_err(|e| ChannelError::Io("reading from the other side", e))?;
+        if bytes.is_empty() {
+            return Err(ChannelError::Closed);
+        }
+        Ok(bytes)
     }
 
     pub fn recv(&self) -> Result<Message, ChannelError> {

@@ -32,31 +32,59 @@ pub fn unshare(flags: i32) -> io::Result<()> {
     cvt(unsafe { libc::unshare(flags) } as libc::c_long).map(|_| ())
 }
 
-/// Marks every descriptor from `first` upwards close-on-exec, so nothing of the host
-/// reaches the container program (CVE-2024-21626 class).
-pub fn cloexec_from(first: u32) -> io::Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+/// Closes every descriptor from `first` upwards except those in `keep`: nothing of the
+/// host may stay open while a program path is resolved (CVE-2024-21626 class), and
+/// close-on-exec is not enough, since execve resolves the path before it closes them.
+/// Uses close_range (Linux 5.9); older kernels get one close per possible number up
+/// to the descriptor limit (no /proc walk: /proc may be the container's by now).
+pub fn close_fds_from(first: u32, keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&k| u32::try_from(k).ok())
+        .filter(|&k| k >= first)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut lo = first;
+    for hi in keep.iter().map(|k| Some(*k)).chain([None]) {
+        let end = match hi {
+            Some(k) if k == lo => {
+                lo = k + 1;
+                continue;
+            }
+            Some(k) => k - 1,
+            None => u32::MAX,
+        };
+        close_range(lo, end)?;
+        if let Some(k) = hi {
+            lo = k + 1;
+        }
+    }
+    Ok(())
+}
+
+/// close_range(lo, hi, 0), or closes one by one on kernels without it.
+fn close_range(lo: u32, hi: u32) -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors of this process; the caller owns
+    // every descriptor in the range and will not use them again.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) };
     if r == 0 {
         return Ok(());
     }
-    // Old kernels: walk /proc/self/fd.
-    let dir = std::fs::read_dir("/proc/self/fd")?;
-    let fds: Vec<i32> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-        .collect();
-    for fd in fds {
-        if fd >= first as i32 {
-            let _ = set_cloexec(fd, true);
-        }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    // SAFETY: rlimit is plain data that getrlimit fills in.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit writes into our local.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as u32
+    } else {
+        1 << 20
+    };
+    for fd in lo..=hi.min(max) {
+        close_raw(fd as RawFd);
     }
     Ok(())
 }
@@ -430,6 +458,53 @@ pub fn close_raw(fd: RawFd) {
     unsafe {
         libc::close(fd);
     }
+}
+
+/// clone(CLONE_PARENT | SIGCHLD) without a new stack: a fork whose child is a child of
+/// our parent, which reaps it and gets its exit status (runc's nsexec does the same).
+/// Only from a single-threaded process. Returns 0 in the child, its pid in the parent.
+pub fn fork_sibling() -> io::Result<i32> {
+    // SAFETY: a null stack makes clone fork-like: the child resumes here on a copy of
+    // our memory, which is safe because the caller is single-threaded.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    cvt(r).map(|pid| pid as i32)
+}
+
+/// Whether `pid` is a child of this process (running or exited, not yet reaped).
+pub fn is_child(pid: i32) -> bool {
+    // SAFETY: siginfo_t is plain data that waitid fills in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with WNOWAIT | WNOHANG only looks: it reaps nothing and writes
+    // into our local.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    r == 0
+}
+
+/// Makes `fd` (the session's terminal on stdin) the controlling terminal of a new
+/// session.
+pub fn take_terminal(fd: RawFd) -> io::Result<()> {
+    // SAFETY: setsid has no arguments; failure (already a leader) is harmless.
+    unsafe {
+        libc::setsid();
+    }
+    // SAFETY: TIOCSCTTY with 0 takes the terminal only if it has no session.
+    cvt(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } as libc::c_long).map(|_| ())
 }
 
 /// execveat(fd, "", AT_EMPTY_PATH): runs the file `fd` refers to (a memfd or an O_PATH

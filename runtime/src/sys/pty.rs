@@ -40,14 +40,8 @@ pub fn recv_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the message"))
 }
 
-/// Makes `slave` the controlling terminal and stdin/stdout/stderr (after setsid).
-pub fn become_tty(slave: &OwnedFd) -> io::Result<()> {
-    // SAFETY: setsid has no arguments; failure (already a leader) is harmless.
-    unsafe {
-        libc::setsid();
-    }
-    // SAFETY: TIOCSCTTY with 0 takes the terminal only if it has no session.
-    cvt(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } as libc::c_long)?;
+/// Makes `slave` stdin, stdout and stderr.
+pub fn dup_to_stdio(slave: &OwnedFd) -> io::Result<()> {
     for target in 0..3 {
         // SAFETY: dup2 onto the standard descriptors; both are valid numbers.
         cvt(unsafe { libc::dup2(slave.as_raw_fd(), target) } as libc::c_long)?;
