@@ -21,17 +21,17 @@ use crate::manifest::ImageConfig;
 /// Errors of bundle generation.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("user `{0}` not found in the image's /etc/passwd")]
+    #[error("user `{}` not found in the image's /etc/passwd", crate::escape::text(.0))]
     UnknownUser(String),
-    #[error("group `{0}` not found in the image's /etc/group")]
+    #[error("group `{}` not found in the image's /etc/group", crate::escape::text(.0))]
     UnknownGroup(String),
-    #[error("invalid user `{0}`: want user, uid, user:group or uid:gid")]
+    #[error("invalid user `{}`: want user, uid, user:group or uid:gid", crate::escape::text(.0))]
     BadUser(String),
     #[error("the image has no Entrypoint or Cmd; give a command")]
     NoCommand,
-    #[error("invalid environment variable `{0}`: want KEY=VALUE")]
+    #[error("invalid environment variable `{}`: want KEY=VALUE", crate::escape::text(.0))]
     BadEnv(String),
-    #[error("working directory `{0}` must be absolute")]
+    #[error("working directory `{}` must be absolute", crate::escape::text(.0))]
     BadCwd(String),
     #[error("invalid memory size `{0}`: want a number with an optional b, k, m, g or t suffix (e.g. 64m)")]
     BadMemory(String),

@@ -374,12 +374,25 @@ fn open_dir(p: &Path, how: OFlag) -> Result<OwnedFd, FlattenError> {
     })
 }
 
+/// Whether a layer directory's root carries the opaque xattr (the layer
+/// had `.wh..wh..opq` at its root: the layers below it are hidden).
+pub fn root_is_opaque(layer: &Path) -> bool {
+    open_dir(layer, OFlag::O_RDONLY)
+        .ok()
+        .and_then(|fd| sys::fgetxattr_all(fd.as_fd(), b"trusted.overlay.opaque").ok())
+        .flatten()
+        .is_some_and(|v| v == b"y")
+}
+
 /// Merges `layers` (bottom first) into the existing directory `target`.
+/// A layer whose root is opaque hides the layers below it: merging starts
+/// at the topmost such layer.
 pub fn merge_layers(layers: &[PathBuf], target: &Path) -> Result<(), FlattenError> {
     let open = |p: &Path| open_dir(p, OFlag::O_RDONLY);
     let dst = open(target)?;
     let chown = nix::unistd::geteuid().is_root();
-    for layer in layers {
+    let start = layers.iter().rposition(|l| root_is_opaque(l)).unwrap_or(0);
+    for layer in &layers[start..] {
         let src = open(layer)?;
         let mut m = Merge {
             layer,

@@ -51,8 +51,8 @@ pub enum ImportError {
 pub struct ImportOptions {
     /// The reference to store the image under (and to pick it in the source).
     pub name: Option<Reference>,
-    /// Bound on each layer's uncompressed size.
-    pub max_layer_size: u64,
+    /// Bounds on each layer's uncompressed size.
+    pub limits: unpack::SizeLimits,
     pub platform: Platform,
 }
 
@@ -60,7 +60,7 @@ impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
             name: None,
-            max_layer_size: unpack::DEFAULT_MAX_LAYER_SIZE,
+            limits: unpack::SizeLimits::default(),
             platform: Platform::host(),
         }
     }
@@ -263,6 +263,11 @@ pub fn commit_image(
 ) -> Result<ImageRecord, ImportError> {
     let (m, config) = load_manifest(store, manifest_digest)?;
     let todo = plan_layers(store, &m, &config.rootfs.diff_ids)?;
+    let board = lowers::Board::new(
+        todo.iter()
+            .filter(|j| j.work == LayerWork::Unpack)
+            .map(|j| j.diff_id.clone()),
+    );
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(todo.len())
@@ -279,7 +284,23 @@ pub fn commit_image(
                 };
                 let r = match job.work {
                     LayerWork::Unpack => {
-                        unpack_one(store, lock, &job.desc, &job.diff_id, opts, progress).map(Some)
+                        let below =
+                            crate::snapshot::effective_lowers(&config.rootfs.diff_ids[..job.index]);
+                        let lowers = lowers::Lowers::new(below, store, &board);
+                        let r = unpack_one(
+                            store,
+                            lock,
+                            &job.desc,
+                            &job.diff_id,
+                            opts,
+                            progress,
+                            &lowers,
+                        );
+                        match &r {
+                            Ok((root, _)) => board.done(&job.diff_id, root),
+                            Err(_) => board.failed(&job.diff_id),
+                        }
+                        r.map(Some)
                     }
                     LayerWork::Verify => {
                         verify_one(store, &job.desc, &job.diff_id, opts, progress).map(|()| None)
@@ -367,6 +388,8 @@ struct LayerJob {
     desc: Descriptor,
     diff_id: Digest,
     work: LayerWork,
+    /// Its (first) position in the image, bottom = 0.
+    index: usize,
 }
 
 /// Decides, for every layer of a manifest, whether it is unpacked, verified
@@ -384,7 +407,7 @@ fn plan_layers(
         .flat_map(|i| i.layers.into_iter().map(|l| (l.digest, l.diff_id)))
         .collect();
     let mut todo: Vec<LayerJob> = Vec::new();
-    for (d, diff_id) in m.layers.iter().zip(diff_ids) {
+    for (index, (d, diff_id)) in m.layers.iter().zip(diff_ids).enumerate() {
         manifest::layer_kind(d)?;
         if !store.has_blob(&d.digest) {
             return Err(StoreError::MissingBlob {
@@ -413,6 +436,7 @@ fn plan_layers(
             desc: d.clone(),
             diff_id: diff_id.clone(),
             work,
+            index,
         });
     }
     Ok(todo)
@@ -439,12 +463,12 @@ fn verify_one(
         id: id.clone(),
         progress,
     };
-    unpack::verify_diff_id(reader, opts.max_layer_size, diff_id).map_err(|source| {
-        ImportError::Layer {
-            digest: desc.digest.clone(),
-            source,
-        }
-    })?;
+    let layer_err = |source| ImportError::Layer {
+        digest: desc.digest.clone(),
+        source,
+    };
+    opts.limits.check_compressed(desc.size).map_err(layer_err)?;
+    unpack::verify_diff_id(reader, opts.limits.for_blob(desc.size), diff_id).map_err(layer_err)?;
     progress.finish(&id, "verified");
     Ok(())
 }
@@ -456,6 +480,7 @@ fn unpack_one(
     diff_id: &Digest,
     opts: &ImportOptions,
     progress: &dyn Progress,
+    lower: &dyn unpack::LowerView,
 ) -> Result<(PathBuf, Vec<Vec<u8>>), ImportError> {
     let layer_err = |source| ImportError::Layer {
         digest: desc.digest.clone(),
@@ -466,6 +491,7 @@ fn unpack_one(
         path: path.display().to_string(),
         source,
     };
+    opts.limits.check_compressed(desc.size).map_err(layer_err)?;
     let tmp = store.tmp_dir(lock, "layer-")?;
     let root = tmp.join("fs");
     std::fs::create_dir(&root).map_err(|e| io_err(&root, e))?;
@@ -476,13 +502,13 @@ fn unpack_one(
     let id = desc.digest.short().to_string();
     progress.start(&id, "unpacking", desc.size);
     let mut uopts = UnpackOptions::new(WhiteoutMode::Overlay);
-    uopts.max_size = opts.max_layer_size;
+    uopts.max_size = opts.limits.for_blob(desc.size);
     let reader = Counting {
         inner: f,
         id: id.clone(),
         progress,
     };
-    match unpack::unpack_layer(reader, &root, &uopts, Some(diff_id)) {
+    match unpack::unpack_layer_over(reader, &root, &uopts, Some(diff_id), Some(lower)) {
         Ok(u) => {
             progress.finish(&id, "done");
             Ok((root, u.implicit_dirs))
@@ -536,5 +562,6 @@ pub fn flatten(store: &Store, image: &ImageRecord, rootfs: &Path) -> Result<(), 
     Ok(())
 }
 
+mod lowers;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@
 
 pub mod bundle;
 pub mod digest;
+pub mod escape;
 pub mod flatten;
 pub mod import;
 pub mod manifest;

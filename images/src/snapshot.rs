@@ -275,10 +275,18 @@ pub fn prepare(
             return Ok(Prepared::Copy);
         }
         let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
-        let lowers: Vec<PathBuf> = effective_lowers(&diff_ids)
+        let mut lowers: Vec<PathBuf> = effective_lowers(&diff_ids)
             .iter()
             .map(|d| store.layer_dir(d))
             .collect();
+        // overlayfs ignores the opaque xattr on a layer's root: the layers
+        // below a root-opaque layer are left out instead.
+        if let Some(i) = lowers
+            .iter()
+            .position(|l| crate::flatten::root_is_opaque(l))
+        {
+            lowers.truncate(i + 1);
+        }
         Ok(Prepared::Overlay(overlay_mount(
             &lowers,
             &snap.upper,

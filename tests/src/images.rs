@@ -6,6 +6,7 @@
 //! - [`layout`]: hand-made OCI layouts and raw tar entries (hostile ones included).
 //! - [`tree`]: a file-by-file description of a rootfs, for comparing two unpacks.
 
+pub mod corpus;
 pub mod fixture;
 pub mod layout;
 pub mod tree;

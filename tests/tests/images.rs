@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 #[path = "images/cleanup.rs"]
 mod cleanup;
+#[path = "images/corpus.rs"]
+mod corpus;
 #[path = "images/formats.rs"]
 mod formats;
 #[path = "images/hostile.rs"]

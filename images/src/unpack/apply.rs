@@ -1,57 +1,143 @@
-//! Applies tar entries to a directory. Every path is resolved below the
-//! root with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS); the final
-//! component is always created or removed relative to its parent's fd and
-//! never followed, so no entry can reach outside the root.
+//! Applies tar entries to a directory, with the OCI image-spec layer rules:
+//!
+//! - Parent directories are resolved inside the root by [`super::resolve`]
+//!   (symlinks followed inside the root, also those of lower layers in
+//!   overlay mode); the final component is created or removed relative to
+//!   its parent's descriptor and never followed, so no entry reaches outside.
+//! - A whiteout `.wh.NAME` removes NAME from the layers *below* only: what
+//!   this layer itself writes at NAME (before or after the whiteout) stays,
+//!   and a directory of this layer there keeps its own entries but hides the
+//!   lower ones (it becomes opaque).
+//! - An opaque marker `DIR/.wh..wh..opq` hides everything the lower layers
+//!   have in DIR, whatever the entry order; at the layer's root it hides the
+//!   lower layers entirely (the root directory gets the opaque xattr, which
+//!   snapshots and flattening honour).
+//! - A hard link must name a file this layer created (a whited-out path is
+//!   not one).
+//!
+//! In [`WhiteoutMode::Overlay`] a whiteout is a 0/0 character device and an
+//! opaque directory carries `trusted.overlay.opaque=y`, as overlayfs reads
+//! them; in [`WhiteoutMode::Flatten`] lower content is deleted from the root.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstatat, mknodat, FileStat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{fstatat, mknodat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
 
 use super::entry::{self, Meta, Node, Whiteout};
-use super::{UnpackError, WhiteoutMode};
+use super::resolve::{self, is_whiteout, join, kind, os, LowerView, Missing, WalkHooks};
+use super::sparse::{check, read_map_10, Sparse, SparseMap};
+use super::{EntryAt, UnpackError, WhiteoutMode};
 use crate::sys;
 
-fn os(b: &[u8]) -> &OsStr {
-    OsStr::from_bytes(b)
+/// What this layer did, by canonical path (no symlink in it).
+#[derive(Default)]
+struct Book {
+    overlay: bool,
+    /// Paths this layer created (any type).
+    created: HashSet<Vec<u8>>,
+    /// Proper ancestors of created paths (and directories that carry an
+    /// opaque marker): this layer's own directories.
+    ancestors: HashSet<Vec<u8>>,
+    /// Paths this layer whited out (overlay mode: a 0/0 device is there).
+    whited: HashSet<Vec<u8>>,
+    /// Directories this layer made opaque (overlay mode).
+    opaque: HashSet<Vec<u8>>,
+    /// Directories made only as parents of entries.
+    implicit: HashSet<Vec<u8>>,
 }
 
-fn join(comps: &[&[u8]]) -> Vec<u8> {
-    comps.join(&b'/')
+impl Book {
+    fn own(&mut self, path: &[u8]) {
+        self.created.insert(path.to_vec());
+        self.whited.remove(path);
+        self.own_ancestors(path);
+    }
+
+    fn own_ancestors(&mut self, path: &[u8]) {
+        let mut p = path;
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = &p[..i];
+            if !self.ancestors.insert(p.to_vec()) {
+                break;
+            }
+        }
+        self.ancestors.insert(Vec::new());
+    }
+
+    fn mine(&self, path: &[u8]) -> bool {
+        self.created.contains(path) || self.ancestors.contains(path)
+    }
+}
+
+fn set_opaque(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+    let fd = nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    sys::fsetxattr(fd.as_fd(), b"trusted.overlay.opaque", b"y")
+}
+
+impl WalkHooks for Book {
+    fn implicit(&mut self, path: &[u8]) {
+        self.implicit.insert(path.to_vec());
+    }
+
+    fn whited_out(&self, path: &[u8]) -> bool {
+        self.overlay && self.whited.contains(path)
+    }
+
+    fn reopen_whiteout(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+    ) -> Result<(), Errno> {
+        // This layer deleted the lower `path` and now puts entries below it:
+        // a directory that hides the lower one.
+        nix::unistd::unlinkat(dir, os(name), UnlinkatFlags::NoRemoveDir)?;
+        nix::sys::stat::mkdirat(dir, os(name), Mode::from_bits_truncate(0o755))?;
+        set_opaque(dir, os(name))?;
+        self.whited.remove(path);
+        self.opaque.insert(path.to_vec());
+        Ok(())
+    }
+
+    fn opaque(&self, path: &[u8]) -> bool {
+        self.opaque.contains(path)
+    }
 }
 
 /// One layer being applied to one root directory.
-pub struct Applier {
+pub struct Applier<'l> {
     root: OwnedFd,
-    mode: WhiteoutMode,
     chown: bool,
-    /// The last parent directory used, by its normalized path.
-    cache: Option<(Vec<u8>, OwnedFd)>,
+    lower: Option<&'l dyn LowerView>,
+    /// The last parent resolved: raw key, canonical path, descriptor.
+    cache: Option<(Vec<u8>, Vec<Vec<u8>>, OwnedFd)>,
     /// Directory metadata applied at the end (children change mtimes, and a
     /// read-only mode must not block the entries below it).
     dirs: HashMap<Vec<u8>, Meta>,
-    /// Paths this layer created (an opaque marker in flatten mode keeps them).
-    seen: HashSet<Vec<u8>>,
-    /// Directories made only because an entry below them needed a parent.
-    implicit: std::cell::RefCell<HashSet<Vec<u8>>>,
+    book: Book,
     buf: Vec<u8>,
 }
 
 /// Where a failure happened, for errors.
-struct Ctx<'a>(&'a str);
+struct Ctx<'a>(&'a EntryAt);
 
 impl Ctx<'_> {
     fn fs(&self, op: &'static str) -> impl FnOnce(Errno) -> UnpackError + '_ {
         move |errno| UnpackError::Fs {
-            entry: self.0.to_string(),
+            at: self.0.clone(),
             op,
             errno,
         }
@@ -59,14 +145,31 @@ impl Ctx<'_> {
 
     fn hostile(&self, problem: impl Into<String>) -> UnpackError {
         UnpackError::Hostile {
-            entry: self.0.to_string(),
+            at: self.0.clone(),
             problem: problem.into(),
+        }
+    }
+
+    fn resolve(&self, p: resolve::ResolveProblem) -> UnpackError {
+        match p {
+            resolve::ResolveProblem::Fs(op, errno) => UnpackError::Fs {
+                at: self.0.clone(),
+                op,
+                errno,
+            },
+            p => self.hostile(p.to_string()),
         }
     }
 }
 
-impl Applier {
-    pub fn new(root: &Path, mode: WhiteoutMode, chown: bool) -> Result<Applier, UnpackError> {
+impl<'l> Applier<'l> {
+    /// `lower` (overlay mode only): the layers below, for parent symlinks.
+    pub fn new(
+        root: &Path,
+        mode: WhiteoutMode,
+        chown: bool,
+        lower: Option<&'l dyn LowerView>,
+    ) -> Result<Applier<'l>, UnpackError> {
         let root_fd = nix::fcntl::open(
             root,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -78,124 +181,73 @@ impl Applier {
         })?;
         Ok(Applier {
             root: root_fd,
-            mode,
             chown,
+            lower: lower.filter(|_| mode == WhiteoutMode::Overlay),
             cache: None,
             dirs: HashMap::new(),
-            seen: HashSet::new(),
-            implicit: std::cell::RefCell::new(HashSet::new()),
+            book: Book {
+                overlay: mode == WhiteoutMode::Overlay,
+                ..Book::default()
+            },
             buf: vec![0u8; 256 * 1024],
         })
     }
 
-    /// Opens (and with `create`, makes) the directory `comps` below the root.
-    /// Returns None when it does not exist and `create` is false.
-    fn open_dir(
-        &self,
-        ctx: &Ctx<'_>,
-        comps: &[&[u8]],
-        create: bool,
-    ) -> Result<Option<OwnedFd>, UnpackError> {
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        let path = join(comps);
-        match sys::open_in_root(self.root.as_fd(), Path::new(os(&path)), flags, true) {
-            Ok(fd) => return Ok(Some(fd)),
-            Err(Errno::ENOENT) if create => {}
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(self.resolve_error(ctx, &path, e)),
-        }
-        // Walk and create the missing directories (parents may lack entries).
-        let mut cur = sys::open_in_root(self.root.as_fd(), Path::new("."), flags, true)
-            .map_err(ctx.fs("open root"))?;
-        for (i, c) in comps.iter().enumerate() {
-            let name = os(c);
-            match sys::open_in_root(cur.as_fd(), Path::new(name), flags, true) {
-                Ok(fd) => cur = fd,
-                Err(Errno::ENOENT) => {
-                    match nix::sys::stat::mkdirat(
-                        cur.as_fd(),
-                        name,
-                        Mode::from_bits_truncate(0o755),
-                    ) {
-                        Ok(()) => {
-                            self.implicit.borrow_mut().insert(join(&comps[..=i]));
-                        }
-                        Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(ctx.fs("mkdir parent")(e)),
-                    }
-                    nix::sys::stat::fchmodat(
-                        cur.as_fd(),
-                        name,
-                        Mode::from_bits_truncate(0o755),
-                        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-                    )
-                    .or_else(|e| {
-                        if e == Errno::EOPNOTSUPP {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .map_err(ctx.fs("chmod parent"))?;
-                    cur = sys::open_in_root(cur.as_fd(), Path::new(name), flags, true)
-                        .map_err(|e| self.resolve_error(ctx, &join(&comps[..=i]), e))?;
-                }
-                Err(e) => return Err(self.resolve_error(ctx, &join(&comps[..=i]), e)),
-            }
-        }
-        Ok(Some(cur))
-    }
-
-    fn resolve_error(&self, ctx: &Ctx<'_>, path: &[u8], e: Errno) -> UnpackError {
-        match e {
-            Errno::ELOOP => ctx.hostile(format!(
-                "its path `{}` goes through a symlink",
-                entry::display(path)
-            )),
-            Errno::EXDEV => ctx.hostile(format!(
-                "its path `{}` escapes the root",
-                entry::display(path)
-            )),
-            Errno::ENOTDIR => ctx.hostile(format!(
-                "`{}` in its path is not a directory",
-                entry::display(path)
-            )),
-            e => UnpackError::Fs {
-                entry: ctx.0.to_string(),
-                op: "resolve parent",
-                errno: e,
-            },
-        }
-    }
-
-    /// The parent directory fd for `parent`, from the one-entry cache when
-    /// the previous entry had the same parent. Entries only ever remove
-    /// children of the directory they resolve, so the cached fd stays valid.
-    fn take_parent(
+    /// Resolves the directory `comps` (see [`resolve::resolve_dir`]), from
+    /// the one-entry cache when the previous entry had the same parent.
+    fn dir(
         &mut self,
         ctx: &Ctx<'_>,
-        parent: &[&[u8]],
-        create: bool,
-    ) -> Result<Option<(Vec<u8>, OwnedFd)>, UnpackError> {
-        let key = join(parent);
-        if let Some((k, fd)) = self.cache.take() {
-            if k == key {
-                return Ok(Some((k, fd)));
+        comps: &[&[u8]],
+        missing: Missing,
+    ) -> Result<Option<resolve::Resolved>, UnpackError> {
+        let key = comps.join(&b'/');
+        if let Some((k, canon, fd)) = &self.cache {
+            if *k == key {
+                let dup = fd.try_clone().map_err(|e| ctx.fs("dup")(errno_of(&e)))?;
+                return Ok(Some((canon.clone(), dup)));
             }
         }
-        Ok(self.open_dir(ctx, parent, create)?.map(|fd| (key, fd)))
+        let r = resolve::resolve_dir(
+            self.root.as_fd(),
+            comps,
+            missing,
+            self.lower,
+            &mut self.book,
+        )
+        .map_err(|p| ctx.resolve(p))?;
+        if let Some((canon, fd)) = &r {
+            if let Ok(dup) = fd.try_clone() {
+                self.cache = Some((key, canon.clone(), dup));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Forgets the cached parent if `path` (just replaced or removed) is it
+    /// or one of its ancestors.
+    fn invalidate(&mut self, path: &[u8]) {
+        if let Some((_, canon, _)) = &self.cache {
+            let c = join(canon);
+            if c == path
+                || c.starts_with(path) && c.get(path.len()) == Some(&b'/')
+                || path.is_empty()
+            {
+                self.cache = None;
+            }
+        }
     }
 
     /// Applies one entry. `raw` is its name as written in the tar.
     pub fn apply<R: Read>(
         &mut self,
+        at: &EntryAt,
         raw: &[u8],
         node: Node,
         meta: &Meta,
         data: &mut R,
     ) -> Result<(), UnpackError> {
-        let shown = entry::display(raw);
-        let ctx = Ctx(&shown);
+        let ctx = Ctx(at);
         let comps = entry::normalize(raw).map_err(|p| ctx.hostile(p.to_string()))?;
         let Some((name, parent)) = comps.split_last() else {
             return match node {
@@ -221,15 +273,17 @@ impl Applier {
             Whiteout::Remove(target) => self.whiteout(&ctx, parent, target),
             Whiteout::Opaque => self.opaque(&ctx, parent),
             Whiteout::No => {
-                let (key, pfd) = self
-                    .take_parent(&ctx, parent, true)?
-                    .ok_or_else(|| ctx.hostile("parent vanished"))?;
-                let r = self.create(&ctx, pfd.as_fd(), name, node, meta, data, &comps);
-                self.cache = Some((key, pfd));
-                r?;
-                if self.mode == WhiteoutMode::Flatten {
-                    self.seen.insert(join(&comps));
+                let Some((pc, pfd)) = self.dir(&ctx, parent, Missing::Create)? else {
+                    return Err(ctx.hostile("parent vanished"));
+                };
+                let mut path = join(&pc);
+                if !path.is_empty() {
+                    path.push(b'/');
                 }
+                path.extend_from_slice(name);
+                self.invalidate(&path);
+                self.create(&ctx, pfd.as_fd(), name, &path, node, meta, data)?;
+                self.book.own(&path);
                 Ok(())
             }
         }
@@ -241,124 +295,24 @@ impl Applier {
         ctx: &Ctx<'_>,
         pfd: BorrowedFd<'_>,
         name: &[u8],
+        path: &[u8],
         node: Node,
         meta: &Meta,
         data: &mut R,
-        comps: &[&[u8]],
     ) -> Result<(), UnpackError> {
         let name = os(name);
-        // Create optimistically; what is in the way is looked at only on
-        // EEXIST (a fresh layer directory rarely has anything there).
-        if let Node::Dir = node {
-            match mkdir(pfd, name) {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => {
-                    let st =
-                        fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(ctx.fs("stat"))?;
-                    if !is_dir(&st) {
-                        remove_all(pfd, name).map_err(ctx.fs("replace"))?;
-                        mkdir(pfd, name).map_err(ctx.fs("mkdir"))?;
-                    }
-                }
-                Err(e) => return Err(ctx.fs("mkdir")(e)),
-            }
-            self.own(ctx, pfd, name, meta)?;
-            if !meta.xattrs.is_empty() {
-                let fd = nix::fcntl::openat(
-                    pfd,
-                    name,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(ctx.fs("open dir"))?;
-                set_xattrs(ctx, fd.as_fd(), meta)?;
-            }
-            self.implicit.borrow_mut().remove(&join(comps));
-            self.dirs.insert(join(comps), meta.clone());
-            return Ok(());
-        }
-        // Hard links to the very file already there are a no-op.
-        if let Node::Hardlink(target) = &node {
-            let existing = match fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => Some(st),
-                Err(Errno::ENOENT) => None,
-                Err(e) => return Err(ctx.fs("stat")(e)),
-            };
-            let tcomps: Vec<&[u8]> = target.iter().map(Vec::as_slice).collect();
-            let (tname, tparent) = tcomps
-                .split_last()
-                .ok_or_else(|| ctx.hostile("hard link to the root"))?;
-            let tpfd = self.open_dir(ctx, tparent, false)?.ok_or_else(|| {
-                ctx.hostile(format!(
-                    "hard link target `{}` does not exist in this layer",
-                    entry::display(&join(&tcomps))
-                ))
-            })?;
-            let tst = match fstatat(tpfd.as_fd(), os(tname), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::ENOENT) => {
-                    return Err(ctx.hostile(format!(
-                        "hard link target `{}` does not exist in this layer",
-                        entry::display(&join(&tcomps))
-                    )))
-                }
-                Err(e) => return Err(ctx.fs("stat link target")(e)),
-            };
-            if is_dir(&tst) {
-                return Err(ctx.hostile("hard link to a directory"));
-            }
-            if let Some(st) = existing {
-                if st.st_ino == tst.st_ino && st.st_dev == tst.st_dev {
-                    return Ok(());
-                }
-                remove_all(pfd, name).map_err(ctx.fs("replace"))?;
-            }
-            nix::unistd::linkat(tpfd.as_fd(), os(tname), pfd, name, AtFlags::empty())
-                .map_err(ctx.fs("link"))?;
-            return Ok(());
-        }
         match node {
-            Node::File => {
-                let fd = replacing(pfd, name, || sys::create_file_at(pfd, name))
-                    .map_err(ctx.fs("create"))?;
-                let mut file = std::fs::File::from(fd);
-                loop {
-                    let n = match data.read(&mut self.buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(source) => return Err(UnpackError::Tar { source }),
-                    };
-                    file.write_all(&self.buf[..n])
-                        .map_err(|e| UnpackError::Fs {
-                            entry: ctx.0.to_string(),
-                            op: "write",
-                            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                        })?;
-                }
-                if self.chown {
-                    nix::unistd::fchown(
-                        file.as_fd(),
-                        Some(Uid::from_raw(meta.uid)),
-                        Some(Gid::from_raw(meta.gid)),
-                    )
-                    .map_err(ctx.fs("chown"))?;
-                }
-                nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(meta.mode))
-                    .map_err(ctx.fs("chmod"))?;
-                set_xattrs(ctx, file.as_fd(), meta)?;
-                let t = times(meta);
-                nix::sys::stat::futimens(file.as_fd(), &t, &t).map_err(ctx.fs("set times"))?;
-                Ok(())
-            }
+            Node::Dir => self.make_dir(ctx, pfd, name, path, meta),
+            Node::Hardlink(target) => self.hardlink(ctx, pfd, name, &target),
+            Node::File => self.write_file(ctx, pfd, name, meta, data, None),
+            Node::Sparse(sp) => self.write_file(ctx, pfd, name, meta, data, Some(&sp)),
             Node::Symlink(target) => {
                 replacing(pfd, name, || nix::unistd::symlinkat(os(&target), pfd, name))
                     .map_err(ctx.fs("symlink"))?;
-                self.own(ctx, pfd, name, meta)?;
+                self.own_at(ctx, pfd, name, meta)?;
                 let t = times(meta);
                 nix::sys::stat::utimensat(pfd, name, &t, &t, UtimensatFlags::NoFollowSymlink)
-                    .map_err(ctx.fs("set times"))?;
-                Ok(())
+                    .map_err(ctx.fs("set times"))
             }
             Node::Char(..) | Node::Block(..) | Node::Fifo => {
                 let (kind, dev) = match node {
@@ -370,7 +324,7 @@ impl Applier {
                     mknodat(pfd, name, kind, Mode::from_bits_truncate(0o600), dev)
                 })
                 .map_err(ctx.fs("mknod"))?;
-                self.own(ctx, pfd, name, meta)?;
+                self.own_at(ctx, pfd, name, meta)?;
                 nix::sys::stat::fchmodat(
                     pfd,
                     name,
@@ -380,14 +334,185 @@ impl Applier {
                 .map_err(ctx.fs("chmod"))?;
                 let t = times(meta);
                 nix::sys::stat::utimensat(pfd, name, &t, &t, UtimensatFlags::NoFollowSymlink)
-                    .map_err(ctx.fs("set times"))?;
-                Ok(())
+                    .map_err(ctx.fs("set times"))
             }
-            Node::Dir | Node::Hardlink(_) => Ok(()),
         }
     }
 
-    fn own(
+    /// Creates the regular file `name` with the entry's data (a sparse
+    /// file's chunks at their offsets, holes between them).
+    fn write_file<R: Read>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+        data: &mut R,
+        sparse: Option<&Sparse>,
+    ) -> Result<(), UnpackError> {
+        let fd =
+            replacing(pfd, name, || sys::create_file_at(pfd, name)).map_err(ctx.fs("create"))?;
+        let mut file = std::fs::File::from(fd);
+        match sparse {
+            None => self.copy_data(ctx, data, &mut file, None)?,
+            Some(sp) => {
+                let (map, consumed) = match &sp.map {
+                    SparseMap::Given(m) => (m.clone(), 0),
+                    SparseMap::InData => read_map_10(data).map_err(|p| ctx.hostile(p))?,
+                };
+                let left = sp.data_size.saturating_sub(consumed);
+                check(&map, sp.real_size, left).map_err(|p| ctx.hostile(p))?;
+                for (off, len) in map {
+                    file.seek(SeekFrom::Start(off))
+                        .map_err(|e| ctx.fs("seek")(errno_of(&e)))?;
+                    self.copy_data(ctx, data, &mut file, Some(len))?;
+                }
+                file.set_len(sp.real_size)
+                    .map_err(|e| ctx.fs("set sparse file size")(errno_of(&e)))?;
+            }
+        }
+        if self.chown {
+            nix::unistd::fchown(
+                file.as_fd(),
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+            )
+            .map_err(ctx.fs("chown"))?;
+        }
+        nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(meta.mode))
+            .map_err(ctx.fs("chmod"))?;
+        set_xattrs(ctx, file.as_fd(), meta)?;
+        let t = times(meta);
+        nix::sys::stat::futimens(file.as_fd(), &t, &t).map_err(ctx.fs("set times"))
+    }
+
+    /// Copies the entry's data (or exactly `len` bytes of it) into `file`.
+    fn copy_data<R: Read>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        data: &mut R,
+        file: &mut std::fs::File,
+        len: Option<u64>,
+    ) -> Result<(), UnpackError> {
+        let mut left = len.unwrap_or(u64::MAX);
+        while left > 0 {
+            let want = usize::try_from(left.min(self.buf.len() as u64)).unwrap_or(self.buf.len());
+            let n = match data.read(&mut self.buf[..want]) {
+                Ok(0) if len.is_some() => {
+                    return Err(ctx.hostile("the entry's data ends inside a sparse chunk"))
+                }
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(UnpackError::Tar {
+                        at: Some(ctx.0.clone()),
+                        error: source,
+                    })
+                }
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|e| ctx.fs("write")(errno_of(&e)))?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn make_dir(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &[u8],
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        match mkdir(pfd, name) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => {
+                let st =
+                    fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(ctx.fs("stat"))?;
+                if kind(&st) != libc::S_IFDIR {
+                    let reopens_whiteout = is_whiteout(&st) && self.book.whited_out(path);
+                    remove_all(pfd, name).map_err(ctx.fs("replace"))?;
+                    mkdir(pfd, name).map_err(ctx.fs("mkdir"))?;
+                    if reopens_whiteout {
+                        // The lower directory stays deleted: only this layer's entries show.
+                        set_opaque(pfd, name).map_err(ctx.fs("set trusted.overlay.opaque"))?;
+                        self.book.opaque.insert(path.to_vec());
+                    }
+                }
+            }
+            Err(e) => return Err(ctx.fs("mkdir")(e)),
+        }
+        self.own_at(ctx, pfd, name, meta)?;
+        if !meta.xattrs.is_empty() {
+            let fd = nix::fcntl::openat(
+                pfd,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(ctx.fs("open dir"))?;
+            set_xattrs(ctx, fd.as_fd(), meta)?;
+        }
+        self.book.implicit.remove(path);
+        self.dirs.insert(path.to_vec(), meta.clone());
+        Ok(())
+    }
+
+    fn hardlink(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        target: &[Vec<u8>],
+    ) -> Result<(), UnpackError> {
+        let tcomps: Vec<&[u8]> = target.iter().map(Vec::as_slice).collect();
+        let (tname, tparent) = tcomps
+            .split_last()
+            .ok_or_else(|| ctx.hostile("hard link to the root"))?;
+        let not_here = || {
+            ctx.hostile(format!(
+                "hard link target `{}` is not a file of this layer",
+                entry::display(&tcomps.join(&b'/'))
+            ))
+        };
+        let (tc, tpfd) = resolve::resolve_dir(
+            self.root.as_fd(),
+            tparent,
+            Missing::Stop,
+            self.lower,
+            &mut self.book,
+        )
+        .map_err(|p| ctx.resolve(p))?
+        .ok_or_else(not_here)?;
+        let mut tpath = join(&tc);
+        if !tpath.is_empty() {
+            tpath.push(b'/');
+        }
+        tpath.extend_from_slice(tname);
+        if !self.book.created.contains(&tpath) {
+            return Err(not_here());
+        }
+        let tst = match fstatat(tpfd.as_fd(), os(tname), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Err(not_here()),
+            Err(e) => return Err(ctx.fs("stat link target")(e)),
+        };
+        if kind(&tst) == libc::S_IFDIR {
+            return Err(ctx.hostile("hard link to a directory"));
+        }
+        match fstatat(pfd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_ino == tst.st_ino && st.st_dev == tst.st_dev => return Ok(()),
+            Ok(_) => remove_all(pfd, name).map_err(ctx.fs("replace"))?,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ctx.fs("stat")(e)),
+        }
+        nix::unistd::linkat(tpfd.as_fd(), os(tname), pfd, name, AtFlags::empty())
+            .map_err(ctx.fs("link"))
+    }
+
+    fn own_at(
         &self,
         ctx: &Ctx<'_>,
         pfd: BorrowedFd<'_>,
@@ -413,68 +538,135 @@ impl Applier {
         parent: &[&[u8]],
         target: &[u8],
     ) -> Result<(), UnpackError> {
-        let create = self.mode == WhiteoutMode::Overlay;
-        let Some((key, pfd)) = self.take_parent(ctx, parent, create)? else {
+        let missing = if self.book.overlay {
+            Missing::IfBelow
+        } else {
+            Missing::Stop
+        };
+        let Some((pc, pfd)) = self.dir(ctx, parent, missing)? else {
             return Ok(());
         };
+        let mut path = join(&pc);
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(target);
         let name = os(target);
-        let r = (|| match self.mode {
-            WhiteoutMode::Flatten => match remove_all(pfd.as_fd(), name) {
-                Ok(()) | Err(Errno::ENOENT) => Ok(()),
-                Err(e) => Err(ctx.fs("remove whited-out path")(e)),
-            },
-            WhiteoutMode::Overlay => {
-                match remove_all(pfd.as_fd(), name) {
-                    Ok(()) | Err(Errno::ENOENT) => {}
-                    Err(e) => return Err(ctx.fs("replace")(e)),
+        if self.book.mine(&path) {
+            // This layer's own entry stays; a directory of it hides the lower one.
+            return match fstatat(pfd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if kind(&st) == libc::S_IFDIR => {
+                    self.hide_lower(ctx, pfd.as_fd(), name, &path)
                 }
-                // Overlayfs's whiteout: a 0/0 character device.
-                mknodat(
-                    pfd.as_fd(),
-                    name,
-                    SFlag::S_IFCHR,
-                    Mode::empty(),
-                    libc::makedev(0, 0),
-                )
-                .map_err(ctx.fs("mknod whiteout"))
+                Ok(_) | Err(Errno::ENOENT) => Ok(()),
+                Err(e) => Err(ctx.fs("stat")(e)),
+            };
+        }
+        self.invalidate(&path);
+        match remove_all(pfd.as_fd(), name) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ctx.fs("remove whited-out path")(e)),
+        }
+        if self.book.overlay {
+            // overlayfs's whiteout: a 0/0 character device.
+            mknodat(
+                pfd.as_fd(),
+                name,
+                SFlag::S_IFCHR,
+                Mode::empty(),
+                libc::makedev(0, 0),
+            )
+            .map_err(ctx.fs("mknod whiteout"))?;
+            self.book.whited.insert(path);
+        }
+        Ok(())
+    }
+
+    /// Makes the directory `name` in `pfd` (canonical `path`) show only
+    /// this layer's entries.
+    fn hide_lower(
+        &mut self,
+        ctx: &Ctx<'_>,
+        pfd: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &[u8],
+    ) -> Result<(), UnpackError> {
+        if self.book.overlay {
+            set_opaque(pfd, name).map_err(ctx.fs("set trusted.overlay.opaque"))?;
+            self.book.opaque.insert(path.to_vec());
+            return Ok(());
+        }
+        let fd = nix::fcntl::openat(
+            pfd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(ctx.fs("open dir"))?;
+        for child in list_dir(fd.as_fd()).map_err(ctx.fs("read dir"))? {
+            let mut cpath = path.to_vec();
+            if !cpath.is_empty() {
+                cpath.push(b'/');
             }
-        })();
-        self.cache = Some((key, pfd));
-        r
+            cpath.extend_from_slice(&child);
+            if !self.book.mine(&cpath) {
+                remove_all(fd.as_fd(), os(&child)).map_err(ctx.fs("remove lower entry"))?;
+                continue;
+            }
+            match fstatat(fd.as_fd(), os(&child), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if kind(&st) == libc::S_IFDIR => {
+                    self.hide_lower(ctx, fd.as_fd(), os(&child), &cpath)?
+                }
+                Ok(_) => {}
+                Err(e) => return Err(ctx.fs("stat")(e)),
+            }
+        }
+        Ok(())
     }
 
     fn opaque(&mut self, ctx: &Ctx<'_>, dir: &[&[u8]]) -> Result<(), UnpackError> {
-        match self.mode {
-            WhiteoutMode::Flatten => {
-                let Some(fd) = self.open_dir(ctx, dir, false)? else {
-                    return Ok(());
-                };
-                let prefix = join(dir);
-                for child in list_dir(fd.as_fd()).map_err(ctx.fs("read opaque dir"))? {
-                    let mut full = prefix.clone();
-                    if !full.is_empty() {
-                        full.push(b'/');
-                    }
-                    full.extend_from_slice(&child);
-                    if !self.seen.contains(&full) {
-                        remove_all(fd.as_fd(), os(&child)).map_err(ctx.fs("clear opaque dir"))?;
-                    }
-                }
-                Ok(())
-            }
-            WhiteoutMode::Overlay => {
-                drop(self.open_dir(ctx, dir, true)?);
+        let missing = if self.book.overlay {
+            Missing::IfBelow
+        } else {
+            Missing::Stop
+        };
+        let Some((dc, dfd)) = self.dir(ctx, dir, missing)? else {
+            return Ok(());
+        };
+        let path = join(&dc);
+        self.book.ancestors.insert(path.clone());
+        self.book.own_ancestors(&path);
+        if path.is_empty() {
+            // The layer's root: no parent descriptor to name it from.
+            if self.book.overlay {
                 let fd = sys::open_in_root(
                     self.root.as_fd(),
-                    Path::new(os(&join(dir))),
+                    Path::new("."),
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY,
                     true,
                 )
-                .map_err(|e| self.resolve_error(ctx, &join(dir), e))?;
+                .map_err(ctx.fs("open root"))?;
                 sys::fsetxattr(fd.as_fd(), b"trusted.overlay.opaque", b"y")
-                    .map_err(ctx.fs("set trusted.overlay.opaque"))
+                    .map_err(ctx.fs("set trusted.overlay.opaque"))?;
+                self.book.opaque.insert(Vec::new());
+                return Ok(());
             }
+            let root = self
+                .root
+                .try_clone()
+                .map_err(|e| ctx.fs("dup")(errno_of(&e)))?;
+            return self.hide_lower(ctx, root.as_fd(), OsStr::new("."), b"");
         }
+        let name = dc.last().map(Vec::as_slice).unwrap_or_default().to_vec();
+        let parent = sys::open_in_root(
+            self.root.as_fd(),
+            Path::new(os(&join(&dc[..dc.len() - 1]))),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            true,
+        )
+        .map_err(ctx.fs("open parent"))?;
+        drop(dfd);
+        self.hide_lower(ctx, parent.as_fd(), os(&name), &path)
     }
 
     /// Applies the deferred directory modes and times, deepest first, and
@@ -487,8 +679,11 @@ impl Applier {
             std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty()))
         });
         for (path, meta) in dirs {
-            let shown = entry::display(&path);
-            let ctx = Ctx(&shown);
+            let at = EntryAt {
+                entry: entry::display(&path),
+                offset: None,
+            };
+            let ctx = Ctx(&at);
             let fd = match sys::open_in_root(
                 self.root.as_fd(),
                 Path::new(os(&path)),
@@ -505,7 +700,7 @@ impl Applier {
             let t = times(&meta);
             nix::sys::stat::futimens(fd.as_fd(), &t, &t).map_err(ctx.fs("set times"))?;
         }
-        let mut implicit: Vec<Vec<u8>> = self.implicit.into_inner().into_iter().collect();
+        let mut implicit: Vec<Vec<u8>> = self.book.implicit.into_iter().collect();
         implicit.sort();
         Ok(implicit)
     }
@@ -527,8 +722,8 @@ fn replacing<T>(
     }
 }
 
-fn is_dir(st: &FileStat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 fn mkdir(pfd: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
@@ -548,11 +743,11 @@ fn set_xattrs(ctx: &Ctx<'_>, fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), Unpa
             Ok(()) => {}
             // "Where the filesystem takes them."
             Err(Errno::EOPNOTSUPP) => {
-                tracing::debug!(entry = ctx.0, xattr = %entry::display(k), "filesystem refuses xattr");
+                tracing::debug!(entry = %ctx.0, xattr = %entry::display(k), "filesystem refuses xattr");
             }
             Err(errno) => {
                 return Err(UnpackError::Xattr {
-                    entry: ctx.0.to_string(),
+                    at: ctx.0.clone(),
                     name: entry::display(k),
                     errno,
                 })

@@ -67,9 +67,7 @@ pub fn classify(name: &[u8]) -> Result<Whiteout<'_>, PathProblem> {
     }
     match name.strip_prefix(WHITEOUT_PREFIX) {
         None => Ok(Whiteout::No),
-        Some(target @ (b"" | b"." | b"..")) => Err(PathProblem::BadWhiteout(
-            String::from_utf8_lossy(target).into_owned(),
-        )),
+        Some(target @ (b"" | b"." | b"..")) => Err(PathProblem::BadWhiteout(display(target))),
         Some(target) => Ok(Whiteout::Remove(target)),
     }
 }
@@ -91,6 +89,8 @@ pub struct Meta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
     File,
+    /// A PAX sparse file (see `sparse`).
+    Sparse(super::sparse::Sparse),
     Dir,
     Symlink(Vec<u8>),
     /// A hard link to another path of the same layer (already normalized).
@@ -128,9 +128,9 @@ pub fn xattr_allowed(name: &[u8]) -> bool {
     !(name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay."))
 }
 
-/// Renders a raw tar name for messages.
+/// Renders a raw tar name (untrusted) for messages: escaped and truncated.
 pub fn display(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
+    crate::escape::bytes(raw)
 }
 
 #[cfg(test)]

@@ -9,10 +9,13 @@
 
 mod apply;
 pub mod entry;
+mod header;
+pub mod resolve;
+pub mod sparse;
 
 pub use apply::{list_dir, remove_all};
+pub use resolve::{LowerDirs, LowerView};
 
-use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -20,7 +23,6 @@ use std::sync::mpsc;
 use nix::errno::Errno;
 
 use crate::digest::{Algorithm, Digest, HashingReader};
-use entry::{Meta, Node};
 
 /// How whiteouts are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +31,48 @@ pub enum WhiteoutMode {
     Overlay,
 }
 
-/// Default bound on one layer's uncompressed size: 64 GiB.
-pub const DEFAULT_MAX_LAYER_SIZE: u64 = 64 << 30;
+/// Default absolute bound on one layer's uncompressed size: 32 GiB (the
+/// largest layers of real images, CUDA and ML stacks, are a few GiB).
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 32 << 30;
+
+/// Bounds on a layer's uncompressed size, against decompression bombs: at
+/// most `max`, and at most `ratio` times its compressed size, though never
+/// less than `floor` (small layers of zero-filled files compress well
+/// beyond any ratio). Both are known before the first byte is read, and
+/// decompression stops as soon as the bound is crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    pub max: u64,
+    pub ratio: u64,
+    pub floor: u64,
+}
+
+impl Default for SizeLimits {
+    fn default() -> Self {
+        SizeLimits {
+            max: DEFAULT_MAX_LAYER_SIZE,
+            ratio: 100,
+            floor: 1 << 30,
+        }
+    }
+}
+
+impl SizeLimits {
+    /// The uncompressed bound for a blob of `compressed` bytes.
+    pub fn for_blob(&self, compressed: u64) -> u64 {
+        self.max
+            .min(self.floor.max(compressed.saturating_mul(self.ratio)))
+    }
+
+    /// Refuses, before reading it, a blob whose compressed size alone is
+    /// past the absolute bound.
+    pub fn check_compressed(&self, compressed: u64) -> Result<(), UnpackError> {
+        if compressed > self.max {
+            return Err(UnpackError::TooLarge { limit: self.max });
+        }
+        Ok(())
+    }
+}
 
 /// Options for one layer.
 #[derive(Debug, Clone)]
@@ -52,35 +94,74 @@ impl UnpackOptions {
     }
 }
 
+/// Which entry of a layer an error is about: its name (escaped and
+/// truncated: it comes from the image) and where its header starts in the
+/// uncompressed tar stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryAt {
+    pub entry: String,
+    pub offset: Option<u64>,
+}
+
+impl std::fmt::Display for EntryAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.offset {
+            Some(o) => write!(f, "`{}` (header at byte {o})", self.entry),
+            None => write!(f, "`{}`", self.entry),
+        }
+    }
+}
+
+/// An io::Error from the tar reader, its text escaped (it may quote header
+/// bytes).
+fn escaped(e: &io::Error) -> String {
+    crate::escape::text(&e.to_string())
+}
+
 /// Errors of layer unpacking. Every entry-level error names the entry.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    #[error("layer entry `{entry}` refused: {problem}")]
-    Hostile { entry: String, problem: String },
-    #[error("layer entry `{entry}`: {op}: {errno}")]
+    #[error("layer entry {at} refused: {problem}")]
+    Hostile { at: EntryAt, problem: String },
+    #[error("layer entry {at}: {op}: {errno}")]
     Fs {
-        entry: String,
+        at: EntryAt,
         op: &'static str,
         errno: Errno,
     },
-    #[error("layer entry `{entry}`: setting xattr `{name}`: {errno}")]
+    #[error("layer entry {at}: setting xattr `{name}`: {errno}")]
     Xattr {
-        entry: String,
+        at: EntryAt,
         name: String,
         errno: Errno,
     },
-    #[error("layer entry `{entry}`: unsupported tar entry type {kind}")]
-    Unsupported { entry: String, kind: String },
-    #[error("reading layer tar: {source}")]
-    Tar { source: io::Error },
-    #[error("decompressing layer: {source}")]
-    Decompress { source: io::Error },
+    #[error("layer entry {at}: unsupported tar entry type {kind}")]
+    Unsupported { at: EntryAt, kind: String },
+    // The io::Errors below are not `source`s: their text may quote header
+    // bytes, and is shown only escaped, through these messages.
+    #[error("reading layer entry {}: {}", at.as_ref().map_or_else(|| "?".to_string(), ToString::to_string), escaped(.error))]
+    Tar {
+        at: Option<EntryAt>,
+        error: io::Error,
+    },
+    #[error("reading the layer tar at byte {offset}{}: {}", after.as_ref().map_or_else(String::new, |a| format!(" (after entry {a})")), escaped(.error))]
+    Stream {
+        offset: u64,
+        after: Option<EntryAt>,
+        error: io::Error,
+    },
+    #[error("the layer tar has a single zero block at byte {offset} followed by more data (an end-of-archive marker is two zero blocks; Go's archive/tar refuses this)")]
+    HiddenAfterEnd { offset: u64 },
+    #[error("decompressing layer: {}", escaped(.error))]
+    Decompress { error: io::Error },
     #[error(
-        "layer is larger than the limit of {limit} bytes uncompressed (a decompression bomb?)"
+        "layer is larger than the limit of {limit} bytes uncompressed (a decompression bomb? see --max-layer-size and --max-layer-ratio)"
     )]
     TooLarge { limit: u64 },
     #[error("opening target directory {path}: {errno}")]
     Root { path: PathBuf, errno: Errno },
+    #[error("the layers below: {0}")]
+    Lower(String),
     #[error(
         "layer diff_id mismatch: config says {expected}, uncompressed content hashes to {actual}"
     )]
@@ -126,6 +207,8 @@ struct PadToBlock<R> {
     pos: u64,
     pad: u64,
     eof: bool,
+    /// Bytes handed to the tar reader so far (for error offsets).
+    read: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl<R: Read> Read for PadToBlock<R> {
@@ -134,6 +217,7 @@ impl<R: Read> Read for PadToBlock<R> {
             let n = self.inner.read(buf)?;
             if n > 0 || buf.is_empty() {
                 self.pos += n as u64;
+                self.read.set(self.pos);
                 return Ok(n);
             }
             self.eof = true;
@@ -191,13 +275,13 @@ fn decoder<'a, R: Read + 'a>(blob: R) -> Result<Box<dyn Read + 'a>, UnpackError>
     let mut br = BufReader::with_capacity(256 * 1024, blob);
     let head = br
         .fill_buf()
-        .map_err(|source| UnpackError::Decompress { source })?;
+        .map_err(|source| UnpackError::Decompress { error: source })?;
     Ok(match sniff(head) {
         Compression::None => Box::new(br),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(br)
-                .map_err(|source| UnpackError::Decompress { source })?,
+                .map_err(|source| UnpackError::Decompress { error: source })?,
         ),
     })
 }
@@ -214,12 +298,12 @@ pub fn verify_diff_id<R: Read>(
         return Err(if hr.exceeded() {
             UnpackError::TooLarge { limit: max_size }
         } else {
-            UnpackError::Decompress { source: e }
+            UnpackError::Decompress { error: e }
         });
     }
     let (actual, size) = hr
         .finish()
-        .map_err(|source| UnpackError::Decompress { source })?;
+        .map_err(|source| UnpackError::Decompress { error: source })?;
     if &actual != expected {
         return Err(UnpackError::DiffId {
             expected: expected.clone(),
@@ -251,7 +335,7 @@ fn produce<R: Read>(
                         UnpackError::TooLarge { limit: max_size }
                     } else {
                         UnpackError::Decompress {
-                            source: io::Error::new(e.kind(), e.to_string()),
+                            error: io::Error::new(e.kind(), e.to_string()),
                         }
                     };
                     let _ = tx.send(Err(io::Error::other(err.to_string())));
@@ -270,7 +354,7 @@ fn produce<R: Read>(
     }
     let (diff_id, size) = hr
         .finish()
-        .map_err(|source| UnpackError::Decompress { source })?;
+        .map_err(|source| UnpackError::Decompress { error: source })?;
     Ok(Some(Unpacked {
         diff_id,
         size,
@@ -281,13 +365,26 @@ fn produce<R: Read>(
 /// Unpacks one layer blob (tar, tar+gzip or tar+zstd) into `root`.
 /// Decompression and hashing run on a second thread, in parallel with the
 /// filesystem work. When `expected` is given the diff_id must match.
+/// `lower` (overlay mode): the layers below, so that parent symlinks they
+/// hold are followed (see [`resolve`]).
 pub fn unpack_layer<R: Read + Send>(
     blob: R,
     root: &Path,
     opts: &UnpackOptions,
     expected: Option<&Digest>,
 ) -> Result<Unpacked, UnpackError> {
-    let mut applier = apply::Applier::new(root, opts.mode, opts.chown)?;
+    unpack_layer_over(blob, root, opts, expected, None)
+}
+
+/// [`unpack_layer`] with the layers below it (see [`resolve::LowerView`]).
+pub fn unpack_layer_over<R: Read + Send>(
+    blob: R,
+    root: &Path,
+    opts: &UnpackOptions,
+    expected: Option<&Digest>,
+    lower: Option<&dyn LowerView>,
+) -> Result<Unpacked, UnpackError> {
+    let mut applier = apply::Applier::new(root, opts.mode, opts.chown, lower)?;
     let (tx, rx) = mpsc::sync_channel(8);
     let max_size = opts.max_size;
     let (applied, produced) = std::thread::scope(|s| {
@@ -298,18 +395,17 @@ pub fn unpack_layer<R: Read + Send>(
             off: 0,
             done: false,
         };
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
         let mut archive = tar::Archive::new(PadToBlock {
             inner: reader,
             pos: 0,
             pad: 0,
             eof: false,
+            read: read.clone(),
         });
-        let applied = apply_entries(&mut archive, &mut applier);
+        let applied = apply_entries(&mut archive, &mut applier, &read);
         let mut rest = archive.into_inner();
-        if applied.is_ok() {
-            // Hash everything after the end-of-archive blocks too.
-            let _ = io::copy(&mut rest, &mut io::sink());
-        }
+        let applied = applied.and_then(|()| after_end(&mut rest, read.get()));
         drop(rest);
         let produced = producer.join();
         (applied, produced)
@@ -318,7 +414,7 @@ pub fn unpack_layer<R: Read + Send>(
         Ok(r) => r,
         Err(_) => {
             return Err(UnpackError::Decompress {
-                source: io::Error::other("decompression thread panicked"),
+                error: io::Error::other("decompression thread panicked"),
             })
         }
     };
@@ -329,7 +425,7 @@ pub fn unpack_layer<R: Read + Send>(
         (Ok(()), Ok(Some(u))) => u,
         (Ok(()), Ok(None)) => {
             return Err(UnpackError::Decompress {
-                source: io::Error::other("layer stream ended early"),
+                error: io::Error::other("layer stream ended early"),
             })
         }
     };
@@ -345,112 +441,71 @@ pub fn unpack_layer<R: Read + Send>(
     Ok(unpacked)
 }
 
+/// After the tar reader stopped at a zero block: the next block must be
+/// zero too (or the stream end), as Go's archive/tar requires; then the
+/// rest is read so the whole stream is hashed.
+fn after_end<R: Read>(rest: &mut R, offset: u64) -> Result<(), UnpackError> {
+    let mut block = [0u8; 512];
+    let mut got = 0;
+    while got < block.len() {
+        match rest.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(UnpackError::Stream {
+                    offset,
+                    after: None,
+                    error: source,
+                })
+            }
+        }
+    }
+    if block[..got].iter().any(|&b| b != 0) {
+        return Err(UnpackError::HiddenAfterEnd {
+            offset: offset.saturating_sub(512),
+        });
+    }
+    let _ = io::copy(rest, &mut io::sink());
+    Ok(())
+}
+
 fn apply_entries<R: Read>(
     archive: &mut tar::Archive<R>,
-    applier: &mut apply::Applier,
+    applier: &mut apply::Applier<'_>,
+    read: &std::cell::Cell<u64>,
 ) -> Result<(), UnpackError> {
+    let mut last: Option<EntryAt> = None;
+    let stream_err = |last: &Option<EntryAt>, source| UnpackError::Stream {
+        offset: read.get(),
+        after: last.clone(),
+        error: source,
+    };
     let entries = archive
         .entries()
-        .map_err(|source| UnpackError::Tar { source })?;
+        .map_err(|source| stream_err(&last, source))?;
     for e in entries {
-        let mut e = e.map_err(|source| UnpackError::Tar { source })?;
-        let raw = e.path_bytes().into_owned();
-        let shown = entry::display(&raw);
-        let (node, meta) = describe(&mut e, &shown)?;
-        applier.apply(&raw, node, &meta, &mut e)?;
+        let mut e = e.map_err(|source| stream_err(&last, source))?;
+        let at = EntryAt {
+            entry: entry::display(&e.path_bytes()),
+            offset: Some(e.raw_header_position()),
+        };
+        let described = header::describe(&mut e, &at)?;
+        if let header::Described::Entry { name, node, meta } = described {
+            let at = EntryAt {
+                entry: entry::display(&name),
+                ..at
+            };
+            applier.apply(&at, &name, node, &meta, &mut e)?;
+            last = Some(at);
+        }
     }
     Ok(())
 }
 
-/// Reads an entry's header (and PAX records) into what to create.
-fn describe<R: Read>(e: &mut tar::Entry<'_, R>, shown: &str) -> Result<(Node, Meta), UnpackError> {
-    let tar_err = |source: io::Error| UnpackError::Tar {
-        source: io::Error::new(source.kind(), format!("entry `{shown}`: {source}")),
-    };
-    let h = e.header();
-    let mode = h.mode().map_err(tar_err)? & 0o7777;
-    let uid = u32::try_from(h.uid().map_err(tar_err)?).map_err(|_| UnpackError::Hostile {
-        entry: shown.to_string(),
-        problem: "uid out of range".into(),
-    })?;
-    let gid = u32::try_from(h.gid().map_err(tar_err)?).map_err(|_| UnpackError::Hostile {
-        entry: shown.to_string(),
-        problem: "gid out of range".into(),
-    })?;
-    let mut mtime_sec = i64::try_from(h.mtime().map_err(tar_err)?).unwrap_or(i64::MAX);
-    let mut mtime_nsec = 0;
-    let et = h.entry_type();
-    let dev = || -> Result<(u32, u32), UnpackError> {
-        Ok((
-            h.device_major().map_err(tar_err)?.unwrap_or(0),
-            h.device_minor().map_err(tar_err)?.unwrap_or(0),
-        ))
-    };
-    let node = match et {
-        tar::EntryType::Regular | tar::EntryType::Continuous => Node::File,
-        tar::EntryType::Directory => Node::Dir,
-        tar::EntryType::Symlink => Node::Symlink(
-            e.link_name_bytes()
-                .ok_or_else(|| UnpackError::Hostile {
-                    entry: shown.to_string(),
-                    problem: "symlink without a target".into(),
-                })?
-                .into_owned(),
-        ),
-        tar::EntryType::Link => {
-            let target = e.link_name_bytes().ok_or_else(|| UnpackError::Hostile {
-                entry: shown.to_string(),
-                problem: "hard link without a target".into(),
-            })?;
-            let comps = entry::normalize(&target).map_err(|p| UnpackError::Hostile {
-                entry: shown.to_string(),
-                problem: format!("hard link target `{}`: {p}", entry::display(&target)),
-            })?;
-            Node::Hardlink(comps.into_iter().map(<[u8]>::to_vec).collect())
-        }
-        tar::EntryType::Char => {
-            let (a, b) = dev()?;
-            Node::Char(a, b)
-        }
-        tar::EntryType::Block => {
-            let (a, b) = dev()?;
-            Node::Block(a, b)
-        }
-        tar::EntryType::Fifo => Node::Fifo,
-        other => {
-            return Err(UnpackError::Unsupported {
-                entry: shown.to_string(),
-                kind: format!("{other:?}"),
-            })
-        }
-    };
-    let mut xattrs = BTreeMap::new();
-    if let Some(pax) = e.pax_extensions().map_err(tar_err)? {
-        for ext in pax {
-            let ext = ext.map_err(tar_err)?;
-            let key = ext.key_bytes();
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                xattrs.insert(name.to_vec(), ext.value_bytes().to_vec());
-            } else if key == b"mtime" {
-                if let Some((s, n)) = entry::parse_pax_time(ext.value_bytes()) {
-                    mtime_sec = s;
-                    mtime_nsec = n;
-                }
-            }
-        }
-    }
-    Ok((
-        node,
-        Meta {
-            mode,
-            uid,
-            gid,
-            mtime_sec,
-            mtime_nsec,
-            xattrs,
-        },
-    ))
-}
-
+#[cfg(test)]
+mod rules;
+#[cfg(test)]
+mod tar_compat;
 #[cfg(test)]
 mod tests;

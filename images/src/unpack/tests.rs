@@ -373,26 +373,48 @@ fn refuses_dotdot_and_absolute_names() {
     s.refuse(&t.done(), WhiteoutMode::Overlay, "a/../../outside/new");
 }
 
+/// Parent symlinks are followed inside the root, as containerd does
+/// (issue 13/16): an absolute or `..` target lands below the root, never
+/// outside it.
 #[test]
-fn refuses_writing_through_symlinks() {
+fn writes_through_symlinks_stay_inside_the_root() {
     let s = sandbox();
-    for target in [s.outside.to_str().unwrap(), "../outside", "/"] {
-        let mut t = T::new();
-        t.symlink("link", target)
-            .file("link/sentinel", b"pwned", 0o644);
-        s.refuse(&t.done(), WhiteoutMode::Flatten, "link/sentinel");
-        fs::remove_file(s.root.join("link")).unwrap();
+    let outside = s
+        .outside
+        .to_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    for (target, lands) in [
+        (s.outside.to_str().unwrap(), format!("{outside}/sentinel")),
+        ("../outside", "outside/sentinel".to_string()),
+        ("/", "sentinel".to_string()),
+    ] {
+        for mode in [WhiteoutMode::Flatten, WhiteoutMode::Overlay] {
+            let mut t = T::new();
+            t.symlink("link", target)
+                .file("link/sentinel", b"inside", 0o644);
+            unpack(&t.done(), &s.root, mode).unwrap();
+            assert_eq!(
+                fs::read(s.root.join(&lands)).unwrap(),
+                b"inside",
+                "{target}"
+            );
+            s.assert_outside_untouched();
+            fs::remove_dir_all(&s.root).unwrap();
+            fs::create_dir(&s.root).unwrap();
+        }
     }
-    // A symlink left by an earlier layer.
+    // A symlink left by an earlier layer (flatten: both in one root).
     let mut l1 = T::new();
     l1.symlink("evil", s.outside.to_str().unwrap());
     unpack(&l1.done(), &s.root, WhiteoutMode::Flatten).unwrap();
     let mut l2 = T::new();
-    l2.file("evil/new", b"pwned", 0o644);
-    s.refuse(&l2.done(), WhiteoutMode::Flatten, "evil/new");
-    let mut l2 = T::new();
-    l2.dir("evil/sub", 0o755);
-    s.refuse(&l2.done(), WhiteoutMode::Flatten, "evil/sub");
+    l2.file("evil/new", b"pwned", 0o644).dir("evil/sub", 0o755);
+    unpack(&l2.done(), &s.root, WhiteoutMode::Flatten).unwrap();
+    assert!(s.root.join(&outside).join("new").is_file());
+    assert!(s.root.join(&outside).join("sub").is_dir());
+    s.assert_outside_untouched();
 }
 
 #[test]
@@ -424,21 +446,26 @@ fn refuses_hardlinks_to_outside_files() {
 }
 
 #[test]
-fn refuses_whiteouts_through_symlinks() {
+fn whiteouts_through_symlinks_stay_inside_the_root() {
     let s = sandbox();
     let mut l1 = T::new();
     l1.symlink("dir", s.outside.to_str().unwrap());
     unpack(&l1.done(), &s.root, WhiteoutMode::Flatten).unwrap();
     let mut l2 = T::new();
-    l2.file("dir/.wh.sentinel", b"", 0o644);
-    s.refuse(&l2.done(), WhiteoutMode::Flatten, "dir/.wh.sentinel");
-    let mut l2 = T::new();
-    l2.file("dir/.wh..wh..opq", b"", 0o644);
-    s.refuse(&l2.done(), WhiteoutMode::Flatten, "dir/.wh..wh..opq");
-    let mut l3 = T::new();
-    l3.symlink("dir", "../outside")
-        .file("dir/.wh.sentinel", b"", 0o644);
-    s.refuse(&l3.done(), WhiteoutMode::Overlay, "dir/.wh.sentinel");
+    l2.file("dir/.wh.sentinel", b"", 0o644)
+        .file("dir/.wh..wh..opq", b"", 0o644);
+    unpack(&l2.done(), &s.root, WhiteoutMode::Flatten).unwrap();
+    s.assert_outside_untouched();
+    if nix::unistd::geteuid().is_root() {
+        let s = sandbox();
+        let mut l3 = T::new();
+        l3.symlink("dir", "../outside")
+            .file("dir/.wh.sentinel", b"", 0o644);
+        unpack(&l3.done(), &s.root, WhiteoutMode::Overlay).unwrap();
+        let m = fs::symlink_metadata(s.root.join("outside/sentinel")).unwrap();
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        s.assert_outside_untouched();
+    }
     let mut l4 = T::new();
     l4.file(".wh...", b"", 0o644);
     s.refuse(&l4.done(), WhiteoutMode::Flatten, ".wh...");
@@ -527,4 +554,19 @@ fn mutated_layers_never_escape_or_panic() {
         let _ = unpack(&data, &s.root, mode);
         s.assert_outside_untouched();
     }
+}
+
+#[test]
+fn size_limits_bound_by_ratio_with_a_floor_and_an_absolute_max() {
+    let l = SizeLimits {
+        max: 10 << 30,
+        ratio: 100,
+        floor: 1 << 30,
+    };
+    assert_eq!(l.for_blob(1 << 10), 1 << 30, "small layers get the floor");
+    assert_eq!(l.for_blob(20 << 20), 2000 << 20, "ratio x compressed");
+    assert_eq!(l.for_blob(1 << 30), 10 << 30, "never past max");
+    assert!(l.check_compressed(11 << 30).is_err());
+    assert!(l.check_compressed(1 << 30).is_ok());
+    assert!(SizeLimits::default().for_blob(u64::MAX) <= DEFAULT_MAX_LAYER_SIZE);
 }

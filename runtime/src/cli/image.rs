@@ -67,9 +67,13 @@ pub struct ImportArgs {
     /// Reference to store the image under (also picks it in the source).
     #[arg(long)]
     pub name: Option<String>,
-    /// Largest uncompressed layer accepted (e.g. 512m, 64g).
+    /// Largest uncompressed layer accepted (e.g. 512m, 64g; default 32g).
     #[arg(long = "max-layer-size", env = "BERTH_MAX_LAYER_SIZE")]
     pub max_layer_size: Option<String>,
+    /// Largest ratio of a layer's uncompressed to compressed size (default
+    /// 100; layers up to 1 GiB uncompressed are accepted whatever their ratio).
+    #[arg(long = "max-layer-ratio", env = "BERTH_MAX_LAYER_RATIO")]
+    pub max_layer_ratio: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,8 +83,15 @@ pub struct LsArgs {
     pub format: String,
 }
 
-/// Runs an `image` subcommand and returns the exit code.
+/// Runs an `image` subcommand and returns the exit code. Its error line is
+/// escaped once more as a whole (images' strings are escaped where they are
+/// quoted; this also covers causes, such as parser errors, that quote input).
 pub fn run(global: &GlobalOpts, args: ImageArgs) -> anyhow::Result<i32> {
+    run_command(global, args)
+        .map_err(|e| anyhow::anyhow!(berth_images::escape::line(&crate::cli::error_line(&e))))
+}
+
+fn run_command(global: &GlobalOpts, args: ImageArgs) -> anyhow::Result<i32> {
     let store = Store::open(&args.store)?;
     match args.command {
         ImageCommand::Import(a) => import_cmd(&store, a),
@@ -107,10 +118,13 @@ fn import_cmd(store: &Store, a: ImportArgs) -> anyhow::Result<i32> {
         opts.name = Some(n.parse().with_context(|| format!("--name {n}"))?);
     }
     if let Some(s) = &a.max_layer_size {
-        opts.max_layer_size = bundle::parse_memory(s)
+        opts.limits.max = bundle::parse_memory(s)
             .with_context(|| "--max-layer-size")?
             .try_into()
             .context("--max-layer-size")?;
+    }
+    if let Some(r) = a.max_layer_ratio {
+        opts.limits.ratio = r;
     }
     let p = progress();
     let record = import::import(store, &a.path, &opts, p.as_ref())

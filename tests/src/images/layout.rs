@@ -97,6 +97,59 @@ impl RawTar {
         self.append(header, &[])
     }
 
+    /// A header with any typeflag byte, a raw name (at most 100 bytes), the size field
+    /// `size` and `data` (padded to a block): for entries no honest tool writes.
+    pub fn typed(&mut self, typeflag: u8, name: &[u8], size: u64, data: &[u8]) -> &mut Self {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_size(size);
+        header.as_mut_bytes()[156] = typeflag;
+        header.set_cksum();
+        self.raw_bytes(header.as_bytes());
+        self.raw_bytes(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.raw_bytes(&vec![0u8; pad])
+    }
+
+    /// A PAX extended header (`x`) with `records`, in order, for the next entry.
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        let mut body = Vec::new();
+        for (key, value) in records {
+            let len = key.len() + value.len() + 3;
+            let mut n = len + 1;
+            while n != len + n.to_string().len() {
+                n = len + n.to_string().len();
+            }
+            body.extend_from_slice(format!("{n} {key}=").as_bytes());
+            body.extend_from_slice(value);
+            body.push(b'\n');
+        }
+        self.typed(b'x', b"PaxHeaders/entry", body.len() as u64, &body.clone())
+    }
+
+    /// A GNU long-name header (`L`) naming the next entry.
+    pub fn gnu_long_name(&mut self, name: &[u8]) -> &mut Self {
+        let mut data = name.to_vec();
+        data.push(0);
+        self.typed(b'L', b"././@LongLink", data.len() as u64, &data.clone())
+    }
+
+    /// Bytes appended as they are (headers, garbage, zero blocks).
+    pub fn raw_bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.builder.get_mut().extend_from_slice(bytes);
+        self
+    }
+
+    /// The archive without end-of-archive blocks (truncated or hand-ended streams).
+    pub fn into_raw(self) -> Vec<u8> {
+        let mut b = self.builder;
+        std::mem::take(b.get_mut())
+    }
+
     /// The finished archive, with its end-of-archive blocks.
     pub fn finish(self) -> Vec<u8> {
         self.builder.into_inner().expect("finish in-memory tar")
@@ -285,4 +338,49 @@ pub fn busybox_layer(applets: &[&str]) -> Vec<u8> {
         tar.symlink(&format!("bin/{applet}"), "busybox");
     }
     tar.finish()
+}
+
+/// A zstd-compressed layer holding one file of `size` zero bytes, made without holding the
+/// tar in memory: returns the compressed blob and the tar's digest (the diff_id).
+pub fn zero_file_layer_zstd(size: u64) -> (Vec<u8>, String) {
+    struct Hashing<W: Write> {
+        inner: W,
+        hash: Sha256,
+    }
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let n = self.inner.write(b)?;
+            self.hash.update(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+    let enc = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd encoder");
+    let mut w = Hashing {
+        inner: enc,
+        hash: Sha256::new(),
+    };
+    let mut header = tar::Header::new_ustar();
+    header.set_path("zeros").expect("tar path");
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    w.write_all(header.as_bytes()).expect("write header");
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..n]).expect("write zeros");
+        left -= n as u64;
+    }
+    let pad = ((512 - size % 512) % 512) as usize + 1024;
+    w.write_all(&vec![0u8; pad]).expect("write end blocks");
+    let diff_id = format!("sha256:{}", hex::encode(w.hash.finalize()));
+    (w.inner.finish().expect("finish zstd"), diff_id)
 }

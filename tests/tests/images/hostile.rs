@@ -98,8 +98,32 @@ fn hostile_absolute_entry_is_refused() {
     }
 }
 
+/// Imports `layers`, which must be accepted, and checks that `image unpack` put `inside`
+/// (a path in the rootfs) there while the sentinel outside stayed as it was: parent symlinks
+/// are followed inside the root, as containerd follows them.
+fn assert_stays_inside(case: &str, layers: &[Vec<u8>], inside: &str, sentinel: &Sentinel) {
+    let env = ImageEnv::new();
+    let dir = env.work().join("hostile");
+    let mut layout = OciLayout::new(&dir);
+    for tar in layers {
+        layout.add_layer(tar, Compression::Gzip);
+    }
+    layout.tag("latest", json!({"Cmd": ["/bin/sh"]}));
+    env.import(&dir, "hostile:1").ok();
+    sentinel.assert_unchanged(case);
+    let bundle = env.work().join("bundle");
+    env.unpack("hostile:1", &bundle);
+    sentinel.assert_unchanged(case);
+    let p = bundle.join("rootfs").join(inside);
+    assert!(
+        std::fs::symlink_metadata(&p).is_ok(),
+        "{case}: {} is not in the rootfs",
+        p.display()
+    );
+}
+
 #[test]
-fn hostile_write_through_symlink_is_refused() {
+fn hostile_write_through_symlink_stays_inside_the_root() {
     let sentinel = Sentinel::new();
     let absolute = sentinel.dir().display().to_string();
     let relative = format!("{}{}", climb(), sentinel.dir_relative());
@@ -111,7 +135,8 @@ fn hostile_write_through_symlink_is_refused() {
             let name = format!("escape/{victim}");
             let mut tar = RawTar::new();
             tar.symlink("escape", target).file(&name, 0o644, b"pwned\n");
-            assert_refused(case, &[tar.finish()], &name, &sentinel);
+            let inside = format!("{}/{victim}", sentinel.dir_relative());
+            assert_stays_inside(case, &[tar.finish()], &inside, &sentinel);
         }
     }
 }
@@ -166,18 +191,19 @@ fn hostile_hardlink_to_host_file_is_refused() {
 }
 
 #[test]
-fn hostile_whiteout_through_symlink_is_refused() {
+fn hostile_whiteout_through_symlink_stays_inside_the_root() {
     let sentinel = Sentinel::new();
     let absolute = sentinel.dir().display().to_string();
     let relative = format!("{}{}", climb(), sentinel.dir_relative());
     for target in [&absolute, &relative] {
         let mut same = RawTar::new();
         same.symlink("link", target)
-            .file("link/.wh.sentinel", 0o644, b"");
-        assert_refused(
+            .file("link/.wh.sentinel", 0o644, b"")
+            .file("kept", 0o644, b"k");
+        assert_stays_inside(
             "whiteout through a symlink of the same layer",
             &[same.finish()],
-            "link/.wh.sentinel",
+            "kept",
             &sentinel,
         );
     }
@@ -257,6 +283,61 @@ fn compression_bomb_is_refused_past_the_configured_limit() {
         .ok();
         assert_eq!(env.list().len(), 1, "{case}: imported under a larger limit");
     }
+}
+
+/// A small zstd layer of 2 GiB of zeros is refused with the default limits, once the
+/// decompressed bytes pass 1 GiB (the floor of the ratio bound), not after 32 GiB.
+#[test]
+fn compression_bomb_is_refused_by_default_at_the_ratio_bound() {
+    use berth_tests::images::layout::{zero_file_layer_zstd, LayerDesc};
+    let env = ImageEnv::new();
+    let dir = env.work().join("bomb");
+    let mut layout = OciLayout::new(&dir);
+    let (blob, diff_id) = zero_file_layer_zstd(2 << 30);
+    assert!(
+        blob.len() < (1 << 20),
+        "the fixture is not a bomb: {}",
+        blob.len()
+    );
+    let (digest, size) = layout.blob(&blob);
+    layout.add_layer_desc(LayerDesc {
+        digest: digest.clone(),
+        diff_id,
+        size,
+        media_type: Compression::Zstd.media_type().to_string(),
+    });
+    layout.tag("latest", json!({"Cmd": ["/bin/sh"]}));
+    let out = env.import(&dir, "bomb:1").failed();
+    assert!(
+        out.stderr
+            .contains(&format!("limit of {} bytes", 1u64 << 30)),
+        "the default bound is 1 GiB for this layer: {out}"
+    );
+    assert!(
+        out.stderr.contains(digest.trim_start_matches("sha256:")),
+        "{out}"
+    );
+    env.assert_store_empty("default-limit bomb");
+    // A larger ratio moves the bound to the absolute one: the ratio is what refused it.
+    let path = dir.to_str().expect("utf-8");
+    let out = env
+        .image(&[
+            "import",
+            path,
+            "--name",
+            "bomb:1",
+            "--max-layer-ratio",
+            "100000",
+            "--max-layer-size",
+            "1500m",
+        ])
+        .failed();
+    assert!(
+        out.stderr
+            .contains(&format!("limit of {} bytes", 1500u64 << 20)),
+        "{out}"
+    );
+    env.assert_store_empty("default-limit bomb, larger ratio");
 }
 
 /// A docker-archive whose manifest.json names layer files outside the archive (absolute and
