@@ -395,6 +395,9 @@ impl<'l> Applier<'l> {
         len: Option<u64>,
     ) -> Result<(), UnpackError> {
         let mut left = len.unwrap_or(u64::MAX);
+        // Runs of zeros become holes (no disk blocks for zero-filled files or
+        // a bomb's zeros); the length is set at the end.
+        let mut hole_at_end = false;
         while left > 0 {
             let want = usize::try_from(left.min(self.buf.len() as u64)).unwrap_or(self.buf.len());
             let n = match data.read(&mut self.buf[..want]) {
@@ -411,9 +414,23 @@ impl<'l> Applier<'l> {
                     })
                 }
             };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| ctx.fs("write")(errno_of(&e)))?;
+            if self.buf[..n].iter().all(|&b| b == 0) {
+                file.seek(SeekFrom::Current(n as i64))
+                    .map_err(|e| ctx.fs("seek")(errno_of(&e)))?;
+                hole_at_end = true;
+            } else {
+                file.write_all(&self.buf[..n])
+                    .map_err(|e| ctx.fs("write")(errno_of(&e)))?;
+                hole_at_end = false;
+            }
             left -= n as u64;
+        }
+        if hole_at_end {
+            let end = file
+                .stream_position()
+                .map_err(|e| ctx.fs("seek")(errno_of(&e)))?;
+            file.set_len(end)
+                .map_err(|e| ctx.fs("set file size")(errno_of(&e)))?;
         }
         Ok(())
     }

@@ -570,3 +570,19 @@ fn size_limits_bound_by_ratio_with_a_floor_and_an_absolute_max() {
     assert!(l.check_compressed(1 << 30).is_ok());
     assert!(SizeLimits::default().for_blob(u64::MAX) <= DEFAULT_MAX_LAYER_SIZE);
 }
+
+#[test]
+fn zero_runs_become_holes_with_the_content_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = vec![0u8; 4 << 20];
+    data.extend_from_slice(b"end");
+    let mut t = T::new();
+    t.file("mostly-zeros", &data, 0o644)
+        .file("all-zeros", &vec![0u8; 1 << 20], 0o644);
+    unpack(&t.done(), dir.path(), WhiteoutMode::Flatten).unwrap();
+    assert_eq!(fs::read(dir.path().join("mostly-zeros")).unwrap(), data);
+    let m = fs::metadata(dir.path().join("mostly-zeros")).unwrap();
+    assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+    let m = fs::metadata(dir.path().join("all-zeros")).unwrap();
+    assert_eq!(m.len(), 1 << 20);
+}
