@@ -444,7 +444,10 @@ pub fn remove_bundle_now(cfg: &AgentConfig, u: &Unit, cid: &str, dir: &Path) -> 
     job.run().result
 }
 
-/// `mount --rbind / ROOTFS; mount --make-rslave ROOTFS`.
+/// `mount --rbind / ROOTFS; mount --make-rprivate ROOTFS`, then every mount of that tree
+/// read-only: the unit sees the host as it is at start, read-only all the way down, and
+/// nothing can write (or delete) host files through the bind (`rm -rf` of a run dir with
+/// a bundle still mounted meets EROFS, not the host).
 fn bind_host_root(rootfs: &Path) -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
     mount(
@@ -455,14 +458,22 @@ fn bind_host_root(rootfs: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("bind-mounting / on {}: {e}", rootfs.display()))?;
-    mount(
+    let confined = mount(
         None::<&str>,
         rootfs,
         None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(|e| format!("making {} a slave mount: {e}", rootfs.display()))
+    .map_err(|e| format!("making {} private: {e}", rootfs.display()))
+    .and_then(|()| {
+        super::sys::make_tree_readonly(rootfs)
+            .map_err(|e| format!("making {} read-only: {e}", rootfs.display()))
+    });
+    if confined.is_err() {
+        let _ = nix::mount::umount2(rootfs, nix::mount::MntFlags::MNT_DETACH);
+    }
+    confined
 }
 
 /// Detaches the host-root bind (if mounted) and removes the bundle. Never deletes through

@@ -111,3 +111,42 @@ fn is_container_zombie(pid: u32) -> bool {
         .is_some_and(|l| l.split_whitespace().count() > 2);
     zombie && nested
 }
+
+/// Makes the mount at `path` and every mount below it read-only (mount_setattr(2) with
+/// AT_RECURSIVE and MOUNT_ATTR_RDONLY; Linux 5.12).
+pub fn make_tree_readonly(path: &Path) -> Result<(), Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    /// `struct mount_attr` (linux/mount.h): attributes to set and clear, propagation,
+    /// user namespace fd.
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a NUL-terminated string and `attr` a properly sized, initialised
+    // struct mount_attr that both outlive the call; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
