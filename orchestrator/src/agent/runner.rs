@@ -119,8 +119,9 @@ pub struct Agent {
     poll: mio::Registry,
     beats_in_flight: u32,
     last_beat: u64,
-    /// Parsed unit texts by hash (an unparsable text keeps its error).
-    parsed: HashMap<String, Result<Arc<Unit>, String>>,
+    /// Parsed units by (name, hash): a template and its instances share a text and hash;
+    /// an unparsable text keeps its error.
+    parsed: HashMap<(String, String), Result<Arc<Unit>, String>>,
     /// Units placed here but only `loaded`.
     pub(super) loaded: BTreeSet<String>,
     /// Keys this agent owns, with the value written.
@@ -237,7 +238,10 @@ impl Agent {
     }
 
     /// The effects gathered so far.
+    /// Brings the reports up to date and hands over the effects gathered so far (called
+    /// after every turn of the loop, so a state change is written at once).
     pub fn take_out(&mut self) -> Vec<Out> {
+        self.report(Self::now());
         std::mem::take(&mut self.out)
     }
 
@@ -295,7 +299,8 @@ impl Agent {
     // ---- reconciling with the registry -------------------------------------------------
 
     fn parse(&mut self, rec: &UnitRecord) -> Result<Arc<Unit>, String> {
-        if let Some(p) = self.parsed.get(&rec.hash) {
+        let key = (rec.name.clone(), rec.hash.clone());
+        if let Some(p) = self.parsed.get(&key) {
             return p.clone();
         }
         let ctx = MachineContext {
@@ -308,7 +313,7 @@ impl Agent {
         if self.parsed.len() > 4096 {
             self.parsed.clear();
         }
-        self.parsed.insert(rec.hash.clone(), r.clone());
+        self.parsed.insert(key, r.clone());
         r
     }
 

@@ -5,6 +5,7 @@
 //! GET    /v1/units                                            every unit file with its state
 //! GET    /v1/units/NAME                                       one unit: text, state, placement
 //! PUT    /v1/units/NAME/desired        {"desired": "inactive"|"loaded"|"launched"}
+//! PUT    /v1/units                     {"names": [...], "desired": ...}   many at once, atomically
 //! DELETE /v1/units/NAME                                       destroy
 //! GET    /v1/unit-states                                      every unit instance on every machine
 //! GET    /v1/units/NAME/journal?lines=N&follow=true&machine=M
@@ -28,6 +29,10 @@ pub enum UnitRoute {
     List,
     Get {
         name: String,
+    },
+    SetDesiredMany {
+        names: Vec<String>,
+        desired: Desired,
     },
     SetDesired {
         name: String,
@@ -58,6 +63,16 @@ struct DesiredBody {
     desired: Desired,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DesiredManyBody {
+    names: Vec<String>,
+    desired: Desired,
+}
+
+/// Most units one desired-state request may change (one registry transaction).
+pub const MAX_UNITS_PER_CHANGE: usize = 4_000;
+
 fn body<'a, T: Deserialize<'a>>(req: &'a Request) -> Result<T, HttpError> {
     serde_json::from_slice(&req.body).map_err(|e| err(400, format!("invalid JSON body: {e}")))
 }
@@ -82,6 +97,26 @@ pub fn route(req: &Request) -> Option<Result<UnitRoute, HttpError>> {
     if p == "/v1/units" {
         return Some(match m {
             "GET" => Ok(UnitRoute::List),
+            "PUT" => body::<DesiredManyBody>(req).and_then(|b| {
+                if b.names.is_empty() || b.names.len() > MAX_UNITS_PER_CHANGE {
+                    return Err(err(
+                        400,
+                        format!(
+                            "{} unit names: give 1 to {MAX_UNITS_PER_CHANGE} per request",
+                            b.names.len()
+                        ),
+                    ));
+                }
+                let names = b
+                    .names
+                    .iter()
+                    .map(|n| unit_name(n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(UnitRoute::SetDesiredMany {
+                    names,
+                    desired: b.desired,
+                })
+            }),
             "POST" => body::<SubmitBody>(req).and_then(|b| {
                 if b.text.len() > MAX_UNIT_SIZE {
                     return Err(err(

@@ -104,6 +104,8 @@ impl Daemon {
             }
         }
         if is_leader && !self.was_leader {
+            // A new leader plans from the schedule it finds.
+            self.sched.dirty = true;
             // Followers never saw keep-alives in real time: restart every TTL, as etcd does.
             let now = self.now_ms();
             self.lease_clock.restart_all(now);

@@ -17,12 +17,12 @@ use crate::unit::{self, Unit};
 pub(super) struct SchedState {
     /// Something the plan depends on changed since the last pass.
     pub dirty: bool,
-    /// A plan's transaction is being committed.
-    pub in_flight: bool,
+    /// How many of a plan's transactions are still being committed.
+    pub in_flight: usize,
     /// When a machine's standing changes next (boot-time ms).
     pub next_change: Option<u64>,
-    /// Parsed units by hash.
-    pub parsed: HashMap<String, Option<Unit>>,
+    /// Parsed units by (name, hash): a template and its instances share a text and hash.
+    pub parsed: HashMap<(String, String), Option<Unit>>,
     /// Metadata of machines seen in /machines (kept when their record vanishes with their
     /// lease, so a held machine still has it).
     pub metadata: BTreeMap<String, BTreeMap<String, String>>,
@@ -44,8 +44,12 @@ impl Daemon {
         }
     }
 
-    /// Reconciles the agent if the registry changed, and routes its effects.
+    /// After every turn of the loop: the leader plans if something changed, the agent
+    /// reconciles if the registry changed, and its effects are routed.
     pub(super) fn run_agent(&mut self) {
+        if self.node.is_leader() && self.sched.dirty {
+            self.schedule_pass();
+        }
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
@@ -154,7 +158,7 @@ impl Daemon {
                 }
             }
             Internal::Schedule => {
-                self.sched.in_flight = false;
+                self.sched.in_flight = self.sched.in_flight.saturating_sub(1);
                 match result {
                     Ok(Outcome::Txn { .. }) => {}
                     Ok(Outcome::Failed { error }) => {
@@ -179,7 +183,7 @@ impl Daemon {
     fn schedule_pass(&mut self) {
         let now = boottime_ms();
         let due = self.sched.next_change.is_some_and(|t| now >= t);
-        if self.sched.in_flight || !(self.sched.dirty || due) {
+        if self.sched.in_flight > 0 || !(self.sched.dirty || due) {
             return;
         }
         self.sched.dirty = false;
@@ -220,12 +224,20 @@ impl Daemon {
                 self.sched.metadata.insert(m.name, m.metadata);
             }
         }
-        // Parse (cached by hash).
+        // Parse (cached; entries of units gone are dropped once they pile up).
+        if self.sched.parsed.len() > records.len() * 2 + 64 {
+            let live: std::collections::HashSet<(String, String)> = records
+                .iter()
+                .map(|r| (r.name.clone(), r.hash.clone()))
+                .collect();
+            self.sched.parsed.retain(|k, _| live.contains(k));
+        }
         for r in &records {
-            if !self.sched.parsed.contains_key(&r.hash) {
-                let u = unit::parse_unit(&r.name, &r.text).ok();
-                self.sched.parsed.insert(r.hash.clone(), u);
-            }
+            let key = (r.name.clone(), r.hash.clone());
+            self.sched
+                .parsed
+                .entry(key)
+                .or_insert_with(|| unit::parse_unit(&r.name, &r.text).ok());
         }
         // Every machine the cluster knows of: by record, by heartbeat, or named by a placement.
         let mut names: Vec<String> = with_record.keys().cloned().collect();
@@ -258,7 +270,11 @@ impl Daemon {
         let units: Vec<UnitInput> = records
             .iter()
             .filter_map(|r| {
-                let u = self.sched.parsed.get(&r.hash)?.as_ref()?;
+                let u = self
+                    .sched
+                    .parsed
+                    .get(&(r.name.clone(), r.hash.clone()))?
+                    .as_ref()?;
                 Some(UnitInput::of(u, r.desired.into()))
             })
             .collect();
@@ -267,53 +283,57 @@ impl Daemon {
             machines: &machines,
             schedule: &current,
         });
-        let (compare, ops) = plan_writes(&plan, &unplaced);
-        if ops.is_empty() {
+        let batches = plan_writes(&plan, &unplaced);
+        if batches.is_empty() {
             return;
         }
         tracing::info!(
             changes = plan.changes.len(),
             unplaceable = plan.unplaceable.len(),
+            transactions = batches.len(),
             "scheduling"
         );
         for c in &plan.changes {
             match c {
-                Change::Place { unit, machine } => tracing::info!(%unit, %machine, "placing"),
+                Change::Place { unit, machine } => tracing::debug!(%unit, %machine, "placing"),
                 Change::Move {
                     unit,
                     from,
                     to,
                     reason,
                     ..
-                } => {
-                    tracing::info!(%unit, %from, %to, %reason, "moving")
-                }
+                } => tracing::info!(%unit, %from, %to, %reason, "moving"),
                 Change::Remove {
                     unit, from, reason, ..
-                } => {
-                    tracing::info!(%unit, %from, %reason, "unplacing")
-                }
+                } => tracing::info!(%unit, %from, %reason, "unplacing"),
             }
         }
-        let cmd = Command::Txn { compare, ops };
-        match self.propose(cmd, Responder::Internal(Internal::Schedule)) {
-            Ok(_) => self.sched.in_flight = true,
-            Err(e) => {
-                tracing::debug!("schedule not proposed: {e}");
-                self.sched.dirty = true;
+        for (compare, ops) in batches {
+            let cmd = Command::Txn { compare, ops };
+            match self.propose(cmd, Responder::Internal(Internal::Schedule)) {
+                Ok(_) => self.sched.in_flight += 1,
+                Err(e) => {
+                    tracing::debug!("schedule not proposed: {e}");
+                    self.sched.dirty = true;
+                    break;
+                }
             }
         }
     }
 }
 
-/// The transaction for a plan: /schedule writes compare-and-swapped on the revisions the
-/// plan read, /unplaced reasons put where they changed and deleted where a unit got placed.
+/// Placements per transaction: a plan of any size becomes entries of bounded size (each
+/// change is independent, so batches may commit separately; a lost race in one batch only
+/// makes the next pass plan again).
+const CHANGES_PER_TXN: usize = 2_000;
+
+/// The transactions for a plan: /schedule writes compare-and-swapped on the revisions the
+/// plan read, /unplaced reasons put where they changed and deleted where a unit got placed;
+/// at most [`CHANGES_PER_TXN`] changes (and as many reason writes) per transaction.
 fn plan_writes(
     plan: &schedule::Plan,
     unplaced: &BTreeMap<String, (String, u64)>,
-) -> (Vec<Compare>, Vec<TxnOp>) {
-    let mut compare = Vec::new();
-    let mut ops = Vec::new();
+) -> Vec<(Vec<Compare>, Vec<TxnOp>)> {
     let record = |machine: &str| {
         serde_json::to_string(&ScheduleRecord {
             machine: machine.to_string(),
@@ -321,61 +341,109 @@ fn plan_writes(
         })
         .unwrap_or_default()
     };
-    let mut reasons: BTreeMap<&str, String> = BTreeMap::new();
+    let mut writes: Vec<(Option<Compare>, TxnOp)> = Vec::new();
     for c in &plan.changes {
         let key = keyspace::schedule_key(c.unit());
-        match c {
-            Change::Place { machine, .. } => {
-                compare.push(Compare {
+        let (rev, op) = match c {
+            Change::Place { machine, .. } => (
+                0,
+                TxnOp::Put {
                     key: key.clone(),
-                    mod_revision: 0,
-                });
-                ops.push(TxnOp::Put {
-                    key,
                     value: record(machine),
                     lease: 0,
-                });
-            }
+                },
+            ),
             Change::Move {
                 to, prev_revision, ..
-            } => {
-                compare.push(Compare {
+            } => (
+                *prev_revision,
+                TxnOp::Put {
                     key: key.clone(),
-                    mod_revision: *prev_revision,
-                });
-                ops.push(TxnOp::Put {
-                    key,
                     value: record(to),
                     lease: 0,
-                });
-            }
+                },
+            ),
             Change::Remove { prev_revision, .. } => {
-                compare.push(Compare {
-                    key: key.clone(),
-                    mod_revision: *prev_revision,
-                });
-                ops.push(TxnOp::Delete { key });
+                (*prev_revision, TxnOp::Delete { key: key.clone() })
             }
-        }
+        };
+        writes.push((
+            Some(Compare {
+                key,
+                mod_revision: rev,
+            }),
+            op,
+        ));
     }
-    for (unit, reason) in &plan.unplaceable {
-        reasons.insert(unit, reason.message.clone());
-    }
+    let reasons: BTreeMap<&str, &str> = plan
+        .unplaceable
+        .iter()
+        .map(|(u, r)| (u.as_str(), r.message.as_str()))
+        .collect();
     for (unit, text) in &reasons {
-        if unplaced.get(*unit).map(|(t, _)| t) != Some(text) {
-            ops.push(TxnOp::Put {
-                key: keyspace::unplaced_key(unit),
-                value: text.clone(),
-                lease: 0,
-            });
+        if unplaced.get(*unit).map(|(t, _)| t.as_str()) != Some(*text) {
+            writes.push((
+                None,
+                TxnOp::Put {
+                    key: keyspace::unplaced_key(unit),
+                    value: text.to_string(),
+                    lease: 0,
+                },
+            ));
         }
     }
     for unit in unplaced.keys() {
         if !reasons.contains_key(unit.as_str()) {
-            ops.push(TxnOp::Delete {
-                key: keyspace::unplaced_key(unit),
-            });
+            writes.push((
+                None,
+                TxnOp::Delete {
+                    key: keyspace::unplaced_key(unit),
+                },
+            ));
         }
     }
-    (compare, ops)
+    writes
+        .chunks(CHANGES_PER_TXN)
+        .map(|chunk| {
+            let compare = chunk.iter().filter_map(|(c, _)| c.clone()).collect();
+            let ops = chunk.iter().map(|(_, op)| op.clone()).collect();
+            (compare, ops)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{Plan, Reason};
+
+    #[test]
+    fn big_plans_become_bounded_transactions_with_a_compare_per_schedule_write() {
+        let mut plan = Plan::default();
+        for n in 0..4_500 {
+            plan.changes.push(Change::Place {
+                unit: format!("u{n}.service"),
+                machine: "m1".into(),
+            });
+        }
+        plan.unplaceable.push((
+            "x.service".into(),
+            Reason::new(Some("MachineMetadata"), "no live machine has region=mars"),
+        ));
+        let mut unplaced = BTreeMap::new();
+        unplaced.insert("u1.service".to_string(), ("old reason".to_string(), 7));
+        let txns = plan_writes(&plan, &unplaced);
+        assert_eq!(txns.len(), 3);
+        let total_ops: usize = txns.iter().map(|(_, o)| o.len()).sum();
+        // 4,500 placements, one new reason, one stale reason deleted.
+        assert_eq!(total_ops, 4_502);
+        assert!(txns
+            .iter()
+            .all(|(c, o)| c.len() <= o.len() && o.len() <= CHANGES_PER_TXN));
+        let compares: usize = txns.iter().map(|(c, _)| c.len()).sum();
+        assert_eq!(compares, 4_500);
+        assert!(txns[0].0.iter().all(|c| c.mod_revision == 0));
+        // Nothing to write: no transaction at all.
+        assert!(plan_writes(&Plan::default(), &BTreeMap::new()).is_empty());
+    }
 }

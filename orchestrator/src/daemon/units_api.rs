@@ -102,6 +102,9 @@ impl Daemon {
                 Ok(Some((200, Value::Array(list))))
             }
             UnitRoute::SetDesired { name, desired } => self.set_desired(token, name, desired),
+            UnitRoute::SetDesiredMany { names, desired } => {
+                self.set_desired_many(token, &names, desired)
+            }
             UnitRoute::Destroy { name } => {
                 let reg = self.node.registry();
                 let (_, rev) = unit_record(reg, &name)
@@ -173,8 +176,54 @@ impl Daemon {
         self.write(token, ReplyKind::Registry, cmd)
     }
 
-    fn set_desired(&mut self, token: Token, name: String, desired: Desired) -> Answer {
-        let parsed_name = UnitName::parse(&name).map_err(|e| err(400, e.to_string()))?;
+    /// Many units' desired state in one transaction (each compared on its record's
+    /// revision): all change or none.
+    fn set_desired_many(&mut self, token: Token, names: &[String], desired: Desired) -> Answer {
+        let mut compare = Vec::new();
+        let mut ops = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match self.desired_write(name, desired) {
+                Ok(Some((rec, prev))) => {
+                    let value = serde_json::to_string(&rec).map_err(|e| err(500, e.to_string()))?;
+                    compare.push(Compare {
+                        key: keyspace::unit_key(name),
+                        mod_revision: prev,
+                    });
+                    ops.push(TxnOp::Put {
+                        key: keyspace::unit_key(name),
+                        value,
+                        lease: 0,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) if e.status == 404 => missing.push(name.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(err(
+                404,
+                format!("units not found (nothing changed): {}", missing.join(", ")),
+            ));
+        }
+        if ops.is_empty() {
+            return Ok(Some((
+                200,
+                json!({"revision": self.node.registry().revision(), "unchanged": true}),
+            )));
+        }
+        self.write(token, ReplyKind::Registry, Command::Txn { compare, ops })
+    }
+
+    /// The record to write for `name`'s new desired state and the revision to compare on
+    /// (None: already so). An instance of a submitted template is made from its text.
+    fn desired_write(
+        &self,
+        name: &str,
+        desired: Desired,
+    ) -> Result<Option<(UnitRecord, u64)>, HttpError> {
+        let parsed_name = UnitName::parse(name).map_err(|e| err(400, e.to_string()))?;
         if parsed_name.is_template() && desired != Desired::Inactive {
             return Err(err(
                 400,
@@ -185,31 +234,39 @@ impl Daemon {
             ));
         }
         let reg = self.node.registry();
-        if let Some((mut rec, rev)) = unit_record(reg, &name) {
+        if let Some((mut rec, rev)) = unit_record(reg, name) {
             if rec.desired == desired {
-                return Ok(Some((200, json!({"revision": rev, "unchanged": true}))));
+                return Ok(None);
             }
             rec.desired = desired;
-            return self.put_unit(token, &rec, rev);
+            return Ok(Some((rec, rev)));
         }
-        // An instance of a submitted template is made from the template's text (fleet).
         let template = parsed_name
             .template()
             .and_then(|t| unit_record(reg, t.as_str()));
-        let Some((tpl, _)) = template else {
+        let Some((tpl, _)) = template.filter(|_| desired != Desired::Inactive) else {
             return Err(err(404, format!("unit {name} not found")));
         };
-        if desired == Desired::Inactive {
-            return Err(err(404, format!("unit {name} not found")));
+        let parsed = unit::parse_unit(name, &tpl.text).map_err(|e| err(400, e.to_string()))?;
+        Ok(Some((
+            UnitRecord {
+                name: name.to_string(),
+                text: tpl.text,
+                hash: parsed.hash,
+                desired,
+            },
+            0,
+        )))
+    }
+
+    fn set_desired(&mut self, token: Token, name: String, desired: Desired) -> Answer {
+        match self.desired_write(&name, desired)? {
+            Some((rec, prev)) => self.put_unit(token, &rec, prev),
+            None => {
+                let rev = unit_record(self.node.registry(), &name).map_or(0, |(_, r)| r);
+                Ok(Some((200, json!({"revision": rev, "unchanged": true}))))
+            }
         }
-        let parsed = unit::parse_unit(&name, &tpl.text).map_err(|e| err(400, e.to_string()))?;
-        let rec = UnitRecord {
-            name,
-            text: tpl.text,
-            hash: parsed.hash,
-            desired,
-        };
-        self.put_unit(token, &rec, 0)
     }
 
     /// Serves a unit's journal: from this node's files when it runs (or ran) here.

@@ -357,8 +357,17 @@ pub fn run(c: &Client, json_out: bool, cmd: UnitCmd) -> anyhow::Result<()> {
 fn change(c: &Client, args: &[String], desired: &str, w: Wait, verb: &str) -> anyhow::Result<()> {
     let submit = desired != "inactive";
     let names = resolve(c, args, submit)?;
-    for n in &names {
-        set_desired(c, n, desired)?;
+    if names.len() == 1 {
+        set_desired(c, &names[0], desired)?;
+    } else {
+        // Many units: each batch changes atomically, in one registry transaction.
+        for batch in names.chunks(1_000) {
+            c.json(
+                "PUT",
+                "/v1/units",
+                Some(&json!({ "names": batch, "desired": desired })),
+            )?;
+        }
     }
     wait_for(c, &names, desired, w, verb)
 }
