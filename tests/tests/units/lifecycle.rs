@@ -210,7 +210,7 @@ fn unplaceable_units_say_why_and_global_units_run_on_every_eligible_machine() {
     let global = unit_file(
         tmp.path(),
         "everywhere.service",
-        "[Service]\nExecStart=/bin/sh -c 'echo on %H; exec sleep 1000'\n\n[X-Fleet]\nGlobal=true\n",
+        "[Service]\nExecStart=/bin/sh -c 'touch /etc/berth-ro-probe || echo host is read-only; echo on %H; exec sleep 1000'\nTimeoutStopSec=1s\n\n[X-Fleet]\nGlobal=true\n",
     );
     ctl(&c, 0, &["start", global.to_str().expect("utf-8")]);
     wait_until("the global unit on every machine", UNIT_PATIENCE, || {
@@ -230,26 +230,102 @@ fn unplaceable_units_say_why_and_global_units_run_on_every_eligible_machine() {
             Err(format!("not on n{k}"))
         }
     });
-    // Its journal there, read through n0.
-    wait_until(
+    // Its journal there, read through n0; the host's root was read-only to it.
+    let machine = format!("n{k}");
+    let j = wait_until(
         "the new machine's journal through n0",
         UNIT_PATIENCE,
         || {
             let j = ctl(
                 &c,
                 0,
-                &[
-                    "journal",
-                    "--machine",
-                    &format!("n{k}"),
-                    "everywhere.service",
-                ],
+                &["journal", "--machine", &machine, "everywhere.service"],
             );
-            if j.contains(&format!("on n{k}")) {
-                Ok(())
+            if j.contains(&format!("on {machine}")) {
+                Ok(j)
             } else {
                 Err(j)
             }
         },
+    );
+    assert!(j.contains("host is read-only"), "{j}");
+    assert!(!Path::new("/etc/berth-ro-probe").exists());
+    // On the host, the bundles' binds of / are read-only all the way down (every mount of
+    // the tree), so nothing can write or delete host files through them.
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let binds: Vec<(&str, &str)> = info
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((*f.get(4)?, *f.get(5)?))
+        })
+        .filter(|(point, _)| {
+            point.starts_with(c.dir().to_str().unwrap_or("?")) && point.contains("/bundle/rootfs")
+        })
+        .collect();
+    assert!(
+        binds.len() > 4,
+        "the host root binds and their submounts: {binds:?}"
+    );
+    for (point, opts) in &binds {
+        assert!(
+            opts.split(',').any(|o| o == "ro"),
+            "{point} is mounted {opts}"
+        );
+    }
+}
+
+#[test]
+fn template_instances_started_together_spread_over_the_machines() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = cluster_with_web(tmp.path());
+    let tpl = unit_file(
+        tmp.path(),
+        "echo@.service",
+        "[Service]\nExecStart=/bin/sh -c 'echo instance %i on %H; exec sleep 1000'\n\n[X-Fleet]\nConflicts=echo@*.service\n",
+    );
+    ctl(&c, 0, &["submit", tpl.to_str().expect("utf-8")]);
+    // One request for all three (one registry transaction), each made from the template.
+    let out = ctl(
+        &c,
+        1,
+        &[
+            "start",
+            "echo@1.service",
+            "echo@2.service",
+            "echo@3.service",
+        ],
+    );
+    assert_eq!(out.matches("launched on").count(), 3, "{out}");
+    let mut machines: Vec<String> = (1..=3)
+        .map(|i| running_on(&c, 2, &format!("echo@{i}.service")).expect("running"))
+        .collect();
+    machines.sort();
+    assert_eq!(
+        machines,
+        vec!["n0", "n1", "n2"],
+        "Conflicts keeps them apart"
+    );
+    for i in 1..=3 {
+        let name = format!("echo@{i}.service");
+        let k = c.index_of(&running_on(&c, 0, &name).expect("running"));
+        assert_eq!(nodes_running(&c, &name), vec![k]);
+        let j = wait_until("the instance's journal", UNIT_PATIENCE, || {
+            let j = ctl(&c, 0, &["journal", &name]);
+            if j.contains(&format!("instance {i} on n{k}")) {
+                Ok(j)
+            } else {
+                Err(j)
+            }
+        });
+        assert!(j.contains("instance"), "{j}");
+    }
+    // A fourth instance has nowhere to go: every machine runs a conflicting one.
+    let out = c.berthctl(0, &["start", "--block-timeout", "10", "echo@4.service"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Conflicts")
+            || String::from_utf8_lossy(&out.stderr).contains("conflict"),
+        "{out:?}"
     );
 }
