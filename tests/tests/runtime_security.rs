@@ -5,10 +5,14 @@
 //! is given in each test.
 //!
 //! exec.rs: processes entering a container (CVE-2019-5736 and CVE-2024-21626 classes,
-//! the exec trampoline, cleanup of a failed exec).
+//! the exec trampoline, cleanup of a failed exec). mounts.rs: a second container
+//! racing berth over this one's rootfs (CVE-2021-30465, CVE-2024-45310 and
+//! CVE-2025-52881 classes).
 
 #[path = "runtime_security/exec.rs"]
 mod exec;
+#[path = "runtime_security/mounts.rs"]
+mod mounts;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;

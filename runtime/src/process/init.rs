@@ -152,14 +152,10 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
             .map_err(|e| InitError::msg("createContainer hook", None, e.to_string()))?;
         }
     }
+    let crate::rootfs::Rootfs { root, proc } = root;
     crate::rootfs::enter(&root, &plan.rootfs, a.no_pivot)?;
     drop(root);
-
-    for (k, v) in &plan.sysctl {
-        let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&path, v).map_err(|e| InitError::io("writing sysctl", Some(&path), &e))?;
-    }
-    crate::rootfs::finish(plan)?;
+    let proc = crate::rootfs::finish(plan, proc)?;
 
     if let Some(console) = &a.console {
         // The pty comes from the container's own devpts (we are inside it now).
@@ -172,10 +168,10 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     if let Some(d) = &plan.domainname {
         setdomainname(d).map_err(|e| InitError::io("setdomainname", None, &e))?;
     }
-    if let Some(adj) = plan.process.oom_score_adj {
-        let p = Path::new("/proc/self/oom_score_adj");
-        std::fs::write(p, adj.to_string()).map_err(|e| InitError::io("writing", Some(p), &e))?;
+    if let (Some(adj), Some(proc)) = (plan.process.oom_score_adj, &proc) {
+        crate::rootfs::procfs::write_oom_score_adj(proc, adj)?;
     }
+    drop(proc);
     // Only the channel, the start fifo and the trampoline stay open: no host directory
     // (the cgroup's, the state dir's) may be reachable by a process that sees init, or
     // by the program's path.

@@ -90,11 +90,8 @@ pub fn create(root: &OwnedFd, plan: &Plan, in_userns: bool) -> Result<(), InitEr
             _ => libc::S_IFCHR,
         };
         let dev = libc::makedev(d.major as u32, d.minor as u32);
-        match sfs::mknod_at(dir, &name, type_bits | d.mode, dev, d.uid, d.gid) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(InitError::io("creating device", Some(&d.path), &e)),
-        }
+        sfs::make_node(dir, &name, type_bits, d.mode, dev, d.uid, d.gid)
+            .map_err(|e| InitError::io("creating device", Some(&d.path), &e))?;
     }
     let dev = match last_dir {
         Some((p, fd)) if p == Path::new("/dev") => fd,

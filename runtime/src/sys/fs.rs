@@ -14,7 +14,10 @@ struct OpenHow {
     resolve: u64,
 }
 
+const RESOLVE_NO_XDEV: u64 = 0x01;
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 fn cstr(p: &Path) -> io::Result<CString> {
@@ -35,6 +38,24 @@ pub fn open(path: &Path, flags: i32) -> io::Result<OwnedFd> {
 
 /// Opens `path` as if `root` were "/": `..` and absolute symlinks stay inside.
 pub fn open_in_root(root: RawFd, path: &Path, flags: i32) -> io::Result<OwnedFd> {
+    openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+/// Opens `path` strictly inside the one mount `dir` is on: no symlink, no `..` above
+/// `dir`, no crossing into another mount. For procfs, where the path must lead to the
+/// kernel's own file and nothing a container could have put in its way.
+pub fn open_beneath(dir: RawFd, path: &Path, flags: i32) -> io::Result<OwnedFd> {
+    openat2(
+        dir,
+        path,
+        flags,
+        RESOLVE_BENEATH | RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// openat2(2) of `path` (made relative) from `dir` with the given RESOLVE_* flags,
+/// retried when a concurrent rename made it answer EAGAIN.
+fn openat2(dir: RawFd, path: &Path, flags: i32, resolve: u64) -> io::Result<OwnedFd> {
     let rel = relative(path);
     let c = cstr(if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -44,14 +65,14 @@ pub fn open_in_root(root: RawFd, path: &Path, flags: i32) -> io::Result<OwnedFd>
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        resolve,
     };
     loop {
         // SAFETY: openat2 reads the path and the open_how struct we own.
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
-                root,
+                dir,
                 c.as_ptr(),
                 &how as *const OpenHow,
                 std::mem::size_of::<OpenHow>(),
@@ -214,39 +235,82 @@ pub fn file_type(fd: &OwnedFd) -> io::Result<u32> {
     Ok(st.st_mode & libc::S_IFMT)
 }
 
-/// mknodat + fchownat relative to a directory descriptor.
-pub fn mknod_at(
+/// The file type bits and device number of what a descriptor refers to.
+pub fn type_and_rdev(fd: &OwnedFd) -> io::Result<(u32, u64)> {
+    // SAFETY: stat is plain data that fstat fills in.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into our local.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st.st_mode & libc::S_IFMT, st.st_rdev))
+}
+
+/// A device node (or fifo) `name` in `dir`, made through descriptors only: mknodat
+/// with the umask cleared (the exact mode, no chmod afterwards), then the new entry
+/// opened without following it and checked to be the node asked for before its owner
+/// is set on that descriptor. So a node swapped for a symlink after mknod (a second
+/// container writing this one's /dev, CVE-2024-45310 class) is refused instead of
+/// having its target's owner or mode changed. An existing entry must already be the
+/// same node (then it is left as it is); anything else there is an error.
+pub fn make_node(
     dir: &OwnedFd,
     name: &str,
+    kind: u32,
     mode: u32,
     dev: u64,
     uid: u32,
     gid: u32,
 ) -> io::Result<()> {
     let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     // SAFETY: mknodat reads the NUL-terminated name relative to our dirfd.
-    let r = unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), mode, dev) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fchownat reads the name; AT_SYMLINK_NOFOLLOW keeps it on the node itself.
-    let r = unsafe {
-        libc::fchownat(
+    let r = unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), kind | (mode & 0o7777), dev) };
+    let made = if r == 0 {
+        Ok(true)
+    } else {
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => Ok(false),
+            _ => Err(e),
+        }
+    };
+    nix::sys::stat::umask(old);
+    let made = made?;
+    // SAFETY: openat reads the NUL-terminated name relative to our dirfd.
+    let fd = unsafe {
+        libc::openat(
             dir.as_raw_fd(),
             c.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     };
-    if r < 0 {
+    if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // mknod applies the umask: set the exact mode asked for.
-    // SAFETY: fchmodat reads the name relative to our dirfd.
-    let r = unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode & 0o7777, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    let node = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (got_kind, got_dev) = type_and_rdev(&node)?;
+    if got_kind != kind || (kind != libc::S_IFIFO && got_dev != dev) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "something other than the device node asked for is there",
+        ));
+    }
+    if made {
+        // SAFETY: fchownat with AT_EMPTY_PATH changes the file the descriptor holds.
+        let r = unsafe {
+            libc::fchownat(
+                node.as_raw_fd(),
+                c"".as_ptr(),
+                uid,
+                gid,
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod clone;
 pub mod fs;
 pub mod memfd;
 pub mod mount;
+pub mod mountfd;
 pub mod pty;
 pub mod trampoline;
 

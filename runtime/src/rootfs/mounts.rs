@@ -1,0 +1,273 @@
+//! The spec's mounts, each onto a descriptor of its mount point resolved inside the
+//! rootfs. Binds are made detached (open_tree), given their read-only, nosuid, ...
+//! attributes while no one can reach them, and only then attached: a mount point
+//! swapped after the bind cannot leave a read-only volume writable (CVE-2021-30465
+//! family). Kernels without mount_setattr (before 5.12) get the old remount, by path.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use super::{io, Result};
+use crate::cgroups::CgroupHandle;
+use crate::process::protocol::InitError;
+use crate::spec::{MountKind, MountPlan, REMOUNT_FLAGS};
+use crate::sys::fs::{self as sfs, Leaf};
+use crate::sys::mount::mount;
+use crate::sys::mountfd::{self, Attrs};
+
+/// Makes mount `m` inside the rootfs `root`. Returns the root of a procfs it mounted
+/// (see [`super::procfs`]).
+pub fn mount_one(
+    root: &OwnedFd,
+    m: &MountPlan,
+    cgroup: &CgroupHandle,
+    in_userns: bool,
+    cgroup_rel: &Path,
+) -> Result<Option<OwnedFd>> {
+    let root_fd = root.as_raw_fd();
+    let dest = &m.destination;
+    let leaf = if m.kind == MountKind::Bind && !sfs::is_dir(Path::new(&m.source)) {
+        Leaf::File
+    } else {
+        Leaf::Dir
+    };
+    let target =
+        sfs::mkdir_all_in_root(root_fd, dest, leaf).map_err(io("creating mount point", dest))?;
+    let step = format!(
+        "mounting {} ({})",
+        m.source,
+        if m.fstype.is_empty() {
+            "bind"
+        } else {
+            &m.fstype
+        }
+    );
+    let mut proc_root = None;
+    let made: Option<OwnedFd> = match m.kind {
+        MountKind::Bind => Some(bind(root_fd, Path::new(&m.source), &target, m, in_userns)?),
+        MountKind::Sysfs => Some(sysfs(root_fd, &target, m, in_userns, &step)?),
+        MountKind::Cgroup => {
+            mount_cgroup(root_fd, &target, m, cgroup, in_userns, cgroup_rel)?;
+            None
+        }
+        MountKind::Proc => {
+            let fd = mountfd::new_fs("proc", &m.data, Attrs::from_ms(m.flags).set)
+                .map_err(io(&step, dest))?;
+            mountfd::attach(&fd, target.as_fd()).map_err(io(&step, dest))?;
+            proc_root = fd.try_clone().ok();
+            Some(fd)
+        }
+        MountKind::Devpts | MountKind::Other => {
+            let fstype = (!m.fstype.is_empty()).then_some(m.fstype.as_str());
+            let source = if m.source.is_empty() {
+                m.fstype.as_str()
+            } else {
+                m.source.as_str()
+            };
+            let tpath = sfs::proc_fd_path(&target);
+            mount(Some(source), &tpath, fstype, m.flags, Some(&m.data)).map_err(io(&step, dest))?;
+            None
+        }
+    };
+    for p in &m.propagation {
+        // The mount just made, by its own descriptor when there is one.
+        let t = match &made {
+            Some(fd) => fd.try_clone().map_err(io("reopening mount", dest))?,
+            None => sfs::open_in_root(root_fd, dest, libc::O_PATH)
+                .map_err(io("reopening mount", dest))?,
+        };
+        mount(None, &sfs::proc_fd_path(&t), None, *p, None)
+            .map_err(io("changing propagation of", dest))?;
+    }
+    Ok(proc_root)
+}
+
+/// A bind of `source` onto `target`: cloned detached (with every mount below it for
+/// rbind), given the mount's flags, attached. Returns the attached mount.
+fn bind(
+    root_fd: RawFd,
+    source: &Path,
+    target: &OwnedFd,
+    m: &MountPlan,
+    in_userns: bool,
+) -> Result<OwnedFd> {
+    let dest = &m.destination;
+    let recursive = m.flags & libc::MS_REC != 0;
+    let tree = mountfd::clone_tree(libc::AT_FDCWD, source, recursive)
+        .map_err(io("cloning the bind source", source))?;
+    let flags = m.remount_flags.unwrap_or(0);
+    let later = set_before_attach(&tree, flags, dest)?;
+    mountfd::attach(&tree, target.as_fd()).map_err(io("attaching bind mount", dest))?;
+    if later {
+        remount_in_root(root_fd, dest, flags, in_userns)?;
+    }
+    Ok(tree)
+}
+
+/// Gives a detached mount the attributes of MS_* `flags` (only the mount itself, as
+/// runc's remount of a bind). Returns true when the kernel has no mount_setattr, so the
+/// caller must remount by path once attached.
+fn set_before_attach(tree: &OwnedFd, flags: u64, dest: &Path) -> Result<bool> {
+    let attrs = Attrs::from_ms(flags & REMOUNT_FLAGS);
+    if attrs.is_empty() {
+        return Ok(false);
+    }
+    match mountfd::set_attrs(tree.as_fd(), false, attrs) {
+        Ok(()) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok(true),
+        Err(e) => Err(InitError::io("setting mount attributes of", Some(dest), &e)),
+    }
+}
+
+/// sysfs, read-only when asked, in one mount. Without a private network namespace
+/// inside a user namespace the kernel refuses sysfs: the host's is bound instead, as
+/// runc does.
+fn sysfs(
+    root_fd: RawFd,
+    target: &OwnedFd,
+    m: &MountPlan,
+    in_userns: bool,
+    step: &str,
+) -> Result<OwnedFd> {
+    let dest = &m.destination;
+    let attrs = Attrs::from_ms(m.flags);
+    match mountfd::new_fs("sysfs", &m.data, attrs.set) {
+        Ok(fd) => {
+            mountfd::attach(&fd, target.as_fd()).map_err(io(step, dest))?;
+            Ok(fd)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            let mut host = m.clone();
+            host.flags |= libc::MS_BIND | libc::MS_REC;
+            host.remount_flags = Some(m.flags & REMOUNT_FLAGS);
+            bind(root_fd, Path::new("/sys"), target, &host, in_userns)
+        }
+        Err(e) => Err(InitError::io(step, Some(dest), &e)),
+    }
+}
+
+/// Remounts the (bind) mount at `dest` with `flags`, keeping flags the kernel locks
+/// in a user namespace (nosuid, nodev, noexec, atime). By path: only for kernels
+/// without mount_setattr.
+pub fn remount_in_root(root_fd: RawFd, dest: &Path, flags: u64, in_userns: bool) -> Result<()> {
+    let t = sfs::open_in_root(root_fd, dest, libc::O_PATH).map_err(io("reopening mount", dest))?;
+    let tpath = sfs::proc_fd_path(&t);
+    let mut f = flags;
+    if in_userns {
+        let cur = sfs::mount_flags_of(&tpath).map_err(io("reading mount flags of", dest))?;
+        f |= cur
+            & (libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC
+                | libc::MS_NOATIME
+                | libc::MS_NODIRATIME
+                | libc::MS_RELATIME);
+    }
+    mount(
+        None,
+        &tpath,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | f,
+        None,
+    )
+    .map_err(io("remounting", dest))
+}
+
+/// The cgroup mount: on v1 a tmpfs holding a bind of the container's own directory of
+/// each hierarchy; on v2 a bind of its directory. Read-only when asked.
+fn mount_cgroup(
+    root_fd: RawFd,
+    target: &OwnedFd,
+    m: &MountPlan,
+    cgroup: &CgroupHandle,
+    in_userns: bool,
+    cgroup_rel: &Path,
+) -> Result<()> {
+    let dest = &m.destination;
+    match cgroup {
+        CgroupHandle::V2 { dir } => {
+            let mut b = m.clone();
+            b.flags |= libc::MS_BIND | libc::MS_REC;
+            b.remount_flags = Some(m.flags & REMOUNT_FLAGS);
+            bind(root_fd, dir, target, &b, in_userns)?;
+        }
+        CgroupHandle::V1 { dirs, unified } => {
+            let attrs = Attrs::from_ms(m.flags & !libc::MS_RDONLY);
+            let tmpfs = mountfd::new_fs("tmpfs", "mode=755", attrs.set)
+                .map_err(io("mounting tmpfs for cgroups on", dest))?;
+            mountfd::attach(&tmpfs, target.as_fd())
+                .map_err(io("mounting tmpfs for cgroups on", dest))?;
+            let entries = hierarchies(dirs.values(), unified.as_ref(), cgroup_rel);
+            // The mount points go into the tmpfs just mounted, reached through its own
+            // descriptor: two calls each, no walk from the rootfs's root.
+            for (name, dir) in &entries {
+                let sub = dest.join(name);
+                let st =
+                    sfs::mkdir_and_open_at(&tmpfs, name, 0o755).map_err(io("creating", &sub))?;
+                let tree = mountfd::clone_tree(libc::AT_FDCWD, dir, true)
+                    .map_err(io("cloning cgroup", dir))?;
+                mountfd::attach(&tree, st.as_fd()).map_err(io("bind-mounting cgroup", dir))?;
+            }
+            if m.flags & libc::MS_RDONLY != 0 {
+                read_only_v1(root_fd, &tmpfs, m, &entries, in_userns)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (name under /sys/fs/cgroup, host directory) of each v1 hierarchy of the container,
+/// once per directory (co-mounted controllers share one), and the unified one.
+fn hierarchies<'a>(
+    dirs: impl Iterator<Item = &'a PathBuf>,
+    unified: Option<&PathBuf>,
+    cgroup_rel: &Path,
+) -> Vec<(String, PathBuf)> {
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    for dir in dirs {
+        let Some(name) = hierarchy_name(dir, cgroup_rel) else {
+            continue;
+        };
+        if entries.iter().any(|(_, d)| d == dir) {
+            continue;
+        }
+        entries.push((name, dir.clone()));
+    }
+    if let Some(u) = unified {
+        entries.push(("unified".to_string(), u.clone()));
+    }
+    entries
+}
+
+/// The v1 cgroup tmpfs and every bind under it made read-only at once, through the
+/// tmpfs's descriptor; one remount per mount, by path, where mount_setattr is missing.
+fn read_only_v1(
+    root_fd: RawFd,
+    tmpfs: &OwnedFd,
+    m: &MountPlan,
+    entries: &[(String, PathBuf)],
+    in_userns: bool,
+) -> Result<()> {
+    let dest = &m.destination;
+    let flags = m.flags & REMOUNT_FLAGS;
+    match mountfd::set_attrs(tmpfs.as_fd(), true, Attrs::from_ms(flags)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            for (name, _) in entries {
+                remount_in_root(root_fd, &dest.join(name), flags, in_userns)?;
+            }
+            remount_in_root(root_fd, dest, flags, in_userns)
+        }
+        Err(e) => Err(InitError::io("making read-only", Some(dest), &e)),
+    }
+}
+
+/// The directory name a v1 hierarchy is known by under /sys/fs/cgroup: the last
+/// component of its mount point (`dir` is `<mount point>/<cgroup_rel>`).
+fn hierarchy_name(dir: &Path, cgroup_rel: &Path) -> Option<String> {
+    let depth = cgroup_rel.components().count();
+    dir.ancestors()
+        .nth(depth)?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+}
