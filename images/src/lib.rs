@@ -25,6 +25,7 @@ pub mod import;
 pub mod manifest;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod snapshot;
 pub mod source;
 pub mod store;

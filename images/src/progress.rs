@@ -21,6 +21,19 @@ impl Progress for Quiet {
     fn finish(&self, _: &str, _: &str) {}
 }
 
+/// One plain line per start and finish on stderr (not a terminal).
+pub struct Lines;
+
+impl Progress for Lines {
+    fn start(&self, id: &str, what: &str, total: u64) {
+        eprintln!("{id}: {what} ({total} bytes)");
+    }
+    fn advance(&self, _: &str, _: u64) {}
+    fn finish(&self, id: &str, what: &str) {
+        eprintln!("{id}: {what}");
+    }
+}
+
 /// Progress bars on stderr, one per layer.
 pub struct Bars {
     multi: indicatif::MultiProgress,

@@ -40,6 +40,16 @@ impl Reference {
         format!("{name}:{tag}").parse()
     }
 
+    /// The reference without its digest when it has a tag (`name:tag@d` is
+    /// stored as `name:tag`); a digest-only reference stays as it is.
+    pub fn without_digest_if_tagged(&self) -> Reference {
+        if self.tag.is_some() {
+            self.without_digest()
+        } else {
+            self.clone()
+        }
+    }
+
     /// The same reference with the digest dropped (what the store keys
     /// images by: `name:tag`).
     pub fn without_digest(&self) -> Reference {

@@ -9,6 +9,7 @@
 pub mod corpus;
 pub mod fixture;
 pub mod layout;
+pub mod registry;
 pub mod tree;
 
 use std::fs;

@@ -19,6 +19,8 @@ mod corpus;
 mod formats;
 #[path = "images/hostile.rs"]
 mod hostile;
+#[path = "images/pull.rs"]
+mod pull;
 #[path = "images/run.rs"]
 mod run;
 #[path = "images/semantics.rs"]

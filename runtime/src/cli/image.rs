@@ -4,6 +4,7 @@
 //! NAME`) as a child: image code never reaches into runtime internals, and
 //! no container is ever forked from this (possibly multithreaded) process.
 
+mod pull;
 mod run;
 
 use std::io::IsTerminal;
@@ -34,6 +35,8 @@ pub struct ImageArgs {
 pub enum ImageCommand {
     /// Import an OCI layout directory, oci-archive or docker-archive.
     Import(ImportArgs),
+    /// Pull an image from a registry (OCI distribution API v2).
+    Pull(pull::PullArgs),
     /// List stored images.
     Ls(LsArgs),
     /// Print an image's record, manifest and config as JSON.
@@ -95,6 +98,7 @@ fn run_command(global: &GlobalOpts, args: ImageArgs) -> anyhow::Result<i32> {
     let store = Store::open(&args.store)?;
     match args.command {
         ImageCommand::Import(a) => import_cmd(&store, a),
+        ImageCommand::Pull(a) => pull::run(&store, a),
         ImageCommand::Ls(a) => ls(&store, &a),
         ImageCommand::Inspect { reference } => inspect(&store, &reference),
         ImageCommand::Rm { reference } => rm(&store, &reference),
