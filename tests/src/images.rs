@@ -7,6 +7,7 @@
 //! - [`tree`]: a file-by-file description of a rootfs, for comparing two unpacks.
 
 pub mod corpus;
+pub mod fake_registry;
 pub mod fixture;
 pub mod layout;
 pub mod registry;

@@ -21,6 +21,8 @@ mod formats;
 mod hostile;
 #[path = "images/pull.rs"]
 mod pull;
+#[path = "images/pull_hostile.rs"]
+mod pull_hostile;
 #[path = "images/run.rs"]
 mod run;
 #[path = "images/semantics.rs"]
