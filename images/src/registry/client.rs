@@ -237,8 +237,44 @@ impl Client {
         accept: Option<&str>,
         what: &str,
     ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        self.get_url(ep, &format!("/v2/{}/{path}", self.repository), accept, what)
+    }
+
+    /// Uses these credentials instead of the auth files' (login).
+    pub fn with_credentials(mut self, creds: Credentials) -> Client {
+        self.creds = Some(creds);
+        self
+    }
+
+    /// Checks that the registry (not a mirror) accepts this client's
+    /// credentials: `GET /v2/` through the auth flow answers 200.
+    pub fn ping(&self) -> Result<(), RegistryError> {
+        let Some(ep) = self.endpoints.last() else {
+            return Err(self.failed("login", "no endpoint"));
+        };
+        let resp = self.get_url(ep, "/v2/", None, "login")?;
+        match resp.status().as_u16() {
+            200 => Ok(()),
+            status => Err(RegistryError::Status {
+                registry: self.registry.clone(),
+                repository: String::new(),
+                what: "login".into(),
+                status,
+                detail: String::new(),
+            }),
+        }
+    }
+
+    /// GET `url_path` (from the host's root) on `ep`, through the auth flow.
+    fn get_url(
+        &self,
+        ep: &Endpoint,
+        url_path: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
         let scheme = if ep.plain_http { "http" } else { "https" };
-        let url = format!("{scheme}://{}/v2/{}/{path}", ep.host, self.repository);
+        let url = format!("{scheme}://{}{url_path}", ep.host);
         let mut auth: Option<Secret> = self.tokens.get(&self.registry, &self.scope());
         for attempt in 0..2 {
             let mut req = ep.agent.get(&url);

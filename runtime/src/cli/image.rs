@@ -4,6 +4,7 @@
 //! NAME`) as a child: image code never reaches into runtime internals, and
 //! no container is ever forked from this (possibly multithreaded) process.
 
+mod login;
 mod pull;
 mod run;
 
@@ -37,6 +38,10 @@ pub enum ImageCommand {
     Import(ImportArgs),
     /// Pull an image from a registry (OCI distribution API v2).
     Pull(pull::PullArgs),
+    /// Store credentials for a registry (password from stdin).
+    Login(login::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(login::LogoutArgs),
     /// List stored images.
     Ls(LsArgs),
     /// Print an image's record, manifest and config as JSON.
@@ -99,6 +104,8 @@ fn run_command(global: &GlobalOpts, args: ImageArgs) -> anyhow::Result<i32> {
     match args.command {
         ImageCommand::Import(a) => import_cmd(&store, a),
         ImageCommand::Pull(a) => pull::run(&store, a),
+        ImageCommand::Login(a) => login::login(a),
+        ImageCommand::Logout(a) => login::logout(a),
         ImageCommand::Ls(a) => ls(&store, &a),
         ImageCommand::Inspect { reference } => inspect(&store, &reference),
         ImageCommand::Rm { reference } => rm(&store, &reference),

@@ -77,3 +77,121 @@ fn pull_from_a_plain_http_registry_unpacks_like_umoci_and_runs() {
     );
     assert_eq!(env.list().len(), before);
 }
+
+#[test]
+fn pull_over_tls_with_a_generated_ca_and_basic_auth_after_login() {
+    use berth_tests::images::registry::Setup;
+    use std::io::Write;
+    use std::process::Stdio;
+    const PASSWORD: &str = "s3cret-pw-9f1";
+    let env = ImageEnv::new();
+    let image = fixture::build(&env.work(), &env.work());
+    let certs = env.work().join("certs.d");
+    let reg = Registry::start(Setup {
+        tls_certs_dir: Some(certs.clone()),
+        basic: Some(("alice".into(), PASSWORD.into())),
+    });
+    reg.push_layout_as(
+        &image.layout,
+        fixture::TAG,
+        "team/bb:1",
+        &env.work(),
+        Some(&format!("alice:{PASSWORD}")),
+    );
+    let reference = format!("{}/team/bb:1", reg.addr);
+    let certs = certs.to_str().expect("utf-8").to_string();
+    let authfile = env.work().join("auth.json");
+    let authfile = authfile.to_str().expect("utf-8").to_string();
+    let no_conf = ["--registries-conf", "/nonexistent"];
+
+    // The test CA is not among the system roots: refused, naming the registry.
+    let out = env
+        .image(
+            &[
+                &["pull", "--quiet", "--authfile", &authfile][..],
+                &no_conf,
+                &[&reference],
+            ]
+            .concat(),
+        )
+        .failed();
+    assert!(out.stderr.contains(&reg.addr), "{out}");
+    // With the CA from certs.d but no credentials: the registry wants a login.
+    let pull = |extra: &[&str]| {
+        let mut args = vec![
+            "pull",
+            "--quiet",
+            "--cert-dir",
+            &certs,
+            "--authfile",
+            &authfile,
+        ];
+        args.extend_from_slice(&no_conf);
+        args.extend_from_slice(extra);
+        args.push(&reference);
+        env.image(&args)
+    };
+    let out = pull(&[]).failed();
+    assert!(out.stderr.contains("login"), "{out}");
+    env.assert_store_empty("before login");
+
+    // Login checks the password (from stdin only) before storing it.
+    let login = |password: &str| {
+        let mut child = env
+            .image_command(&[
+                "login",
+                &reg.addr,
+                "--username",
+                "alice",
+                "--password-stdin",
+                "--cert-dir",
+                &certs,
+                "--authfile",
+                &authfile,
+                "--registries-conf",
+                "/nonexistent",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start login");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write password");
+        child.wait_with_output().expect("login")
+    };
+    let bad = login("wrong-password");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("401"),
+        "{bad:?}"
+    );
+    assert!(
+        !std::path::Path::new(&authfile).exists(),
+        "a refused login stored something"
+    );
+    let good = login(PASSWORD);
+    assert!(good.status.success(), "{good:?}");
+    let mode = fs::metadata(&authfile).expect("auth file").permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    let out = pull(&[]).ok();
+    assert!(!out.stderr.contains(PASSWORD) && !out.stdout.contains(PASSWORD));
+    let out = env.image(&["run", "--rm", &reference]).ok();
+    assert_eq!(out.stdout.trim_end(), fixture::CMD_OUTPUT, "{out}");
+
+    let out = env
+        .image(&["logout", &reg.addr, "--authfile", &authfile])
+        .ok();
+    assert!(out.stdout.contains("Removed"), "{out}");
+    assert!(!fs::read_to_string(&authfile)
+        .expect("auth file")
+        .contains(&reg.addr));
+}
