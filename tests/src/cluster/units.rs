@@ -13,7 +13,8 @@ use crate::images::layout::{Compression, OciLayout, RawTar};
 
 /// The applets the web image links to /bin/busybox.
 const WEB_APPLETS: &[&str] = &[
-    "sh", "httpd", "echo", "cat", "sleep", "hostname", "wget", "ls", "true", "false", "kill",
+    "sh", "httpd", "echo", "cat", "sleep", "hostname", "wget", "ls", "true", "false", "kill", "rm",
+    "test",
 ];
 
 /// Builds `dir/web`, an OCI layout tagged `web` holding busybox-static, its applets and a

@@ -329,3 +329,31 @@ fn template_instances_started_together_spread_over_the_machines() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_unit_with_a_health_check_is_registered_only_while_it_passes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = cluster_with_web(tmp.path());
+    // Healthy from 2 s after the start until 6 s after it; httpd serves all along.
+    let f = unit_file(
+        tmp.path(),
+        "checked.service",
+        "[Container]\nImage=web:1\nExec=sh -c '(sleep 2; echo > /tmp/ok; sleep 4; rm /tmp/ok) & exec httpd -f -p 8090 -h /www'\nPublishPort=8090:8090\nHealthCmd=test -f /tmp/ok\nHealthInterval=200ms\n\n[Service]\nTimeoutStopSec=1s\n",
+    );
+    ctl(&c, 0, &["start", f.to_str().expect("utf-8")]);
+    let host = running_on(&c, 0, "checked.service").expect("running");
+    let ip = c.net.slot(c.index_of(&host)).ip;
+    // Running and answering, but not registered while its check fails.
+    wait_until("httpd to answer", UNIT_PATIENCE, || {
+        http_get(&c, 0, &format!("http://{ip}:8090/index.html"))
+    });
+    assert!(
+        c.node(1).service("checked").expect("lookup").is_empty(),
+        "registered before its health check passed"
+    );
+    wait_service(&c, &c.all(), "checked", Some(&host), 8090);
+    // The check fails again: the registration goes, the unit keeps running.
+    wait_service(&c, &c.all(), "checked", None, 8090);
+    assert_eq!(running_on(&c, 2, "checked.service").expect("running"), host);
+    assert!(http_get(&c, 0, &format!("http://{ip}:8090/index.html")).is_ok());
+}
