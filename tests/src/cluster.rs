@@ -630,6 +630,14 @@ impl Drop for Cluster {
             }
         }
         // Net's Drop removes the namespaces (with their nft tables), veths and bridge;
-        // TempDir's Drop removes data dirs, sockets and logs.
+        // TempDir's Drop removes data dirs, sockets and logs, unless BERTH_KEEP_CLUSTER is
+        // set (to look at logs and data files after a bench).
+        if std::env::var_os("BERTH_KEEP_CLUSTER").is_some() {
+            let dir = std::mem::replace(
+                &mut self.dir,
+                tempfile::TempDir::new().unwrap_or_else(|e| panic!("temp dir: {e}")),
+            );
+            eprintln!("keeping {}", dir.keep().display());
+        }
     }
 }

@@ -2,15 +2,24 @@
 //! heartbeat 50 / election 250, and defaults), each member in its own network namespace on
 //! a test bridge (the harness from berth-tests). Prints medians and p99 side by side.
 //!
+//! berthd runs as it ships: peer TLS 1.3 with certificates from a cluster CA and sealed
+//! gossip (the harness makes the credentials). etcd runs tuned (heartbeat 50 / election 250),
+//! with defaults, and tuned with peer TLS (client-certificate auth, certificates made with
+//! openssl).
+//!
 //! Measures: kill -9 of the leader -> next successful put through a survivor; kill -9 ->
 //! every survivor marks the node dead (berthd only: etcd has no failure detector); put on
 //! the leader -> watch event on each follower; service registration on the leader ->
-//! visible on every other node; sequential durable puts/s; RSS per member; term changes
-//! while both cores spin (spurious elections).
+//! visible on every other node; a bulk run of sequential durable puts (default 50,000 of
+//! 256-byte values: puts/s, p99 and worst put latency, which include every snapshot and log
+//! compaction; RSS high-water mark of every member; disk use of every member's data
+//! directory afterwards against the live data); RSS per member; term changes while both
+//! cores spin (spurious elections).
 //!
 //! Build and run as root (not in CI):
 //!   cargo build --release -p berth-orchestrator --bins -p berth-benches --bin cluster
 //!   sudo target/release/cluster [--trials N] [--samples N] [--writes N] [--load-secs S] [--no-etcd]
+//!   (--writes: the bulk run's puts, default 50000)
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -41,7 +50,7 @@ fn parse_opts() -> Result<Opts> {
     let mut o = Opts {
         trials: 20,
         samples: 300,
-        writes: 2000,
+        writes: 50_000,
         load_secs: 10,
         etcd: true,
     };
@@ -74,6 +83,13 @@ struct Figures {
     watch: Vec<f64>,
     visible: Vec<f64>,
     writes_per_s: Option<f64>,
+    /// Every bulk put's latency.
+    bulk: Vec<f64>,
+    /// VmHWM of each member after the bulk run.
+    hwm_mib: Vec<f64>,
+    /// Disk use of each member's data directory after the bulk run, and the live data.
+    disk_mib: Vec<f64>,
+    live_mib: f64,
     rss_mib: Vec<f64>,
     spurious: Option<u64>,
 }
@@ -125,10 +141,78 @@ fn attempt_timeout(killed_at: Instant) -> Duration {
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A size line of /proc/PID/status (VmRSS:, VmHWM:) in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// Bytes of each bulk value (50,000 of them are about 13 MB of live data, as in issue 11).
+pub(crate) const BULK_VALUE: usize = 256;
+
+/// The value of bulk put `i`: BULK_VALUE bytes that differ from put to put.
+pub(crate) fn bulk_value(i: usize) -> String {
+    let head = format!("{i:08}-");
+    let mut v = head.repeat(BULK_VALUE / head.len() + 1);
+    v.truncate(BULK_VALUE);
+    v
+}
+
+/// Disk blocks used under `dir` (what du(1) reports), in MiB.
+fn disk_mib(dir: &std::path::Path) -> f64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total as f64 / (1024.0 * 1024.0)
+}
+
+/// The bulk run: `n` sequential puts through `put`; every latency, and each member's RSS
+/// high-water mark afterwards.
+pub(crate) fn bulk_run(
+    f: &mut Figures,
+    n: usize,
+    pids: &[u32],
+    mut put: impl FnMut(usize) -> Result<()>,
+) -> Result<()> {
+    let t0 = Instant::now();
+    for i in 0..n {
+        let started = Instant::now();
+        put(i)?;
+        f.bulk.push(ms(started.elapsed()));
+        if i % 10_000 == 9_999 {
+            eprintln!(
+                "  {} puts, {:.0}/s",
+                i + 1,
+                (i + 1) as f64 / t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    f.writes_per_s = Some(n as f64 / t0.elapsed().as_secs_f64());
+    f.hwm_mib = pids
+        .iter()
+        .filter_map(|&p| status_mib(p, "VmHWM:"))
+        .collect();
+    // key "/bench/seq/NNNNNNNN" (19 bytes) + the value
+    f.live_mib = (n * (19 + BULK_VALUE)) as f64 / (1024.0 * 1024.0);
+    Ok(())
 }
 
 // ---------------------------------------------------------------- berthd
@@ -219,18 +303,31 @@ fn bench_berth(o: &Opts, berthd: PathBuf) -> Result<Figures> {
         f.visible.push(ms(last.duration_since(t0)));
     }
 
-    // Sequential durable writes on the leader.
-    let t0 = Instant::now();
-    for i in 0..o.writes {
+    // The bulk run of sequential durable writes on the leader.
+    let pids: Vec<u32> = all.iter().filter_map(|&k| c.node(k).pid()).collect();
+    let bulk = bulk_run(&mut f, o.writes, &pids, |i| {
         berth_put(
             &c,
             leader,
-            &format!("/bench/seq/{i:06}"),
-            "0123456789abcdef",
+            &format!("/bench/seq/{i:08}"),
+            &bulk_value(i),
             Duration::from_secs(5),
-        )?;
+        )
+        .map(|_| ())
+    });
+    if let Err(e) = bulk {
+        for &k in &all {
+            eprintln!(
+                "----- {} -----\n{}",
+                c.node(k).name,
+                berth_tests::cluster::tail(&c.node(k).log, 40)
+            );
+        }
+        return Err(e);
     }
-    f.writes_per_s = Some(o.writes as f64 / t0.elapsed().as_secs_f64());
+    // Let a snapshot in flight finish before measuring the disk.
+    std::thread::sleep(Duration::from_secs(2));
+    f.disk_mib = all.iter().map(|&k| disk_mib(&c.node(k).data_dir)).collect();
     f.rss_mib = all
         .iter()
         .filter_map(|&k| c.node(k).pid().and_then(rss_mib))
@@ -413,8 +510,12 @@ fn main() -> Result<()> {
         .status()
         .is_ok();
     if o.etcd && have_etcd {
-        cols.push(("etcd hb50/el250".into(), etcd::bench_etcd(&o, true)?));
-        cols.push(("etcd defaults".into(), etcd::bench_etcd(&o, false)?));
+        cols.push(("etcd hb50/el250".into(), etcd::bench_etcd(&o, true, false)?));
+        cols.push(("etcd defaults".into(), etcd::bench_etcd(&o, false, false)?));
+        cols.push((
+            "etcd hb50 peer TLS".into(),
+            etcd::bench_etcd(&o, true, true)?,
+        ));
     } else if o.etcd {
         eprintln!("etcd not installed (apt-get install -y etcd-server): berthd column only");
     }
@@ -450,10 +551,10 @@ fn main() -> Result<()> {
             "etcd: not installed".into()
         }
     )?;
-    writeln!(out, "3 members, each in its own netns on one bridge; trials={} samples={} writes={}; etcd through its v3 JSON gateway (HTTP/1.1 keep-alive), berthd through its unix-socket API (one connection per request); failover puts go to a survivor with 50 ms attempts, retried\n", o.trials, o.samples, o.writes)?;
+    writeln!(out, "3 members, each in its own netns on one bridge; trials={} samples={} bulk writes={}; berthd with peer TLS 1.3 and sealed gossip; etcd through its v3 JSON gateway (HTTP/1.1 keep-alive), berthd through its unix-socket API (one connection per request); failover puts go to a survivor with 50 ms attempts, retried\n", o.trials, o.samples, o.writes)?;
     write!(out, "{:<46}{:>16}", "metric (ms: p50 / p99)", "target")?;
     for (name, _) in &cols {
-        write!(out, "{name:>18}")?;
+        write!(out, "{name:>20}")?;
     }
     writeln!(out, "{:>14}", "berthd/etcd")?;
     let rows = vec![
@@ -488,6 +589,30 @@ fn main() -> Result<()> {
             |f| f.writes_per_s,
         ),
         row(
+            "bulk put latency ms (p99 / worst)",
+            "worst <50",
+            |f| match (pct(&f.bulk, 99), pct(&f.bulk, 100)) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                _ => "-".into(),
+            },
+            |f| pct(&f.bulk, 100),
+        ),
+        row(
+            "RSS high-water per member MiB (max)",
+            "<40",
+            |f| pct(&f.hwm_mib, 100).map_or("-".into(), |m| format!("{m:.1}")),
+            |f| pct(&f.hwm_mib, 100),
+        ),
+        row(
+            "disk per member MiB / live data (max)",
+            "<=3x",
+            |f| match pct(&f.disk_mib, 100) {
+                Some(d) if f.live_mib > 0.0 => format!("{d:.1} / {:.1}x", d / f.live_mib),
+                _ => "-".into(),
+            },
+            |f| pct(&f.disk_mib, 100),
+        ),
+        row(
             "RSS per member MiB (median / max)",
             "<15",
             |f| match (pct(&f.rss_mib, 50), pct(&f.rss_mib, 100)) {
@@ -506,7 +631,7 @@ fn main() -> Result<()> {
     for r in rows {
         write!(out, "{:<46}{:>16}", r.label, r.target)?;
         for (_, f) in &cols {
-            write!(out, "{:>18}", (r.show)(f))?;
+            write!(out, "{:>20}", (r.show)(f))?;
         }
         let ratio = match (cols.first(), cols.get(1)) {
             (Some((_, b)), Some((_, e))) => match ((r.median)(b), (r.median)(e)) {
@@ -519,7 +644,7 @@ fn main() -> Result<()> {
     }
     writeln!(
         out,
-        "\n(ratio: berthd median / etcd hb50/el250 median; targets from issue 5)"
+        "\n(ratio: berthd median / etcd hb50/el250 median (worst / max for the bulk rows); targets from issues 5 and 11; live data = keys and values of the bulk run)"
     )?;
     Ok(())
 }

@@ -10,6 +10,8 @@ use redb::{Database, TableDefinition};
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const HARD_STATE: &str = "hard_state";
+/// redb's page cache (its default grows to 1 GiB).
+const DB_CACHE: usize = 8 << 20;
 const SNAPSHOT: &str = "snapshot";
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +36,12 @@ pub enum DiskError {
 /// One atomic write.
 pub struct DiskWrite<'a> {
     pub snapshot: Option<&'a Snapshot>,
-    /// Remove every entry with an index at or below this one.
+    /// Remove every entry with an index at or below this one (keep it small: the log is
+    /// trimmed a few hundred entries per write behind a snapshot, see `LogStore`).
     pub remove_upto: Option<u64>,
+    /// Remove every entry with an index at or above this one (a received snapshot
+    /// replaces a log that may run past it).
+    pub remove_from: Option<u64>,
     /// Entries to append; any stored entry at or after the first one's index is replaced.
     pub entries: &'a [Entry],
     pub hard_state: Option<&'a HardState>,
@@ -58,11 +64,16 @@ impl Disk {
     /// written (a wider existing file is narrowed).
     pub fn open(path: &Path) -> Result<Self, DiskError> {
         crate::private_files::prepare_file(path)?;
-        let db = Database::create(path).map_err(|e| DiskError::Redb {
-            path: path.to_path_buf(),
-            op: "open",
-            err: Box::new(e.into()),
-        })?;
+        // The log is kept in memory too (LogStore), so redb's cache only needs the pages a
+        // write touches: a small cache keeps berthd's memory bounded by live data.
+        let db = redb::Builder::new()
+            .set_cache_size(DB_CACHE)
+            .create(path)
+            .map_err(|e| DiskError::Redb {
+                path: path.to_path_buf(),
+                op: "open",
+                err: Box::new(e.into()),
+            })?;
         let disk = Self {
             db,
             path: path.to_path_buf(),
@@ -71,6 +82,7 @@ impl Disk {
         disk.write(&DiskWrite {
             snapshot: None,
             remove_upto: None,
+            remove_from: None,
             entries: &[],
             hard_state: None,
         })?;
@@ -107,6 +119,11 @@ impl Disk {
             if let Some(upto) = w.remove_upto {
                 entries
                     .retain_in(..=upto, |_, _| false)
+                    .map_err(|e| (self.err("remove entries"))(e.into()))?;
+            }
+            if let Some(from) = w.remove_from {
+                entries
+                    .retain_in(from.., |_, _| false)
                     .map_err(|e| (self.err("remove entries"))(e.into()))?;
             }
             if let Some(first) = w.entries.first() {

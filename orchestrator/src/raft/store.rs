@@ -10,6 +10,11 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::disk::{Disk, DiskError, DiskWrite};
 
+struct LoadedLog {
+    snapshot_index: u64,
+    inner: super::disk::Loaded,
+}
+
 /// What one Ready asks to persist.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -35,7 +40,17 @@ pub struct LogStore {
     /// raft-rs asked for a snapshot the latest one cannot serve (too old, or its configuration
     /// predates the peer it is for): the node should take a fresh one.
     snapshot_wanted: Cell<bool>,
+    /// Entries at or below the snapshot index still on disk (up to this index): they are
+    /// removed [`TRIM_PER_WRITE`] at a time with later writes, never all in one transaction
+    /// (10,000 removals in one redb commit stalled the loop for a second). Loading ignores
+    /// them (it reads from the snapshot index on).
+    trim_to: u64,
+    /// Every entry at or below this index is gone from disk.
+    trimmed_to: u64,
 }
+
+/// Old entries removed from disk per write.
+const TRIM_PER_WRITE: u64 = 256;
 
 impl LogStore {
     /// A store kept in memory only (scenario tests).
@@ -46,18 +61,27 @@ impl LogStore {
             entries: Vec::new(),
             disk: None,
             snapshot_wanted: Cell::new(false),
+            trim_to: 0,
+            trimmed_to: 0,
         }
     }
 
     /// A store backed by `disk`, loaded with what it holds.
     pub fn open(disk: Disk) -> Result<Self, DiskError> {
         let loaded = disk.load()?;
+        let loaded = LoadedLog {
+            snapshot_index: loaded.snapshot.get_metadata().index,
+            inner: loaded,
+        };
         Ok(Self {
-            hard: loaded.hard_state,
-            snapshot: loaded.snapshot,
-            entries: loaded.entries,
+            hard: loaded.inner.hard_state,
+            snapshot: loaded.inner.snapshot,
+            entries: loaded.inner.entries,
             disk: Some(disk),
             snapshot_wanted: Cell::new(false),
+            // Whatever lies below the snapshot gets trimmed (a crash may have left some).
+            trim_to: loaded.snapshot_index,
+            trimmed_to: 0,
         })
     }
 
@@ -99,14 +123,24 @@ impl LogStore {
             self.hard = hard;
             return Ok(());
         }
+        let snap_index = batch.snapshot.as_ref().map(|s| s.get_metadata().index);
+        if let Some(index) = snap_index {
+            self.trim_to = self.trim_to.max(index);
+        }
+        let trim = self.next_trim();
         if let Some(disk) = &self.disk {
             disk.write(&DiskWrite {
                 snapshot: batch.snapshot.as_ref(),
-                // A received snapshot replaces the whole log (as raft-rs' MemStorage does).
-                remove_upto: batch.snapshot.as_ref().map(|_| u64::MAX),
+                remove_upto: trim,
+                // A received snapshot replaces the log after it at once (as raft-rs'
+                // MemStorage does); what lies below goes a little at a time.
+                remove_from: snap_index.map(|i| i + 1),
                 entries: &batch.entries,
                 hard_state: Some(&hard),
             })?;
+        }
+        if let Some(t) = trim {
+            self.trimmed_to = t;
         }
         if let Some(snap) = batch.snapshot {
             self.entries.clear();
@@ -140,16 +174,27 @@ impl LogStore {
         meta.term = term;
         meta.set_conf_state(conf);
         if let Some(disk) = &self.disk {
+            // Only the snapshot reference now; the entries below it go with later writes.
             disk.write(&DiskWrite {
                 snapshot: Some(&snap),
-                remove_upto: Some(index),
+                remove_upto: None,
+                remove_from: None,
                 entries: &[],
                 hard_state: None,
             })?;
         }
+        self.trim_to = self.trim_to.max(index);
         self.entries.retain(|e| e.index > index);
         self.snapshot = snap;
         Ok(())
+    }
+
+    /// The bound of the next slice of old entries to remove from disk, if any is left.
+    fn next_trim(&self) -> Option<u64> {
+        (self.trimmed_to < self.trim_to).then(|| {
+            self.trim_to
+                .min(self.trimmed_to.saturating_add(TRIM_PER_WRITE))
+        })
     }
 
     /// Returns (and clears) whether raft-rs wanted a fresher snapshot.

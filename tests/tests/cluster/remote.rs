@@ -202,3 +202,45 @@ fn berthctl_manages_the_cluster_over_mtls_and_read_only_certificates_only_read()
     assert_eq!(nobody.status.code(), Some(1), "{}", text(&nobody));
     assert!(!String::from_utf8_lossy(&nobody.stdout).contains("hello"));
 }
+
+#[test]
+fn a_flood_of_idle_connections_on_the_remote_api_port_leaves_berthctl_served() {
+    let mut c = Cluster::empty();
+    c.extra_args = vec!["--api-listen".into(), format!("0.0.0.0:{API_PORT}")];
+    c.start_voters("rflood", 3);
+    let leader = c.wait_for_agreed_leader(&c.all());
+    let creds = c.credentials("rflood");
+    c.berthd_tool(&[
+        "credentials",
+        "add-client",
+        "--out",
+        &creds.display().to_string(),
+        "--cluster-id",
+        "rflood",
+        "--name",
+        "ops",
+    ]);
+    let ops = creds.join("clients/ops");
+    let ca = creds.join("ca/ca.pem");
+    let attacker = c.net.add_slot();
+    let addr = SocketAddr::new(std::net::IpAddr::V4(*c.node(leader).addr.ip()), API_PORT);
+    // 400 idle connections: more than the 256 remote clients allowed and far more than
+    // the 32 that may sit in their handshake.
+    let held: Vec<TcpStream> = c.net.in_netns(attacker, || {
+        (0..400)
+            .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok())
+            .collect()
+    });
+    let ns = c.net.slot(attacker).netns.clone();
+    let endpoint = format!("https://{}:{API_PORT}", c.node(leader).addr.ip());
+    let put = remote_ctl(&ns, &endpoint, &ops, &ca, &["kv", "put", "/t/flood", "ok"]);
+    assert!(put.status.success(), "put during the flood: {}", text(&put));
+    drop(held);
+    let get = remote_ctl(&ns, &endpoint, &ops, &ca, &["kv", "get", "/t/flood"]);
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout).trim(),
+        "ok",
+        "{}",
+        text(&get)
+    );
+}

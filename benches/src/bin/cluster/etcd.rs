@@ -14,7 +14,9 @@ use berth_tests::cluster::http::{read_response, write_request, LineStream};
 use berth_tests::cluster::{wait_until, Net};
 use serde_json::{json, Value};
 
-use super::{attempt_timeout, burn_cpus, collect, ms, rss_mib, Figures, Opts};
+use super::{
+    attempt_timeout, bulk_run, bulk_value, burn_cpus, collect, disk_mib, ms, rss_mib, Figures, Opts,
+};
 
 fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -108,15 +110,126 @@ struct Etcd {
     client_slot: usize,
 }
 
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("run openssl (apt-get install -y openssl)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A CA and one certificate per member (its IP as subject alternative name, server and
+/// client use) for etcd's peer TLS.
+fn peer_certs(dir: &std::path::Path, ips: &[std::net::Ipv4Addr]) -> Result<()> {
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ca.key",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=etcd-bench-ca",
+            "-days",
+            "2",
+            "-out",
+            "ca.pem",
+        ],
+    )?;
+    for (k, ip) in ips.iter().enumerate() {
+        let key = format!("m{k}.key");
+        let csr = format!("m{k}.csr");
+        let pem = format!("m{k}.pem");
+        let ext = format!("m{k}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )?;
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &key,
+            ],
+        )?;
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &key,
+                "-subj",
+                &format!("/CN={ip}"),
+                "-out",
+                &csr,
+            ],
+        )?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 impl Etcd {
-    fn start(tuned: bool) -> Result<Etcd> {
+    fn start(tuned: bool, peer_tls: bool) -> Result<Etcd> {
         let mut net = Net::create();
         let dir = tempfile::tempdir()?;
         let slots: Vec<usize> = (0..3).map(|_| net.add_slot()).collect();
         let client_slot = net.add_slot();
+        let scheme = if peer_tls { "https" } else { "http" };
+        if peer_tls {
+            let ips: Vec<std::net::Ipv4Addr> = slots.iter().map(|&k| net.slot(k).ip).collect();
+            peer_certs(dir.path(), &ips)?;
+        }
         let initial: Vec<String> = slots
             .iter()
-            .map(|&k| format!("e{k}=http://{}:2380", net.slot(k).ip))
+            .map(|&k| format!("e{k}={scheme}://{}:2380", net.slot(k).ip))
             .collect();
         let mut e = Etcd {
             net,
@@ -133,9 +246,9 @@ impl Etcd {
                 "--data-dir".into(),
                 e._dir.path().join(format!("e{k}")).display().to_string(),
                 "--listen-peer-urls".into(),
-                format!("http://{ip}:2380"),
+                format!("{scheme}://{ip}:2380"),
                 "--initial-advertise-peer-urls".into(),
-                format!("http://{ip}:2380"),
+                format!("{scheme}://{ip}:2380"),
                 "--listen-client-urls".into(),
                 format!("http://{ip}:2379"),
                 "--advertise-client-urls".into(),
@@ -149,6 +262,18 @@ impl Etcd {
                 "--log-level".into(),
                 "error".into(),
             ];
+            if peer_tls {
+                let d = e._dir.path();
+                a.extend([
+                    "--peer-client-cert-auth".into(),
+                    "--peer-trusted-ca-file".into(),
+                    d.join("ca.pem").display().to_string(),
+                    "--peer-cert-file".into(),
+                    d.join(format!("m{k}.pem")).display().to_string(),
+                    "--peer-key-file".into(),
+                    d.join(format!("m{k}.key")).display().to_string(),
+                ]);
+            }
             if tuned {
                 a.extend([
                     "--heartbeat-interval".into(),
@@ -212,9 +337,9 @@ fn etcd_leader(conns: &mut [EtcdConn], alive: &[usize]) -> Result<usize> {
         .with_context(|| format!("leader {l} not among {ids:?}"))
 }
 
-pub fn bench_etcd(o: &Opts, tuned: bool) -> Result<Figures> {
+pub fn bench_etcd(o: &Opts, tuned: bool, peer_tls: bool) -> Result<Figures> {
     let mut f = Figures::default();
-    let mut e = Etcd::start(tuned)?;
+    let mut e = Etcd::start(tuned, peer_tls)?;
     let client = e.client_slot;
     let path = format!("/var/run/netns/{}", e.net.slot(client).netns);
     // Everything that opens TCP sockets runs on a thread inside the client namespace.
@@ -254,11 +379,12 @@ pub fn bench_etcd(o: &Opts, tuned: bool) -> Result<Figures> {
                     f.watch.push(ms(at.duration_since(t0)));
                 }
             }
-            let t0 = Instant::now();
-            for i in 0..o.writes {
-                conns[leader].put(&format!("/bench/seq/{i:06}"), "0123456789abcdef", Duration::from_secs(5))?;
-            }
-            f.writes_per_s = Some(o.writes as f64 / t0.elapsed().as_secs_f64());
+            let pids: Vec<u32> = e.children.iter().flatten().map(|c| c.id()).collect();
+            bulk_run(&mut f, o.writes, &pids, |i| {
+                conns[leader].put(&format!("/bench/seq/{i:08}"), &bulk_value(i), Duration::from_secs(5))
+            })?;
+            std::thread::sleep(Duration::from_secs(2));
+            f.disk_mib = (0..3).map(|k| disk_mib(&e._dir.path().join(format!("e{k}")))).collect();
             f.rss_mib = e.children.iter().flatten().filter_map(|c| rss_mib(c.id())).collect();
 
             let terms = |conns: &mut [EtcdConn]| -> Vec<u64> {
