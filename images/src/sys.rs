@@ -234,3 +234,83 @@ pub fn copy_range(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: u64) -> Result<
     }
     Ok(true)
 }
+
+/// Mounts overlayfs at `target` through the new mount API (fsopen, fsconfig,
+/// fsmount, move_mount), giving each lower layer alone with `lowerdir+`
+/// (Linux 6.8+; older kernels answer EINVAL), so mount(2)'s one-page limit
+/// on the option string does not bound the number of layers. `lowers` top
+/// first.
+pub fn mount_overlay_layers(
+    target: &Path,
+    lowers: &[std::path::PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<(), Errno> {
+    use std::os::fd::FromRawFd;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| Errno::EINVAL);
+    let fstype = cstr(b"overlay")?;
+    // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new
+    // descriptor or -1, checked before use.
+    let fs =
+        Errno::result(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: `fs` is a descriptor fsopen just returned, owned from here on.
+    let fs = unsafe { OwnedFd::from_raw_fd(i32::try_from(fs).map_err(|_| Errno::EBADF)?) };
+    let set = |key: &[u8], value: &[u8]| -> Result<(), Errno> {
+        let (k, v) = (cstr(key)?, cstr(value)?);
+        // SAFETY: `fs` is a live fs context; key and value are NUL-terminated
+        // strings that outlive the call; aux is unused (0) for SET_STRING.
+        Errno::result(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                k.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        })
+        .map(drop)
+    };
+    for l in lowers {
+        set(b"lowerdir+", l.as_os_str().as_bytes())?;
+    }
+    set(b"upperdir", upper.as_os_str().as_bytes())?;
+    set(b"workdir", work.as_os_str().as_bytes())?;
+    // SAFETY: CMD_CREATE takes no key or value (null pointers) on a live context.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: fsmount on a created context returns a new mount descriptor or -1.
+    let mnt = Errno::result(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+    })?;
+    // SAFETY: `mnt` is a descriptor fsmount just returned, owned from here on.
+    let mnt = unsafe { OwnedFd::from_raw_fd(i32::try_from(mnt).map_err(|_| Errno::EBADF)?) };
+    let empty = cstr(b"")?;
+    let to = cstr(target.as_os_str().as_bytes())?;
+    // SAFETY: move_mount from the detached mount `mnt` (empty path) to the
+    // absolute path `to`; both strings are NUL-terminated and live.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
