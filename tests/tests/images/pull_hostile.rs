@@ -324,3 +324,81 @@ fn a_pull_killed_midway_resumes_with_only_what_is_missing() {
     assert_eq!(std::fs::read(bundle.join("rootfs/b")).expect("b"), b"b");
     assert_eq!(std::fs::read(bundle.join("rootfs/a")).expect("a"), b"a");
 }
+
+/// The library seam the orchestrator's agent calls: `registry::ensure` from a worker
+/// thread pulls a missing image once, reports progress, and returns the stored image
+/// without a request when it is already there.
+#[test]
+fn ensure_pulls_once_from_a_worker_thread_and_reports_progress() {
+    use berth_images::progress::Progress;
+    use berth_images::registry::{ensure, PullOptions};
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Record(Mutex<Vec<String>>);
+    impl Progress for Record {
+        fn start(&self, id: &str, what: &str, _: u64) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("start {id} {what}"));
+        }
+        fn advance(&self, _: &str, _: u64) {}
+        fn finish(&self, id: &str, what: &str) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("finish {id} {what}"));
+        }
+    }
+    let b = blobs(None);
+    let requests = Arc::new(Mutex::new(0usize));
+    let (config, cd, layer, ld, manifest) = (
+        b.config,
+        b.config_digest,
+        b.layer,
+        b.layer_digest,
+        b.manifest,
+    );
+    let r2 = requests.clone();
+    let reg = FakeRegistry::start(move |path| {
+        *r2.lock().expect("lock") += 1;
+        if path.starts_with("/v2/test/x/manifests/") {
+            Reply::Ok(OCI_MANIFEST.into(), manifest.clone())
+        } else if path.ends_with(&cd) {
+            Reply::Ok("x".into(), config.clone())
+        } else if path.ends_with(&ld) {
+            Reply::Ok("x".into(), layer.clone())
+        } else {
+            Reply::Ok("application/json".into(), b"{}".to_vec())
+        }
+    });
+    let env = ImageEnv::new();
+    let store = berth_images::store::Store::open(&env.store()).expect("store");
+    let mut opts = PullOptions::default();
+    opts.registry.insecure = true;
+    opts.registry.auth_files = Vec::new();
+    let reference = format!("{}/test/x:1", reg.addr);
+    let progress = Record::default();
+    let rec = std::thread::scope(|s| {
+        s.spawn(|| ensure(&store, &reference, &opts, &progress))
+            .join()
+            .expect("worker thread")
+    })
+    .expect("ensure pulls");
+    assert_eq!(rec.reference, reference);
+    let events = progress.0.lock().expect("lock").clone();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("finish") && e.ends_with("downloaded")),
+        "{events:?}"
+    );
+    let after_pull = *requests.lock().expect("lock");
+    let again = ensure(&store, &reference, &opts, &progress).expect("ensure again");
+    assert_eq!(again.manifest, rec.manifest);
+    assert_eq!(
+        *requests.lock().expect("lock"),
+        after_pull,
+        "ensure asked the registry again"
+    );
+}
