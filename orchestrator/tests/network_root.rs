@@ -209,7 +209,10 @@ fn the_node_conflist_runs_with_the_real_plugins_and_del_removes_everything() {
     nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
 
     let tmp = tempfile::tempdir().unwrap();
-    let mut node = NodeNetwork::new("10.88.5.0/24".parse().unwrap());
+    let mut node = NodeNetwork::new(
+        "10.88.5.0/24".parse().unwrap(),
+        "10.88.0.0/16".parse().unwrap(),
+    );
     node.ipam_dir = Some(tmp.path().join("ipam"));
     let doc = node_conflist(&node).to_string();
     let net = NetworkConfigList::from_conflist(doc.as_bytes(), None).unwrap();
@@ -237,9 +240,15 @@ fn the_node_conflist_runs_with_the_real_plugins_and_del_removes_everything() {
     let ip = result.container_ip().unwrap().to_string();
     assert!(ip.starts_with("10.88.5."), "{ip}");
     let addr = run(&["ip", "-n", &ctr, "-o", "addr", "show", "dev", "eth0"]);
-    assert!(addr.contains(&format!("{ip}/24")), "{addr}");
+    // the node's subnet, with the cluster's prefix (what keeps the cluster unmasqueraded)
+    assert!(addr.contains(&format!("{ip}/16")), "{addr}");
     let bridge = run(&["ip", "-o", "addr", "show", "dev", "berth0"]);
-    assert!(bridge.contains("10.88.5.1/24"), "{bridge}");
+    assert!(bridge.contains("10.88.5.1/16"), "{bridge}");
+    // other nodes' subnets go through the gateway, not on-link
+    let via = run(&["ip", "-n", &ctr, "route", "get", "10.88.9.9"]);
+    assert!(via.contains("via 10.88.5.1 dev eth0"), "{via}");
+    let outside = run(&["ip", "-n", &ctr, "route", "get", "192.0.2.1"]);
+    assert!(outside.contains("via 10.88.5.1 dev eth0"), "{outside}");
     let filter = run(&["iptables-save", "-t", "filter"]);
     assert!(
         filter.contains("CNI-FORWARD") && filter.contains(&ip),
@@ -247,6 +256,26 @@ fn the_node_conflist_runs_with_the_real_plugins_and_del_removes_everything() {
     );
     let nat = run(&["iptables-save", "-t", "nat"]);
     assert!(nat.contains(&format!("--to-destination {ip}:80")), "{nat}");
+    // the container's masquerade chain leaves the whole cluster range alone, then
+    // masquerades the rest (before: only this node's /24 was left alone)
+    let chain = nat
+        .lines()
+        .find(|l| l.starts_with(&format!("-A POSTROUTING -s {ip}/32")))
+        .and_then(|l| l.split("-j ").nth(1))
+        .unwrap_or_else(|| panic!("no masquerade jump for {ip}: {nat}"))
+        .trim()
+        .to_string();
+    let rules: Vec<&str> = nat
+        .lines()
+        .filter(|l| l.starts_with(&format!("-A {chain} ")))
+        .collect();
+    assert!(
+        rules.len() == 2
+            && rules[0].contains("-d 10.88.0.0/16")
+            && rules[0].ends_with("-j ACCEPT")
+            && rules[1].ends_with("-j MASQUERADE"),
+        "{rules:?}"
+    );
 
     let key = AttachmentKey {
         network: "berth".into(),
