@@ -74,6 +74,8 @@ pub struct Flags {
     pub insecure: bool,
     #[command(flatten)]
     pub agent: crate::agent::config::AgentFlags,
+    #[command(flatten)]
+    pub network: crate::network::config::NetworkFlags,
 }
 
 /// `berthd credentials ...`: the cluster's CA, node and client certificates, gossip keys.
@@ -158,6 +160,7 @@ struct FileConfig {
     api_listen: Option<SocketAddr>,
     snapshot_every: Option<u64>,
     agent: Option<crate::agent::config::AgentFile>,
+    network: Option<crate::network::config::NetworkFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +245,8 @@ pub struct Config {
     pub fence: crate::fence::FenceConfig,
     /// The agent, unless disabled.
     pub agent: Option<crate::agent::AgentConfig>,
+    /// The cluster network, CNI and DNS.
+    pub network: crate::network::NetworkConfig,
 }
 
 impl Config {
@@ -456,6 +461,12 @@ pub fn resolve(
         .unwrap_or_else(|| PathBuf::from("/var/lib/berth"));
     let agent_file = file.agent.unwrap_or_default();
     let fence = crate::agent::config::fence_config(&flags.agent, &agent_file)?;
+    let network = crate::network::config::resolve(
+        &flags.network,
+        &file.network.unwrap_or_default(),
+        advertise.ip(),
+        &data_dir,
+    )?;
     let agent = crate::agent::config::resolve(
         &flags.agent,
         &agent_file,
@@ -463,6 +474,7 @@ pub fn resolve(
         &metadata,
         advertise.ip(),
         &data_dir,
+        &network,
     )?;
     Ok(Config {
         cluster_id,
@@ -496,6 +508,7 @@ pub fn resolve(
         },
         fence,
         agent,
+        network,
     })
 }
 

@@ -135,6 +135,12 @@ pub struct StateRecord {
     pub since: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The CNI network the container is attached to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The container's address on that network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// Parses a JSON value of the registry, ignoring values that are not of the expected shape

@@ -17,6 +17,8 @@ use serde_json::Value;
 mod failover;
 #[path = "units/lifecycle.rs"]
 mod lifecycle;
+#[path = "units/network.rs"]
+mod network;
 
 /// Waits longer than the harness's default: a unit start includes image snapshots.
 const UNIT_PATIENCE: Duration = Duration::from_secs(30);

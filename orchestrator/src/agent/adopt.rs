@@ -72,11 +72,13 @@ impl Agent {
                 healthy: None,
                 health_running: false,
                 next_health: 0,
+                ip: None,
             },
         );
         if let Err(e) = self.open_fifo(&name) {
             tracing::warn!(unit = %name, "{e}");
         }
+        self.readopt_network(&name);
         tracing::info!(unit = %name, pid, cid = %rec.cid, "re-adopted a running container");
         self.apply(&name, effects);
         Ok(())

@@ -101,6 +101,7 @@ pub fn resolve(
     metadata: &BTreeMap<String, String>,
     node_ip: IpAddr,
     data_dir: &std::path::Path,
+    network: &crate::network::NetworkConfig,
 ) -> Result<Option<AgentConfig>, ConfigError> {
     let fence = fence_config(flags, file)?;
     if flags.no_agent || file.enabled == Some(false) {
@@ -144,12 +145,23 @@ pub fn resolve(
             .unwrap_or(super::journal::DEFAULT_MAX_BYTES),
         cgroup_parent,
         fence,
+        network: network.clone(),
     }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn net() -> crate::network::NetworkConfig {
+        crate::network::config::resolve(
+            &Default::default(),
+            &Default::default(),
+            "10.0.0.1".parse().expect("ip"),
+            std::path::Path::new("/var/lib/berth"),
+        )
+        .expect("network defaults")
+    }
 
     #[test]
     fn defaults_and_overrides() {
@@ -160,6 +172,7 @@ mod tests {
             &BTreeMap::new(),
             "10.0.0.1".parse().expect("ip"),
             std::path::Path::new("/var/lib/berth"),
+            &net(),
         )
         .expect("valid")
         .expect("enabled");
@@ -181,6 +194,7 @@ mod tests {
             &BTreeMap::new(),
             "10.0.0.1".parse().expect("ip"),
             std::path::Path::new("/d"),
+            &net(),
         )
         .expect_err("lease shorter than 4 beats");
         assert!(e.to_string().contains("agent timing"), "{e}");
@@ -195,6 +209,7 @@ mod tests {
             &BTreeMap::new(),
             "10.0.0.1".parse().expect("ip"),
             std::path::Path::new("/d"),
+            &net(),
         )
         .expect("valid")
         .is_none());

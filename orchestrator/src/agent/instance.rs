@@ -11,10 +11,18 @@
 //!               restart policy says again    |   stop wanted / no restart
 //!            +-------------------------------+---------------------------+
 //!            v                                                           v
-//!     Backoff (RestartSec, doubled per consecutive failure)        Cleaning (snapshot)
+//!     Backoff (RestartSec, doubled per consecutive failure)        Cleaning (snapshot, network)
 //!            | time up, lease valid                                      |
 //!            +--> Creating                                Done (stop) / Failed / Inactive
 //! ```
+//! Preparing runs two jobs at once when the unit is on a CNI network: the bundle
+//! ([`Effect::Prepare`]) and the network ([`Effect::Attach`]: its namespace and the CNI
+//! ADD); Creating begins when both are done, and a failure of either fails the start once
+//! both have finished. The network, like the bundle, lives until the instance ends (a
+//! restart reuses both, so the container keeps its address); Cleaning removes both at once
+//! ([`Effect::Cleanup`], [`Effect::Detach`]). Nothing of the network is on the path of a
+//! kill: it is attached before the container exists and detached after it is deleted.
+//!
 //! Stopping a running container: `KillSignal`, then SIGKILL after `TimeoutStopSec`; a fence
 //! kill (the machine lost the quorum) is SIGKILL at once and is not counted as a failure.
 
@@ -37,6 +45,8 @@ pub struct Policy {
     pub timeout_stop: Duration,
     /// Signal name as `berth kill` takes it (`SIGTERM`).
     pub kill_signal: String,
+    /// The container joins a CNI network, attached before it is created.
+    pub network: bool,
 }
 
 impl Default for Policy {
@@ -46,6 +56,7 @@ impl Default for Policy {
             restart_sec: Duration::from_millis(100),
             timeout_stop: Duration::from_secs(10),
             kill_signal: "SIGTERM".into(),
+            network: false,
         }
     }
 }
@@ -122,6 +133,8 @@ pub enum Phase {
 pub enum Effect {
     /// Build the bundle (snapshot, config.json, log fifo) -> [`Instance::prepared`].
     Prepare,
+    /// Make the network namespace and run the CNI ADD -> [`Instance::attached`].
+    Attach,
     /// `berth create` -> [`Instance::created`].
     Create,
     /// `berth start` -> [`Instance::started`].
@@ -134,6 +147,8 @@ pub enum Effect {
     Delete,
     /// Remove the snapshot and bundle -> [`Instance::cleaned`].
     Cleanup,
+    /// CNI DEL and remove the network namespace -> [`Instance::detached`].
+    Detach,
     /// The reported state changed.
     Report,
 }
@@ -148,6 +163,10 @@ pub struct Instance {
     prepared: bool,
     /// A container exists in berth's state (created and not yet deleted).
     container: bool,
+    /// The network is attached (added and not yet deleted).
+    attached: bool,
+    /// Jobs under way in Preparing or Cleaning, and the first error one of them returned.
+    jobs: setup::Jobs,
     restarts: u32,
     failures: u32,
     started_at: u64,
@@ -182,6 +201,8 @@ impl Instance {
             want: Want::Run,
             prepared: false,
             container: false,
+            attached: false,
+            jobs: setup::Jobs::default(),
             restarts: 0,
             failures: 0,
             started_at: 0,
@@ -199,6 +220,7 @@ impl Instance {
         let mut i = Instance::new(policy, now);
         i.prepared = true;
         i.container = true;
+        i.attached = i.policy.network;
         i.restarts = restarts;
         i.started_at = now;
         i.phase = Phase::Running { pid };
@@ -219,6 +241,11 @@ impl Instance {
             Phase::Running { pid } => Some(pid),
             _ => None,
         }
+    }
+
+    /// Whether its network is attached.
+    pub fn is_attached(&self) -> bool {
+        self.attached
     }
 
     /// Whether nothing of this instance is left (it can be dropped).
@@ -255,13 +282,14 @@ impl Instance {
     fn begin_start(&mut self, now: u64, out: &mut Vec<Effect>) {
         self.fenced = false;
         self.stop_is_failure = false;
-        if self.prepared {
+        let net = self.policy.network && !self.attached;
+        if self.prepared && !net {
             self.container = true;
             self.set(Phase::Creating, now, out);
             out.push(Effect::Create);
         } else {
             self.set(Phase::Preparing, now, out);
-            out.push(Effect::Prepare);
+            self.start_setup(!self.prepared, net, out);
         }
     }
 
@@ -362,29 +390,6 @@ impl Instance {
             Phase::Backoff { until } => Some(until),
             _ => None,
         }
-    }
-
-    /// The bundle was built (or not).
-    pub fn prepared(&mut self, result: Result<(), String>, now: u64) -> Vec<Effect> {
-        let mut out = Vec::new();
-        match result {
-            Ok(()) => {
-                self.prepared = true;
-                if self.want == Want::Remove {
-                    self.finish(now, &mut out);
-                } else {
-                    self.container = true;
-                    self.set(Phase::Creating, now, &mut out);
-                    out.push(Effect::Create);
-                }
-            }
-            Err(e) => {
-                // The IO side removes whatever a failed preparation made.
-                self.prepared = false;
-                self.failed_start(format!("preparing the bundle: {e}"), now, &mut out);
-            }
-        }
-        out
     }
 
     /// `berth create` finished: init's pid, or the error.
@@ -531,36 +536,6 @@ impl Instance {
         d.min(MAX_BACKOFF.max(base))
     }
 
-    fn finish(&mut self, now: u64, out: &mut Vec<Effect>) {
-        if self.container {
-            self.set(Phase::Deleting, now, out);
-            out.push(Effect::Delete);
-        } else if self.prepared {
-            self.set(Phase::Cleaning, now, out);
-            out.push(Effect::Cleanup);
-        } else {
-            self.set(Phase::Done, now, out);
-        }
-    }
-
-    /// The snapshot and bundle are removed (or could not be).
-    pub fn cleaned(&mut self, result: Result<(), String>, now: u64) -> Vec<Effect> {
-        let mut out = Vec::new();
-        match result {
-            Ok(()) => {
-                self.prepared = false;
-                self.set(Phase::Done, now, &mut out);
-            }
-            Err(e) => {
-                // Keep the instance (and its report) so the leftover is visible; retried on
-                // the next removal request.
-                self.error = Some(format!("cleaning up: {e}"));
-                self.set(Phase::Failed, now, &mut out);
-            }
-        }
-        out
-    }
-
     /// The state to report.
     pub fn status(&self) -> Status {
         let (active, sub, pid) = match &self.phase {
@@ -593,6 +568,9 @@ impl Instance {
         }
     }
 }
+
+#[path = "instance_setup.rs"]
+mod setup;
 
 #[cfg(test)]
 #[path = "instance_tests.rs"]

@@ -8,6 +8,14 @@ fn policy(restart: Restart) -> Policy {
         restart_sec: Duration::from_millis(100),
         timeout_stop: Duration::from_millis(1_000),
         kill_signal: "SIGTERM".into(),
+        network: false,
+    }
+}
+
+fn networked(restart: Restart) -> Policy {
+    Policy {
+        network: true,
+        ..policy(restart)
     }
 }
 
@@ -274,4 +282,163 @@ fn a_failed_delete_is_retried_and_reported() {
         vec![Effect::Delete]
     );
     assert_eq!(i.status().error.as_deref(), Some("berth delete: busy"));
+}
+
+/// Runs a networked instance up to Running with pid 42 at time 0.
+fn running_networked(restart: Restart) -> Instance {
+    let mut i = Instance::new(networked(restart), 0);
+    assert_eq!(
+        without_reports(i.run(true, 0)),
+        vec![Effect::Prepare, Effect::Attach]
+    );
+    i.attached(Ok(()), 0);
+    i.prepared(Ok(()), 0);
+    i.created(Ok(42), 0);
+    i.started(Ok(()), 0);
+    assert_eq!(i.phase(), &Phase::Running { pid: 42 });
+    i
+}
+
+#[test]
+fn bundle_and_network_are_prepared_at_once_and_create_waits_for_both() {
+    for network_first in [true, false] {
+        let mut i = Instance::new(networked(Restart::No), 0);
+        assert_eq!(
+            without_reports(i.run(true, 0)),
+            vec![Effect::Prepare, Effect::Attach]
+        );
+        assert_eq!(i.status().sub, "start");
+        let first = if network_first {
+            i.attached(Ok(()), 1)
+        } else {
+            i.prepared(Ok(()), 1)
+        };
+        assert_eq!(
+            without_reports(first),
+            vec![],
+            "the other job is still running"
+        );
+        assert_eq!(i.phase(), &Phase::Preparing);
+        let second = if network_first {
+            i.prepared(Ok(()), 2)
+        } else {
+            i.attached(Ok(()), 2)
+        };
+        assert_eq!(without_reports(second), vec![Effect::Create]);
+    }
+}
+
+#[test]
+fn a_failed_attach_fails_the_start_once_the_bundle_is_done_and_a_retry_attaches_only() {
+    let mut i = Instance::new(networked(Restart::OnFailure), 0);
+    i.run(true, 0);
+    assert_eq!(
+        without_reports(i.attached(Err("plugin bridge: ADD failed".into()), 1)),
+        vec![]
+    );
+    assert_eq!(i.phase(), &Phase::Preparing, "the bundle job still runs");
+    assert_eq!(without_reports(i.prepared(Ok(()), 2)), vec![]);
+    assert_eq!(i.phase(), &Phase::Backoff { until: 102 });
+    assert_eq!(
+        i.status().error.as_deref(),
+        Some("network: plugin bridge: ADD failed")
+    );
+    // The bundle is kept: the retry only attaches.
+    assert_eq!(without_reports(i.tick(true, 102)), vec![Effect::Attach]);
+    assert_eq!(
+        without_reports(i.attached(Ok(()), 103)),
+        vec![Effect::Create]
+    );
+
+    // Both fail: the first error is reported, nothing is left to clean on removal.
+    let mut i = Instance::new(networked(Restart::No), 0);
+    i.run(true, 0);
+    i.prepared(Err("image web:1 not found".into()), 1);
+    i.attached(Err("no network berth".into()), 2);
+    assert_eq!(i.phase(), &Phase::Failed);
+    assert_eq!(
+        i.status().error.as_deref(),
+        Some("preparing the bundle: image web:1 not found")
+    );
+    i.remove(3);
+    assert!(i.is_done());
+}
+
+#[test]
+fn a_stop_kills_first_and_detaches_after_the_container_is_deleted() {
+    let mut i = running_networked(Restart::No);
+    assert_eq!(
+        without_reports(i.remove(100)),
+        vec![Effect::Signal {
+            signal: "SIGTERM".into()
+        }]
+    );
+    assert_eq!(
+        without_reports(i.exited(ExitStatus::Signal(15), 110)),
+        vec![Effect::Delete]
+    );
+    assert_eq!(
+        without_reports(i.deleted(Ok(()), 120)),
+        vec![Effect::Cleanup, Effect::Detach]
+    );
+    assert_eq!(without_reports(i.detached(Ok(()), 130)), vec![]);
+    assert!(!i.is_done(), "the bundle is still being removed");
+    i.cleaned(Ok(()), 140);
+    assert!(i.is_done());
+}
+
+#[test]
+fn a_fence_kill_is_immediate_and_the_restart_keeps_the_network() {
+    let mut i = running_networked(Restart::No);
+    assert_eq!(
+        without_reports(i.fence(50)),
+        vec![Effect::Signal {
+            signal: "SIGKILL".into()
+        }]
+    );
+    i.exited(ExitStatus::Signal(9), 60);
+    assert_eq!(without_reports(i.deleted(Ok(()), 61)), vec![]);
+    assert_eq!(without_reports(i.tick(true, 5_000)), vec![Effect::Create]);
+}
+
+#[test]
+fn a_failed_detach_is_reported_and_retried_on_the_next_removal() {
+    let mut i = running_networked(Restart::No);
+    i.remove(1);
+    i.exited(ExitStatus::Signal(15), 2);
+    i.deleted(Ok(()), 3);
+    i.cleaned(Ok(()), 4);
+    i.detached(Err("plugin portmap: DEL failed".into()), 5);
+    assert_eq!(i.phase(), &Phase::Failed);
+    assert_eq!(
+        i.status().error.as_deref(),
+        Some("detaching the network: plugin portmap: DEL failed")
+    );
+    assert_eq!(without_reports(i.remove(6)), vec![Effect::Detach]);
+    i.detached(Ok(()), 7);
+    assert!(i.is_done());
+}
+
+#[test]
+fn removal_while_preparing_a_network_removes_both_halves() {
+    let mut i = Instance::new(networked(Restart::Always), 0);
+    i.run(true, 0);
+    assert!(i.remove(1).is_empty());
+    i.prepared(Ok(()), 2);
+    assert_eq!(
+        without_reports(i.attached(Ok(()), 3)),
+        vec![Effect::Cleanup, Effect::Detach]
+    );
+    i.detached(Ok(()), 4);
+    i.cleaned(Ok(()), 5);
+    assert!(i.is_done());
+
+    // An adopted networked container detaches when removed too.
+    let (mut i, _) = Instance::adopted(networked(Restart::No), 77, 0, 0);
+    i.remove(1);
+    i.exited(ExitStatus::Unknown, 2);
+    assert_eq!(
+        without_reports(i.deleted(Ok(()), 3)),
+        vec![Effect::Cleanup, Effect::Detach]
+    );
 }

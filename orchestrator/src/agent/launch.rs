@@ -45,6 +45,7 @@ pub fn policy(u: &Unit) -> Policy {
         // "infinity": never SIGKILL; a day stands for it.
         timeout_stop: s.timeout_stop.unwrap_or(Duration::from_secs(86_400)),
         kill_signal: s.kill_signal.as_str().to_string(),
+        network: super::net::NetMode::of(u).network().is_some(),
     }
 }
 
@@ -211,6 +212,10 @@ pub struct PrepareJob {
     store: PathBuf,
     snapshot: String,
     machine: Machine,
+    /// The network namespace to join (a unit on a CNI network; made by the attach job).
+    netns: Option<String>,
+    /// The containers' resolver (berthd's DNS), for a unit on a CNI network.
+    dns: Option<std::net::IpAddr>,
 }
 
 impl PrepareJob {
@@ -225,6 +230,12 @@ impl PrepareJob {
                 name: cfg.machine.clone(),
                 cgroups_path: format!("{}/{}", cfg.cgroup_parent.trim_end_matches('/'), slot.cid),
             },
+            netns: slot.inst.policy.network.then(|| {
+                super::net::netns_path(&cfg.run_dir, &slot.cid)
+                    .display()
+                    .to_string()
+            }),
+            dns: cfg.network.container_dns,
         }
     }
 
@@ -238,6 +249,7 @@ impl PrepareJob {
             generation: self.generation,
             kind: JobKind::Prepare,
             result,
+            ip: None,
         }
     }
 
@@ -250,7 +262,7 @@ impl PrepareJob {
         let mut config = unit::oci::runtime_config(
             &self.unit,
             unit::oci::Root::Host { users: &users },
-            &self.oci_context(&env),
+            &self.oci_context(&env, None),
         )
         .map_err(|e| e.to_string())?;
         self.finish_config(&mut config);
@@ -269,13 +281,30 @@ impl PrepareJob {
         result
     }
 
-    fn oci_context<'a>(&'a self, env_files: &'a [String]) -> unit::oci::OciContext<'a> {
+    fn oci_context<'a>(
+        &'a self,
+        env_files: &'a [String],
+        resolv_conf: Option<&'a str>,
+    ) -> unit::oci::OciContext<'a> {
         unit::oci::OciContext {
             hostname: &self.machine.name,
-            netns_path: None,
+            netns_path: self.netns.as_deref(),
+            resolv_conf,
             host: host_limits(),
             env_files,
         }
+    }
+
+    /// Writes the container's resolv.conf into the bundle (a unit on a CNI network);
+    /// returns its path for the bind mount.
+    fn write_resolv_conf(&self, dir: &Path) -> Result<Option<String>, String> {
+        if self.netns.is_none() {
+            return Ok(None);
+        }
+        let p = dir.join("resolv.conf");
+        let text = super::net::resolv_conf(self.dns, &super::net::host_resolv_conf());
+        std::fs::write(&p, text).map_err(|e| format!("write {}: {e}", p.display()))?;
+        Ok(Some(p.display().to_string()))
     }
 
     /// What berthd adds to the unit's translation: the container's cgroup; and rlimits
@@ -368,13 +397,14 @@ impl PrepareJob {
                 .unwrap_or_default();
             let users = bundle::read_user_db(&snap.rootfs, &spec).map_err(|e| e.to_string())?;
             let env = self.env_files()?;
+            let resolv = self.write_resolv_conf(&snap.dir)?;
             let mut value = unit::oci::runtime_config(
                 &self.unit,
                 unit::oci::Root::Image {
                     config: &config,
                     users: &users,
                 },
-                &self.oci_context(&env),
+                &self.oci_context(&env, resolv.as_deref()),
             )
             .map_err(|e| e.to_string())?;
             self.finish_config(&mut value);
@@ -427,6 +457,7 @@ impl CleanupJob {
             generation: self.generation,
             kind: JobKind::Cleanup,
             result,
+            ip: None,
         }
     }
 }

@@ -30,6 +30,8 @@ pub fn printable(s: &str, max: usize) -> String {
 mod adopt;
 pub mod launch;
 mod logs;
+pub mod net;
+mod netrun;
 mod report;
 pub mod runner;
 pub mod watchdog;

@@ -1,7 +1,9 @@
-//! What the agent tells the cluster: each unit's state under `/state/<machine>/<unit>`, and
-//! each published port of a running (and, with `HealthCmd=`, healthy) unit as a service
-//! under `/services/<name>/<machine>/<unit>:<port>`. Both are written under the node's lease,
-//! so they vanish with the machine.
+//! What the agent tells the cluster: each unit's state under `/state/<machine>/<unit>` (with
+//! its container's network and address while attached), and each published port of a
+//! running (and, with `HealthCmd=`, healthy) unit as a service under
+//! `/services/<name>/<machine>/<unit>:<port>`: the machine's address and host port, and for
+//! a container on a CNI network also its own address and container port. Both are written
+//! under the node's lease, so they vanish with the machine.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,7 +47,17 @@ impl Agent {
                 exit_signal,
                 restarts: st.restarts,
                 since: unix_ms(st.since_ms, now),
-                error: st.error,
+                error: st.error.or_else(|| {
+                    let idle = *slot.inst.phase() == Phase::Idle;
+                    idle.then(|| self.net_wait(slot).map(str::to_string))
+                        .flatten()
+                }),
+                network: slot.ip.and(
+                    super::net::NetMode::of(&slot.unit)
+                        .network()
+                        .map(str::to_string),
+                ),
+                ip: slot.ip.map(|ip| ip.to_string()),
             };
             states.push(rec);
             let serving = slot.inst.running_pid().is_some()
@@ -77,6 +89,8 @@ impl Agent {
                     ip: p.ip.unwrap_or(self.cfg.node_ip).to_string(),
                     port: p.host_port,
                     meta,
+                    container_ip: slot.ip.map(|ip| ip.to_string()),
+                    container_port: slot.ip.map(|_| p.container_port),
                 };
                 if let Ok(v) = serde_json::to_string(&s) {
                     wanted.insert(

@@ -52,6 +52,8 @@ pub struct AgentConfig {
     /// Containers' cgroups are `<cgroup_parent>/<container id>`.
     pub cgroup_parent: String,
     pub fence: FenceConfig,
+    /// CNI configs, plugins and state; the containers' resolver.
+    pub network: crate::network::NetworkConfig,
 }
 
 /// What the agent asks of the daemon.
@@ -102,6 +104,8 @@ pub(super) struct Slot {
     pub healthy: Option<bool>,
     pub health_running: bool,
     pub next_health: u64,
+    /// The container's address on its CNI network (while attached).
+    pub ip: Option<IpAddr>,
 }
 
 pub struct Agent {
@@ -132,6 +136,10 @@ pub struct Agent {
     pub(super) pending_fifos: BTreeSet<String>,
     /// A slot ended: its unit may need a new instance (a replaced text).
     pub(super) reconcile_wanted: bool,
+    /// CNI ADD/DEL for units' networks (shared with the worker threads).
+    pub(super) invoker: Arc<berth_cni::Invoker>,
+    /// Whether units' networks may be attached yet (see `netrun`).
+    pub(super) net: super::netrun::NetState,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +203,11 @@ impl Agent {
             binary: cfg.berth.clone(),
             root: cfg.run_dir.join("containers"),
         };
+        let invoker = Arc::new(berth_cni::Invoker::new(berth_cni::InvokerConfig {
+            plugin_dirs: cfg.network.plugin_dirs.clone(),
+            state_dir: cfg.network.attachments_dir(),
+            ..berth_cni::InvokerConfig::default()
+        }));
         let mut agent = Agent {
             cfg,
             berth,
@@ -216,9 +229,12 @@ impl Agent {
             out: Vec::new(),
             pending_fifos: BTreeSet::new(),
             reconcile_wanted: false,
+            invoker,
+            net: Default::default(),
         };
         agent.ensure_watchdog();
         agent.adopt_all();
+        agent.sweep_networks();
         Ok(agent)
     }
 
@@ -292,7 +308,7 @@ impl Agent {
         self.lease.valid_at(Self::now())
     }
 
-    fn may_start(&self, now: u64) -> bool {
+    pub(super) fn may_start(&self, now: u64) -> bool {
         self.lease.may_start_at(now, START_SLACK)
     }
 
@@ -454,11 +470,12 @@ impl Agent {
             healthy: None,
             health_running: false,
             next_health: 0,
+            ip: None,
         };
         if let Err(e) = super::launch::write_record(&slot) {
             tracing::error!(unit = %name, "cannot record the instance: {e}");
         }
-        let effects = slot.inst.run(self.may_start(now), now);
+        let effects = slot.inst.run(self.may_start_slot(&slot, now), now);
         tracing::info!(unit = %name, cid = %slot.cid, "launching");
         self.slots.insert(name.clone(), slot);
         self.apply(&name, effects);
@@ -482,6 +499,10 @@ impl Agent {
     /// Worker jobs finished (the loop was woken).
     pub fn on_wake(&mut self) {
         for d in self.pool.finished() {
+            if d.kind == JobKind::Sweep {
+                self.swept(d.result);
+                continue;
+            }
             self.job_done(d);
         }
     }
@@ -497,6 +518,17 @@ impl Agent {
         let effects = match d.kind {
             JobKind::Prepare => slot.inst.prepared(d.result, now),
             JobKind::Cleanup => slot.inst.cleaned(d.result, now),
+            JobKind::Attach => {
+                slot.ip = d.ip.filter(|_| d.result.is_ok());
+                slot.inst.attached(d.result, now)
+            }
+            JobKind::Detach => {
+                if d.result.is_ok() {
+                    slot.ip = None;
+                }
+                slot.inst.detached(d.result, now)
+            }
+            JobKind::Sweep => Vec::new(), // handled in on_wake
         };
         self.apply(&d.unit, effects);
     }
@@ -637,8 +669,11 @@ impl Agent {
         }
         let names: Vec<String> = self.slots.keys().cloned().collect();
         let valid = self.lease.valid_at(now);
-        let may_start = self.may_start(now);
         for name in &names {
+            let may_start = match self.slots.get(name) {
+                Some(slot) => self.may_start_slot(slot, now),
+                None => continue,
+            };
             let Some(slot) = self.slots.get_mut(name) else {
                 continue;
             };
@@ -709,6 +744,8 @@ impl Agent {
                 let job = super::launch::CleanupJob::new(&self.cfg, slot);
                 self.pool.submit(move || job.run());
             }
+            Effect::Attach => self.attach(unit),
+            Effect::Detach => self.detach(unit),
             Effect::Create => {
                 if let Err(e) = self.open_fifo(unit) {
                     let effects = match self.slots.get_mut(unit) {

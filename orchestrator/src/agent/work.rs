@@ -10,6 +10,12 @@ use std::sync::{Arc, Mutex};
 pub enum JobKind {
     Prepare,
     Cleanup,
+    /// A network namespace and CNI ADD (see `agent::net`).
+    Attach,
+    /// CNI DEL and the namespace removed.
+    Detach,
+    /// Leftovers of a previous berthd removed (not a unit's job).
+    Sweep,
 }
 
 /// A finished job.
@@ -20,6 +26,8 @@ pub struct Done {
     pub generation: u64,
     pub kind: JobKind,
     pub result: Result<(), String>,
+    /// The container's address (from an attach).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 type Job = Box<dyn FnOnce() -> Done + Send>;
@@ -107,6 +115,7 @@ mod tests {
                 generation: n,
                 kind: JobKind::Prepare,
                 result: Ok(()),
+                ip: None,
             });
         }
         let mut got = Vec::new();

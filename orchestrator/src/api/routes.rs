@@ -97,6 +97,12 @@ pub struct Service {
     pub port: u16,
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    /// Where the instance is reached on the cluster network (a unit's container on a CNI
+    /// network): its own address and the container port, routed from every machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +302,8 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
                 ip: b.ip,
                 port: b.port,
                 meta: b.meta,
+                container_ip: None,
+                container_port: None,
             }))
         }
         (

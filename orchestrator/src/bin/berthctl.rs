@@ -216,13 +216,28 @@ fn service_rows(list: &[Value]) -> Vec<Vec<String>> {
                 s(e, "machine"),
                 s(e, "instance"),
                 format!("{}:{}", s(e, "ip"), s(e, "port")),
+                match (e.get("container_ip"), e.get("container_port")) {
+                    (Some(ip), Some(port)) if !ip.is_null() => {
+                        format!("{}:{}", s(e, "container_ip"), port)
+                    }
+                    _ => "-".into(),
+                },
                 meta_text(e.get("meta")),
             ]
         })
         .collect()
 }
 
-const SERVICE_HEADERS: [&str; 5] = ["SERVICE", "MACHINE", "INSTANCE", "ADDRESS", "META"];
+/// ADDRESS: the machine's address and port; CLUSTER ADDRESS: the container's own on the
+/// cluster network (a unit on a CNI network), reachable from every machine.
+const SERVICE_HEADERS: [&str; 6] = [
+    "SERVICE",
+    "MACHINE",
+    "INSTANCE",
+    "ADDRESS",
+    "CLUSTER ADDRESS",
+    "META",
+];
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let c = Client::from_endpoint(

@@ -62,6 +62,7 @@ impl Daemon {
                 self.resync_watchers();
                 self.units_dirty = true;
                 self.sched.dirty = true;
+                self.note_snapshot_installed();
             }
             for a in out.applied {
                 self.on_applied(a);

@@ -76,6 +76,7 @@ impl Daemon {
             (i @ (Internal::Beat(_) | Internal::Schedule | Internal::Report), r) => {
                 self.on_units_internal(i, &r)
             }
+            (Internal::Subnets, r) => self.on_subnets_applied(&r),
         }
     }
 

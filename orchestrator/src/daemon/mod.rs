@@ -7,8 +7,10 @@ mod api;
 mod api_conn;
 mod cluster;
 mod conn;
+mod dns;
 mod duties;
 mod link;
+mod netpart;
 mod peers;
 mod remote;
 mod units;
@@ -116,6 +118,8 @@ enum Internal {
     Schedule,
     /// The agent's state and service writes.
     Report,
+    /// The leader's subnet allocation transaction.
+    Subnets,
 }
 
 struct Pending {
@@ -236,6 +240,10 @@ pub(crate) struct Daemon {
     next_remote_id: u64,
     /// Other nodes' clients following journals of units here.
     remote_followers: HashMap<String, Vec<remote::RemoteFollower>>,
+    /// Subnet allocation (leader), this node's conflist and routes.
+    cluster_net: netpart::ClusterNet,
+    /// DNS for the registry's services (None: off).
+    dns: Option<dns::DnsServer>,
 }
 
 fn now_ms(start: Instant) -> u64 {
@@ -326,14 +334,23 @@ impl Daemon {
         let waker = std::sync::Arc::new(
             mio::Waker::new(poll.registry(), WAKER).map_err(DaemonError::Poll)?,
         );
+        let w = std::sync::Arc::clone(&waker);
+        let wake: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(move || {
+            let _ = w.wake();
+        });
+        let dns = Self::bind_dns(&cfg.network, poll.registry())?;
+        let cluster_net = netpart::ClusterNet::new(
+            cfg.network.clone(),
+            cfg.agent.is_some(),
+            std::sync::Arc::clone(&wake),
+        )
+        .map_err(|e| {
+            DaemonError::Agent(crate::agent::AgentError::Other(format!(
+                "cannot start the cluster network thread: {e}"
+            )))
+        })?;
         let agent = match cfg.agent.clone() {
-            Some(acfg) => {
-                let w = std::sync::Arc::clone(&waker);
-                let wake: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(move || {
-                    let _ = w.wake();
-                });
-                Some(crate::agent::Agent::new(acfg, wake, poll.registry())?)
-            }
+            Some(acfg) => Some(crate::agent::Agent::new(acfg, wake, poll.registry())?),
             None => None,
         };
         let boot = SystemTime::now()
@@ -413,6 +430,8 @@ impl Daemon {
             remote_reads: HashMap::new(),
             next_remote_id: 1,
             remote_followers: HashMap::new(),
+            cluster_net,
+            dns,
             cfg,
         })
     }
@@ -479,7 +498,9 @@ impl Daemon {
                         if let Some(a) = self.agent.as_mut() {
                             a.on_wake();
                         }
+                        self.network_wake();
                     }
+                    t if dns::is_dns_token(t) => self.on_dns(t),
                     t if t.0 >= crate::agent::TOKEN_BASE => {
                         if let Some(a) = self.agent.as_mut() {
                             a.on_ready(t);
@@ -497,6 +518,7 @@ impl Daemon {
             }
             self.drive()?;
             self.run_agent();
+            self.dns_turn(None);
             self.flush_swim();
         }
     }

@@ -31,6 +31,8 @@ pub(super) struct SchedState {
 impl Daemon {
     /// Registry events touched keys that units depend on.
     pub(super) fn note_events(&mut self, events: &[crate::registry::Event]) {
+        self.note_network_events(events);
+        self.note_dns_events(events);
         for e in events {
             let k = e.key.as_str();
             if k.starts_with(keyspace::UNITS)
@@ -108,6 +110,9 @@ impl Daemon {
     /// Agent timers and heartbeats; the leader's scheduling pass. From housekeeping.
     pub(super) fn units_housekeeping(&mut self) {
         self.expire_remote_reads();
+        let now = std::time::Instant::now();
+        self.network_housekeeping(now);
+        self.dns_turn(Some(now));
         if let Some(agent) = self.agent.as_mut() {
             agent.tick();
             if self.node.leader_id() != 0 {

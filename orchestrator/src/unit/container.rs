@@ -10,7 +10,7 @@
 //! | `WorkingDir` | absolute path |
 //! | `Volume` | `HOST-DIR:CONTAINER-DIR[:OPTIONS]`, options `ro rw bind rbind nosuid suid nodev dev noexec exec [r]shared [r]slave [r]private`; repeatable |
 //! | `PublishPort` | `[IP:]HOST:CONTAINER[/tcp\|udp]` (IPv6 as `[::1]`); repeatable |
-//! | `Network` | `host`, `none` or a network name |
+//! | `Network` | `host`, `none` or a CNI network name; default `berth`, the cluster network (one subnet per machine, routed between machines) |
 //! | `ReadOnly` | boolean: read-only root (with tmpfs on /tmp, /var/tmp, /run, as podman) |
 //! | `AddCapability`, `DropCapability` | capability names (`CAP_NET_ADMIN`, `net_admin`) or `all`; repeatable |
 //! | `HealthCmd` | a shell command (run with `/bin/sh -c`), a JSON array (exec form), or `none` |
@@ -19,8 +19,11 @@
 //!
 //! Not supported, refused by name: named and anonymous volumes, volume options `z Z U O copy
 //! nocopy idmap`, port ranges and random host ports (a published port is registered, so it is
-//! fixed). With `Network=host` the container's ports are the host's, so `HOST` must equal
-//! `CONTAINER`. Other `X-` keys are ignored; any other key is an error.
+//! fixed). On a CNI network a `PublishPort` goes through the portmap plugin (`HOST` on the
+//! machine forwarded to `CONTAINER` in the container); with `Network=host` the container's
+//! ports are the host's, so `HOST` must equal `CONTAINER`; with `Network=none` nothing is
+//! reachable (the port is still registered). Other `X-` keys are ignored; any other key is
+//! an error.
 
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -79,7 +82,7 @@ pub enum Network {
     Host,
     /// A new network namespace with only loopback.
     None,
-    /// A named network (bridged networking: not implemented by the daemon yet).
+    /// A CNI network by name (the agent attaches it; `berth` is the cluster network).
     Named(String),
 }
 
@@ -111,7 +114,7 @@ pub struct ContainerOptions {
     pub volumes: Vec<Volume>,
     /// `PublishPort=`s.
     pub publish_ports: Vec<PublishPort>,
-    /// `Network=`; `None` when not given (the daemon's default).
+    /// `Network=`; `None` when not given: the cluster network `berth`.
     pub network: Option<Network>,
     /// `ReadOnly=`.
     pub read_only: bool,

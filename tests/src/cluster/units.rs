@@ -86,7 +86,15 @@ impl Cluster {
             node_dir.join("images").display().to_string(),
             "--cgroup-parent".into(),
             self.cgroup_parent(name),
+            // Every node writes its own cluster network config (they share the host's /etc).
+            "--cni-conf-dir".into(),
+            self.cni_conf_dir(name).display().to_string(),
         ]
+    }
+
+    /// Node `name`'s CNI config directory (its cluster network's conflist is written there).
+    pub fn cni_conf_dir(&self, name: &str) -> PathBuf {
+        self.dir().join(name).join("net.d")
     }
 
     /// Imports the image layout `layout` as `reference` into node `k`'s store.

@@ -50,7 +50,7 @@ fn network(
     config: &mut Value,
 ) -> Result<(), OciError> {
     let ns = match (&c.network, ctx.netns_path) {
-        (Some(Network::Host), _) | (None, None) => None,
+        (Some(Network::Host), _) => None,
         (Some(Network::None), _) => Some(json!({"type": "network"})),
         (None, Some(p)) | (Some(Network::Named(_)), Some(p)) => {
             Some(json!({"type": "network", "path": p}))
@@ -61,9 +61,23 @@ fn network(
                 network: n.clone(),
             })
         }
+        (None, None) => {
+            return Err(OciError::NoNetns {
+                unit: unit.name.to_string(),
+                network: crate::network::CLUSTER_NETWORK.to_string(),
+            })
+        }
     };
+    let joins = ns.as_ref().is_some_and(|n| n.get("path").is_some());
     if let (Some(ns), Some(list)) = (ns, config["linux"]["namespaces"].as_array_mut()) {
         list.insert(1, ns);
+    }
+    if let (true, Some(src), Some(list)) = (joins, ctx.resolv_conf, config["mounts"].as_array_mut())
+    {
+        list.push(
+            json!({"destination": "/etc/resolv.conf", "type": "bind", "source": src,
+                         "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}),
+        );
     }
     Ok(())
 }

@@ -16,7 +16,7 @@
 //! | `Volume` | a `bind` mount: options `rbind` (or `bind`), `rw`/`ro`, the propagation and flags given |
 //! | `ReadOnly=yes` | `root.readonly`, plus tmpfs on /tmp, /var/tmp (mode 1777) and /run (mode 755), as podman |
 //! | `AddCapability`, `DropCapability` | bounding/effective/permitted: runc's defaults (AUDIT_WRITE, KILL, NET_BIND_SERVICE), minus the dropped (`all`: every one), plus the added (`all`: every one the kernel headers know) |
-//! | `Network` | `host` and unset: no network namespace (the machine's), or join `netns_path` when the caller gives one; `none`: a new empty one; a name: join `netns_path` (required) |
+//! | `Network` | `host`: no network namespace (the machine's); `none`: a new empty one; a name, or unset (the cluster network `berth`): join `netns_path` (required: the agent makes it and attaches the network), and bind `resolv_conf` read-only on `/etc/resolv.conf` when given |
 //! | `PublishPort`, `HealthCmd`, `X-ServiceName` | nothing here: the agent registers ports and runs health checks |
 //!
 //! **fleet-era units** (`[Service] ExecStart=`, no `[Container]`) run on the machine's own
@@ -66,8 +66,10 @@ pub struct HostLimits {
 pub struct OciContext<'a> {
     /// The container's host name (chosen by the machine).
     pub hostname: &'a str,
-    /// A network namespace to join (later CNI networking); see the `Network` row above.
+    /// The network namespace to join (a CNI network's); see the `Network` row above.
     pub netns_path: Option<&'a str>,
+    /// A host file to bind on `/etc/resolv.conf` (with `netns_path`).
+    pub resolv_conf: Option<&'a str>,
     /// For percentages.
     pub host: HostLimits,
     /// The contents of the unit's `EnvironmentFile=`s, in the unit's order (`[Container]`'s or
@@ -134,7 +136,7 @@ pub enum OciError {
         reason: &'static str,
     },
     /// A named network without a namespace to join.
-    #[error("{unit}: Network={network} needs a network namespace path from the caller (bridged networking is not available yet)")]
+    #[error("{unit}: Network={network} needs a network namespace path from the caller")]
     NoNetns {
         /// The unit.
         unit: String,

@@ -48,6 +48,7 @@ fn translate(
     let ctx = OciContext {
         hostname: "web-1",
         netns_path: netns,
+        resolv_conf: netns.map(|_| "/run/berth/units/x/resolv.conf"),
         host: HOST,
         env_files,
     };
@@ -213,7 +214,7 @@ fn container_defaults_come_from_the_image() {
             users: &users(),
         },
         &[],
-        None,
+        Some("/run/netns/x"),
     )
     .expect("translates");
     assert_eq!(got["process"]["args"], json!(["/entry", "serve"]));
@@ -224,28 +225,16 @@ fn container_defaults_come_from_the_image() {
         json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"])
     );
     assert_eq!(got["root"], json!({"path": "rootfs", "readonly": false}));
-    // No Network=: the machine's network (no namespace entry), unless the caller gives one.
-    let types: Vec<&str> = got["linux"]["namespaces"]
-        .as_array()
-        .expect("ns")
-        .iter()
-        .filter_map(|n| n["type"].as_str())
-        .collect();
-    assert_eq!(types, ["pid", "ipc", "uts", "mount"]);
-    let joined = translate(
-        "web.service",
-        "[Container]\nImage=web\n",
-        Root::Image {
-            config: &image(),
-            users: &users(),
-        },
-        &[],
-        Some("/run/netns/x"),
-    )
-    .expect("translates");
+    // No Network=: the cluster network, whose namespace the caller made, and its resolver.
     assert_eq!(
-        joined["linux"]["namespaces"][1],
+        got["linux"]["namespaces"][1],
         json!({"type": "network", "path": "/run/netns/x"})
+    );
+    assert_eq!(
+        got["mounts"].as_array().expect("mounts").last(),
+        Some(&json!({"destination": "/etc/resolv.conf", "type": "bind",
+                     "source": "/run/berth/units/x/resolv.conf",
+                     "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}))
     );
     let host = translate(
         "web.service",
@@ -262,6 +251,10 @@ fn container_defaults_come_from_the_image() {
         host["linux"]["namespaces"].as_array().map(Vec::len),
         Some(4)
     );
+    assert!(
+        !host["mounts"].to_string().contains("resolv.conf"),
+        "the host's network keeps the image's resolver"
+    );
     let all = translate(
         "web.service",
         "[Container]\nImage=web\nDropCapability=all\nAddCapability=all\n",
@@ -270,7 +263,7 @@ fn container_defaults_come_from_the_image() {
             users: &users(),
         },
         &[],
-        None,
+        Some("/run/netns/x"),
     )
     .expect("translates");
     assert!(
@@ -288,7 +281,7 @@ fn container_defaults_come_from_the_image() {
             users: &users(),
         },
         &[],
-        None,
+        Some("/run/netns/x"),
     )
     .expect("translates");
     assert_eq!(none["process"]["capabilities"]["effective"], json!([]));
@@ -309,7 +302,25 @@ fn translation_errors() {
         None,
     )
     .expect_err("no netns");
-    assert_eq!(e.to_string(), "web.service: Network=cluster needs a network namespace path from the caller (bridged networking is not available yet)");
+    assert_eq!(
+        e.to_string(),
+        "web.service: Network=cluster needs a network namespace path from the caller"
+    );
+    let e = translate(
+        "web.service",
+        "[Container]\nImage=web\nUser=root\n",
+        Root::Image {
+            config: &img,
+            users: &u,
+        },
+        &[],
+        None,
+    )
+    .expect_err("the default network needs a netns too");
+    assert_eq!(
+        e.to_string(),
+        "web.service: Network=berth needs a network namespace path from the caller"
+    );
     let e = translate(
         "web.service",
         "[Container]\nImage=web\nUser=nobody\n",
