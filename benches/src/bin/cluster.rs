@@ -19,7 +19,8 @@
 //! Build and run as root (not in CI):
 //!   cargo build --release -p berth-orchestrator --bins -p berth-benches --bin cluster
 //!   sudo target/release/cluster [--trials N] [--samples N] [--writes N] [--load-secs S] [--no-etcd]
-//!   (--writes: the bulk run's puts, default 50000)
+//!   (--writes: the bulk run's puts, default 50000; --insecure: berthd without TLS and
+//!   gossip sealing, to see what they cost)
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -44,6 +45,8 @@ struct Opts {
     writes: usize,
     load_secs: u64,
     etcd: bool,
+    /// berthd without TLS and gossip sealing (to measure what they cost).
+    insecure: bool,
 }
 
 fn parse_opts() -> Result<Opts> {
@@ -53,6 +56,7 @@ fn parse_opts() -> Result<Opts> {
         writes: 50_000,
         load_secs: 10,
         etcd: true,
+        insecure: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -69,6 +73,7 @@ fn parse_opts() -> Result<Opts> {
             "--writes" => o.writes = num("--writes")?,
             "--load-secs" => o.load_secs = u64::try_from(num("--load-secs")?)?,
             "--no-etcd" => o.etcd = false,
+            "--insecure" => o.insecure = true,
             other => bail!("unknown argument {other:?} (see the file's header for usage)"),
         }
     }
@@ -271,6 +276,7 @@ fn collect(
 fn bench_berth(o: &Opts, berthd: PathBuf) -> Result<Figures> {
     let mut f = Figures::default();
     let mut c = Cluster::with_berthd(berthd);
+    c.insecure = o.insecure;
     c.start_voters("bench", 3);
     let all = c.all();
 
