@@ -128,6 +128,11 @@ enum Cluster {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) =
+        berth_packaging::generate_if_requested(<Cli as clap::CommandFactory>::command)
+    {
+        return code;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

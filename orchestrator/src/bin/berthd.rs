@@ -13,6 +13,11 @@ fn main() -> ExitCode {
         let code = berth_orchestrator::agent::watchdog::main(&args[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if let Some(code) =
+        berth_packaging::generate_if_requested(<Flags as clap::CommandFactory>::command)
+    {
+        return code;
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
