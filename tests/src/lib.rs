@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod images;
+pub mod packaging;
 pub mod runtime;
 
 use std::path::PathBuf;
