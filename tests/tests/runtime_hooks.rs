@@ -88,22 +88,19 @@ fn every_hook_receives_the_state_on_stdin() {
             ),
         }
     }
+    // The runtime-spec's lifecycle: prestart (the legacy hook in createRuntime's
+    // place) sees the container created, as crun reports it; the program runs by the
+    // time poststart does.
     for (hook, status) in [
-        ("prestart", "creating"),
+        ("prestart", "created"),
         ("createRuntime", "creating"),
         ("createContainer", "creating"),
         ("startContainer", "created"),
+        ("poststart", "running"),
         ("poststop", "stopped"),
     ] {
         assert_eq!(read(hook)["status"], status, "{hook}");
     }
-    // runc reports "created" to poststart (its state is written before the start
-    // completes); "running" is what the process is by then. Either is truthful.
-    let poststart = read("poststart");
-    assert!(
-        poststart["status"] == "running" || poststart["status"] == "created",
-        "{poststart}"
-    );
     c.assert_no_leftovers();
 }
 
@@ -237,4 +234,54 @@ fn failing_poststart_hook_only_warns() {
         start.stderr.to_lowercase().contains("poststart"),
         "a warning names the hook:\n{start}"
     );
+}
+
+/// A poststart hook that appends the init's command line (from the pid in its state) to
+/// `out`, one line per run.
+fn cmdline_hook(out: &Path) -> Value {
+    let script = format!(
+        "pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); \
+         tr '\\0' ' ' < /proc/$pid/cmdline >> {0}; echo >> {0}",
+        out.display()
+    );
+    json!({"path": "/bin/sh", "args": ["sh", "-c", script], "env": ["PATH=/usr/bin:/bin"]})
+}
+
+/// poststart hooks run once the program has been exec'd (runtime-spec): with a
+/// startContainer hook that takes 0.3 s between `start` and the exec, the poststart
+/// hook reads the init's command line from /proc, which must be the program's by then,
+/// never berth's; 5 times through create and start, 3 through run. Before the fix
+/// poststart ran as soon as `start` had signalled init, and saw berth every time.
+#[test]
+fn poststart_runs_after_the_program_is_executed() {
+    let env = TestEnv::new("poststart-order");
+    let slow_start = json!({"path": "/bin/sh", "args": ["sh", "-c", "sleep 0.3"]});
+    let out = env.path().join("cmdlines");
+    let c = env.container(|b| {
+        b.push("/hooks/startContainer", slow_start.clone());
+        b.push("/hooks/poststart", cmdline_hook(&out));
+        b.args(&["sleep", "1000"]);
+    });
+    for _ in 0..5 {
+        c.create_and_start();
+        c.delete(true).ok();
+    }
+    let seen = fs::read_to_string(&out).expect("the hook ran");
+    let lines: Vec<&str> = seen.lines().map(str::trim).collect();
+    assert_eq!(lines, ["sleep 1000"; 5], "{seen}");
+    c.assert_no_leftovers();
+
+    let out = env.path().join("cmdlines-run");
+    let c = env.container(|b| {
+        b.push("/hooks/startContainer", slow_start.clone());
+        b.push("/hooks/poststart", cmdline_hook(&out));
+        b.args(&["sleep", "0.5"]);
+    });
+    for _ in 0..3 {
+        c.run().ok();
+    }
+    let seen = fs::read_to_string(&out).expect("the hook ran");
+    let lines: Vec<&str> = seen.lines().map(str::trim).collect();
+    assert_eq!(lines, ["sleep 0.5"; 3], "{seen}");
+    c.assert_no_leftovers();
 }

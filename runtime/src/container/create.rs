@@ -332,8 +332,14 @@ fn create_inner(
                         writer.finish()?;
                         chan.expect(Message::RuntimeHooks, "RuntimeHooks")
                             .map_err(fail)?;
-                        let st = plan.hook_state(&opts.id, "creating", pid);
-                        for kind in [HookKind::Prestart, HookKind::CreateRuntime] {
+                        // The runtime-spec's statuses: prestart (a legacy hook run
+                        // in its place) sees the container created, createRuntime
+                        // sees it being created.
+                        for (kind, status) in [
+                            (HookKind::Prestart, "created"),
+                            (HookKind::CreateRuntime, "creating"),
+                        ] {
+                            let st = plan.hook_state(&opts.id, status, pid);
                             crate::hooks::run_hooks(kind.of(h), &st).map_err(|e| {
                                 ContainerError::Other(format!("{} hook: {e}", kind.name()))
                             })?;

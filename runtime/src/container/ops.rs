@@ -22,26 +22,30 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
         });
     }
     let fifo = dir.fifo_path();
+    let io = |step: &'static str| {
+        let path = fifo.clone();
+        move |source: std::io::Error| ContainerError::Io { step, path, source }
+    };
     // Non-blocking: if init is gone there is no reader and open fails with ENXIO.
-    let fd = sys::fs::open(&fifo, libc::O_WRONLY | libc::O_NONBLOCK).map_err(|source| {
-        ContainerError::Io {
-            step: "opening",
-            path: fifo.clone(),
-            source,
-        }
-    })?;
-    nix::unistd::write(&fd, b"0").map_err(|e| ContainerError::Io {
-        step: "writing",
-        path: fifo.clone(),
-        source: e.into(),
-    })?;
+    let fd = sys::fs::open(&fifo, libc::O_WRONLY | libc::O_NONBLOCK).map_err(io("opening"))?;
+    // With poststart hooks, also a reader, opened while init's end is still open: it
+    // sees the fifo hang up once init's end closes, at the program's exec.
+    let has_poststart = state
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !crate::hooks::HookKind::Poststart.of(h).is_empty());
+    let exec_seen = if has_poststart {
+        Some(sys::fs::open(&fifo, libc::O_RDONLY | libc::O_NONBLOCK).map_err(io("opening"))?)
+    } else {
+        None
+    };
+    nix::unistd::write(&fd, b"0").map_err(|e| io("writing")(e.into()))?;
     drop(fd);
-    std::fs::remove_file(&fifo).map_err(|source| ContainerError::Io {
-        step: "removing",
-        path: fifo,
-        source,
-    })?;
-    run_warn_hooks(&state, crate::hooks::HookKind::Poststart, Status::Running);
+    std::fs::remove_file(&fifo).map_err(io("removing"))?;
+    if let Some(r) = exec_seen {
+        sys::wait_hangup(&r).map_err(io("waiting for the program's exec on"))?;
+        run_warn_hooks(&state, crate::hooks::HookKind::Poststart, Status::Running);
+    }
     Ok(())
 }
 
@@ -180,8 +184,17 @@ pub fn run_foreground(created: Created, keep: bool) -> Result<i32, ContainerErro
     let pid = state.pid;
     chan.send(&Message::Start)
         .map_err(|e| ContainerError::Other(format!("starting container: {e}")))?;
+    let has_poststart = state
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !crate::hooks::HookKind::Poststart.of(h).is_empty());
+    if has_poststart {
+        // init's end of the channel closes at the program's exec (or its death):
+        // poststart hooks run after the program started, as the runtime-spec says.
+        while chan.recv().is_ok() {}
+        run_warn_hooks(&state, crate::hooks::HookKind::Poststart, Status::Running);
+    }
     drop(chan);
-    run_warn_hooks(&state, crate::hooks::HookKind::Poststart, Status::Running);
     // Unlock: `state`, `kill` and `delete` from other processes must work while we wait.
     let dir_path = dir.path.clone();
     drop(dir);

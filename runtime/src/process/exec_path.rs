@@ -41,8 +41,10 @@ pub enum TrampolineMode {
     Exec,
     /// A container's init: become non-dumpable, write the `Ready` message to `ready_fd`
     /// (the channel to `create`), wait for one byte on `wait_fd` (exec.fifo, or the
-    /// channel under `run`), close both, exec. init is this sealed image, holding no
-    /// host descriptor, while `exec`'d processes can see it.
+    /// channel under `run`), mark both close-on-exec, exec: their closing at the exec
+    /// tells `start` (or `run`) that the program runs, for poststart hooks. init is
+    /// this sealed image, holding no host descriptor, while `exec`'d processes can see
+    /// it.
     Wait { ready_fd: i32, wait_fd: i32 },
     /// A process `exec`'d into a container (runc's nsexec order): the caller has joined
     /// every namespace and confined itself, unseen by the container; the trampoline
@@ -111,14 +113,16 @@ pub fn added_syscalls(trampoline_fd: i32, user: TrampolineUse) -> Vec<(&'static 
             ],
         ),
         ("prctl", [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0]),
-        ("close", [FD, 0, 0, 0, 0, 0]),
     ];
     match user {
         TrampolineUse::Init => {
             v.push(("write", [FD, PTR, 7, 0, 0, 0]));
             v.push(("read", [FD, PTR, 1, 0, 0, 0]));
+            let cloexec = [FD, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64, 0, 0, 0];
+            v.push(("fcntl", cloexec));
         }
         TrampolineUse::Exec { tty } => {
+            v.push(("close", [FD, 0, 0, 0, 0, 0]));
             let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as u64;
             v.push(("clone", [flags, 0, 0, 0, 0, 0]));
             v.push(("write", [FD, PTR, 4, 0, 0, 0]));
@@ -208,7 +212,7 @@ fn common(
             .all(|(name, args)| seccomp_allows(name, *args))
     {
         return ExecPath::ProtectBinary(
-            "the seccomp profile refuses a syscall of the exec trampoline (execveat, prctl, clone, read, write, close, setsid or ioctl)",
+            "the seccomp profile refuses a syscall of the exec trampoline (execveat, prctl, clone, read, write, fcntl, close, setsid or ioctl)",
         );
     }
     ExecPath::Trampoline

@@ -252,11 +252,8 @@ fn finish(a: &InitArgs<'_>, path: &CString) -> InitError {
     }
     sys::reset_signal_dispositions();
     let _ = sys::set_sigmask(&a.old_sigmask);
-    // Nothing of berth's stays open across the exec either.
-    if let Some(fd) = start_fd(a) {
-        sys::close_raw(fd);
-    }
-    sys::close_raw(chan);
+    // The channel and exec.fifo (neither a directory) are close-on-exec: they close
+    // at the exec, which tells `start` (or `run`) that the program runs.
     confine::exec_program(None, path, &args, &env)
 }
 

@@ -8,6 +8,7 @@ pub mod mount;
 pub mod mountfd;
 pub mod pty;
 pub mod trampoline;
+pub mod userns;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -330,6 +331,32 @@ pub fn capbset_drop(cap: u32) -> io::Result<()> {
 pub fn set_parent_death_signal(sig: i32) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) } as libc::c_long).map(|_| ())
+}
+
+/// Waits until a fifo's last writer has gone: the reader `fd` (non-blocking) sees it
+/// hang up. Data still in it (not ours to take) is waited past, not read.
+pub fn wait_hangup(fd: &OwnedFd) -> io::Result<()> {
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes our one-element array.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return Ok(());
+        }
+        // Readable: the start byte, until init takes it.
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
 }
 
 /// Restores the given signal mask.

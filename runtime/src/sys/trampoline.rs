@@ -15,7 +15,7 @@
 //! [`crate::process::exec_path::trampoline_argv`]); the program gets ARGV unchanged.
 //! CONTROL says what to do first ([`crate::process::exec_path::TrampolineMode`]):
 //! `x` nothing; `w<r>,<w>` (init) write the `Ready` message to descriptor r, wait for
-//! a byte on w, close both; `s<fd>[t]` (exec) clone the process with CLONE_PARENT,
+//! a byte on w, mark both close-on-exec; `s<fd>[t]` (exec) clone the process with CLONE_PARENT,
 //! write its pid to fd and exit, while the process closes fd, with `t` takes its
 //! terminal, and execs. Started any other way (argv[0] is not the magic: the program
 //! was /proc/self/exe, or a script it interprets), it refuses, instead of taking its
@@ -106,11 +106,17 @@ core::arch::global_asm!(
     "je .Lbt_read",
     "cmp rax, 1",
     "jne .Lbt_gone",
+    // Both close at the exec (fcntl F_SETFD FD_CLOEXEC), not before: their closing
+    // tells `berth start` / `run` that the program runs (poststart comes after).
     "mov edi, r13d",
-    "mov eax, 3",
+    "mov esi, 2",
+    "mov edx, 1",
+    "mov eax, 72",
     "syscall",
     "mov rdi, qword ptr [rsp + 8]",
-    "mov eax, 3",
+    "mov esi, 2",
+    "mov edx, 1",
+    "mov eax, 72",
     "syscall",
     "jmp .Lbt_exec",
     // s<report>[t]
