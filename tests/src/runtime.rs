@@ -32,7 +32,7 @@ pub use bundle::{make_busybox_rootfs, Bundle};
 pub use container::Container;
 pub use inspect::{
     assert_no_leftovers, assert_only_listed_devices, leftovers, mounts_under, parse_mountinfo,
-    parse_status, read_trim, unescape_mountinfo, MountEntry,
+    parse_status, read_trim, unescape_mountinfo, HostMounts, MountEntry,
 };
 
 /// The parent of every test container's cgroup (`linux.cgroupsPath = /berth-test/<id>`).

@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use berth_tests::runtime::{parse_mountinfo, MountEntry, TestEnv, COMMAND_TIMEOUT};
+use berth_tests::runtime::{parse_mountinfo, HostMounts, MountEntry, TestEnv, COMMAND_TIMEOUT};
 use serde_json::json;
 
 /// The mount that is visible at `mount_point` (the last one stacked there).
@@ -366,40 +366,13 @@ fn spec_device_inside_a_user_namespace() {
     c.assert_no_leftovers();
 }
 
-/// Mounts the test made on the host, detached again on drop (also when the test fails).
-struct HostMounts(Vec<std::path::PathBuf>);
-
-impl HostMounts {
-    fn mount(
-        &mut self,
-        source: Option<&str>,
-        target: &std::path::Path,
-        fstype: Option<&str>,
-        flags: nix::mount::MsFlags,
-    ) {
-        nix::mount::mount(source, target, fstype, flags, None::<&str>)
-            .unwrap_or_else(|e| panic!("mount on {}: {e}", target.display()));
-        if !flags.intersects(nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_PRIVATE) {
-            self.0.push(target.to_path_buf());
-        }
-    }
-}
-
-impl Drop for HostMounts {
-    fn drop(&mut self) {
-        for target in self.0.iter().rev() {
-            let _ = nix::mount::umount2(target.as_path(), nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-}
-
 #[test]
 fn bind_mount_propagation_flags() {
     use nix::mount::MsFlags;
     let env = TestEnv::new("propagation");
     let shared = env.path().join("shared-src");
     fs::create_dir_all(shared.join("sub")).expect("mkdir");
-    let mut host = HostMounts(Vec::new());
+    let mut host = HostMounts::default();
     // A shared mount on the host whose later submounts can propagate into containers.
     host.mount(
         Some(shared.to_str().expect("utf-8")),
@@ -446,5 +419,23 @@ fn bind_mount_propagation_flags() {
     );
     c.wait_status("stopped");
     c.delete(false).ok();
+    c.assert_no_leftovers();
+}
+
+/// A fifo in linux.devices is made as a fifo and gets no device-cgroup rule (the
+/// device cgroup knows only character and block devices). Before the fix its rule was
+/// refused and the container could not be created.
+#[test]
+fn fifo_devices_are_made_without_cgroup_rules() {
+    let env = TestEnv::new("fifodev");
+    let c = env.container(|b| {
+        b.push(
+            "/linux/devices",
+            json!({"path": "/dev/myfifo", "type": "p", "fileMode": 0o640, "uid": 0, "gid": 0}),
+        );
+        b.sh("stat -c '%F %a' /dev/myfifo");
+    });
+    let out = c.output();
+    assert_eq!(out.trim(), "fifo 640", "{out}");
     c.assert_no_leftovers();
 }

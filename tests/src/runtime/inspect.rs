@@ -159,3 +159,31 @@ pub fn assert_only_listed_devices(out: &str, by: &str) {
     );
     assert_eq!(lines[3..], ["console-done", "null2-ok", "tun-ok"], "{out}");
 }
+
+/// Mounts the test made on the host, detached again on drop (also when the test fails).
+#[derive(Default)]
+pub struct HostMounts(Vec<std::path::PathBuf>);
+
+impl HostMounts {
+    pub fn mount(
+        &mut self,
+        source: Option<&str>,
+        target: &std::path::Path,
+        fstype: Option<&str>,
+        flags: nix::mount::MsFlags,
+    ) {
+        nix::mount::mount(source, target, fstype, flags, None::<&str>)
+            .unwrap_or_else(|e| panic!("mount on {}: {e}", target.display()));
+        if !flags.intersects(nix::mount::MsFlags::MS_SHARED | nix::mount::MsFlags::MS_PRIVATE) {
+            self.0.push(target.to_path_buf());
+        }
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = nix::mount::umount2(target.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}

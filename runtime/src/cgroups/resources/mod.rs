@@ -266,10 +266,13 @@ pub fn default_device_rules() -> Vec<LinuxDeviceCgroup> {
 }
 
 /// Allow rules ("rwm") for the device nodes of linux.devices, which the caller appends
-/// to linux.resources.devices so the container can use the nodes it is given.
+/// to linux.resources.devices so the container can use the nodes it is given. Only
+/// character and block devices: the device cgroup knows no fifos (a fifo is just made).
 pub fn device_rules_for(devices: &[LinuxDevice]) -> Vec<LinuxDeviceCgroup> {
+    use oci_spec::runtime::LinuxDeviceType::{B, C, U};
     devices
         .iter()
+        .filter(|d| matches!(d.typ(), C | U | B))
         .map(|d| {
             let mut r = LinuxDeviceCgroup::default();
             r.set_allow(true);
