@@ -326,3 +326,20 @@ fn relative_hook_path_is_refused() {
         &["hooks.prestart[0].path"],
     );
 }
+
+/// root.path leading through a symlink is refused (as runc does): the rootfs berth
+/// binds and pivots into is the directory config.json names. Before the fix the link
+/// was followed.
+#[test]
+fn symlinked_root_path_is_refused() {
+    refused_create(
+        "rootlink",
+        |b| {
+            let real = b.path().join("real-rootfs");
+            fs::rename(b.rootfs(), &real).expect("rename rootfs");
+            std::os::unix::fs::symlink("real-rootfs", b.rootfs()).expect("symlink");
+        },
+        |_| {},
+        &["root.path"],
+    );
+}

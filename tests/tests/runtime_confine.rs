@@ -181,13 +181,33 @@ fn features_parse_and_agree_with_behaviour() {
     }
     let options = strings("/mountOptions");
     for opt in [
-        "ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "rprivate",
+        "ro",
+        "rw",
+        "nosuid",
+        "nodev",
+        "noexec",
+        "bind",
+        "rbind",
+        "rprivate",
+        "rro",
+        "rnosuid",
+        "rnoatime",
+        "rnosymfollow",
+        "tmpcopyup",
+        "idmap",
+        "ridmap",
     ] {
         assert!(
             options.iter().any(|o| o == opt),
             "mount option {opt} missing: {options:?}"
         );
     }
+    // Listed because they work: tests/tests/runtime_mounts.rs.
+    assert_eq!(
+        features.pointer("/linux/mountExtensions/idmap/enabled"),
+        Some(&Value::Bool(true)),
+        "{features}"
+    );
     let caps = strings("/linux/capabilities");
     for cap in [
         "CAP_CHOWN",
@@ -571,4 +591,26 @@ fn features_capabilities_and_seccomp_tables_are_honoured() {
         b.args(&["true"]);
     });
     c.output();
+}
+
+/// With noNewPrivileges off, the seccomp filter is loaded while the user changes (it
+/// needs CAP_SYS_ADMIN then); the working-directory check (getcwd, CVE-2024-21626)
+/// comes before it, so a profile that refuses getcwd does not break the start. Before
+/// the fix every start failed.
+#[test]
+fn working_directory_is_checked_before_the_seccomp_filter() {
+    let env = TestEnv::new("cwdseccomp");
+    let c = env.container(|b| {
+        b.set("/process/noNewPrivileges", json!(false));
+        b.set("/process/cwd", json!("/tmp"));
+        b.set(
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}),
+        );
+        b.sh("echo started in $(readlink /proc/self/cwd)");
+    });
+    let out = c.output();
+    assert_eq!(out, "started in /tmp\n", "{out}");
+    c.assert_no_leftovers();
 }

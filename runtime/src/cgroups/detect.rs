@@ -129,7 +129,7 @@ fn hierarchy_mounts(mountinfo: &str) -> Vec<(Hierarchy, PathBuf)> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;

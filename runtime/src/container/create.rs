@@ -55,8 +55,8 @@ type Made = (
 pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created, ContainerError> {
     super::validate_id(&opts.id)?;
     let bundle = absolute(&opts.bundle)?;
-    let spec = spec::load(&bundle)?;
-    let plan = spec::plan(&spec, &bundle)?;
+    let (spec, mount_idmaps) = spec::load_with_idmaps(&bundle)?;
+    let plan = spec::plan_with(&spec, &mount_idmaps, &bundle)?;
     if plan.process.terminal && opts.console_socket.is_none() && !run_mode {
         return Err(ContainerError::Other(
             "process.terminal is true but no --console-socket was given: cannot allocate a terminal for a detached container".into(),
@@ -194,6 +194,8 @@ fn create_inner(
     } else {
         ns.new_flags & !libc::CLONE_NEWCGROUP
     };
+    // Idmapped binds need privilege over their filesystem that init may not have.
+    let idmapped = crate::rootfs::idmap::prepare(plan).map_err(ContainerError::Other)?;
     // init moves itself into the v1 hierarchies (no RCU wait, see SelfJoin) ...
     let self_join = if defer_v1 {
         cgroups::membership::SelfJoin::default()
@@ -235,6 +237,7 @@ fn create_inner(
                 seccomp,
                 console,
                 trampoline,
+                idmapped,
             })
         }
         Forked::Parent {
@@ -248,6 +251,7 @@ fn create_inner(
             drop(self_join);
             drop(cgroup_fd);
             drop(trampoline);
+            drop(idmapped);
             guard.child(pid);
             let chan = Channel::new(parent_sock);
             let fail = |e: ExpectError| ContainerError::Other(format!("container init: {e}"));

@@ -48,6 +48,8 @@ pub struct InitArgs<'a> {
     pub seccomp: Option<crate::seccomp::CompiledFilter>,
     /// process.terminal: the console socket to send the pty master to.
     pub console: Option<OwnedFd>,
+    /// The idmapped binds `create` prepared, by mount (see [`crate::rootfs::idmap`]).
+    pub idmapped: Vec<Option<OwnedFd>>,
     /// The sealed exec trampoline (close-on-exec memfd) the program is exec'd
     /// through; `None` when berth itself runs from an unwritable image
     /// ([`crate::process::exec_path`]).
@@ -133,7 +135,13 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
             &crate::cgroups::membership::SelfJoin::from_received(paths, fds),
         )
     };
-    let root = crate::rootfs::prepare(plan, a.cgroup, a.cgroup_rel, &mut enter_deferred)?;
+    let root = crate::rootfs::prepare(
+        plan,
+        &a.idmapped,
+        a.cgroup,
+        a.cgroup_rel,
+        &mut enter_deferred,
+    )?;
     if let Some(h) = &plan.hooks {
         use crate::hooks::HookKind;
         if !HookKind::Prestart.of(h).is_empty() || !HookKind::CreateRuntime.of(h).is_empty() {

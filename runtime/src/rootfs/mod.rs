@@ -4,7 +4,10 @@
 //! pivot_root, then sysctls, masked and read-only paths through the container's own
 //! procfs ([`procfs`]).
 
+mod copyup;
 pub mod devices;
+pub mod idmap;
+mod mountinfo;
 mod mounts;
 pub mod procfs;
 
@@ -33,17 +36,31 @@ pub struct Rootfs {
     pub proc: Option<procfs::Proc>,
 }
 
-/// Everything before pivot_root. `enter_cgroup` is called once, before the first
-/// cgroup mount and the device nodes (or at the end): init may start mounting before
-/// its cgroup exists.
+/// Everything before pivot_root. `idmapped`: the trees `create` prepared for the
+/// idmapped binds, by mount ([`idmap::prepare`]). `enter_cgroup` is called once, before
+/// the first cgroup mount and the device nodes (or at the end): init may start mounting
+/// before its cgroup exists.
 pub fn prepare(
     plan: &Plan,
+    idmapped: &[Option<OwnedFd>],
     cgroup: &CgroupHandle,
     cgroup_rel: &Path,
     enter_cgroup: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Rootfs> {
-    mount(None, Path::new("/"), None, plan.rootfs_propagation, None)
-        .map_err(io("setting rootfs propagation on", Path::new("/")))?;
+    let requested = plan.rootfs_propagation;
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        setup_propagation(requested),
+        None,
+    )
+    .map_err(io("setting rootfs propagation on", Path::new("/")))?;
+    if requested & libc::MS_REC == 0 {
+        // Only / changed: the rootfs's own mount may still be shared, which neither
+        // the rootfs bind (it would reach the host) nor pivot_root accepts.
+        parent_mount_private(&plan.rootfs)?;
+    }
     let rootfs = plan.rootfs.to_string_lossy();
     mount(
         Some(&rootfs),
@@ -57,11 +74,12 @@ pub fn prepare(
         .map_err(io("opening rootfs", &plan.rootfs))?;
     let in_userns = plan.namespaces.has(NsKind::User);
     let mut proc = None;
-    for m in &plan.mounts {
+    for (i, m) in plan.mounts.iter().enumerate() {
         if m.kind == MountKind::Cgroup {
             enter_cgroup()?;
         }
-        let made = mounts::mount_one(&root, m, cgroup, in_userns, cgroup_rel)?;
+        let prepared = idmapped.get(i).and_then(Option::as_ref);
+        let made = mounts::mount_one(&root, m, prepared, cgroup, in_userns, cgroup_rel)?;
         // The procfs that counts is the last mount made at /proc.
         if m.destination == Path::new("/proc") {
             proc = match made {
@@ -80,6 +98,33 @@ pub fn prepare(
     )
     .map_err(io("creating cwd", &plan.process.cwd))?;
     Ok(Rootfs { root, proc })
+}
+
+/// The propagation / gets while the rootfs is built: the requested slave or private
+/// one; for shared or unbindable (which pivot_root, or the rootfs bind, would refuse),
+/// rslave, the requested one being applied to the new root after pivot_root.
+fn setup_propagation(requested: u64) -> u64 {
+    if requested & (libc::MS_SLAVE | libc::MS_PRIVATE) != 0 {
+        requested
+    } else {
+        libc::MS_SLAVE | libc::MS_REC
+    }
+}
+
+/// Makes the mount holding `path` private when it is shared (runc's
+/// rootfsParentMountPrivate), found in mountinfo as the longest mount point above it.
+fn parent_mount_private(path: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io("reading", Path::new("/proc/self/mountinfo")))?;
+    let path = std::fs::canonicalize(path).map_err(io("resolving", path))?;
+    let holder = mountinfo::mount_holding(&info, &path);
+    if let Some((mount_point, shared)) = holder {
+        if shared {
+            mount(None, &mount_point, None, libc::MS_PRIVATE, None)
+                .map_err(io("making the rootfs's mount private", &mount_point))?;
+        }
+    }
+    Ok(())
 }
 
 /// pivot_root into the rootfs and detach the old root; with `no_pivot`, MS_MOVE and
@@ -112,7 +157,8 @@ pub fn enter(root: &OwnedFd, rootfs: &Path, no_pivot: bool) -> Result<()> {
 }
 
 /// Inside the new root: sysctls, masked and read-only paths (through `proc` where
-/// they are under /proc), a read-only root, and the check that /proc is still `proc`.
+/// they are under /proc), a read-only root, the check that /proc is still `proc`, and a
+/// shared or unbindable rootfsPropagation.
 /// Returns the procfs to reach /proc through from now on (a private one when the
 /// container mounts none), if any was needed.
 pub fn finish(plan: &Plan, proc: Option<procfs::Proc>) -> Result<Option<procfs::Proc>> {
@@ -132,6 +178,13 @@ pub fn finish(plan: &Plan, proc: Option<procfs::Proc>) -> Result<Option<procfs::
         read_only_root(&root, plan.namespaces.has(NsKind::User))?;
     }
     procfs::check_still_mounted(&root, proc.as_ref())?;
+    // Last (the masks above clone mounts, which an unbindable tree refuses): a shared
+    // or unbindable rootfsPropagation on the new root.
+    let requested = plan.rootfs_propagation;
+    if requested & (libc::MS_SHARED | libc::MS_UNBINDABLE) != 0 {
+        mount(None, Path::new("/"), None, requested, None)
+            .map_err(io("setting rootfs propagation on", Path::new("/")))?;
+    }
     Ok(proc)
 }
 

@@ -15,11 +15,13 @@ use crate::sys::fs::{self as sfs, Leaf};
 use crate::sys::mount::mount;
 use crate::sys::mountfd::{self, Attrs};
 
-/// Makes mount `m` inside the rootfs `root`. Returns the root of a procfs it mounted
-/// (see [`super::procfs`]).
+/// Makes mount `m` inside the rootfs `root`; `prepared`: its idmapped tree, made by
+/// `create` (see [`super::idmap`]). Returns the root of a procfs it mounted (see
+/// [`super::procfs`]).
 pub fn mount_one(
     root: &OwnedFd,
     m: &MountPlan,
+    prepared: Option<&OwnedFd>,
     cgroup: &CgroupHandle,
     in_userns: bool,
     cgroup_rel: &Path,
@@ -42,33 +44,28 @@ pub fn mount_one(
             &m.fstype
         }
     );
-    let mut proc_root = None;
     let made: Option<OwnedFd> = match m.kind {
-        MountKind::Bind => Some(bind(root_fd, Path::new(&m.source), &target, m, in_userns)?),
+        MountKind::Bind => Some(bind(root_fd, &target, m, prepared, in_userns)?),
         MountKind::Sysfs => Some(sysfs(root_fd, &target, m, in_userns, &step)?),
-        MountKind::Cgroup => {
-            mount_cgroup(root_fd, &target, m, cgroup, in_userns, cgroup_rel)?;
-            None
-        }
+        MountKind::Cgroup => Some(mount_cgroup(
+            root_fd, &target, m, cgroup, in_userns, cgroup_rel,
+        )?),
         MountKind::Proc => {
             let fd = mountfd::new_fs("proc", &m.data, Attrs::from_ms(m.flags).set)
                 .map_err(io(&step, dest))?;
             mountfd::attach(&fd, target.as_fd()).map_err(io(&step, dest))?;
-            proc_root = fd.try_clone().ok();
             Some(fd)
         }
-        MountKind::Devpts | MountKind::Other => {
-            let fstype = (!m.fstype.is_empty()).then_some(m.fstype.as_str());
-            let source = if m.source.is_empty() {
-                m.fstype.as_str()
-            } else {
-                m.source.as_str()
-            };
-            let tpath = sfs::proc_fd_path(&target);
-            mount(Some(source), &tpath, fstype, m.flags, Some(&m.data)).map_err(io(&step, dest))?;
-            None
-        }
+        MountKind::Devpts | MountKind::Other => other(&target, m, &step)?,
     };
+    // Recursive attributes of the mounts not made as a detached tree (a bind got them
+    // before it was attached), through the new mount's own descriptor.
+    if m.kind != MountKind::Bind && (m.rec_set != 0 || m.rec_clear != 0) {
+        if let Some(fd) = &made {
+            mountfd::set_attrs(fd.as_fd(), true, rec_attrs(m))
+                .map_err(io("setting recursive mount attributes of", dest))?;
+        }
+    }
     for p in &m.propagation {
         // The mount just made, by its own descriptor when there is one.
         let t = match &made {
@@ -79,44 +76,103 @@ pub fn mount_one(
         mount(None, &sfs::proc_fd_path(&t), None, *p, None)
             .map_err(io("changing propagation of", dest))?;
     }
-    Ok(proc_root)
+    Ok(if m.kind == MountKind::Proc {
+        made
+    } else {
+        None
+    })
 }
 
-/// A bind of `source` onto `target`: cloned detached (with every mount below it for
-/// rbind), given the mount's flags, attached. Returns the attached mount.
+fn rec_attrs(m: &MountPlan) -> Attrs {
+    Attrs {
+        set: m.rec_set,
+        clear: m.rec_clear,
+        ..Attrs::default()
+    }
+}
+
+/// Any other filesystem (tmpfs, devpts, mqueue, ...). With `tmpcopyup` or recursive
+/// attributes it is made detached (fsopen/fsmount), filled from the rootfs and
+/// attached, and its descriptor returned; otherwise one mount(2) onto the target's
+/// descriptor.
+fn other(target: &OwnedFd, m: &MountPlan, step: &str) -> Result<Option<OwnedFd>> {
+    let dest = &m.destination;
+    let source = if m.source.is_empty() {
+        m.fstype.as_str()
+    } else {
+        m.source.as_str()
+    };
+    if !m.tmpcopyup && m.rec_set == 0 && m.rec_clear == 0 {
+        let fstype = (!m.fstype.is_empty()).then_some(m.fstype.as_str());
+        let tpath = sfs::proc_fd_path(target);
+        mount(Some(source), &tpath, fstype, m.flags, Some(&m.data)).map_err(io(step, dest))?;
+        return Ok(None);
+    }
+    let fs = mountfd::new_fs_from(
+        &m.fstype,
+        Some(source),
+        &m.data,
+        Attrs::from_ms(m.flags).set,
+    )
+    .map_err(io(step, dest))?;
+    if m.tmpcopyup {
+        super::copyup::copy_dir(target, &fs).map_err(io("copying up into the tmpfs at", dest))?;
+    }
+    mountfd::attach(&fs, target.as_fd()).map_err(io(step, dest))?;
+    Ok(Some(fs))
+}
+
+/// A bind of the mount's source onto `target`: cloned detached (with every mount below
+/// it for rbind), dressed ([`dress`]), attached; or, for an idmapped bind, the tree
+/// `create` prepared. Returns the attached mount.
 fn bind(
     root_fd: RawFd,
-    source: &Path,
     target: &OwnedFd,
     m: &MountPlan,
+    prepared: Option<&OwnedFd>,
     in_userns: bool,
 ) -> Result<OwnedFd> {
     let dest = &m.destination;
-    let recursive = m.flags & libc::MS_REC != 0;
-    let tree = mountfd::clone_tree(libc::AT_FDCWD, source, recursive)
-        .map_err(io("cloning the bind source", source))?;
-    let flags = m.remount_flags.unwrap_or(0);
-    let later = set_before_attach(&tree, flags, dest)?;
+    let source = Path::new(&m.source);
+    let (tree, later) = match prepared {
+        Some(t) => (
+            t.try_clone()
+                .map_err(io("reopening the idmapped bind", dest))?,
+            false,
+        ),
+        None => {
+            let recursive = m.flags & libc::MS_REC != 0;
+            let tree = mountfd::clone_tree(libc::AT_FDCWD, source, recursive)
+                .map_err(io("cloning the bind source", source))?;
+            let later = dress(&tree, m).map_err(io("setting mount attributes of", dest))?;
+            (tree, later)
+        }
+    };
     mountfd::attach(&tree, target.as_fd()).map_err(io("attaching bind mount", dest))?;
     if later {
-        remount_in_root(root_fd, dest, flags, in_userns)?;
+        remount_in_root(root_fd, dest, m.remount_flags.unwrap_or(0), in_userns)?;
     }
     Ok(tree)
 }
 
-/// Gives a detached mount the attributes of MS_* `flags` (only the mount itself, as
-/// runc's remount of a bind). Returns true when the kernel has no mount_setattr, so the
-/// caller must remount by path once attached.
-fn set_before_attach(tree: &OwnedFd, flags: u64, dest: &Path) -> Result<bool> {
-    let attrs = Attrs::from_ms(flags & REMOUNT_FLAGS);
-    if attrs.is_empty() {
-        return Ok(false);
+/// Gives a detached bind its flags (ro, nosuid, ...: only the bind itself, as runc's
+/// remount) and its recursive attributes (`rro`, ...: every mount in it). Returns true
+/// when the kernel has no mount_setattr and there are only plain flags, which the
+/// caller then sets by remounting once attached.
+pub fn dress(tree: &OwnedFd, m: &MountPlan) -> std::io::Result<bool> {
+    let attrs = Attrs::from_ms(m.remount_flags.unwrap_or(0) & REMOUNT_FLAGS);
+    let recursive = m.rec_set != 0 || m.rec_clear != 0;
+    if !attrs.is_empty() {
+        match mountfd::set_attrs(tree.as_fd(), false, attrs) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) && !recursive => return Ok(true),
+            Err(e) => return Err(e),
+        }
     }
-    match mountfd::set_attrs(tree.as_fd(), false, attrs) {
-        Ok(()) => Ok(false),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok(true),
-        Err(e) => Err(InitError::io("setting mount attributes of", Some(dest), &e)),
+    if recursive {
+        mountfd::set_attrs(tree.as_fd(), true, rec_attrs(m))?;
     }
+    Ok(false)
 }
 
 /// sysfs, read-only when asked, in one mount. Without a private network namespace
@@ -138,9 +194,10 @@ fn sysfs(
         }
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
             let mut host = m.clone();
+            host.source = "/sys".to_string();
             host.flags |= libc::MS_BIND | libc::MS_REC;
             host.remount_flags = Some(m.flags & REMOUNT_FLAGS);
-            bind(root_fd, Path::new("/sys"), target, &host, in_userns)
+            bind(root_fd, target, &host, None, in_userns)
         }
         Err(e) => Err(InitError::io(step, Some(dest), &e)),
     }
@@ -174,7 +231,8 @@ pub fn remount_in_root(root_fd: RawFd, dest: &Path, flags: u64, in_userns: bool)
 }
 
 /// The cgroup mount: on v1 a tmpfs holding a bind of the container's own directory of
-/// each hierarchy; on v2 a bind of its directory. Read-only when asked.
+/// each hierarchy; on v2 a bind of its directory. Read-only when asked. Returns the
+/// mount made at the destination.
 fn mount_cgroup(
     root_fd: RawFd,
     target: &OwnedFd,
@@ -182,14 +240,17 @@ fn mount_cgroup(
     cgroup: &CgroupHandle,
     in_userns: bool,
     cgroup_rel: &Path,
-) -> Result<()> {
+) -> Result<OwnedFd> {
     let dest = &m.destination;
     match cgroup {
         CgroupHandle::V2 { dir } => {
             let mut b = m.clone();
+            b.source = dir.to_string_lossy().into_owned();
             b.flags |= libc::MS_BIND | libc::MS_REC;
             b.remount_flags = Some(m.flags & REMOUNT_FLAGS);
-            bind(root_fd, dir, target, &b, in_userns)?;
+            b.rec_set = 0;
+            b.rec_clear = 0;
+            bind(root_fd, target, &b, None, in_userns)
         }
         CgroupHandle::V1 { dirs, unified } => {
             let attrs = Attrs::from_ms(m.flags & !libc::MS_RDONLY);
@@ -211,9 +272,9 @@ fn mount_cgroup(
             if m.flags & libc::MS_RDONLY != 0 {
                 read_only_v1(root_fd, &tmpfs, m, &entries, in_userns)?;
             }
+            Ok(tmpfs)
         }
     }
-    Ok(())
 }
 
 /// (name under /sys/fs/cgroup, host directory) of each v1 hierarchy of the container,

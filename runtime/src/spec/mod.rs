@@ -3,6 +3,7 @@
 
 pub mod default;
 pub mod mount_options;
+mod mounts;
 pub mod plan;
 pub mod rlimits;
 
@@ -47,18 +48,31 @@ pub const REMOUNT_FLAGS: u64 = libc::MS_RDONLY
     | libc::MS_RELATIME
     | libc::MS_STRICTATIME;
 
+pub use mounts::MountIdmaps;
+
 /// Reads and parses `<bundle>/config.json`, naming the offending field on error.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+    load_with_idmaps(bundle).map(|(spec, _)| spec)
+}
+
+/// [`load`], with each mount's uidMappings/gidMappings (for [`plan_with`]).
+pub fn load_with_idmaps(bundle: &Path) -> Result<(Spec, Vec<MountIdmaps>), SpecError> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(|source| SpecError::Read {
         path: path.clone(),
         source,
     })?;
-    parse(&bytes).map_err(|(field, message)| SpecError::Parse {
+    let spec = parse(&bytes).map_err(|(field, message)| SpecError::Parse {
+        path: path.clone(),
+        field,
+        message,
+    })?;
+    let maps = mounts::mount_idmaps(&bytes).map_err(|(field, message)| SpecError::Parse {
         path,
         field,
         message,
-    })
+    })?;
+    Ok((spec, maps))
 }
 
 /// Parses config.json bytes; the error is (field path, message).
@@ -89,6 +103,16 @@ pub fn parse(bytes: &[u8]) -> Result<Spec, (String, String)> {
 
 /// Checks the spec and translates it into a plan. `bundle` must be absolute.
 pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
+    plan_with(spec, &[], bundle)
+}
+
+/// [`plan`] with each mount's own uidMappings/gidMappings (runtime-spec 1.1, which
+/// the spec type does not carry: see [`mounts::mount_idmaps`]).
+pub fn plan_with(
+    spec: &Spec,
+    mount_idmaps: &[MountIdmaps],
+    bundle: &Path,
+) -> Result<Plan, SpecError> {
     check_version(spec.version())?;
     let root = spec
         .root()
@@ -108,6 +132,7 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
             ),
         ));
     }
+    check_no_symlink(&rootfs, root.path(), bundle)?;
     let linux = spec
         .linux()
         .as_ref()
@@ -174,14 +199,9 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
         })?,
     };
 
-    let mounts = spec
-        .mounts()
-        .as_deref()
-        .unwrap_or(&[])
-        .iter()
-        .enumerate()
-        .map(|(i, m)| plan_mount(i, m, bundle))
-        .collect::<Result<Vec<_>, _>>()?;
+    let container_maps =
+        (namespaces.creates(NsKind::User)).then(|| (uid_mappings.clone(), gid_mappings.clone()));
+    let mounts = mounts::plan_mounts(spec, mount_idmaps, bundle, container_maps)?;
 
     let devices = linux
         .devices()
@@ -294,6 +314,40 @@ pub fn plan(spec: &Spec, bundle: &Path) -> Result<Plan, SpecError> {
     })
 }
 
+/// root.path must not lead through a symlink (runc refuses one too): the rootfs berth
+/// binds and pivots into is the directory config.json names, not wherever a link
+/// points at create time. The bundle's own path may hold links (it is resolved first).
+fn check_no_symlink(rootfs: &Path, given: &Path, bundle: &Path) -> Result<(), SpecError> {
+    let base = if given.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        std::fs::canonicalize(bundle).unwrap_or_else(|_| bundle.to_path_buf())
+    };
+    let mut expected = base;
+    for c in given.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                expected.pop();
+            }
+            std::path::Component::Normal(n) => expected.push(n),
+            _ => {}
+        }
+    }
+    let resolved = std::fs::canonicalize(rootfs)
+        .map_err(|e| invalid("root.path", format!("resolving {}: {e}", rootfs.display())))?;
+    if resolved != expected {
+        return Err(invalid(
+            "root.path",
+            format!(
+                "{} leads through a symbolic link (to {}); berth refuses it, as runc does",
+                rootfs.display(),
+                resolved.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Every hook's path is absolute, as the runtime-spec requires: a relative one would
 /// be looked up in berth's own PATH and working directory.
 fn check_hooks(hooks: &oci_spec::runtime::Hooks) -> Result<(), SpecError> {
@@ -368,82 +422,6 @@ fn plan_namespaces(list: &[oci_spec::runtime::LinuxNamespace]) -> Result<Namespa
     // Join in table order: user first, so the others are entered with its privileges.
     plan.join.sort_by_key(|(k, _)| *k);
     Ok(plan)
-}
-
-fn plan_mount(
-    i: usize,
-    m: &oci_spec::runtime::Mount,
-    bundle: &Path,
-) -> Result<MountPlan, SpecError> {
-    let field = format!("mounts[{i}]");
-    let dest = m.destination();
-    if !dest.is_absolute() {
-        return Err(invalid(
-            format!("{field}.destination"),
-            format!("{} is not an absolute path", dest.display()),
-        ));
-    }
-    let opts = mount_options::parse(m.options().as_deref().unwrap_or(&[]));
-    let fstype = m.typ().clone().unwrap_or_default();
-    let is_bind = opts.flags & libc::MS_BIND != 0 || fstype == "bind";
-    let kind = if is_bind {
-        MountKind::Bind
-    } else {
-        match fstype.as_str() {
-            "proc" => MountKind::Proc,
-            "sysfs" => MountKind::Sysfs,
-            "cgroup" | "cgroup2" => MountKind::Cgroup,
-            "devpts" => MountKind::Devpts,
-            "" => {
-                return Err(invalid(
-                    format!("{field}.type"),
-                    format!(
-                        "missing for {} (and it is not a bind mount)",
-                        dest.display()
-                    ),
-                ))
-            }
-            _ => MountKind::Other,
-        }
-    };
-    let raw_source = m.source().clone().unwrap_or_default();
-    let source = if kind == MountKind::Bind {
-        let src = if raw_source.is_absolute() {
-            raw_source
-        } else {
-            bundle.join(raw_source)
-        };
-        if std::fs::symlink_metadata(&src).is_err() {
-            return Err(invalid(
-                format!("{field}.source"),
-                format!("bind source {} does not exist", src.display()),
-            ));
-        }
-        src.to_string_lossy().into_owned()
-    } else {
-        raw_source.to_string_lossy().into_owned()
-    };
-    let mut flags = opts.flags;
-    if is_bind {
-        flags |= libc::MS_BIND;
-    }
-    // A bind mount ignores most flags on the first call; they are applied by remount.
-    let remount_mask = REMOUNT_FLAGS;
-    let remount_flags = if is_bind && flags & remount_mask != 0 {
-        Some(flags & remount_mask)
-    } else {
-        None
-    };
-    Ok(MountPlan {
-        kind,
-        source,
-        destination: dest.clone(),
-        fstype,
-        flags,
-        remount_flags,
-        propagation: opts.propagation,
-        data: opts.data.join(","),
-    })
 }
 
 pub fn plan_process(p: &oci_spec::runtime::Process) -> Result<ProcessPlan, SpecError> {

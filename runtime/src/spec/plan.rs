@@ -162,8 +162,26 @@ pub struct MountPlan {
     pub remount_flags: Option<u64>,
     /// MS_SHARED/MS_SLAVE/... (each with MS_REC as asked), applied after mounting.
     pub propagation: Vec<u64>,
+    /// MOUNT_ATTR_* set and cleared on the mount and every mount below it (`rro`,
+    /// `rnosuid`, ...; mount_setattr with AT_RECURSIVE).
+    pub rec_set: u64,
+    pub rec_clear: u64,
+    /// tmpfs `tmpcopyup`: the rootfs's content at the destination is copied in.
+    pub tmpcopyup: bool,
+    /// An idmapped bind (`idmap`, `ridmap`, or the mount's own mappings).
+    pub idmap: Option<IdmapPlan>,
     /// Options passed to the filesystem (mode=755, size=...).
     pub data: String,
+}
+
+/// An idmapped bind: the user namespace its mount takes its idmapping from is made
+/// from these mappings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdmapPlan {
+    /// `ridmap`: every mount below the bind too.
+    pub recursive: bool,
+    pub uid: Vec<IdMap>,
+    pub gid: Vec<IdMap>,
 }
 
 /// A device node to create in the container's /dev.

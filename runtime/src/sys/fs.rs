@@ -315,6 +315,80 @@ pub fn make_node(
     Ok(())
 }
 
+/// fchownat(fd, "", AT_EMPTY_PATH): the owner of what the descriptor (O_PATH too) holds.
+pub fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: fchownat with AT_EMPTY_PATH changes the file the descriptor holds.
+    let r = unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The extended attributes of an open file: (name, value) pairs.
+pub fn xattrs(fd: &OwnedFd) -> io::Result<Vec<(CString, Vec<u8>)>> {
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        // SAFETY: flistxattr writes at most names.len() bytes into our buffer.
+        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            _ => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mut value = vec![0u8; 4096];
+        loop {
+            // SAFETY: fgetxattr reads the NUL-terminated name and writes at most
+            // value.len() bytes into our buffer.
+            let r = unsafe {
+                libc::fgetxattr(
+                    fd.as_raw_fd(),
+                    name.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            if r >= 0 {
+                value.truncate(r as usize);
+                break;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ERANGE) if value.len() < 1 << 20 => value.resize(value.len() * 4, 0),
+                _ => return Err(e),
+            }
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// Sets one extended attribute on an open file.
+pub fn set_xattr(fd: &OwnedFd, name: &std::ffi::CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: fsetxattr reads the NUL-terminated name and value.len() bytes of value.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// symlinkat relative to a directory descriptor; an existing entry is left alone.
 pub fn symlink_at(dir: &OwnedFd, target: &str, name: &str) -> io::Result<()> {
     let t = CString::new(target).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;

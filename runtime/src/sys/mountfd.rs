@@ -165,10 +165,22 @@ pub fn attach(from: &OwnedFd, to: BorrowedFd<'_>) -> io::Result<()> {
 /// with `attrs` (MOUNT_ATTR_*). The descriptor is the root of that mount, before and
 /// after [`attach`].
 pub fn new_fs(fstype: &str, data: &str, attrs: u64) -> io::Result<OwnedFd> {
+    new_fs_from(fstype, None, data, attrs)
+}
+
+/// [`new_fs`] with a `source` (the device, or the name shown in mountinfo).
+pub fn new_fs_from(
+    fstype: &str,
+    source: Option<&str>,
+    data: &str,
+    attrs: u64,
+) -> io::Result<OwnedFd> {
     let ty = CString::new(fstype).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: fsopen reads the NUL-terminated name; the result is a new descriptor.
     let ctx = owned(unsafe { libc::syscall(libc::SYS_fsopen, ty.as_ptr(), FSOPEN_CLOEXEC) })?;
-    for opt in data.split(',').filter(|o| !o.is_empty()) {
+    let source = source.map(|s| format!("source={s}"));
+    let opts = source.iter().map(String::as_str).chain(data.split(','));
+    for opt in opts.filter(|o| !o.is_empty()) {
         let (key, value) = match opt.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
