@@ -1,36 +1,37 @@
 //! A cache of compiled filters on disk, keyed by a hash of the profile.
 //!
-//! Key: sha256 over a format tag, Berth's version and translation revision, the architecture and its syscall
-//! table size, and the canonical JSON of the `LinuxSeccomp` (oci-spec serialises its
-//! fields in a fixed order and the profile holds no maps). Entry: `<dir>/<key>.bpf`,
+//! Key: sha256 over a format tag, Berth's version and translation revision, each ABI the
+//! profile is translated for and its syscall table size, and the canonical JSON of the
+//! `LinuxSeccomp` (oci-spec serialises its fields in a fixed order and the profile holds
+//! no maps). Entry: `<dir>/<key>.bpf`,
 //! written to a temp name and renamed into place. An entry is trusted only if its
 //! magic, its embedded key, its lengths and its trailing sha256 all check out;
 //! otherwise it is recompiled and replaced.
 //!
-//! Entry layout (little endian): magic `BRTHBPF1` | key (32) | flags u32 |
-//! program count u32 | per program: instruction count u32, then per instruction
-//! code u16, jt u8, jf u8, k u32 | sha256 of everything before (32).
+//! Entry layout (little endian): magic `BRTHBPF2` | key (32) | flags u32 |
+//! instruction count u32, then per instruction code u16, jt u8, jf u8, k u32 | sha256
+//! of everything before (32).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::compile::Insn as sock_filter;
 use oci_spec::runtime::LinuxSeccomp;
-use seccompiler::sock_filter;
 use sha2::{Digest, Sha256};
 
 use super::arch::SyscallArch;
 use super::compile::{compile, CompiledFilter};
-use super::plan::plan;
+use super::plan::{abis, plan_all};
 use super::SeccompError;
 
-const MAGIC: &[u8; 8] = b"BRTHBPF1";
+const MAGIC: &[u8; 8] = b"BRTHBPF2";
 
 /// Bump whenever the translation (plan/compile) changes what it emits, so entries
 /// written by an older build of the same version are not reused.
-const TRANSLATION_REVISION: u32 = 1;
+const TRANSLATION_REVISION: u32 = 2;
 
-/// The cache key of a profile for an architecture (hex sha256).
-pub fn cache_key(profile: &LinuxSeccomp, arch: SyscallArch) -> Result<String, SeccompError> {
+/// The cache key of a profile for the ABIs it is translated for (hex sha256).
+pub fn cache_key(profile: &LinuxSeccomp, abis: &[SyscallArch]) -> Result<String, SeccompError> {
     let json = serde_json::to_vec(profile).map_err(|e| SeccompError::Compile {
         what: "canonical profile JSON".into(),
         reason: e.to_string(),
@@ -39,31 +40,30 @@ pub fn cache_key(profile: &LinuxSeccomp, arch: SyscallArch) -> Result<String, Se
     h.update(MAGIC);
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(TRANSLATION_REVISION.to_le_bytes());
-    h.update([0]);
-    h.update(arch.name().as_bytes());
-    h.update((arch.table_len() as u64).to_le_bytes());
+    for arch in abis {
+        h.update([0]);
+        h.update(arch.name().as_bytes());
+        h.update((arch.table_len() as u64).to_le_bytes());
+    }
+    h.update([1]);
     h.update(json);
     Ok(hex::encode(h.finalize()))
 }
 
 /// Serialises a compiled filter as a cache entry for `key`.
 pub fn encode(key: &str, f: &CompiledFilter) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(80 + f.programs.iter().map(|p| 4 + p.len() * 8).sum::<usize>());
+    let mut out = Vec::with_capacity(80 + f.program.len() * 8);
     out.extend_from_slice(MAGIC);
     let mut k = [0u8; 32];
     let _ = hex::decode_to_slice(key, &mut k);
     out.extend_from_slice(&k);
     out.extend_from_slice(&f.flags.to_le_bytes());
-    out.extend_from_slice(&(f.programs.len() as u32).to_le_bytes());
-    for p in &f.programs {
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        for i in p {
-            out.extend_from_slice(&i.code.to_le_bytes());
-            out.push(i.jt);
-            out.push(i.jf);
-            out.extend_from_slice(&i.k.to_le_bytes());
-        }
+    out.extend_from_slice(&(f.program.len() as u32).to_le_bytes());
+    for i in &f.program {
+        out.extend_from_slice(&i.code.to_le_bytes());
+        out.push(i.jt);
+        out.push(i.jf);
+        out.extend_from_slice(&i.k.to_le_bytes());
     }
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
@@ -104,29 +104,24 @@ pub fn decode(key: &str, bytes: &[u8]) -> Option<CompiledFilter> {
         return None;
     }
     let flags = r.u32()?;
-    let count = r.u32()? as usize;
-    let mut programs = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        let len = r.u32()? as usize;
-        if len == 0 || len > 4096 {
-            return None;
-        }
-        let raw = r.take(len * 8)?;
-        let prog = raw
-            .chunks_exact(8)
-            .map(|c| sock_filter {
-                code: u16::from_le_bytes([c[0], c[1]]),
-                jt: c[2],
-                jf: c[3],
-                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-            })
-            .collect();
-        programs.push(prog);
+    let len = r.u32()? as usize;
+    if len == 0 || len > super::compile::MAX_INSNS {
+        return None;
     }
+    let raw = r.take(len * 8)?;
+    let program = raw
+        .chunks_exact(8)
+        .map(|c| sock_filter {
+            code: u16::from_le_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
     if !r.b.is_empty() {
         return None;
     }
-    Some(CompiledFilter { flags, programs })
+    Some(CompiledFilter { flags, program })
 }
 
 /// Where the entry for `key` lives under `dir`.
@@ -134,27 +129,21 @@ pub fn entry_path(dir: &Path, key: &str) -> PathBuf {
     dir.join(format!("{key}.bpf"))
 }
 
-/// Translates and compiles `profile` for the host architecture, using `cache_dir`
+/// Translates and compiles `profile` for the host's ABIs it names, using `cache_dir`
 /// (created if missing) to skip the work when this exact profile was compiled before.
 /// A cache that cannot be written is not an error: the filter is still returned.
 pub fn compile_cached(
     profile: &LinuxSeccomp,
     cache_dir: &Path,
 ) -> Result<CompiledFilter, SeccompError> {
-    let arch = SyscallArch::host().ok_or(SeccompError::Unsupported {
-        what: format!(
-            "seccomp on architecture {} (no syscall table)",
-            std::env::consts::ARCH
-        ),
-    })?;
-    let key = cache_key(profile, arch)?;
+    let key = cache_key(profile, &abis(profile))?;
     let path = entry_path(cache_dir, &key);
     if let Ok(bytes) = std::fs::read(&path) {
         if let Some(f) = decode(&key, &bytes) {
             return Ok(f);
         }
     }
-    let f = compile(&plan(profile, arch)?)?;
+    let f = compile(&plan_all(profile)?)?;
     if let Err(e) = store(cache_dir, &path, &encode(&key, &f)) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write seccomp cache entry");
     }
@@ -201,7 +190,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = docker();
         let first = compile_cached(&p, dir.path()).unwrap();
-        let key = cache_key(&p, SyscallArch::X86_64).unwrap();
+        let key = cache_key(&p, &abis(&p)).unwrap();
         let path = entry_path(dir.path(), &key);
         let on_disk = std::fs::read(&path).unwrap();
         let second = compile_cached(&p, dir.path()).unwrap();
@@ -217,15 +206,15 @@ mod tests {
         // must return exactly it, proving the cache is read rather than bypassed.
         let dir = tempfile::tempdir().unwrap();
         let p = docker();
-        let key = cache_key(&p, SyscallArch::X86_64).unwrap();
+        let key = cache_key(&p, &abis(&p)).unwrap();
         let planted = CompiledFilter {
             flags: 2,
-            programs: vec![vec![sock_filter {
+            program: vec![sock_filter {
                 code: 6,
                 jt: 0,
                 jf: 0,
                 k: 0x7fff_0000,
-            }]],
+            }],
         };
         std::fs::write(entry_path(dir.path(), &key), encode(&key, &planted)).unwrap();
         assert_eq!(compile_cached(&p, dir.path()).unwrap(), planted);
@@ -236,7 +225,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = docker();
         let good = compile_cached(&p, dir.path()).unwrap();
-        let key = cache_key(&p, SyscallArch::X86_64).unwrap();
+        let key = cache_key(&p, &abis(&p)).unwrap();
         let path = entry_path(dir.path(), &key);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[60] ^= 0xff;
@@ -253,12 +242,14 @@ mod tests {
         let a = docker();
         let mut b = docker();
         b.set_default_errno_ret(Some(38));
-        let ka = cache_key(&a, SyscallArch::X86_64).unwrap();
-        assert_ne!(ka, cache_key(&b, SyscallArch::X86_64).unwrap());
-        assert_eq!(ka, cache_key(&docker(), SyscallArch::X86_64).unwrap());
+        let abis = abis(&a);
+        let ka = cache_key(&a, &abis).unwrap();
+        assert_ne!(ka, cache_key(&b, &abis).unwrap());
+        assert_eq!(ka, cache_key(&docker(), &abis).unwrap());
+        assert_ne!(ka, cache_key(&a, &[SyscallArch::X86_64]).unwrap());
         // An entry for another key is refused.
-        let f = compile(&plan(&a, SyscallArch::X86_64).unwrap()).unwrap();
-        let other = cache_key(&b, SyscallArch::X86_64).unwrap();
+        let f = compile(&plan_all(&a).unwrap()).unwrap();
+        let other = cache_key(&b, &abis).unwrap();
         assert!(decode(&other, &encode(&ka, &f)).is_none());
     }
 
@@ -274,19 +265,38 @@ mod tests {
 
     #[test]
     fn docker_profile_translates() {
+        use crate::seccomp::eval::{lets_through, verdict, SeccompData};
         let p = docker();
         let names: usize = p.syscalls().iter().flatten().map(|s| s.names().len()).sum();
         assert!(names >= 300, "fixture has {names} names");
-        let pl = plan(&p, SyscallArch::X86_64).unwrap();
-        // i386-only names are skipped, not errors.
-        assert!(pl.skipped.iter().any(|s| s == "chown32"));
-        let f = compile(&pl).unwrap();
-        use crate::seccomp::compile::tests::eval;
-        assert_eq!(eval(&f, 0, [0; 6]), 0x7fff_0000); // read
-        assert_eq!(eval(&f, 83, [0; 6]), 0x7fff_0000); // mkdir
-        assert_eq!(eval(&f, 165, [0; 6]), 0x0005_0001); // mount: EPERM
-        assert_eq!(eval(&f, 435, [0; 6]), 0x0005_0026); // clone3: ENOSYS
-        assert_eq!(eval(&f, 135, [0; 6]), 0x7fff_0000); // personality(0)
-        assert_eq!(eval(&f, 135, [1, 0, 0, 0, 0, 0]), 0x0005_0001);
+        let plans = plan_all(&p).unwrap();
+        assert_eq!(plans.len(), 3, "x86_64, x86 and x32 are listed");
+        // i386-only names are skipped on x86_64, not errors.
+        assert!(plans[0].skipped.iter().any(|s| s == "chown32"));
+        let f = compile(&plans).unwrap();
+        let x = SyscallArch::X86_64;
+        let v = |nr: u32, args: [u64; 6]| {
+            verdict(
+                &f,
+                &SeccompData {
+                    nr,
+                    arch: x.audit_arch(),
+                    instruction_pointer: 0,
+                    args,
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(v(0, [0; 6]), 0x7fff_0000); // read
+        assert_eq!(v(83, [0; 6]), 0x7fff_0000); // mkdir
+        assert_eq!(v(165, [0; 6]), 0x0005_0001); // mount: EPERM
+        assert_eq!(v(435, [0; 6]), 0x0005_0026); // clone3: ENOSYS
+        assert_eq!(v(135, [0; 6]), 0x7fff_0000); // personality(0)
+        assert_eq!(v(135, [1, 0, 0, 0, 0, 0]), 0x0005_0001);
+        for abi in [SyscallArch::X86, SyscallArch::X32] {
+            assert!(lets_through(&f, abi, "read", [0; 6]), "{abi:?}");
+            assert!(!lets_through(&f, abi, "mount", [0; 6]), "{abi:?}");
+        }
+        assert!(lets_through(&f, SyscallArch::X86, "chown32", [0; 6]));
     }
 }

@@ -7,7 +7,7 @@
 //! refused. Pure logic: a classic-BPF interpreter with the kernel's seccomp checks,
 //! tested without root.
 
-use seccompiler::sock_filter;
+use super::compile::Insn as sock_filter;
 
 use super::arch::SyscallArch;
 use super::compile::CompiledFilter;
@@ -53,8 +53,7 @@ const A: u16 = 0x10;
 const TAX: u16 = 0x00;
 const TXA: u16 = 0x80;
 
-/// BPF_MAXINSNS: the kernel refuses longer programs.
-const MAX_INSNS: usize = 4096;
+use super::compile::MAX_INSNS;
 /// BPF_MEMWORDS: the scratch memory.
 const MEM_WORDS: usize = 16;
 /// sizeof(struct seccomp_data).
@@ -416,33 +415,13 @@ pub fn run_program(prog: &[sock_filter], data: &SeccompData) -> Result<u32, Eval
     }
 }
 
-/// The kernel orders actions as signed 32-bit values: lower wins (KILL_PROCESS first).
-fn precedence(ret: u32) -> i32 {
-    (ret & RET_ACTION_FULL) as i32
-}
-
-/// The return value the kernel acts on with all of `filter`'s programs installed.
+/// The return value the kernel acts on with `filter` installed.
 pub fn verdict(filter: &CompiledFilter, data: &SeccompData) -> Result<u32, EvalError> {
-    let mut ret = RET_ALLOW;
-    // Newest (last installed) first; on equal actions the first seen is kept.
-    for prog in filter.programs.iter().rev() {
-        let cur = run_program(prog, data)?;
-        if precedence(cur) < precedence(ret) {
-            ret = cur;
-        }
-    }
-    Ok(ret)
+    run_program(&filter.program, data)
 }
 
-/// AUDIT_ARCH_* as the kernel puts in seccomp_data.arch.
-fn audit_arch(arch: SyscallArch) -> u32 {
-    match arch {
-        SyscallArch::X86_64 => 0xc000_003e,
-    }
-}
-
-/// Whether `syscall` with `args`, made through `arch`'s native ABI, runs under
-/// `filter` (ALLOW or LOG). Unknown names and unevaluable filters count as refused.
+/// Whether `syscall` with `args`, made through the ABI `arch`, runs under `filter`
+/// (ALLOW or LOG). Unknown names and unevaluable filters count as refused.
 pub fn lets_through(
     filter: &CompiledFilter,
     arch: SyscallArch,
@@ -454,7 +433,7 @@ pub fn lets_through(
     };
     let data = SeccompData {
         nr,
-        arch: audit_arch(arch),
+        arch: arch.audit_arch(),
         instruction_pointer: 0,
         args,
     };
@@ -471,20 +450,19 @@ mod tests {
 
     const KILL_PROCESS: u32 = 0x8000_0000;
     const KILL_THREAD: u32 = 0;
-    const TRAP: u32 = 0x0003_0000;
     const ERRNO: u32 = 0x0005_0000;
     const TRACE: u32 = 0x7ff0_0000;
     const X86: SyscallArch = SyscallArch::X86_64;
 
     fn compiled(json: &str) -> CompiledFilter {
         let p: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(json).unwrap();
-        compile(&plan(&p, X86).unwrap()).unwrap()
+        compile(&[plan(&p, X86).unwrap()]).unwrap()
     }
 
     fn data(nr: u32, args: [u64; 6]) -> SeccompData {
         SeccompData {
             nr,
-            arch: audit_arch(X86),
+            arch: X86.audit_arch(),
             instruction_pointer: 0,
             args,
         }
@@ -560,12 +538,10 @@ mod tests {
 
     #[test]
     fn unknown_syscall_name_is_refused() {
-        let f = CompiledFilter {
-            flags: 0,
-            programs: Vec::new(),
-        };
+        let f = compiled(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#);
         assert!(!lets_through(&f, X86, "chown32", [0; 6]));
         assert!(!lets_through(&f, X86, "", [0; 6]));
+        assert!(lets_through(&f, X86, "chown", [0; 6]));
     }
 
     #[test]
@@ -593,43 +569,12 @@ mod tests {
     }
 
     #[test]
-    fn empty_filter_lets_everything_through() {
-        let f = CompiledFilter {
-            flags: 0,
-            programs: Vec::new(),
-        };
+    fn allow_default_lets_everything_through() {
+        let f = compiled(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#);
         assert_eq!(verdict(&f, &data(59, [0; 6])), Ok(RET_ALLOW));
         for name in ["execve", "execveat", "kill", "write"] {
             assert!(lets_through(&f, X86, name, [0; 6]), "{name}");
         }
-    }
-
-    #[test]
-    fn verdict_keeps_highest_precedence() {
-        let f = |rets: &[u32]| CompiledFilter {
-            flags: 0,
-            programs: rets.iter().map(|r| vec![ret_k(*r)]).collect(),
-        };
-        let d = data(0, [0; 6]);
-        assert_eq!(
-            verdict(&f(&[RET_ALLOW, ERRNO | 5, TRAP, RET_LOG]), &d),
-            Ok(TRAP)
-        );
-        assert_eq!(
-            verdict(&f(&[KILL_THREAD, KILL_PROCESS]), &d),
-            Ok(KILL_PROCESS)
-        );
-        assert_eq!(
-            verdict(&f(&[TRACE, 0x7fc0_0000, RET_LOG]), &d),
-            Ok(0x7fc0_0000)
-        );
-        // Equal actions: the newest (last) program's data wins.
-        assert_eq!(verdict(&f(&[ERRNO | 1, ERRNO | 2]), &d), Ok(ERRNO | 2));
-        // One bad program makes the whole verdict an error.
-        let mut bad = f(&[RET_ALLOW]);
-        bad.programs.push(Vec::new());
-        assert_eq!(verdict(&bad, &d), Err(EvalError::Empty));
-        assert!(!lets_through(&bad, X86, "read", [0; 6]));
     }
 
     #[test]

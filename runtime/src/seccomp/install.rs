@@ -3,8 +3,8 @@
 use super::compile::CompiledFilter;
 use super::SeccompError;
 
-/// Installs every program of `filter` in the calling thread with seccomp(2), in order,
-/// with the profile's flags (TSYNC only if the profile asked for it).
+/// Installs `filter`'s program in the calling thread with seccomp(2), with the
+/// profile's flags (TSYNC only if the profile asked for it).
 ///
 /// Does not set no_new_privs: the kernel accepts a filter only from a thread that has
 /// no_new_privs set or holds CAP_SYS_ADMIN in its user namespace. The caller therefore
@@ -15,36 +15,34 @@ use super::SeccompError;
 ///
 /// Allocates nothing, so it may run in a forked child.
 pub fn install(filter: &CompiledFilter) -> Result<(), SeccompError> {
-    for (i, prog) in filter.programs.iter().enumerate() {
-        let len = u16::try_from(prog.len()).map_err(|_| SeccompError::Install {
-            index: i,
-            source: std::io::Error::from_raw_os_error(libc::EINVAL),
-        })?;
-        let fprog = libc::sock_fprog {
-            len,
-            // seccompiler's sock_filter is #[repr(C)] with the same fields as the
-            // kernel's struct sock_filter, so the pointer cast is layout-compatible.
-            filter: prog.as_ptr() as *mut libc::sock_filter,
+    let len = u16::try_from(filter.program.len()).map_err(|_| SeccompError::Install {
+        index: 0,
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+    })?;
+    let fprog = libc::sock_fprog {
+        len,
+        // Insn is #[repr(C)] with the same fields as the kernel's struct sock_filter,
+        // so the pointer cast is layout-compatible.
+        filter: filter.program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) only reads `fprog` and the `len`
+    // instructions it points to (copied into the kernel); both outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::c_ulong::from(filter.flags),
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        let source = if rc > 0 {
+            // TSYNC: the id of a thread that could not be synchronised.
+            std::io::Error::other(format!("thread {rc} could not be synchronised"))
+        } else {
+            std::io::Error::last_os_error()
         };
-        // SAFETY: seccomp(SECCOMP_SET_MODE_FILTER) only reads `fprog` and the `len`
-        // instructions it points to (copied into the kernel); both outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                libc::c_ulong::from(filter.flags),
-                &fprog as *const libc::sock_fprog,
-            )
-        };
-        if rc != 0 {
-            let source = if rc > 0 {
-                // TSYNC: the id of a thread that could not be synchronised.
-                std::io::Error::other(format!("thread {rc} could not be synchronised"))
-            } else {
-                std::io::Error::last_os_error()
-            };
-            return Err(SeccompError::Install { index: i, source });
-        }
+        return Err(SeccompError::Install { index: 0, source });
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! seccomp: OCI profile -> BPF (through seccompiler) -> installed before exec.
+//! seccomp: OCI profile -> one classic-BPF program -> installed before exec.
 //!
 //! - [`plan`](plan::plan): pure translation and validation of `linux.seccomp` for one
-//!   architecture (names unknown there are skipped, as libseccomp does);
-//! - [`compile`](compile::compile): the plan as BPF programs (several: see its docs);
+//!   ABI (names unknown there are skipped, as libseccomp does), for every ABI of the
+//!   host the profile names ([`plan_all`](plan::plan_all));
+//! - [`compile`](compile::compile): the plans as one BPF program (see its docs);
 //! - [`compile_cached`]: both, memoised on disk by a hash of the profile, so a warm
 //!   `create` reads a few KiB instead of compiling;
 //! - [`install`]: the seccomp(2) calls, for init's last step before execve.
@@ -16,13 +17,15 @@ pub mod compile;
 pub mod eval;
 pub mod install;
 pub mod plan;
+mod table_x32;
+mod table_x86;
 mod table_x86_64;
 
 pub use arch::SyscallArch;
 pub use cache::compile_cached;
 pub use compile::{compile, CompiledFilter};
 pub use install::install;
-pub use plan::{plan, Action, SeccompPlan};
+pub use plan::{plan, plan_all, Action, SeccompPlan};
 
 use oci_spec::runtime::{Arch, LinuxSeccompAction};
 
@@ -76,13 +79,14 @@ pub const SUPPORTED_FLAGS: &[&str] = &[
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
 ];
 
-/// The architectures whose syscalls Berth filters by name: the host's native ABI.
-/// Other architectures in a profile are accepted, but their syscalls are not
-/// translated: a call through another ABI kills the process.
+/// The architectures whose syscalls Berth filters by name: every ABI the host's kernel
+/// runs (on x86_64: x86_64, x86 and x32). A call through an ABI the profile does not
+/// list kills the process.
 pub fn supported_archs() -> Vec<Arch> {
-    SyscallArch::host()
-        .map(|a| vec![a.oci()])
-        .unwrap_or_default()
+    SyscallArch::host_abis()
+        .into_iter()
+        .map(SyscallArch::oci)
+        .collect()
 }
 
 /// The `linux.seccomp` section of features.json, from the tables above.
@@ -113,19 +117,22 @@ mod tests {
                 r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["read"],"action":"SCMP_ACT_ERRNO","args":[{{"index":0,"value":1,"valueTwo":1,"op":"{op}"}}]}}]}}"#
             );
             let p: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(&json).unwrap();
-            compile(&plan(&p, arch).unwrap()).unwrap();
+            compile(&[plan(&p, arch).unwrap()]).unwrap();
         }
         for a in SUPPORTED_ACTIONS {
             let json = serde_json::json!({"defaultAction": "SCMP_ACT_KILL_PROCESS", "syscalls": [{"names": ["read"], "action": a}]});
             let p: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(json).unwrap();
-            compile(&plan(&p, arch).unwrap()).unwrap();
+            compile(&[plan(&p, arch).unwrap()]).unwrap();
         }
         for f in SUPPORTED_FLAGS {
             let json = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": [f]});
             let p: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(json).unwrap();
             assert_ne!(plan(&p, arch).unwrap().flags, 0);
         }
-        assert_eq!(supported_archs(), vec![Arch::ScmpArchX86_64]);
+        assert_eq!(
+            supported_archs(),
+            vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+        );
         let j = serde_json::to_value(features()).unwrap();
         assert_eq!(j["enabled"], true);
         assert_eq!(j["operators"].as_array().unwrap().len(), 7);

@@ -32,21 +32,6 @@ pub enum Action {
     Allow,
 }
 
-impl Action {
-    pub(crate) fn to_seccompiler(self) -> seccompiler::SeccompAction {
-        use seccompiler::SeccompAction as S;
-        match self {
-            Action::KillProcess => S::KillProcess,
-            Action::KillThread => S::KillThread,
-            Action::Trap => S::Trap,
-            Action::Errno(e) => S::Errno(e),
-            Action::Trace(e) => S::Trace(e),
-            Action::Log => S::Log,
-            Action::Allow => S::Allow,
-        }
-    }
-}
-
 /// A comparison of one syscall argument (64-bit, as libseccomp compares on 64-bit ABIs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Op {
@@ -141,6 +126,36 @@ fn cond(arg: &LinuxSeccompArg, field: &str) -> Result<Cond, SeccompError> {
         ),
     };
     Ok(Cond { index, op, value })
+}
+
+/// The ABIs a profile is translated for: the host's native one always (libseccomp adds
+/// it too), then each one `architectures` lists that the host's kernel runs and Berth
+/// has a table for. Others listed are for other machines and ignored.
+pub fn abis(profile: &LinuxSeccomp) -> Vec<SyscallArch> {
+    let host = SyscallArch::host_abis();
+    let mut out: Vec<SyscallArch> = host.first().copied().into_iter().collect();
+    for a in profile.architectures().iter().flatten() {
+        if let Some(abi) = SyscallArch::from_oci(a) {
+            if host.contains(&abi) && !out.contains(&abi) {
+                out.push(abi);
+            }
+        }
+    }
+    out
+}
+
+/// Translates the profile for every ABI of [`abis`].
+pub fn plan_all(profile: &LinuxSeccomp) -> Result<Vec<SeccompPlan>, SeccompError> {
+    let abis = abis(profile);
+    if abis.is_empty() {
+        return Err(SeccompError::Unsupported {
+            what: format!(
+                "seccomp on architecture {} (no syscall table)",
+                std::env::consts::ARCH
+            ),
+        });
+    }
+    abis.into_iter().map(|a| plan(profile, a)).collect()
 }
 
 /// Translates the profile for `arch`. Errors name the offending field and value.
