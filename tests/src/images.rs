@@ -10,6 +10,7 @@ pub mod corpus;
 pub mod fake_registry;
 pub mod fixture;
 pub mod layout;
+pub mod proxy;
 pub mod registry;
 pub mod tree;
 

@@ -1,21 +1,35 @@
 //! One repository on one registry over the distribution API v2, with ureq
-//! on rustls: endpoints (mirrors first, then the registry), TLS roots from
-//! the system bundle plus certs.d, plain HTTP only for registries listed as
-//! insecure, and the auth flow: a 401 with `Basic` sends the credentials, a
-//! 401 with `Bearer` fetches a token for the challenge's scope (with the
+//! on rustls: endpoints (for pulls mirrors first, then the registry; pushes
+//! go to the registry only), TLS roots from the system bundle plus certs.d,
+//! plain HTTP only for registries listed as insecure, and the auth flow for
+//! every request: a 401 with `Basic` sends the credentials, a 401 with
+//! `Bearer` fetches a token for the challenge's scopes (with the
 //! credentials, if any, else anonymously), caches it until it expires and
-//! retries once. Authorization headers are never sent on to another host
-//! after a redirect and never appear in an error.
+//! retries once (a request body is sent again: bodies here are slices or
+//! file ranges, never one-shot streams). Authorization headers go only to
+//! the endpoint's own scheme and host: never on to another host after a
+//! redirect or an upload `Location`, never to a plain-HTTP token realm of a
+//! TLS registry, and never into an error.
+//!
+//! The pull side (manifests, blobs, ranges) is in [`super::fetch`], the
+//! push side (existence checks, uploads, mounts, manifests) in
+//! [`super::upload`].
 
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use ureq::http::{Method, Response};
+use ureq::Body;
 
 use super::auth::{self, Challenge, Credentials, Secret, TokenCache};
 use super::config::{self, RegistriesConfig};
 use super::name::RemoteRef;
 use crate::escape;
+use crate::progress::Progress;
 
 /// The system CA bundle (Debian's ca-certificates).
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -23,6 +37,9 @@ pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub const MAX_MANIFEST: u64 = 4 << 20;
 /// The largest token response accepted.
 const MAX_TOKEN: u64 = 1 << 20;
+/// How long Basic credentials, once a registry asked for them, are sent
+/// with every request of this process without waiting for a 401.
+const BASIC_REUSE_SECS: u64 = 3600;
 
 /// What a registry client needs to know beyond the reference.
 #[derive(Debug, Clone)]
@@ -70,19 +87,54 @@ pub enum RegistryError {
     Setup(String),
 }
 
-struct Endpoint {
-    host: String,
+pub(crate) struct Endpoint {
+    pub(crate) host: String,
     plain_http: bool,
     agent: ureq::Agent,
 }
 
+impl Endpoint {
+    /// `scheme://host`, without a trailing slash.
+    pub(crate) fn base(&self) -> String {
+        let scheme = if self.plain_http { "http" } else { "https" };
+        format!("{scheme}://{}", self.host)
+    }
+}
+
+/// A request body that can be sent again (after a 401).
+pub(crate) enum Payload<'a> {
+    None,
+    Bytes(&'a [u8]),
+    /// `len` bytes of `file` from `offset`, reported to `progress` as `id`.
+    File {
+        file: &'a File,
+        offset: u64,
+        len: u64,
+        progress: Option<(&'a dyn Progress, &'a str)>,
+    },
+}
+
+/// One request through the auth flow.
+pub(crate) struct Call<'a> {
+    pub(crate) method: Method,
+    /// Absolute URL.
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: Payload<'a>,
+    /// The token scope(s) to use (space-separated, as in a challenge).
+    pub(crate) scope: String,
+    /// What the request is about, for errors.
+    pub(crate) what: &'a str,
+}
+
 /// A client for one repository.
 pub struct Client {
-    registry: String,
-    repository: String,
-    endpoints: Vec<Endpoint>,
+    pub(crate) registry: String,
+    pub(crate) repository: String,
+    pub(crate) endpoints: Vec<Endpoint>,
     creds: Option<Credentials>,
     tokens: Arc<TokenCache>,
+    push: bool,
 }
 
 fn tls_for(opts: &RegistryOptions, host: &str) -> Result<ureq::tls::TlsConfig, String> {
@@ -110,6 +162,9 @@ fn tls_for(opts: &RegistryOptions, host: &str) -> Result<ureq::tls::TlsConfig, S
                 _ => None,
             })
             .collect();
+        if chain.is_empty() {
+            return Err(format!("{}: no certificate in it", cert.display()));
+        }
         let key =
             PrivateKey::from_pem(&read(key)?).map_err(|e| format!("{}: {e}", key.display()))?;
         b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
@@ -131,7 +186,40 @@ fn agent(opts: &RegistryOptions, host: &str, plain_http: bool) -> Result<ureq::A
     Ok(ureq::Agent::new_with_config(cfg.build()))
 }
 
+/// Reads `len` bytes of a file from `offset` (positional reads: the same
+/// file may feed several requests at once).
+struct FileRange<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+    progress: Option<(&'a dyn Progress, &'a str)>,
+}
+
+impl Read for FileRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the blob file is shorter than its size",
+            ));
+        }
+        self.pos += n as u64;
+        if let Some((p, id)) = self.progress {
+            p.advance(id, n as u64);
+        }
+        Ok(n)
+    }
+}
+
 impl Client {
+    /// A client for pulling: mirrors from registries.conf first, then the
+    /// registry; tokens for `repository:<repo>:pull`.
     pub fn new(
         rr: &RemoteRef,
         opts: &RegistryOptions,
@@ -157,10 +245,25 @@ impl Client {
             endpoints,
             creds,
             tokens,
+            push: false,
         })
     }
 
-    fn failed(&self, what: &str, reason: impl Into<String>) -> RegistryError {
+    /// A client for pushing: the registry itself only (mirrors are for
+    /// pulls), tokens for `repository:<repo>:pull,push`.
+    pub fn for_push(
+        rr: &RemoteRef,
+        opts: &RegistryOptions,
+        tokens: Arc<TokenCache>,
+    ) -> Result<Client, RegistryError> {
+        let mut c = Client::new(rr, opts, tokens)?;
+        let origin = c.endpoints.pop();
+        c.endpoints = origin.into_iter().collect();
+        c.push = true;
+        Ok(c)
+    }
+
+    pub(crate) fn failed(&self, what: &str, reason: impl Into<String>) -> RegistryError {
         RegistryError::Failed {
             registry: self.registry.clone(),
             repository: self.repository.clone(),
@@ -169,11 +272,51 @@ impl Client {
         }
     }
 
-    fn scope(&self) -> String {
-        format!("repository:{}:pull", self.repository)
+    pub(crate) fn status_error(
+        &self,
+        what: &str,
+        resp: Response<Body>,
+        host: Option<&str>,
+    ) -> RegistryError {
+        let status = resp.status().as_u16();
+        let mut detail = Vec::new();
+        let _ = resp
+            .into_body()
+            .into_reader()
+            .take(512)
+            .read_to_end(&mut detail);
+        RegistryError::Status {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            what: match host {
+                Some(h) => format!("{what} from {h}"),
+                None => what.to_string(),
+            },
+            status,
+            detail: escape::bytes(&detail),
+        }
     }
 
-    /// Fetches a bearer token for a challenge.
+    /// The token scope this client's requests need.
+    pub(crate) fn scope(&self) -> String {
+        let actions = if self.push { "pull,push" } else { "pull" };
+        format!("repository:{}:{actions}", self.repository)
+    }
+
+    /// `scheme://host/v2/<repository>/<path>` on `ep`.
+    pub(crate) fn repo_url(&self, ep: &Endpoint, path: &str) -> String {
+        format!("{}/v2/{}/{path}", ep.base(), self.repository)
+    }
+
+    /// Whether `url` is on `ep`'s own scheme and host (credentials go only
+    /// there).
+    fn same_origin(ep: &Endpoint, url: &str) -> bool {
+        url.strip_prefix(&ep.base())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+    }
+
+    /// Fetches a bearer token for a challenge (`scope` may name several
+    /// scopes, space-separated: each is its own `scope` parameter).
     fn token(
         &self,
         ep: &Endpoint,
@@ -181,10 +324,16 @@ impl Client {
         service: Option<&str>,
         scope: &str,
     ) -> Result<Secret, RegistryError> {
-        let mut url = format!("{realm}?scope={}", urlencode(scope));
-        if let Some(s) = service {
-            url.push_str(&format!("&service={}", urlencode(s)));
+        if !realm_allowed(ep.plain_http, realm) {
+            return Err(self.failed(
+                "token",
+                format!(
+                    "the registry sends credentials to a token realm that is not HTTPS ({})",
+                    escape::text(realm)
+                ),
+            ));
         }
+        let url = token_url(realm, service, scope);
         let mut req = ep.agent.get(&url);
         if let Some(c) = &self.creds {
             req = req.header("Authorization", &c.basic().0);
@@ -229,17 +378,6 @@ impl Client {
         Ok(secret)
     }
 
-    /// GET `path` (below /v2/<repository>/) on `ep`, through the auth flow.
-    fn get(
-        &self,
-        ep: &Endpoint,
-        path: &str,
-        accept: Option<&str>,
-        what: &str,
-    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
-        self.get_url(ep, &format!("/v2/{}/{path}", self.repository), accept, what)
-    }
-
     /// Uses these credentials instead of the auth files' (login).
     pub fn with_credentials(mut self, creds: Credentials) -> Client {
         self.creds = Some(creds);
@@ -252,7 +390,17 @@ impl Client {
         let Some(ep) = self.endpoints.last() else {
             return Err(self.failed("login", "no endpoint"));
         };
-        let resp = self.get_url(ep, "/v2/", None, "login")?;
+        let resp = self.send(
+            ep,
+            &Call {
+                method: Method::GET,
+                url: format!("{}/v2/", ep.base()),
+                headers: Vec::new(),
+                body: Payload::None,
+                scope: self.scope(),
+                what: "login",
+            },
+        )?;
         match resp.status().as_u16() {
             200 => Ok(()),
             status => Err(RegistryError::Status {
@@ -265,33 +413,21 @@ impl Client {
         }
     }
 
-    /// GET `url_path` (from the host's root) on `ep`, through the auth flow.
-    fn get_url(
+    /// Sends `call` on `ep` through the auth flow; any HTTP status is Ok.
+    pub(crate) fn send(
         &self,
         ep: &Endpoint,
-        url_path: &str,
-        accept: Option<&str>,
-        what: &str,
-    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
-        let scheme = if ep.plain_http { "http" } else { "https" };
-        let url = format!("{scheme}://{}{url_path}", ep.host);
-        let mut auth: Option<Secret> = self.tokens.get(&self.registry, &self.scope());
+        call: &Call<'_>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let ours = Self::same_origin(ep, &call.url);
+        let mut auth: Option<Secret> = if ours {
+            self.tokens.get(&self.registry, &call.scope)
+        } else {
+            None
+        };
         for attempt in 0..2 {
-            let mut req = ep.agent.get(&url);
-            if let Some(a) = accept {
-                req = req.header("Accept", a);
-            }
-            if let Some(a) = &auth {
-                req = req.header("Authorization", &a.0);
-            }
-            let resp = req.call().map_err(|e| {
-                self.failed(
-                    what,
-                    format!("{}: {}", ep.host, escape::text(&e.to_string())),
-                )
-            })?;
-            let status = resp.status().as_u16();
-            if status != 401 || attempt == 1 {
+            let resp = self.send_once(ep, call, auth.as_ref())?;
+            if resp.status().as_u16() != 401 || attempt == 1 || !ours {
                 return Ok(resp);
             }
             let challenge = resp
@@ -301,103 +437,117 @@ impl Client {
                 .and_then(auth::parse_challenge);
             auth = Some(match challenge {
                 Some(Challenge::Basic) => {
-                    self.creds.as_ref().map(Credentials::basic).ok_or_else(|| {
-                        self.failed(what, "the registry wants a login (berth image login)")
-                    })?
+                    let basic = self.creds.as_ref().map(Credentials::basic).ok_or_else(|| {
+                        self.failed(call.what, "the registry wants a login (berth image login)")
+                    })?;
+                    self.tokens.put(
+                        &self.registry,
+                        &call.scope,
+                        basic.clone(),
+                        Some(BASIC_REUSE_SECS),
+                    );
+                    basic
                 }
                 Some(Challenge::Bearer {
                     realm,
                     service,
                     scope,
                 }) => {
-                    let scope = scope.unwrap_or_else(|| self.scope());
-                    self.token(ep, &realm, service.as_deref(), &scope)?
+                    let scope = scope.unwrap_or_else(|| call.scope.clone());
+                    let token = self.token(ep, &realm, service.as_deref(), &scope)?;
+                    if scope != call.scope {
+                        // Later requests of this kind need no 401 first.
+                        self.tokens
+                            .put(&self.registry, &call.scope, token.clone(), None);
+                    }
+                    token
                 }
                 None => return Ok(resp),
             });
         }
-        Err(self.failed(what, "unauthorized"))
+        Err(self.failed(call.what, "unauthorized"))
     }
 
-    /// Tries each endpoint in order until one answers 200.
-    fn get_any(
+    fn send_once(
         &self,
-        path: &str,
-        accept: Option<&str>,
-        what: &str,
-    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
-        let mut last = None;
-        for ep in &self.endpoints {
-            match self.get(ep, path, accept, what) {
-                Ok(resp) if resp.status().as_u16() == 200 => return Ok(resp),
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let mut detail = Vec::new();
-                    let _ = resp
-                        .into_body()
-                        .into_reader()
-                        .take(512)
-                        .read_to_end(&mut detail);
-                    last = Some(RegistryError::Status {
-                        registry: self.registry.clone(),
-                        repository: self.repository.clone(),
-                        what: format!("{what} from {}", ep.host),
-                        status,
-                        detail: escape::bytes(&detail),
-                    });
-                }
-                Err(e) => last = Some(e),
+        ep: &Endpoint,
+        call: &Call<'_>,
+        auth: Option<&Secret>,
+    ) -> Result<Response<Body>, RegistryError> {
+        let mut b = ureq::http::Request::builder()
+            .method(call.method.clone())
+            .uri(&call.url);
+        for (k, v) in &call.headers {
+            b = b.header(*k, v);
+        }
+        if let Some(a) = auth {
+            b = b.header("Authorization", &a.0);
+        }
+        let built = |e: ureq::http::Error| {
+            self.failed(
+                call.what,
+                format!("building the request: {}", escape::text(&e.to_string())),
+            )
+        };
+        let wants_body = matches!(call.method, Method::POST | Method::PUT | Method::PATCH);
+        let result = match &call.body {
+            Payload::None if wants_body => ep.agent.run(b.body(&[][..]).map_err(built)?),
+            Payload::None => ep.agent.run(b.body(()).map_err(built)?),
+            Payload::Bytes(bytes) => ep.agent.run(b.body(*bytes).map_err(built)?),
+            Payload::File {
+                file,
+                offset,
+                len,
+                progress,
+            } => {
+                let mut r = FileRange {
+                    file,
+                    pos: *offset,
+                    end: offset.saturating_add(*len),
+                    progress: *progress,
+                };
+                let req = b
+                    .header("Content-Length", len.to_string())
+                    .body(ureq::SendBody::from_reader(&mut r))
+                    .map_err(built)?;
+                ep.agent.run(req)
             }
-        }
-        Err(last.unwrap_or_else(|| self.failed(what, "no endpoint")))
+        };
+        result.map_err(|e| {
+            self.failed(
+                call.what,
+                format!("{}: {}", ep.host, escape::text(&e.to_string())),
+            )
+        })
     }
+}
 
-    /// The manifest or index for a tag or digest: its bytes and media type.
-    pub fn manifest(&self, reference: &str) -> Result<(Vec<u8>, String), RegistryError> {
-        use crate::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-        let what = format!("manifest {}", escape::text(reference));
-        let accept = format!("{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_LIST}, {DOCKER_MANIFEST}");
-        let resp = self.get_any(&format!("manifests/{reference}"), Some(&accept), &what)?;
-        let media_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
-        if media_type.starts_with("application/vnd.docker.distribution.manifest.v1") {
-            return Err(self.failed(
-                &what,
-                format!(
-                    "schema 1 manifests ({}) are not supported",
-                    escape::text(&media_type)
-                ),
-            ));
-        }
-        let mut body = Vec::new();
-        resp.into_body()
-            .into_reader()
-            .take(MAX_MANIFEST + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| self.failed(&what, escape::text(&e.to_string())))?;
-        if body.len() as u64 > MAX_MANIFEST {
-            return Err(self.failed(&what, format!("larger than {MAX_MANIFEST} bytes")));
-        }
-        Ok((body, media_type))
+/// A token realm may be plain HTTP only when the registry itself is (an
+/// insecure registry): else Basic credentials would cross the network in
+/// clear text on the way to a token.
+pub(crate) fn realm_allowed(registry_plain_http: bool, realm: &str) -> bool {
+    realm.starts_with("https://") || (registry_plain_http && realm.starts_with("http://"))
+}
+
+/// The token request URL: `realm?service=..&scope=..&scope=..`.
+pub(crate) fn token_url(realm: &str, service: Option<&str>, scope: &str) -> String {
+    let mut params: Vec<String> = Vec::new();
+    if let Some(s) = service {
+        params.push(format!("service={}", urlencode(s)));
     }
-
-    /// A blob's body, as a reader (the caller verifies size and digest).
-    pub fn blob(
-        &self,
-        digest: &crate::digest::Digest,
-    ) -> Result<Box<dyn Read + Send>, RegistryError> {
-        let what = format!("blob {digest}");
-        let resp = self.get_any(&format!("blobs/{digest}"), None, &what)?;
-        Ok(Box::new(resp.into_body().into_reader()))
+    for s in scope.split_whitespace() {
+        params.push(format!("scope={}", urlencode(s)));
+    }
+    let sep = if realm.contains('?') { '&' } else { '?' };
+    if params.is_empty() {
+        realm.to_string()
+    } else {
+        format!("{realm}{sep}{}", params.join("&"))
     }
 }
 
 /// Percent-encodes a query value.
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -406,4 +556,30 @@ fn urlencode(s: &str) -> String {
             b => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_requests_name_each_scope_and_realms_stay_on_tls() {
+        assert_eq!(
+            token_url(
+                "https://auth.example/token",
+                Some("reg.example"),
+                "repository:a/b:pull,push repository:c:pull"
+            ),
+            "https://auth.example/token?service=reg.example&scope=repository%3Aa%2Fb%3Apull%2Cpush&scope=repository%3Ac%3Apull"
+        );
+        assert_eq!(
+            token_url("https://a/t?x=1", None, "s"),
+            "https://a/t?x=1&scope=s"
+        );
+        assert_eq!(token_url("https://a/t", None, ""), "https://a/t");
+        assert!(realm_allowed(false, "https://auth"));
+        assert!(!realm_allowed(false, "http://auth"));
+        assert!(realm_allowed(true, "http://auth"));
+        assert!(!realm_allowed(true, "file:///etc/passwd"));
+    }
 }

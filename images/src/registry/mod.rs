@@ -1,4 +1,5 @@
-//! Pulling images from registries over the OCI distribution API v2.
+//! Pulling images from and pushing them to registries over the OCI
+//! distribution API v2.
 //!
 //! - [`name`] turns `[docker://][host/]path[:tag][@digest]` into registry,
 //!   repository and tag or digest (Docker Hub short names: `busybox` is
@@ -9,7 +10,10 @@
 //! - [`config`]: `registries.conf` (insecure registries, mirrors tried in
 //!   order before the registry) and the certs.d layout (CAs, client certs).
 //! - [`client`]: the HTTP side, ureq on rustls (synchronous, no async
-//!   runtime, as the rest of Berth).
+//!   runtime, as the rest of Berth), with the auth flow for every request;
+//!   [`fetch`] its pull requests, [`upload`] its push requests.
+//! - [`push`]: blobs checked, mounted from another repository or uploaded
+//!   (whole or chunked), then the manifest.
 //! - [`pull`] / [`ensure`]: manifest negotiation (OCI and Docker v2
 //!   manifests and indexes; schema 1 refused), the host's platform from an
 //!   index, blobs already in the store skipped, missing layers downloaded in
@@ -30,12 +34,15 @@
 //! Not yet: layers are unpacked once all are downloaded (not as each
 //! arrives), an interrupted download restarts the blob (no `Range` resume;
 //! blobs that completed are kept and not fetched again), the store's lock is
-//! held for the whole pull, and there is no `push`.
+//! held for the whole pull.
 
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod fetch;
 pub mod name;
+pub mod push;
+pub mod upload;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +55,7 @@ use crate::progress::{Counting, Progress};
 use crate::store::{ImageRecord, Store, StoreError};
 use crate::unpack::SizeLimits;
 pub use client::{RegistryError, RegistryOptions};
+pub use push::{push, PushError, PushOptions, Pushed};
 
 /// How to pull.
 #[derive(Debug, Clone)]

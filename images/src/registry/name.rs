@@ -55,17 +55,26 @@ pub fn api_host(registry: &str) -> &str {
     }
 }
 
+/// Whether a first path component names a registry host (it has a `.` or
+/// a `:`, or is `localhost`) rather than a Docker Hub namespace.
+fn is_host(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
+}
+
+/// Whether `input` names its registry explicitly (`host[:port]/path`),
+/// rather than being a Docker Hub short name (`busybox`, `team/app`).
+pub fn names_registry(input: &str) -> bool {
+    let s = input.strip_prefix("docker://").unwrap_or(input);
+    s.split_once('/').is_some_and(|(first, _)| is_host(first))
+}
+
 /// Parses and normalizes a pull reference.
 pub fn parse(input: &str) -> Result<RemoteRef, ReferenceError> {
     let s = input.strip_prefix("docker://").unwrap_or(input);
     let r: Reference = s.parse()?;
     let name = r.name();
     let (registry, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (first.to_string(), rest.to_string())
-        }
+        Some((first, rest)) if is_host(first) => (first.to_string(), rest.to_string()),
         _ => (DOCKER_HUB.to_string(), name.to_string()),
     };
     let registry = if registry == "index.docker.io" {
@@ -145,6 +154,10 @@ mod tests {
             "docker.io/library/busybox:1"
         );
         assert!(parse("UPPER/case").is_err());
+        assert!(names_registry("docker://localhost:5000/a"));
+        assert!(names_registry("quay.io/x/y:1"));
+        assert!(!names_registry("bb:1"));
+        assert!(!names_registry("team/app:1"));
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
     }
 }

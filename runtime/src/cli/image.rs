@@ -6,6 +6,7 @@
 
 mod login;
 mod pull;
+mod push;
 mod run;
 
 use std::io::IsTerminal;
@@ -38,6 +39,8 @@ pub enum ImageCommand {
     Import(ImportArgs),
     /// Pull an image from a registry (OCI distribution API v2).
     Pull(pull::PullArgs),
+    /// Push a stored image to a registry (OCI distribution API v2).
+    Push(push::PushArgs),
     /// Store credentials for a registry (password from stdin).
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -104,6 +107,7 @@ fn run_command(global: &GlobalOpts, args: ImageArgs) -> anyhow::Result<i32> {
     match args.command {
         ImageCommand::Import(a) => import_cmd(&store, a),
         ImageCommand::Pull(a) => pull::run(&store, a),
+        ImageCommand::Push(a) => push::run(&store, a),
         ImageCommand::Login(a) => login::login(a),
         ImageCommand::Logout(a) => login::logout(a),
         ImageCommand::Ls(a) => ls(&store, &a),

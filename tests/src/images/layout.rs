@@ -323,6 +323,21 @@ impl OciLayout {
     }
 }
 
+/// `len` bytes that do not compress (xorshift from `seed`), for layers big enough to be
+/// caught midway.
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// A layer holding the host's static /bin/busybox as `bin/busybox` with `applets` linked
 /// to it (`bin/<applet> -> busybox`), for images that run a command. Panics with the
 /// package to install when /bin/busybox is missing.

@@ -1,6 +1,7 @@
-//! A real OCI registry for pull tests: Debian's `docker-registry` (the CNCF distribution
-//! registry) started by the test on a free loopback port with its own storage, stopped on
-//! drop.
+//! A real OCI registry for pull and push tests: Debian's `docker-registry` (the CNCF
+//! distribution registry) started by the test on a free loopback port with its own storage
+//! and TLS, basic, token or client-certificate auth as asked, stopped on drop. Its access log
+//! (one line per request, with status and bytes sent) is kept for assertions.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -48,9 +49,121 @@ pub struct Setup {
     pub tls_certs_dir: Option<PathBuf>,
     /// Require HTTP basic auth for this user and password (htpasswd, bcrypt).
     pub basic: Option<(String, String)>,
+    /// Require bearer tokens from a token server (`auth: token:`).
+    pub token: Option<TokenAuth>,
+    /// With TLS: require client certificates signed by the CA in this PEM file (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
-fn openssl(args: &[&str], dir: &Path) {
+/// The registry side of the token flow: where clients get tokens, and what the registry
+/// checks in them.
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    /// PEM of the CA whose certificates may sign tokens.
+    pub root_cert_bundle: PathBuf,
+}
+
+/// One line of the registry's access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// Bytes of the response body sent.
+    pub bytes: u64,
+}
+
+/// Parses a combined-log-format line: `... "METHOD PATH HTTP/1.1" STATUS BYTES ...`.
+fn parse_access(line: &str) -> Option<Access> {
+    let (_, rest) = line.split_once('"')?;
+    let (request, rest) = rest.split_once('"')?;
+    let mut req = request.split_whitespace();
+    let method = req.next()?.to_string();
+    let path = req.next()?.to_string();
+    let mut nums = rest.split_whitespace();
+    let status = nums.next()?.parse().ok()?;
+    let bytes = nums.next()?.parse().unwrap_or(0);
+    Some(Access {
+        method,
+        path,
+        status,
+        bytes,
+    })
+}
+
+/// A CA and a client certificate signed by it in `dir`, for mTLS: returns the paths of
+/// the CA's PEM, the client certificate and its key.
+pub fn make_client_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("client cert dir");
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client-ca.key",
+            "-out",
+            "client-ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=berth test client CA",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=berth test client",
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write ext");
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "client-ca.crt",
+            "-CAkey",
+            "client-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.cert",
+            "-days",
+            "2",
+            "-extfile",
+            "client-ext.cnf",
+        ],
+        dir,
+    );
+    (
+        dir.join("client-ca.crt"),
+        dir.join("client.cert"),
+        dir.join("client.key"),
+    )
+}
+
+/// Runs openssl in `dir`; it must succeed.
+pub fn openssl(args: &[&str], dir: &Path) {
     let status = Command::new(crate::require_program("openssl", "openssl"))
         .args(args)
         .current_dir(dir)
@@ -151,6 +264,9 @@ impl Registry {
                 dir.path().join("srv.crt").display(),
                 dir.path().join("srv.key").display()
             ));
+            if let Some(ca) = &setup.client_ca {
+                yml.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
             let host_dir = certs_dir.join(&addr);
             std::fs::create_dir_all(&host_dir).expect("certs.d host dir");
             std::fs::copy(dir.path().join("ca.crt"), host_dir.join("ca.crt")).expect("copy CA");
@@ -167,12 +283,22 @@ impl Registry {
                 dir.path().join("htpasswd").display()
             ));
         }
+        if let Some(t) = &setup.token {
+            yml.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm,
+                t.service,
+                t.issuer,
+                t.root_cert_bundle.display()
+            ));
+        }
         std::fs::write(&config, yml).expect("write registry config");
+        let log = std::fs::File::create(dir.path().join("access.log")).expect("access log");
         let child = Command::new(bin)
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
@@ -218,6 +344,44 @@ impl Registry {
         }
         args.extend([src.as_str(), dst.as_str()]);
         super::run_tool("skopeo", &args, scratch);
+    }
+
+    /// The requests the registry answered so far, in order.
+    pub fn access(&self) -> Vec<Access> {
+        let text = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap_or_default();
+        text.lines().filter_map(parse_access).collect()
+    }
+
+    /// The tags of `repo` by the registry's own listing (`GET /v2/<repo>/tags/list` on a
+    /// plain-HTTP registry): None when the repository is unknown.
+    pub fn tags(&self, repo: &str) -> Option<Vec<String>> {
+        let mut s = TcpStream::connect(&self.addr).expect("connect to the registry");
+        s.write_all(
+            format!(
+                "GET /v2/{repo}/tags/list HTTP/1.0\r\nHost: {}\r\n\r\n",
+                self.addr
+            )
+            .as_bytes(),
+        )
+        .expect("ask for tags");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read tags");
+        let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP answer");
+        if head.starts_with("HTTP/1.0 404") || head.starts_with("HTTP/1.1 404") {
+            return None;
+        }
+        assert!(head.contains(" 200 "), "tags/list: {head}");
+        let v: serde_json::Value = serde_json::from_str(body).expect("tags JSON");
+        Some(
+            v["tags"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
     }
 
     /// The registry's storage directory.

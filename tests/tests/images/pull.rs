@@ -90,6 +90,7 @@ fn pull_over_tls_with_a_generated_ca_and_basic_auth_after_login() {
     let reg = Registry::start(Setup {
         tls_certs_dir: Some(certs.clone()),
         basic: Some(("alice".into(), PASSWORD.into())),
+        ..Setup::default()
     });
     reg.push_layout_as(
         &image.layout,

@@ -1,19 +1,19 @@
 //! `berth image pull REF`: over the distribution API into the store (see
 //! `berth_images::registry`). Progress bars on a terminal, plain lines
-//! otherwise, nothing with --quiet.
+//! otherwise, nothing with --quiet. The registry flags are shared with
+//! `push`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use berth_images::progress::{Bars, Lines, Progress, Quiet};
-use berth_images::registry::{self, config, PullOptions};
+use berth_images::registry::{self, config, PullOptions, RegistryOptions};
 use berth_images::store::Store;
 
+/// How to reach registries (pull and push).
 #[derive(Debug, clap::Args)]
-pub struct PullArgs {
-    /// Image reference: [docker://][host[:port]/]path[:tag][@digest].
-    pub reference: String,
+pub struct RegistryFlags {
     /// Plain HTTP for this registry (else only registries listed as insecure
     /// in registries.conf).
     #[arg(long)]
@@ -32,20 +32,44 @@ pub struct PullArgs {
     pub certs_dir: PathBuf,
 }
 
-pub fn run(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
-    let mut opts = PullOptions::for_node(&a.registries_conf)?;
-    opts.registry.insecure = a.insecure;
-    opts.registry.certs_dir = a.certs_dir;
-    if let Some(f) = a.auth_file {
-        opts.registry.auth_files = vec![f];
+impl RegistryFlags {
+    /// The registry options these flags give.
+    pub fn options(&self) -> anyhow::Result<RegistryOptions> {
+        let mut o = PullOptions::for_node(&self.registries_conf)?.registry;
+        o.insecure = self.insecure;
+        o.certs_dir = self.certs_dir.clone();
+        if let Some(f) = &self.auth_file {
+            o.auth_files = vec![f.clone()];
+        }
+        Ok(o)
     }
-    let progress: Box<dyn Progress> = if a.quiet {
-        Box::new(Quiet)
-    } else if std::io::stderr().is_terminal() {
-        Box::new(Bars::new())
-    } else {
-        Box::new(Lines)
+
+    /// Progress bars on a terminal, plain lines otherwise, none with --quiet.
+    pub fn progress(&self) -> Box<dyn Progress> {
+        if self.quiet {
+            Box::new(Quiet)
+        } else if std::io::stderr().is_terminal() {
+            Box::new(Bars::new())
+        } else {
+            Box::new(Lines)
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// Image reference: [docker://][host[:port]/]path[:tag][@digest].
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+pub fn run(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
+    let opts = PullOptions {
+        registry: a.registry.options()?,
+        ..PullOptions::default()
     };
+    let progress = a.registry.progress();
     let rec = registry::pull(store, &a.reference, &opts, progress.as_ref())
         .with_context(|| format!("pulling {}", berth_images::escape::text(&a.reference)))?;
     println!("{} {}", rec.reference, rec.manifest);
