@@ -13,6 +13,8 @@ use berth_tests::cluster::units::{cgroup_dirs, web_image};
 use berth_tests::cluster::{wait_until, Cluster};
 use serde_json::Value;
 
+#[path = "units/exec.rs"]
+mod exec;
 #[path = "units/failover.rs"]
 mod failover;
 #[path = "units/lifecycle.rs"]

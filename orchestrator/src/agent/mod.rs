@@ -28,6 +28,7 @@ pub fn printable(s: &str, max: usize) -> String {
     out
 }
 mod adopt;
+pub mod exec;
 pub mod launch;
 mod logs;
 pub mod net;

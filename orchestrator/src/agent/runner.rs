@@ -140,6 +140,8 @@ pub struct Agent {
     pub(super) invoker: Arc<berth_cni::Invoker>,
     /// Whether units' networks may be attached yet (see `netrun`).
     pub(super) net: super::netrun::NetState,
+    /// `berthctl exec` runs (see `exec`).
+    pub(super) execs: super::exec::Execs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +196,7 @@ impl Agent {
         let mut lease = RunLease::default();
         // The previous berthd's proof is still this machine's: keep its deadline.
         lease.inherit(fence_file.deadline());
+        let execs = super::exec::Execs::new(Arc::clone(&wake));
         let pool = Pool::new(2, wake)
             .map_err(|e| AgentError::Other(format!("cannot start worker threads: {e}")))?;
         let poll = poll
@@ -231,6 +234,7 @@ impl Agent {
             reconcile_wanted: false,
             invoker,
             net: Default::default(),
+            execs,
         };
         agent.ensure_watchdog();
         agent.adopt_all();

@@ -9,6 +9,7 @@
 //! DELETE /v1/units/NAME                                       destroy
 //! GET    /v1/unit-states                                      every unit instance on every machine
 //! GET    /v1/units/NAME/journal?lines=N&follow=true&machine=M
+//! POST   /v1/units/NAME/exec           {"cmd": [...], "timeout_s"?}   run in its container
 //! ```
 
 use serde::Deserialize;
@@ -19,6 +20,12 @@ use crate::unit::{UnitName, MAX_UNIT_SIZE};
 
 /// Most journal lines one request may ask for.
 pub const MAX_JOURNAL_LINES: usize = 100_000;
+/// The default and the longest time an exec may run, seconds.
+pub const EXEC_TIMEOUT_DEFAULT: u64 = 60;
+pub const EXEC_TIMEOUT_MAX: u64 = 600;
+/// Most arguments and bytes of arguments of an exec.
+const EXEC_MAX_ARGS: usize = 1024;
+const EXEC_MAX_BYTES: usize = 128 << 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnitRoute {
@@ -48,6 +55,12 @@ pub enum UnitRoute {
         follow: bool,
         machine: Option<String>,
     },
+    /// Run a command in the unit's container, wherever it runs.
+    Exec {
+        name: String,
+        cmd: Vec<String>,
+        timeout_s: u64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -61,6 +74,42 @@ struct SubmitBody {
 #[serde(deny_unknown_fields)]
 struct DesiredBody {
     desired: Desired,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecBody {
+    cmd: Vec<String>,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+}
+
+fn exec_route(name: String, b: ExecBody) -> Result<UnitRoute, HttpError> {
+    if b.cmd.first().is_none_or(String::is_empty) {
+        return Err(err(400, "cmd must name a program"));
+    }
+    let bytes: usize = b.cmd.iter().map(String::len).sum();
+    if b.cmd.len() > EXEC_MAX_ARGS || bytes > EXEC_MAX_BYTES {
+        return Err(err(
+            413,
+            format!("cmd is longer than {EXEC_MAX_ARGS} arguments or {EXEC_MAX_BYTES} bytes"),
+        ));
+    }
+    if b.cmd.iter().any(|a| a.contains('\0')) {
+        return Err(err(400, "cmd arguments cannot hold NUL bytes"));
+    }
+    let timeout_s = b.timeout_s.unwrap_or(EXEC_TIMEOUT_DEFAULT);
+    if !(1..=EXEC_TIMEOUT_MAX).contains(&timeout_s) {
+        return Err(err(
+            400,
+            format!("timeout_s must be 1 to {EXEC_TIMEOUT_MAX}"),
+        ));
+    }
+    Ok(UnitRoute::Exec {
+        name,
+        cmd: b.cmd,
+        timeout_s,
+    })
 }
 
 #[derive(Deserialize)]
@@ -141,6 +190,7 @@ pub fn route(req: &Request) -> Option<Result<UnitRoute, HttpError>> {
             name,
             desired: b.desired,
         }),
+        ("POST", "exec") => body::<ExecBody>(req).and_then(|b| exec_route(name, b)),
         ("GET", "journal") => {
             let lines = match req.query("lines") {
                 None => 10,
@@ -183,6 +233,34 @@ mod tests {
             body: body.as_bytes().to_vec(),
             close: false,
         }
+    }
+
+    #[test]
+    fn exec_routes_check_the_command_and_timeout() {
+        let exec = |body: &str| route(&req("POST", "/v1/units/a.service/exec", &[], body));
+        assert_eq!(
+            exec(r#"{"cmd":["ls","-l"]}"#),
+            Some(Ok(UnitRoute::Exec {
+                name: "a.service".into(),
+                cmd: vec!["ls".into(), "-l".into()],
+                timeout_s: EXEC_TIMEOUT_DEFAULT
+            }))
+        );
+        let code = |body: &str| exec(body).and_then(Result::err).map(|e| e.status);
+        assert_eq!(code(r#"{"cmd":[]}"#), Some(400));
+        assert_eq!(code(r#"{"cmd":[""]}"#), Some(400));
+        assert_eq!(code(r#"{"cmd":["a\u0000b"]}"#), Some(400));
+        assert_eq!(code(r#"{"cmd":["ls"],"timeout_s":0}"#), Some(400));
+        assert_eq!(code(r#"{"cmd":["ls"],"timeout_s":601}"#), Some(400));
+        assert_eq!(code(r#"{"cmd":["ls"],"user":"x"}"#), Some(400));
+        let long = format!(r#"{{"cmd":["{}"]}}"#, "x".repeat(200_000));
+        assert_eq!(code(&long), Some(413));
+        assert_eq!(
+            route(&req("GET", "/v1/units/a.service/exec", &[], ""))
+                .and_then(Result::err)
+                .map(|e| e.status),
+            Some(405)
+        );
     }
 
     #[test]

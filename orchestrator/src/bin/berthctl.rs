@@ -10,6 +10,8 @@ use berth_orchestrator::client::Client;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+#[path = "berthctl/exec.rs"]
+mod exec;
 #[path = "berthctl/units.rs"]
 mod units;
 
@@ -63,6 +65,8 @@ enum Cmd {
     Cluster(Cluster),
     #[command(flatten)]
     Units(units::UnitCmd),
+    /// Run a command in a unit's container, wherever it runs: exec UNIT -- CMD [ARGS...]
+    Exec(exec::ExecArgs),
 }
 
 #[derive(Subcommand)]
@@ -255,6 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let json_out = cli.format == Format::Json;
     match cli.cmd {
         Cmd::Units(u) => return units::run(&c, json_out, u),
+        Cmd::Exec(a) => return exec::run(c, a),
         Cmd::ListMachines => {
             let v = c.json("GET", "/v1/machines", None)?;
             if json_out {

@@ -9,6 +9,7 @@ mod cluster;
 mod conn;
 mod dns;
 mod duties;
+mod exec;
 mod link;
 mod netpart;
 mod peers;
@@ -244,6 +245,8 @@ pub(crate) struct Daemon {
     cluster_net: netpart::ClusterNet,
     /// DNS for the registry's services (None: off).
     dns: Option<dns::DnsServer>,
+    /// `berthctl exec`s in flight (here or relayed).
+    execs: exec::ExecState,
 }
 
 fn now_ms(start: Instant) -> u64 {
@@ -432,6 +435,7 @@ impl Daemon {
             remote_followers: HashMap::new(),
             cluster_net,
             dns,
+            execs: exec::ExecState::default(),
             cfg,
         })
     }
@@ -499,6 +503,7 @@ impl Daemon {
                             a.on_wake();
                         }
                         self.network_wake();
+                        self.route_execs();
                     }
                     t if dns::is_dns_token(t) => self.on_dns(t),
                     t if t.0 >= crate::agent::TOKEN_BASE => {

@@ -1,6 +1,7 @@
 //! Agent-to-agent messages over the peer links (frame kind `KIND_AGENT`, JSON bodies): a
 //! unit's journal read on the node that runs it and relayed to the node whose API client
-//! asked, once or as a follow stream.
+//! asked, once or as a follow stream; and execs in a unit's container (`ExecReq`,
+//! `ExecDone`; see `daemon::exec`).
 //!
 //! ```text
 //!   client --GET journal--> node A                     node B (runs the unit)
@@ -30,8 +31,6 @@ const LINES_PER_FRAME: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
-// Named for the wire: more kinds (remote exec) come later.
-#[allow(clippy::enum_variant_names)]
 pub(super) enum AgentFrame {
     JournalReq {
         id: u64,
@@ -50,6 +49,18 @@ pub(super) enum AgentFrame {
     JournalCancel {
         id: u64,
         from: u64,
+    },
+    /// Run `cmd` in `unit`'s container (the receiver runs it).
+    ExecReq {
+        id: u64,
+        from: u64,
+        unit: String,
+        cmd: Vec<String>,
+        timeout_ms: u64,
+    },
+    ExecDone {
+        id: u64,
+        outcome: crate::agent::exec::ExecOutcome,
     },
 }
 
@@ -74,7 +85,7 @@ pub(super) struct RemoteFollower {
 
 impl Daemon {
     /// Queues an agent frame on the link to `to`; false if it cannot be queued.
-    fn send_agent(&mut self, to: u64, f: &AgentFrame) -> bool {
+    pub(super) fn send_agent(&mut self, to: u64, f: &AgentFrame) -> bool {
         let Ok(body) = serde_json::to_vec(f) else {
             return false;
         };
@@ -161,10 +172,10 @@ impl Daemon {
             }
         };
         let claimed = match &f {
-            AgentFrame::JournalReq { from, .. } | AgentFrame::JournalCancel { from, .. } => {
-                Some(*from)
-            }
-            AgentFrame::JournalData { .. } => None,
+            AgentFrame::JournalReq { from, .. }
+            | AgentFrame::JournalCancel { from, .. }
+            | AgentFrame::ExecReq { from, .. } => Some(*from),
+            AgentFrame::JournalData { .. } | AgentFrame::ExecDone { .. } => None,
         };
         if let (Some(peer), Some(from)) = (peer, claimed) {
             if peer != from {
@@ -193,6 +204,14 @@ impl Daemon {
                     list.retain(|f| !(f.peer == from && f.id == id));
                 }
             }
+            AgentFrame::ExecReq {
+                id,
+                from,
+                unit,
+                cmd,
+                timeout_ms,
+            } => self.serve_remote_exec(from, id, &unit, cmd, timeout_ms),
+            AgentFrame::ExecDone { id, outcome } => self.relay_exec(peer, id, outcome),
         }
     }
 
@@ -315,5 +334,15 @@ mod tests {
         assert!(s.contains("\"t\":\"journal_req\""), "{s}");
         assert_eq!(serde_json::from_str::<AgentFrame>(&s).expect("decode"), f);
         assert!(serde_json::from_str::<AgentFrame>("{\"t\":\"nope\"}").is_err());
+        let e = AgentFrame::ExecReq {
+            id: 1,
+            from: 2,
+            unit: "web.service".into(),
+            cmd: vec!["ls".into()],
+            timeout_ms: 1000,
+        };
+        let s = serde_json::to_string(&e).expect("encode");
+        assert!(s.contains("\"t\":\"exec_req\""), "{s}");
+        assert_eq!(serde_json::from_str::<AgentFrame>(&s).expect("decode"), e);
     }
 }

@@ -110,6 +110,7 @@ impl Daemon {
     /// Agent timers and heartbeats; the leader's scheduling pass. From housekeeping.
     pub(super) fn units_housekeeping(&mut self) {
         self.expire_remote_reads();
+        self.expire_execs();
         let now = std::time::Instant::now();
         self.network_housekeeping(now);
         self.dns_turn(Some(now));

@@ -131,6 +131,11 @@ impl Daemon {
                 follow,
                 machine,
             } => self.journal(token, &name, lines, follow, machine),
+            UnitRoute::Exec {
+                name,
+                cmd,
+                timeout_s,
+            } => self.start_exec(token, &name, cmd, timeout_s),
         }
     }
 

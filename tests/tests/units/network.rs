@@ -421,3 +421,74 @@ fn a_malformed_conflist_or_a_failing_plugin_fails_the_unit_and_leaves_nothing() 
         .is_empty()
     );
 }
+
+/// Node `k`'s host-gw routes (berthd's protocol) as "subnet via address" lines.
+fn routes(c: &Cluster, k: usize) -> Vec<String> {
+    let mut v: Vec<String> = in_node(c, k, &["ip", "-4", "route", "show", "proto", "152"])
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() >= 3 && w[1] == "via").then(|| format!("{} via {}", w[0], w[2]))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_machine_routes_the_others_subnets_until_they_leave() {
+    let mut c = Cluster::with_agents();
+    c.start_voters("units", 3);
+    c.wait_for_agreed_leader(&c.all());
+    let k = c.add_learner("units", 0);
+    c.wait_for_member(k);
+    let subnet = |c: &Cluster, m: &str| -> Result<String, String> {
+        let v = c
+            .node(0)
+            .get_key(&format!("/network/subnets/{m}"))?
+            .ok_or(format!("no subnet for {m}"))?;
+        Ok(v["value"].as_str().unwrap_or_default().to_string())
+    };
+    // Each node routes every other node's subnet via that node's address, and not its own.
+    let expected = |c: &Cluster, me: usize, of: &[usize]| -> Result<Vec<String>, String> {
+        let mut v = Vec::new();
+        for &j in of.iter().filter(|&&j| j != me) {
+            v.push(format!(
+                "{} via {}",
+                subnet(c, &format!("n{j}"))?,
+                c.net.slot(j).ip
+            ));
+        }
+        v.sort();
+        Ok(v)
+    };
+    let all = c.all();
+    for me in c.all() {
+        wait_until("the host-gw routes", UNIT_PATIENCE, || {
+            let want = expected(&c, me, &all)?;
+            let got = routes(&c, me);
+            (got == want)
+                .then_some(())
+                .ok_or(format!("n{me}: {got:?} != {want:?}"))
+        });
+    }
+    // The learner leaves the cluster: its subnet is freed and every route to it removed.
+    c.kill_node(k);
+    ctl(&c, 0, &["cluster", "remove-member", &format!("n{k}")]);
+    let rest: Vec<usize> = (0..k).collect();
+    wait_until("the subnet to be freed", UNIT_PATIENCE, || {
+        match c.node(0).get_key(&format!("/network/subnets/n{k}"))? {
+            None => Ok(()),
+            Some(v) => Err(format!("still {v}")),
+        }
+    });
+    for &me in &rest {
+        wait_until("the departed node's route to go", UNIT_PATIENCE, || {
+            let want = expected(&c, me, &rest)?;
+            let got = routes(&c, me);
+            (got == want)
+                .then_some(())
+                .ok_or(format!("n{me}: {got:?} != {want:?}"))
+        });
+    }
+}
