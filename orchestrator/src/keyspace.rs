@@ -141,6 +141,9 @@ pub struct StateRecord {
     /// The container's address on that network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// While the unit's image is being pulled: how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulling: Option<String>,
 }
 
 /// Parses a JSON value of the registry, ignoring values that are not of the expected shape

@@ -69,6 +69,7 @@ impl Agent {
                 dir: dir.to_path_buf(),
                 fifo: None,
                 reported: None,
+                reported_at: 0,
                 healthy: None,
                 health_running: false,
                 next_health: 0,

@@ -30,6 +30,9 @@ pub struct AgentFlags {
     /// Parent cgroup of the units' containers (default /berth/<name>)
     #[arg(long)]
     pub cgroup_parent: Option<String>,
+    /// registries.conf for pulling units' images (insecure registries, mirrors)
+    #[arg(long)]
+    pub registries_conf: Option<PathBuf>,
     /// Bound of one unit journal file, bytes (two files are kept)
     #[arg(long)]
     pub journal_max: Option<u64>,
@@ -54,6 +57,7 @@ pub struct AgentFile {
     pub image_store: Option<PathBuf>,
     pub cgroup_parent: Option<String>,
     pub journal_max: Option<u64>,
+    pub registries_conf: Option<PathBuf>,
     pub beat_ms: Option<u64>,
     pub lease_ms: Option<u64>,
     pub margin_ms: Option<u64>,
@@ -143,6 +147,11 @@ pub fn resolve(
             .journal_max
             .or(file.journal_max)
             .unwrap_or(super::journal::DEFAULT_MAX_BYTES),
+        registries_conf: flags
+            .registries_conf
+            .clone()
+            .or(file.registries_conf.clone())
+            .unwrap_or_else(|| PathBuf::from("/etc/containers/registries.conf")),
         cgroup_parent,
         fence,
         network: network.clone(),

@@ -207,6 +207,7 @@ pub struct Machine {
 /// Builds a bundle on a worker thread.
 pub struct PrepareJob {
     unit: Arc<Unit>,
+    pulls: Arc<super::pull::Pulls>,
     generation: u64,
     bundle: PathBuf,
     store: PathBuf,
@@ -219,9 +220,14 @@ pub struct PrepareJob {
 }
 
 impl PrepareJob {
-    pub(super) fn new(cfg: &AgentConfig, slot: &Slot) -> PrepareJob {
+    pub(super) fn new(
+        cfg: &AgentConfig,
+        slot: &Slot,
+        pulls: &Arc<super::pull::Pulls>,
+    ) -> PrepareJob {
         PrepareJob {
             unit: Arc::clone(&slot.unit),
+            pulls: Arc::clone(pulls),
             generation: slot.generation,
             bundle: bundle_dir(cfg, slot),
             store: cfg.image_store.clone(),
@@ -353,11 +359,12 @@ impl PrepareJob {
     fn prepare_image(&self, reference: &str) -> Result<(), String> {
         let store = Store::open(&self.store)
             .map_err(|e| format!("image store {}: {e}", self.store.display()))?;
+        // From the store, or pulled (the store's own lock is taken by the pull).
+        let image = self
+            .pulls
+            .image(&store, reference, self.unit.name.as_str())?;
         let (image, snap, prepared) = {
             let lock = store.lock().map_err(|e| e.to_string())?;
-            let image = store
-                .find(reference)
-                .map_err(|e| format!("image {reference:?} is not in this machine's store ({e})"))?;
             // A snapshot left by a crash midway is replaced.
             let _ = snapshot::remove(&store, &lock, &self.snapshot);
             // No owner: the agent removes its snapshots itself; `reap` leaves them alone

@@ -33,6 +33,7 @@ pub mod launch;
 mod logs;
 pub mod net;
 mod netrun;
+pub mod pull;
 mod report;
 pub mod runner;
 pub mod watchdog;

@@ -58,6 +58,7 @@ impl Agent {
                         .map(str::to_string),
                 ),
                 ip: slot.ip.map(|ip| ip.to_string()),
+                pulling: self.pulls.progress_of(name),
             };
             states.push(rec);
             let serving = slot.inst.running_pid().is_some()
@@ -106,12 +107,23 @@ impl Agent {
         }
         for rec in states {
             let key = keyspace::state_key(&self.cfg.machine, &rec.unit);
-            let same = self
-                .slots
-                .get(&rec.unit)
-                .and_then(|s| s.reported.as_ref())
-                .is_some_and(|r| *r == rec);
-            if same {
+            let Some(slot) = self.slots.get(&rec.unit) else {
+                continue;
+            };
+            let same = slot.reported.as_ref().is_some_and(|r| *r == rec);
+            // A pull's progress alone is written at most once a second.
+            let only_progress = slot.reported.as_ref().is_some_and(|r| {
+                r.pulling.is_some()
+                    && rec.pulling.is_some()
+                    && StateRecord {
+                        pulling: None,
+                        ..r.clone()
+                    } == StateRecord {
+                        pulling: None,
+                        ..rec.clone()
+                    }
+            });
+            if same || (only_progress && now.saturating_sub(slot.reported_at) < 1_000) {
                 continue;
             }
             if let Ok(v) = serde_json::to_string(&rec) {
@@ -119,6 +131,7 @@ impl Agent {
             }
             if let Some(s) = self.slots.get_mut(&rec.unit) {
                 s.reported = Some(rec);
+                s.reported_at = now;
             }
         }
         self.sync_services(wanted);

@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub image_store: PathBuf,
     pub journal_dir: PathBuf,
     pub journal_max: u64,
+    /// registries.conf (mirrors, insecure registries) for pulling units' images.
+    pub registries_conf: PathBuf,
     /// Containers' cgroups are `<cgroup_parent>/<container id>`.
     pub cgroup_parent: String,
     pub fence: FenceConfig,
@@ -98,8 +100,9 @@ pub(super) struct Slot {
     pub dir: PathBuf,
     pub journal: Journal,
     pub fifo: Option<(Token, File)>,
-    /// The last state written (so only changes are written).
+    /// The last state written (so only changes are written), and when.
     pub reported: Option<StateRecord>,
+    pub reported_at: u64,
     /// Last health check: passed?
     pub healthy: Option<bool>,
     pub health_running: bool,
@@ -116,6 +119,8 @@ pub struct Agent {
     next_token: usize,
     next_generation: u64,
     pub(super) pool: Pool,
+    /// Image pulls (shared with the worker threads), and their progress for reports.
+    pub(super) pulls: Arc<super::pull::Pulls>,
     lease: RunLease,
     fence_file: DeadlineFile,
     _berthd_lock: Flock<File>,
@@ -197,6 +202,7 @@ impl Agent {
         // The previous berthd's proof is still this machine's: keep its deadline.
         lease.inherit(fence_file.deadline());
         let execs = super::exec::Execs::new(Arc::clone(&wake));
+        let pulls = Arc::new(super::pull::Pulls::new(&cfg.registries_conf));
         let pool = Pool::new(2, wake)
             .map_err(|e| AgentError::Other(format!("cannot start worker threads: {e}")))?;
         let poll = poll
@@ -219,6 +225,7 @@ impl Agent {
             next_token: TOKEN_BASE,
             next_generation: 1,
             pool,
+            pulls,
             lease,
             fence_file,
             _berthd_lock: lock,
@@ -471,6 +478,7 @@ impl Agent {
             dir,
             fifo: None,
             reported: None,
+            reported_at: 0,
             healthy: None,
             health_running: false,
             next_health: 0,
@@ -741,7 +749,7 @@ impl Agent {
         match e {
             Effect::Report => {} // `report` diffs every slot
             Effect::Prepare => {
-                let job = super::launch::PrepareJob::new(&self.cfg, slot);
+                let job = super::launch::PrepareJob::new(&self.cfg, slot, &self.pulls);
                 self.pool.submit(move || job.run());
             }
             Effect::Cleanup => {

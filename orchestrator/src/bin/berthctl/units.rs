@@ -417,6 +417,9 @@ fn status(c: &Client, name: &str, lines: usize, json_out: bool) -> anyhow::Resul
         if let Some(e) = st.get("error").and_then(|e| e.as_str()) {
             println!("     Error: {e}");
         }
+        if let Some(p) = st.get("pulling").and_then(|e| e.as_str()) {
+            println!("     Image: {p}");
+        }
     }
     if lines > 0 && !states.is_empty() {
         println!();
