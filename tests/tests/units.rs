@@ -21,6 +21,8 @@ mod failover;
 mod lifecycle;
 #[path = "units/network.rs"]
 mod network;
+#[path = "units/pull.rs"]
+mod pull;
 
 /// Waits longer than the harness's default: a unit start includes image snapshots.
 const UNIT_PATIENCE: Duration = Duration::from_secs(30);

@@ -260,3 +260,148 @@ fn remove_cgroup_tree(dir: &Path) {
     }
     eprintln!("cannot remove cgroup {}", dir.display());
 }
+
+/// Debian's `docker-registry` in a namespace of its own on the cluster's bridge (no berthd
+/// there), plain HTTP on port 5000; stopped on drop.
+pub struct NetRegistry {
+    child: std::process::Child,
+    /// `IP:5000` on the test bridge.
+    pub addr: String,
+    dir: tempfile::TempDir,
+    netns: String,
+}
+
+impl Cluster {
+    /// Starts a registry in a new namespace of this cluster's network; the nodes reach it at
+    /// the returned registry's `addr`.
+    pub fn start_registry(&mut self) -> NetRegistry {
+        let bin = crate::require_program("docker-registry", "docker-registry");
+        let k = self.net.add_slot();
+        let netns = self.net.slot(k).netns.clone();
+        let addr = format!("{}:5000", self.net.slot(k).ip);
+        let dir = tempfile::Builder::new()
+            .prefix("berth-netreg-")
+            .tempdir()
+            .expect("registry dir");
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg("--")
+            .arg(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.path().join("access.log")).expect("registry log"))
+            .stderr(fs::File::create(dir.path().join("registry.log")).expect("registry log"))
+            .spawn()
+            .expect("start docker-registry");
+        let reg = NetRegistry {
+            child,
+            addr,
+            dir,
+            netns,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !reg.in_netns(&[
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            &format!("http://{}/v2/", reg.addr),
+        ]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not answer on {} in 60 s",
+                reg.addr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        reg
+    }
+
+    /// A registries.conf marking `registry` insecure (plain HTTP), for `--registries-conf`.
+    pub fn insecure_registries_conf(&self, registry: &NetRegistry) -> PathBuf {
+        let p = self.dir().join("registries.conf");
+        fs::write(
+            &p,
+            format!(
+                "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+                registry.addr
+            ),
+        )
+        .expect("write registries.conf");
+        p
+    }
+}
+
+impl NetRegistry {
+    fn in_netns(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .args(["timeout", "5"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Pushes the OCI layout `layout` (tag `tag`) as `repo` (`name:tag`) with skopeo, from
+    /// inside the registry's namespace.
+    pub fn push(&self, layout: &Path, tag: &str, repo: &str) {
+        crate::require_program("skopeo", "skopeo");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{repo}", self.addr))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo push to {}: {}",
+            self.addr,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The registry's storage directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// How many requests the registry logged whose line contains `needle`.
+    pub fn requests_containing(&self, needle: &str) -> usize {
+        ["access.log", "registry.log"]
+            .iter()
+            .filter_map(|f| fs::read_to_string(self.dir.path().join(f)).ok())
+            .map(|t| t.lines().filter(|l| l.contains(needle)).count())
+            .sum()
+    }
+}
+
+impl Drop for NetRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
