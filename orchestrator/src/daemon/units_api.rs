@@ -151,16 +151,33 @@ impl Daemon {
                 format!("unit {name} already exists with other content; destroy it first"),
             ));
         }
-        // The new unit must not break the set's rules (e.g. circular Replaces).
-        let others: Vec<unit::Unit> = reg
-            .range(keyspace::UNITS)
-            .into_iter()
-            .filter_map(|kv| keyspace::decode::<UnitRecord>(&kv.value))
-            .filter_map(|u| unit::parse_unit(&u.name, &u.text).ok())
-            .collect();
-        let mut set: Vec<&unit::Unit> = others.iter().collect();
-        set.push(&parsed);
-        unit::check_set(&set).map_err(|e| err(400, e.to_string()))?;
+        // The new unit must not close a cycle of Replaces or MachineOf. A cycle through it
+        // needs an edge out of it, so a unit with neither key cannot close one (and the set
+        // is not re-read on every submit); the others come from the parse cache.
+        if !parsed.fleet.replaces.is_empty() || !parsed.fleet.machine_of.is_empty() {
+            let records: Vec<UnitRecord> = reg
+                .range(keyspace::UNITS)
+                .into_iter()
+                .filter_map(|kv| keyspace::decode::<UnitRecord>(&kv.value))
+                .collect();
+            for r in &records {
+                self.sched
+                    .parsed
+                    .entry((r.name.clone(), r.hash.clone()))
+                    .or_insert_with(|| unit::parse_unit(&r.name, &r.text).ok());
+            }
+            let mut set: Vec<&unit::Unit> = records
+                .iter()
+                .filter_map(|r| {
+                    self.sched
+                        .parsed
+                        .get(&(r.name.clone(), r.hash.clone()))?
+                        .as_ref()
+                })
+                .collect();
+            set.push(&parsed);
+            unit::check_set(&set).map_err(|e| err(400, e.to_string()))?;
+        }
         let rec = UnitRecord {
             name: name.clone(),
             text,

@@ -175,9 +175,30 @@ fn restart_on_failure_restarts_a_failing_program_and_bad_units_are_refused() {
         String::from_utf8_lossy(&out.stderr).contains("Global"),
         "{out:?}"
     );
+    // A unit that would close a cycle of Replaces with one already submitted.
+    let ra = unit_file(
+        tmp.path(),
+        "ra.service",
+        "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nReplaces=rb.service\n",
+    );
+    let rb = unit_file(
+        tmp.path(),
+        "rb.service",
+        "[Service]\nExecStart=/bin/true\n\n[X-Fleet]\nReplaces=ra.service\n",
+    );
+    ctl(&c, 0, &["submit", ra.to_str().expect("utf-8")]);
+    let out = c.berthctl(1, &["submit", rb.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Replaces") && err.contains("ra.service"),
+        "{err}"
+    );
     let files = ctl(&c, 0, &["list-unit-files"]);
     assert!(
-        !files.contains("bad.service") && !files.contains("g.service"),
+        !files.contains("bad.service")
+            && !files.contains("g.service")
+            && !files.contains("rb.service"),
         "{files}"
     );
 }
