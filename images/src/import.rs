@@ -1,23 +1,21 @@
 //! Importing an image into the store: blobs are ingested (verified), then
 //! [`commit_image`] unpacks the missing layers in parallel (each into its
 //! own temp directory, renamed into place once its diff_id checks) and
-//! records the reference. A registry puller would feed `ingest_blob` and
-//! call `commit_image` the same way.
+//! records the reference. A pull runs the phases of [`commit`] itself,
+//! with blobs streamed from the registry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor, ImageConfig, Manifest, Platform};
 use crate::progress::{Counting, Progress};
 use crate::reference::{Reference, ReferenceError};
 use crate::source::{Source, SourceError};
-use crate::store::{ImageRecord, LayerRecord, Lock, Store, StoreError};
-use crate::unpack::{self, UnpackError, UnpackOptions, WhiteoutMode};
+use crate::store::{ImageRecord, Lock, Store, StoreError};
+use crate::unpack::{self, UnpackError};
 
 /// Errors of importing.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +36,9 @@ pub enum ImportError {
     Layer { digest: Digest, source: UnpackError },
     #[error(transparent)]
     Flatten(#[from] crate::flatten::FlattenError),
+    /// Fetching a blob failed (a registry's error, named there).
+    #[error(transparent)]
+    Fetch(Box<dyn std::error::Error + Send + Sync>),
     #[error("layer {digest}: {path}: {source}")]
     LayerIo {
         digest: Digest,
@@ -248,11 +249,9 @@ pub fn load_manifest(
     Ok((m, config))
 }
 
-/// Layers unpacked by this commit: diff_id -> (temp root, implicit dirs).
-type Fresh = HashMap<Digest, (PathBuf, Vec<Vec<u8>>)>;
-
 /// Unpacks the layers of a manifest whose blobs are all in the store, then
-/// records `reference` -> manifest. Layers already unpacked are shared.
+/// records `reference` -> manifest (the three phases of [`commit`], all
+/// under `lock`). Layers already unpacked are shared.
 pub fn commit_image(
     store: &Store,
     lock: &Lock,
@@ -262,291 +261,94 @@ pub fn commit_image(
     progress: &dyn Progress,
 ) -> Result<ImageRecord, ImportError> {
     let (m, config) = load_manifest(store, manifest_digest)?;
-    let todo = plan_layers(store, &m, &config.rootfs.diff_ids)?;
-    let board = lowers::Board::new(
-        todo.iter()
-            .filter(|j| j.work == LayerWork::Unpack)
-            .map(|j| j.diff_id.clone()),
-    );
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(todo.len())
-        .max(1);
-    let next = AtomicUsize::new(0);
-    let errors: Mutex<Vec<ImportError>> = Mutex::new(Vec::new());
-    let done: Mutex<Fresh> = Mutex::new(HashMap::new());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(job) = todo.get(i) else {
-                    break;
-                };
-                let r = match job.work {
-                    LayerWork::Unpack => {
-                        let below =
-                            crate::snapshot::effective_lowers(&config.rootfs.diff_ids[..job.index]);
-                        let lowers = lowers::Lowers::new(below, store, &board);
-                        let r = unpack_one(
-                            store,
-                            lock,
-                            &job.desc,
-                            &job.diff_id,
-                            opts,
-                            progress,
-                            &lowers,
-                        );
-                        match &r {
-                            Ok((root, _)) => board.done(&job.diff_id, root),
-                            Err(_) => board.failed(&job.diff_id),
-                        }
-                        r.map(Some)
-                    }
-                    LayerWork::Verify => {
-                        verify_one(store, &job.desc, &job.diff_id, opts, progress).map(|()| None)
-                    }
-                };
-                match r {
-                    Ok(Some(r)) => {
-                        if let Ok(mut d) = done.lock() {
-                            d.insert(job.diff_id.clone(), r);
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        if let Ok(mut errs) = errors.lock() {
-                            errs.push(e);
-                        }
-                        // Stop taking new layers; running ones finish.
-                        next.store(todo.len(), Ordering::SeqCst);
-                        break;
-                    }
-                }
-            });
+    let plan = commit::plan(store, m, config)?;
+    if let Some(j) = plan.jobs.iter().find(|j| !store.has_blob(&j.desc.digest)) {
+        return Err(StoreError::MissingBlob {
+            store: store.root().to_path_buf(),
+            digest: j.desc.digest.clone(),
         }
-    });
-    let done = done.into_inner().unwrap_or_default();
-    let first_error = errors
-        .into_inner()
-        .ok()
-        .and_then(|mut v| (!v.is_empty()).then(|| v.remove(0)));
-    let result = match first_error {
-        Some(e) => Err(e),
-        None => place_layers(store, &config.rootfs.diff_ids, &done),
-    };
-    // Whatever was not renamed into place goes (the temp dirs of this run).
-    for (root, _) in done.values() {
-        if let Some(tmp) = root.parent() {
-            let _ = std::fs::remove_dir_all(tmp);
-        }
+        .into());
     }
-    result?;
-    store.sync()?;
-    let record = ImageRecord {
-        reference: reference.to_string(),
-        manifest: manifest_digest.clone(),
-        config: m.config.digest.clone(),
-        layers: m
-            .layers
-            .iter()
-            .zip(&config.rootfs.diff_ids)
-            .map(|(d, diff_id)| LayerRecord {
-                digest: d.digest.clone(),
-                diff_id: diff_id.clone(),
-                size: d.size,
-                media_type: d.media_type.clone(),
-            })
-            .collect(),
-        platform: {
-            let mut p = format!("{}/{}", config.os, config.architecture);
-            if let Some(v) = &config.variant {
-                p = format!("{p}/{v}");
-            }
-            p
-        },
-        created: config.created.clone(),
-        imported: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
-    store.put_image(lock, record.clone())?;
-    Ok(record)
-}
-
-/// What a commit does with one layer blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LayerWork {
-    /// Unpack it (its diff_id is checked on the way).
-    Unpack,
-    /// Its layer is already unpacked (from another blob, or earlier in this
-    /// image): hash the blob's uncompressed bytes against the diff_id only.
-    Verify,
-}
-
-#[derive(Debug)]
-struct LayerJob {
-    desc: Descriptor,
-    diff_id: Digest,
-    work: LayerWork,
-    /// Its (first) position in the image, bottom = 0.
-    index: usize,
-}
-
-/// Decides, for every layer of a manifest, whether it is unpacked, verified
-/// or already proven. A blob proves its diff_id only by its own bytes: a
-/// stored layer with that diff_id is shared only when this very blob (by
-/// digest) already produced it in a committed image, or after hashing it.
-fn plan_layers(
-    store: &Store,
-    m: &Manifest,
-    diff_ids: &[Digest],
-) -> Result<Vec<LayerJob>, ImportError> {
-    let proven: std::collections::HashSet<(Digest, Digest)> = store
-        .images()?
-        .into_iter()
-        .flat_map(|i| i.layers.into_iter().map(|l| (l.digest, l.diff_id)))
-        .collect();
-    let mut todo: Vec<LayerJob> = Vec::new();
-    for (index, (d, diff_id)) in m.layers.iter().zip(diff_ids).enumerate() {
-        manifest::layer_kind(d)?;
-        if !store.has_blob(&d.digest) {
-            return Err(StoreError::MissingBlob {
-                store: store.root().to_path_buf(),
-                digest: d.digest.clone(),
-            }
-            .into());
-        }
-        let pair = (d.digest.clone(), diff_id.clone());
-        if proven.contains(&pair)
-            || todo
-                .iter()
-                .any(|j| j.desc.digest == d.digest && &j.diff_id == diff_id)
-        {
-            continue;
-        }
-        let unpacking = todo
-            .iter()
-            .any(|j| &j.diff_id == diff_id && j.work == LayerWork::Unpack);
-        let work = if store.has_layer(diff_id) || unpacking {
-            LayerWork::Verify
-        } else {
-            LayerWork::Unpack
-        };
-        todo.push(LayerJob {
-            desc: d.clone(),
-            diff_id: diff_id.clone(),
-            work,
-            index,
-        });
-    }
-    Ok(todo)
-}
-
-/// Hashes a stored layer blob's uncompressed bytes against `diff_id`.
-fn verify_one(
-    store: &Store,
-    desc: &Descriptor,
-    diff_id: &Digest,
-    opts: &ImportOptions,
-    progress: &dyn Progress,
-) -> Result<(), ImportError> {
-    let blob = store.blob_path(&desc.digest);
-    let f = File::open(&blob).map_err(|source| ImportError::LayerIo {
-        digest: desc.digest.clone(),
-        path: blob.display().to_string(),
-        source,
-    })?;
-    let id = desc.digest.short().to_string();
-    progress.start(&id, "verifying", desc.size);
-    let reader = Counting {
-        inner: f,
-        id: id.clone(),
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let source = StoredBlobs {
+        store,
+        lock,
         progress,
     };
-    let layer_err = |source| ImportError::Layer {
-        digest: desc.digest.clone(),
-        source,
-    };
-    opts.limits.check_compressed(desc.size).map_err(layer_err)?;
-    unpack::verify_diff_id(reader, opts.limits.for_blob(desc.size), diff_id).map_err(layer_err)?;
-    progress.finish(&id, "verified");
-    Ok(())
+    let fresh = commit::run_jobs(store, &plan, &source, workers, opts)?;
+    commit::finish(store, lock, reference, manifest_digest, &plan, fresh)
 }
 
-fn unpack_one(
+/// Layer blobs read from the store's files (an import ingested them,
+/// verified, before).
+struct StoredBlobs<'a> {
+    store: &'a Store,
+    lock: &'a Lock,
+    progress: &'a dyn Progress,
+}
+
+/// A stored blob read by a layer job, with progress.
+struct StoredStream<'a> {
+    reader: Counting<'a, File>,
+    done: &'static str,
+}
+
+impl Read for StoredStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl commit::BlobStream for StoredStream<'_> {
+    fn finish(self: Box<Self>, job_ok: bool) -> Result<(), ImportError> {
+        if job_ok {
+            self.reader.progress.finish(&self.reader.id, self.done);
+        }
+        Ok(())
+    }
+}
+
+impl commit::BlobSource for StoredBlobs<'_> {
+    fn open(
+        &self,
+        job: &commit::LayerJob,
+    ) -> Result<Box<dyn commit::BlobStream + '_>, ImportError> {
+        stored_stream(self.store, job, self.progress)
+    }
+
+    fn scratch(&self) -> Result<PathBuf, ImportError> {
+        Ok(self.store.tmp_dir(self.lock, "layer-")?)
+    }
+}
+
+/// A layer job's stream over a blob in the store, with progress.
+pub(crate) fn stored_stream<'a>(
     store: &Store,
-    lock: &Lock,
-    desc: &Descriptor,
-    diff_id: &Digest,
-    opts: &ImportOptions,
-    progress: &dyn Progress,
-    lower: &dyn unpack::LowerView,
-) -> Result<(PathBuf, Vec<Vec<u8>>), ImportError> {
-    let layer_err = |source| ImportError::Layer {
-        digest: desc.digest.clone(),
-        source,
-    };
-    let io_err = |path: &Path, source| ImportError::LayerIo {
-        digest: desc.digest.clone(),
-        path: path.display().to_string(),
-        source,
-    };
-    opts.limits.check_compressed(desc.size).map_err(layer_err)?;
-    let tmp = store.tmp_dir(lock, "layer-")?;
-    let root = tmp.join("fs");
-    std::fs::create_dir(&root).map_err(|e| io_err(&root, e))?;
-    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| io_err(&root, e))?;
-    let blob = store.blob_path(&desc.digest);
-    let f = File::open(&blob).map_err(|e| io_err(&blob, e))?;
-    let id = desc.digest.short().to_string();
-    progress.start(&id, "unpacking", desc.size);
-    let mut uopts = UnpackOptions::new(WhiteoutMode::Overlay);
-    uopts.max_size = opts.limits.for_blob(desc.size);
-    let reader = Counting {
-        inner: f,
-        id: id.clone(),
-        progress,
-    };
-    match unpack::unpack_layer_over(reader, &root, &uopts, Some(diff_id), Some(lower)) {
-        Ok(u) => {
-            progress.finish(&id, "done");
-            Ok((root, u.implicit_dirs))
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(layer_err(e))
-        }
-    }
-}
-
-/// Gives implicitly created directories of the new layers their lower
-/// layers' metadata (bottom up, so lowers are final first), then renames
-/// each new layer into place. Before the renames nothing is visible.
-fn place_layers(store: &Store, diff_ids: &[Digest], done: &Fresh) -> Result<(), ImportError> {
-    let dir_of = |d: &Digest| {
-        done.get(d)
-            .map_or_else(|| store.layer_dir(d), |(root, _)| root.clone())
-    };
-    for (i, d) in diff_ids.iter().enumerate() {
-        if let Some((root, implicit)) = done.get(d) {
-            let lowers: Vec<PathBuf> = diff_ids[..i].iter().rev().map(dir_of).collect();
-            crate::flatten::inherit_implicit_dirs(root, &lowers, implicit)?;
-        }
-    }
-    for (d, (root, _)) in done {
-        let dest = store.layer_dir(d);
-        let io_err = |path: &Path, source| ImportError::LayerIo {
-            digest: d.clone(),
-            path: path.display().to_string(),
+    job: &commit::LayerJob,
+    progress: &'a dyn Progress,
+) -> Result<Box<dyn commit::BlobStream + 'a>, ImportError> {
+    {
+        let blob = store.blob_path(&job.desc.digest);
+        let f = File::open(&blob).map_err(|source| ImportError::LayerIo {
+            digest: job.desc.digest.clone(),
+            path: blob.display().to_string(),
             source,
+        })?;
+        let id = job.desc.digest.short().to_string();
+        let (what, done) = match job.work {
+            commit::LayerWork::Unpack => ("unpacking", "done"),
+            commit::LayerWork::Verify => ("verifying", "verified"),
         };
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-        }
-        std::fs::rename(root, &dest).map_err(|e| io_err(&dest, e))?;
+        progress.start(&id, what, job.desc.size);
+        Ok(Box::new(StoredStream {
+            reader: Counting {
+                inner: f,
+                id,
+                progress,
+            },
+            done,
+        }))
     }
-    Ok(())
 }
 
 /// Merges the image's unpacked layers, in order, into one directory (for
@@ -562,6 +364,7 @@ pub fn flatten(store: &Store, image: &ImageRecord, rootfs: &Path) -> Result<(), 
     Ok(())
 }
 
+pub mod commit;
 mod lowers;
 #[cfg(test)]
 mod tests;

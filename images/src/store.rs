@@ -7,11 +7,13 @@
 //! images.json               references -> manifest, config, layers
 //! containers/<name>/        snapshots made by `image run` (record + dirs)
 //! tmp/                      work in progress; cleaned by the next writer
+//! tmp/work-*/, tmp/partial/ pulls running without the lock (see [`work`])
 //! ```
 //!
 //! Everything is written under a temp name and renamed into place, and
 //! `images.json` is written last, so a writer killed at any point leaves
-//! nothing visible. Readers (`ls`, `inspect`) need no lock.
+//! nothing visible. Readers (`ls`, `inspect`) need no lock. Who holds which
+//! lock when is written down in [`work`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -219,11 +221,17 @@ impl Store {
         Ok(d.keep())
     }
 
-    /// Removes what killed writers left in tmp/.
-    pub fn clean_tmp(&self, _lock: &Lock) -> Result<(), StoreError> {
+    /// Removes what killed writers left in tmp/: everything but the work
+    /// areas of running pulls and partial downloads younger than
+    /// [`work::PARTIAL_MAX_AGE`].
+    pub fn clean_tmp(&self, lock: &Lock) -> Result<(), StoreError> {
         let tmp = self.root.join("tmp");
+        self.clean_partials(lock, work::PARTIAL_MAX_AGE)?;
         for e in fs::read_dir(&tmp).map_err(|e| self.io(&tmp, e))? {
             let p = e.map_err(|e| self.io(&tmp, e))?.path();
+            if self.keep_in_tmp(&p)? {
+                continue;
+            }
             let r = if p.is_dir() && !p.is_symlink() {
                 fs::remove_dir_all(&p)
             } else {
@@ -428,14 +436,22 @@ impl Store {
         Ok((record, freed))
     }
 
-    /// Deletes layers and blobs that no image and no snapshot references
-    /// (reference counting over the index and the snapshot records), and
-    /// whatever killed writers left in tmp/.
+    /// Deletes layers and blobs that no image, no snapshot and no running
+    /// pull references (reference counting over the index, the snapshot
+    /// records and the pulls' pins), and whatever killed writers left in
+    /// tmp/.
     pub fn gc(&self, lock: &Lock) -> Result<Freed, StoreError> {
         self.clean_tmp(lock)?;
         let images = self.images()?;
         let snapshots = self.snapshots()?;
-        let (blob_refs, layer_refs) = reference_counts(&images, &snapshots);
+        let (mut blob_refs, mut layer_refs) = reference_counts(&images, &snapshots);
+        let pins = self.live_pins(lock)?;
+        for d in pins.blobs {
+            *blob_refs.entry(d).or_insert(0) += 1;
+        }
+        for d in pins.layers {
+            *layer_refs.entry(d).or_insert(0) += 1;
+        }
         let mut freed = Freed::default();
         for (kind, refs, out) in [
             ("layers", &layer_refs, &mut freed.layers),
@@ -558,6 +574,9 @@ pub fn write_replace(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()>
     }
     Ok(())
 }
+
+pub mod work;
+pub use work::{BlobAt, Partial, Pins, Work};
 
 #[cfg(test)]
 mod tests;

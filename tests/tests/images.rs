@@ -23,6 +23,8 @@ mod hostile;
 mod pull;
 #[path = "images/pull_hostile.rs"]
 mod pull_hostile;
+#[path = "images/pull_resume.rs"]
+mod pull_resume;
 #[path = "images/push.rs"]
 mod push;
 #[path = "images/run.rs"]

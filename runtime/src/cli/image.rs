@@ -67,7 +67,8 @@ pub enum ImageCommand {
     /// Run a container from an image (overlay snapshot + berth run).
     Run(run::RunArgs),
     /// Remove the snapshots `image run` kept (no --rm) of containers that
-    /// no longer exist in --root, then free unreferenced layers and blobs.
+    /// no longer exist in --root, then free unreferenced layers and blobs
+    /// and the partial downloads of interrupted pulls.
     Prune,
 }
 
@@ -247,6 +248,8 @@ fn prune(global: &GlobalOpts, store: &Store) -> anyhow::Result<i32> {
         berth_images::snapshot::remove(store, &lock, &snap.name)?;
         println!("removed container {}", snap.name);
     }
+    // Partial downloads of interrupted pulls, kept for a resume, go too.
+    store.clean_partials(&lock, std::time::Duration::ZERO)?;
     let freed = store.gc(&lock)?;
     for l in &freed.layers {
         println!("deleted layer {l}");

@@ -8,8 +8,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// One request as the fake registry saw it.
+pub struct Request {
+    pub method: String,
+    /// The path with its query.
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// What to answer to one request.
 pub enum Reply {
+    /// Any status with headers and a body (Content-Length added).
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
     /// 200 with a content type and body.
     Ok(String, Vec<u8>),
     /// Any status with extra headers and an empty body.
@@ -20,7 +44,7 @@ pub enum Reply {
     Endless,
 }
 
-type Handler = dyn Fn(&str) -> Reply + Send + Sync;
+type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
 
 /// A running fake registry.
 pub struct FakeRegistry {
@@ -37,14 +61,39 @@ fn serve(mut s: TcpStream, handler: &Handler) {
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut words = line.split_whitespace();
+        let method = words.next().unwrap_or("GET").to_string();
+        let path = words.next().unwrap_or("/").to_string();
+        let mut headers = Vec::new();
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                 break;
             }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
         }
-        let ok = match handler(&path) {
+        let req = Request {
+            method,
+            path,
+            headers,
+        };
+        let ok = match handler(&req) {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                s.write_all(head.as_bytes())
+                    .and_then(|()| s.write_all(&body))
+                    .is_ok()
+            }
             Reply::Ok(ctype, body) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
@@ -88,7 +137,13 @@ fn serve(mut s: TcpStream, handler: &Handler) {
 }
 
 impl FakeRegistry {
+    /// Starts a fake registry answering by path (with query).
     pub fn start(handler: impl Fn(&str) -> Reply + Send + Sync + 'static) -> FakeRegistry {
+        Self::start_with(move |req: &Request| handler(&req.path))
+    }
+
+    /// Starts a fake registry answering by the whole request.
+    pub fn start_with(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> FakeRegistry {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind fake registry");
         let addr = l.local_addr().expect("addr").to_string();
         l.set_nonblocking(true).expect("nonblocking listener");

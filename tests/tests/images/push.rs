@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use berth_tests::images::layout::{incompressible, Compression, OciLayout, RawTar};
+use berth_tests::images::layout::{incompressible, Compression, LayerDesc, OciLayout, RawTar};
 use berth_tests::images::proxy::Proxy;
 use berth_tests::images::registry::{Access, Registry};
 use berth_tests::images::{fixture, run_tool, tree, ImageEnv};
@@ -171,23 +171,24 @@ fn push_round_trips_through_berth_and_skopeo_and_mounts_across_repositories() {
     assert_eq!(reg.tags("other/bb"), Some(vec!["1".to_string()]));
 }
 
-/// An image with one 12 MB layer of incompressible data (uncompressed tar) plus a small file.
-pub fn big_image(work: &Path) -> (std::path::PathBuf, Vec<u8>) {
+/// An image of one layer (uncompressed tar): a small file `first`, then `big`, 12 MB of
+/// incompressible data. Returns the layout, `big`'s data and the layer.
+pub fn big_image(work: &Path) -> (std::path::PathBuf, Vec<u8>, LayerDesc) {
     let data = incompressible(12 << 20, 7);
     let mut tar = RawTar::new();
+    tar.file("first", 0o644, b"first\n");
     tar.file("big", 0o644, &data);
-    tar.file("hello", 0o644, b"hello\n");
     let dir = work.join("big-layout");
     let mut layout = OciLayout::new(&dir);
-    layout.add_layer(&tar.finish(), Compression::None);
-    layout.tag("big", json!({"Cmd": ["/hello"]}));
-    (dir, data)
+    let layer = layout.add_layer(&tar.finish(), Compression::None);
+    layout.tag("big", json!({"Cmd": ["/first"]}));
+    (dir, data, layer)
 }
 
 #[test]
 fn a_push_killed_midway_tags_nothing_and_the_next_push_completes() {
     let env = ImageEnv::new();
-    let (layout, data) = big_image(&env.work());
+    let (layout, data, _) = big_image(&env.work());
     env.import(&layout, "big:1").ok();
     let reg = Registry::start_plain();
     let proxy = Proxy::start(&reg.addr);
