@@ -22,6 +22,12 @@
 //! with it unmounted; that prologue is done in the forked child before exec, no extra
 //! process, and its cost is included in crun's figures and shown on its own line).
 //!
+//! Burst (`--burst N`, default 200; 0 skips it): N containers running `sleep`, created
+//! and started by `--burst-callers` (default 8) parallel callers, then deleted, for
+//! `--burst-rounds` (default 3) rounds per runtime in turn: containers per second (the
+//! median round) and the create+start time of each container (p50, p99); see
+//! start_latency/burst.rs.
+//!
 //! `--cgroup2-only` measures every runtime as on a cgroup-v2-only host, the common case
 //! in the field: each command runs in a private mount namespace whose /sys/fs/cgroup is
 //! the unified hierarchy alone (the v1 mounts detached), so all three take their v2
@@ -38,6 +44,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+
+#[path = "start_latency/burst.rs"]
+mod burst;
 
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
 
@@ -235,6 +244,9 @@ struct Options {
     berth: PathBuf,
     only: Vec<String>,
     cgroup2_only: bool,
+    burst: usize,
+    burst_callers: usize,
+    burst_rounds: usize,
 }
 
 fn parse_options() -> Result<Options> {
@@ -245,6 +257,9 @@ fn parse_options() -> Result<Options> {
         berth: exe.with_file_name("berth"),
         only: vec!["berth".into(), "runc".into(), "crun".into()],
         cgroup2_only: false,
+        burst: 200,
+        burst_callers: 8,
+        burst_rounds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -255,11 +270,17 @@ fn parse_options() -> Result<Options> {
             "--berth" => opts.berth = PathBuf::from(value()?),
             "--only" => opts.only = value()?.split(',').map(String::from).collect(),
             "--cgroup2-only" => opts.cgroup2_only = true,
-            other => bail!("unknown argument {other:?} (known: --trials N --warmup N --berth PATH --only a,b,c --cgroup2-only)"),
+            "--burst" => opts.burst = value()?.parse().context("--burst")?,
+            "--burst-callers" => opts.burst_callers = value()?.parse().context("--burst-callers")?,
+            "--burst-rounds" => opts.burst_rounds = value()?.parse().context("--burst-rounds")?,
+            other => bail!("unknown argument {other:?} (known: --trials N --warmup N --berth PATH --only a,b,c --cgroup2-only --burst N --burst-callers N --burst-rounds N)"),
         }
     }
     if opts.trials == 0 {
         bail!("--trials must be at least 1");
+    }
+    if opts.burst > 0 && (opts.burst_callers == 0 || opts.burst_rounds == 0) {
+        bail!("--burst-callers and --burst-rounds must be at least 1");
     }
     Ok(opts)
 }
@@ -547,6 +568,23 @@ fn main() -> Result<()> {
     drop(sleepers);
     tables.push(table("`exec` /bin/true into a running container", &exec, 0));
 
+    // 3b. burst starts (sleeping containers from the same bundle)
+    let bursts = if opts.burst > 0 {
+        eprintln!(
+            "burst: {} containers by {} callers, {} rounds...",
+            opts.burst, opts.burst_callers, opts.burst_rounds
+        );
+        burst::run(
+            &runtimes,
+            &sleeper_s,
+            opts.burst,
+            opts.burst_callers,
+            opts.burst_rounds,
+        )
+    } else {
+        Vec::new()
+    };
+
     // 4. run under the Docker-style seccomp profile
     if let Some(p) = &profile {
         let names: usize = p["syscalls"]
@@ -684,6 +722,12 @@ fn main() -> Result<()> {
         .map(|(_, s)| s.median);
     for table in &tables {
         print!("{}", render(table, reference, reference_run));
+    }
+    if !bursts.is_empty() {
+        print!(
+            "{}",
+            burst::render(&bursts, opts.burst, opts.burst_callers, reference)
+        );
     }
     Ok(())
 }
