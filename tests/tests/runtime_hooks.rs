@@ -285,3 +285,21 @@ fn poststart_runs_after_the_program_is_executed() {
     assert_eq!(lines, ["sleep 0.5"; 3], "{seen}");
     c.assert_no_leftovers();
 }
+
+/// `run --detach` runs poststart hooks too, after the program's exec, as runc does.
+/// Before the fix it ran none.
+#[test]
+fn detached_run_runs_poststart_hooks() {
+    let env = TestEnv::new("poststart-detach");
+    let out = env.path().join("cmdlines");
+    let c = env.container(|b| {
+        b.push("/hooks/poststart", cmdline_hook(&out));
+        b.args(&["sleep", "1000"]);
+    });
+    c.verb("run", &["-d", "--bundle", c.bundle.path_str()], &[])
+        .ok();
+    let seen = fs::read_to_string(&out).expect("the poststart hook ran");
+    assert_eq!(seen.trim(), "sleep 1000", "{seen}");
+    c.delete(true).ok();
+    c.assert_no_leftovers();
+}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use super::GlobalOpts;
 use crate::container::create::{create, CreateOpts};
 use crate::container::ops;
-use crate::process::protocol::Message;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -55,10 +54,7 @@ pub fn run(g: &GlobalOpts, a: RunArgs) -> anyhow::Result<i32> {
     };
     let created = create(&g.root, &opts, true)?;
     if a.detach {
-        created
-            .chan
-            .send(&Message::Start)
-            .map_err(|e| anyhow::anyhow!("starting container {}: {e}", a.id))?;
+        ops::start_over_channel(&created.state, created.chan)?;
         return Ok(0);
     }
     Ok(ops::run_foreground(created, a.keep)?)

@@ -168,6 +168,26 @@ fn kill_all_and_wait(state: &State) {
     }
 }
 
+/// `run`'s start: `Start` over the channel; with poststart hooks, they run once init's
+/// end of the channel has closed, at the program's exec (or its death), as the
+/// runtime-spec says.
+pub fn start_over_channel(
+    state: &State,
+    chan: crate::process::protocol::Channel,
+) -> Result<(), ContainerError> {
+    chan.send(&Message::Start)
+        .map_err(|e| ContainerError::Other(format!("starting container {}: {e}", state.id)))?;
+    let has_poststart = state
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !crate::hooks::HookKind::Poststart.of(h).is_empty());
+    if has_poststart {
+        while chan.recv().is_ok() {}
+        run_warn_hooks(state, crate::hooks::HookKind::Poststart, Status::Running);
+    }
+    Ok(())
+}
+
 /// `run` in the foreground: starts init, forwards signals to it, reaps children and
 /// returns the shell-style exit code. Signals were blocked before the clone, so a
 /// SIGCHLD from a container that exits at once cannot be missed. With a terminal,
@@ -182,19 +202,7 @@ pub fn run_foreground(created: Created, keep: bool) -> Result<i32, ContainerErro
         ..
     } = created;
     let pid = state.pid;
-    chan.send(&Message::Start)
-        .map_err(|e| ContainerError::Other(format!("starting container: {e}")))?;
-    let has_poststart = state
-        .hooks
-        .as_ref()
-        .is_some_and(|h| !crate::hooks::HookKind::Poststart.of(h).is_empty());
-    if has_poststart {
-        // init's end of the channel closes at the program's exec (or its death):
-        // poststart hooks run after the program started, as the runtime-spec says.
-        while chan.recv().is_ok() {}
-        run_warn_hooks(&state, crate::hooks::HookKind::Poststart, Status::Running);
-    }
-    drop(chan);
+    start_over_channel(&state, chan)?;
     // Unlock: `state`, `kill` and `delete` from other processes must work while we wait.
     let dir_path = dir.path.clone();
     drop(dir);
