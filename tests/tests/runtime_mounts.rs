@@ -252,3 +252,36 @@ fn host_mount_is_shared(path: &std::path::Path) -> bool {
     }
     best.is_some_and(|(_, shared)| shared)
 }
+
+/// The podman case: a container in a user namespace (0 -> 100000) with a host volume
+/// owned by root, idmapped with `idmap` and no mappings of its own (the container's are
+/// taken): inside, the files are root's, and the container's root can write them.
+/// Without idmapping they would be nobody's. Works because `create` makes the idmapped
+/// bind before the clone; init in the user namespace could not.
+#[test]
+fn idmapped_bind_in_a_user_namespace_takes_the_containers_mappings() {
+    let env = TestEnv::new("idmap-userns");
+    let src = env.path().join("volume");
+    fs::create_dir(&src).expect("mkdir");
+    fs::write(src.join("f"), "x").expect("write");
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let c = env.container(|b| {
+        b.namespace("user", None);
+        b.set("/linux/uidMappings", map.clone());
+        b.set("/linux/gidMappings", map.clone());
+        b.push(
+            "/mounts",
+            json!({"destination": "/vol", "type": "bind", "source": src,
+                   "options": ["rbind", "idmap"]}),
+        );
+        b.sh("stat -c '%u:%g' /vol/f; echo y > /vol/new && echo wrote");
+    });
+    // The rootfs belongs to the host's root, unmapped inside: the mount point is made
+    // here, as an image's would be.
+    fs::create_dir(c.bundle.rootfs().join("vol")).expect("mkdir vol");
+    let out = c.output();
+    assert_eq!(out, "0:0\nwrote\n", "{out}");
+    // On disk the new file belongs to the host's root, as the volume does.
+    assert_eq!(fs::metadata(src.join("new")).expect("stat").uid(), 0);
+    c.assert_no_leftovers();
+}
