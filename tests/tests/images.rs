@@ -19,6 +19,8 @@ mod corpus;
 mod formats;
 #[path = "images/hostile.rs"]
 mod hostile;
+#[path = "images/net.rs"]
+mod net;
 #[path = "images/pull.rs"]
 mod pull;
 #[path = "images/pull_hostile.rs"]

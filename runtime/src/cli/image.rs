@@ -5,6 +5,7 @@
 //! no container is ever forked from this (possibly multithreaded) process.
 
 mod login;
+mod net;
 mod pull;
 mod push;
 mod run;
@@ -235,6 +236,9 @@ fn rm(store: &Store, reference: &str) -> anyhow::Result<i32> {
 }
 
 fn prune(global: &GlobalOpts, store: &Store) -> anyhow::Result<i32> {
+    // Network attachments killed runs left (see `net`), before their snapshots go.
+    let cni = net::CniDirs::new(store, "/etc/cni/net.d".into(), Vec::new());
+    net::sweep(store, &global.root, &cni)?;
     let lock = store.lock()?;
     for r in berth_images::snapshot::reap(store, &lock)? {
         tracing::info!(?r, "cleaned up after an earlier image run");
@@ -361,9 +365,25 @@ mod tests {
                 .unwrap();
         let crate::cli::ImageVerb::Image(a) = cli.command;
         assert!(matches!(a.command, ImageCommand::Ls(_)));
-        assert!(crate::cli::ImageCli::try_parse_from([
-            "berth", "image", "run", "--net", "bridge", "x"
+        let cli = crate::cli::ImageCli::try_parse_from([
+            "berth",
+            "image",
+            "run",
+            "--net",
+            "lab",
+            "-p",
+            "8080:80",
+            "-p",
+            "53:53/udp",
+            "x",
         ])
-        .is_err());
+        .unwrap();
+        let crate::cli::ImageVerb::Image(a) = cli.command;
+        let ImageCommand::Run(r) = a.command else {
+            panic!("not run")
+        };
+        assert_eq!(r.net, "lab");
+        assert_eq!(r.publish, vec!["8080:80", "53:53/udp"]);
+        assert_eq!(r.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
     }
 }

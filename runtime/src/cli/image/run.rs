@@ -26,6 +26,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
+use super::net;
 use crate::cli::GlobalOpts;
 
 #[derive(Debug, clap::Args)]
@@ -48,9 +49,19 @@ pub struct RunArgs {
     /// Memory limit (e.g. 64m).
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
-    /// Network: none (a new empty namespace) or host.
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    /// Network: none (a new empty namespace), host, or a CNI network's name (configs in
+    /// --cni-conf-dir).
+    #[arg(long, default_value = "none")]
     pub net: String,
+    /// Publish a port on a CNI network: [IP:]HOST:CONTAINER[/tcp|udp]; repeatable.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Where CNI network configs are.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Where CNI plugins are searched (repeatable; default /usr/lib/cni, /opt/cni/bin).
+    #[arg(long = "cni-plugin-dir")]
+    pub cni_plugin_dirs: Vec<PathBuf>,
     /// Image reference.
     pub reference: String,
     /// Command (replaces the image's Cmd) and its arguments.
@@ -93,6 +104,19 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
     // forwarded) or, if it came earlier, ends the run before it starts.
     let signals = Signals::block()?;
     let name = a.name.clone().unwrap_or_else(random_name);
+    let net = net::NetChoice::parse(&a.net);
+    let ports = a
+        .publish
+        .iter()
+        .map(|p| net::parse_publish(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !ports.is_empty() && !matches!(net, net::NetChoice::Cni(_)) {
+        anyhow::bail!("-p needs --net NAME (a CNI network), not --net {}", a.net);
+    }
+    let cni = net::CniDirs::new(store, a.cni_conf_dir.clone(), a.cni_plugin_dirs.clone());
+    if matches!(net, net::NetChoice::Cni(_)) {
+        net::sweep(store, &global.root, &cni).context("removing attachments of killed runs")?;
+    }
     let memory = a
         .memory
         .as_deref()
@@ -105,7 +129,7 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
         cwd: a.workdir.clone(),
         user: a.user.clone(),
         memory,
-        net: if a.net == "host" {
+        net: if net == net::NetChoice::Host {
             bundle::Net::Host
         } else {
             bundle::Net::None
@@ -131,6 +155,7 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
         let (snap, prepared) = snapshot::prepare(store, &lock, &name, &image, &opts)?;
         (image, snap, prepared)
     };
+    let mut attached: Option<net::Attached> = None;
     let result = (|| -> anyhow::Result<i32> {
         match prepared {
             Prepared::Overlay(m) => match m.perform() {
@@ -151,8 +176,16 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
         }
         let (_, config) = import::load_manifest(store, &image.manifest)?;
         let users = bundle::read_user_db(&snap.rootfs, &bundle::user_spec(&config, &overrides))?;
-        let value = bundle::generate(&config, &users, &overrides)?;
-        bundle::write_config(&snap.dir, &value)?;
+        let mut value = bundle::generate(&config, &users, &overrides)?;
+        if let net::NetChoice::Cni(network) = &net {
+            let ns = cni.netns(&name);
+            join_netns(&mut value, &ns);
+            bundle::write_config(&snap.dir, &value)?;
+            let (a, _ip) = net::attach(&cni, network, &name, ports.clone())?;
+            attached = Some(a);
+        } else {
+            bundle::write_config(&snap.dir, &value)?;
+        }
         if let Some(sig) = signals.pending()? {
             eprintln!("berth: {sig} before the container started; not running it");
             return Ok(128 + sig as i32);
@@ -173,6 +206,7 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
     })();
     // Cleanup, also when the run failed.
     let mut cleanup_err = None;
+    let detached = attached.map(net::Attached::detach).transpose();
     // `run` deletes its container when it exits; a state dir left behind
     // (a failure midway) is removed with `delete --force`.
     if a.rm && global.root.join(&name).exists() {
@@ -196,6 +230,9 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
     } else if let Err(e) = snapshot::unmount(&snap) {
         cleanup_err = Some(e);
     }
+    if let Err(e) = detached {
+        eprintln!("berth: {e:#}");
+    }
     match (result, cleanup_err) {
         (Ok(code), None) => Ok(code),
         (Ok(_), Some(e)) => {
@@ -206,6 +243,15 @@ pub fn run(global: &GlobalOpts, store: &Store, a: RunArgs) -> anyhow::Result<i32
             Err(e)
         }
         (Err(e), None) => Err(e),
+    }
+}
+
+/// Points config.json's network namespace (the `none` entry) at `netns`.
+fn join_netns(config: &mut serde_json::Value, netns: &Path) {
+    if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
+        for ns in list.iter_mut().filter(|n| n["type"] == "network") {
+            ns["path"] = serde_json::json!(netns.display().to_string());
+        }
     }
 }
 
