@@ -78,14 +78,18 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
 }
 
 /// Releases the namespace held at `path` (it ends once no process is in it) and removes
-/// the file. A path that does not exist is fine (already removed).
+/// the file. A path that does not exist is fine (already removed). Every mount stacked on
+/// the file is detached (a copy propagated onto it would otherwise keep it busy).
 pub fn remove(path: &Path) -> Result<(), NetnsError> {
     if !path.exists() {
         return Ok(());
     }
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) => {} // EINVAL: not mounted (a failed create)
-        Err(e) => return Err(err(path, "unmount")(errno(e))),
+    for _ in 0..MAX_STACKED {
+        match umount2(path, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::EINVAL) => break, // not (or no longer) mounted
+            Err(e) => return Err(err(path, "unmount")(errno(e))),
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -93,6 +97,9 @@ pub fn remove(path: &Path) -> Result<(), NetnsError> {
         Err(e) => Err(err(path, "remove")(e)),
     }
 }
+
+/// Most mounts [`remove`] detaches from one file.
+const MAX_STACKED: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -128,6 +135,20 @@ mod tests {
         remove(&q).unwrap();
         assert!(!p.exists() && !q.exists());
         remove(&p).unwrap();
+    }
+
+    #[test]
+    fn remove_detaches_mounts_stacked_on_the_file() {
+        assert!(root(), "needs root (bind mounts)");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ns");
+        create(&p).unwrap();
+        // a second mount of the same namespace on top of the first
+        mount(Some(&p), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        remove(&p).unwrap();
+        assert!(!p.exists());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&p.display().to_string()), "{mounts}");
     }
 
     #[test]
