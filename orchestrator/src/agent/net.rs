@@ -164,7 +164,7 @@ impl AttachJob {
 
     fn attach(&self) -> Result<Option<IpAddr>, String> {
         // A namespace file left by a crash midway (its attachment was swept at start).
-        let _ = berth_cni::netns::remove(&self.netns);
+        berth_cni::netns::remove(&self.netns).map_err(|e| e.to_string())?;
         if let Some(dir) = self.netns.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
