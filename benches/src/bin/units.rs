@@ -81,18 +81,27 @@ fn parse_opts() -> Result<Opts> {
 const T: Duration = Duration::from_secs(10);
 
 /// `method target` on node `k`; the JSON answer, or an error with the status and body.
+/// A 503 (no leader, or the leader changed while the write was in flight) is retried: every
+/// request the bench makes is idempotent (a submit of the same text answers "unchanged").
 fn call(c: &Cluster, k: usize, method: &str, target: &str, body: Option<&Value>) -> Result<Value> {
-    let r = unix_request(&c.node(k).socket, method, target, body, T)
-        .map_err(|e| anyhow!("{method} {target}: {e}"))?;
-    if !r.ok() {
-        bail!(
-            "{method} {target} on {}: {} {}",
-            c.node(k).name,
-            r.status,
-            r.text()
-        );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = unix_request(&c.node(k).socket, method, target, body, T)
+            .map_err(|e| anyhow!("{method} {target}: {e}"))?;
+        if r.status == 503 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        if !r.ok() {
+            bail!(
+                "{method} {target} on {}: {} {}",
+                c.node(k).name,
+                r.status,
+                r.text()
+            );
+        }
+        return Ok(r.json());
     }
-    Ok(r.json())
 }
 
 fn submit_and_start(c: &Cluster, k: usize, name: &str, text: &str) -> Result<()> {
