@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use super::instance::Instance;
-use super::journal::Journal;
 use super::launch;
 use super::runner::{Agent, Slot};
 use crate::unit::{self, MachineContext};
@@ -60,21 +59,14 @@ impl Agent {
         let name = rec.unit.clone();
         self.slots.insert(
             name.clone(),
-            Slot {
-                journal: Journal::new(&self.cfg.journal_dir, &name, self.cfg.journal_max),
-                unit: Arc::new(u),
-                cid: rec.cid.clone(),
+            Slot::new(
+                &self.cfg,
+                Arc::new(u),
+                rec.cid.clone(),
                 generation,
                 inst,
-                dir: dir.to_path_buf(),
-                fifo: None,
-                reported: None,
-                reported_at: 0,
-                healthy: None,
-                health_running: false,
-                next_health: 0,
-                ip: None,
-            },
+                dir.to_path_buf(),
+            ),
         );
         if let Err(e) = self.open_fifo(&name) {
             tracing::warn!(unit = %name, "{e}");

@@ -172,10 +172,10 @@ mod tests {
         .expect("network defaults")
     }
 
-    #[test]
-    fn defaults_and_overrides() {
-        let c = resolve(
-            &AgentFlags::default(),
+    /// The agent of node n1 with `flags`, all else default.
+    fn agent_of(flags: &AgentFlags) -> Result<Option<AgentConfig>, ConfigError> {
+        resolve(
+            flags,
             &AgentFile::default(),
             "n1",
             &BTreeMap::new(),
@@ -183,8 +183,13 @@ mod tests {
             std::path::Path::new("/var/lib/berth"),
             &net(),
         )
-        .expect("valid")
-        .expect("enabled");
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = agent_of(&AgentFlags::default())
+            .expect("valid")
+            .expect("enabled");
         assert_eq!(c.cgroup_parent, "/berth/n1");
         assert_eq!(c.run_dir, PathBuf::from("/run/berth/agent/n1"));
         assert_eq!(
@@ -192,35 +197,16 @@ mod tests {
             PathBuf::from("/var/lib/berth/orchestrator/journal")
         );
         assert_eq!(c.fence, FenceConfig::default());
-        let flags = AgentFlags {
+        let e = agent_of(&AgentFlags {
             agent_lease_ms: Some(100),
             ..AgentFlags::default()
-        };
-        let e = resolve(
-            &flags,
-            &AgentFile::default(),
-            "n1",
-            &BTreeMap::new(),
-            "10.0.0.1".parse().expect("ip"),
-            std::path::Path::new("/d"),
-            &net(),
-        )
+        })
         .expect_err("lease shorter than 4 beats");
         assert!(e.to_string().contains("agent timing"), "{e}");
-        let off = AgentFlags {
+        let off = agent_of(&AgentFlags {
             no_agent: true,
             ..AgentFlags::default()
-        };
-        assert!(resolve(
-            &off,
-            &AgentFile::default(),
-            "n1",
-            &BTreeMap::new(),
-            "10.0.0.1".parse().expect("ip"),
-            std::path::Path::new("/d"),
-            &net(),
-        )
-        .expect("valid")
-        .is_none());
+        });
+        assert!(off.expect("valid").is_none());
     }
 }

@@ -315,20 +315,25 @@ impl Instance {
             self.phase
         {
             self.fenced = true;
-            out.push(Effect::Signal {
-                signal: "SIGKILL".into(),
-            });
-            self.set(
-                Phase::Stopping {
-                    pid,
-                    sigkill_at: now,
-                    killed: true,
-                },
-                now,
-                &mut out,
-            );
+            self.kill_now(pid, now, &mut out);
         }
         out
+    }
+
+    /// SIGKILL to the container now; its exit comes through the pidfd.
+    fn kill_now(&mut self, pid: u32, now: u64, out: &mut Vec<Effect>) {
+        out.push(Effect::Signal {
+            signal: "SIGKILL".into(),
+        });
+        self.set(
+            Phase::Stopping {
+                pid,
+                sigkill_at: now,
+                killed: true,
+            },
+            now,
+            out,
+        );
     }
 
     fn begin_stop(&mut self, pid: u32, now: u64, out: &mut Vec<Effect>) {
@@ -426,18 +431,7 @@ impl Instance {
             Err(e) => {
                 self.error = Some(format!("berth start: {e}"));
                 self.stop_is_failure = true;
-                out.push(Effect::Signal {
-                    signal: "SIGKILL".into(),
-                });
-                self.set(
-                    Phase::Stopping {
-                        pid,
-                        sigkill_at: now,
-                        killed: true,
-                    },
-                    now,
-                    &mut out,
-                );
+                self.kill_now(pid, now, &mut out);
             }
         }
         out

@@ -111,6 +111,33 @@ pub(super) struct Slot {
     pub ip: Option<IpAddr>,
 }
 
+impl Slot {
+    pub(super) fn new(
+        cfg: &AgentConfig,
+        unit: Arc<Unit>,
+        cid: String,
+        generation: u64,
+        inst: Instance,
+        dir: PathBuf,
+    ) -> Slot {
+        Slot {
+            journal: Journal::new(&cfg.journal_dir, unit.name.as_str(), cfg.journal_max),
+            unit,
+            cid,
+            generation,
+            inst,
+            dir,
+            fifo: None,
+            reported: None,
+            reported_at: 0,
+            healthy: None,
+            health_running: false,
+            next_health: 0,
+            ip: None,
+        }
+    }
+}
+
 pub struct Agent {
     pub(super) cfg: AgentConfig,
     pub(super) berth: Berth,
@@ -469,21 +496,14 @@ impl Agent {
         }
         let policy = super::launch::policy(&unit);
         let generation = self.generation();
-        let mut slot = Slot {
-            journal: Journal::new(&self.cfg.journal_dir, &name, self.cfg.journal_max),
+        let mut slot = Slot::new(
+            &self.cfg,
             unit,
             cid,
             generation,
-            inst: Instance::new(policy, now),
+            Instance::new(policy, now),
             dir,
-            fifo: None,
-            reported: None,
-            reported_at: 0,
-            healthy: None,
-            health_running: false,
-            next_health: 0,
-            ip: None,
-        };
+        );
         if let Err(e) = super::launch::write_record(&slot) {
             tracing::error!(unit = %name, "cannot record the instance: {e}");
         }

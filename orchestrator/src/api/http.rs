@@ -283,3 +283,23 @@ mod tests {
         assert_eq!(chunk(b"abc"), b"3\r\nabc\r\n");
     }
 }
+
+/// A parsed request as the router sees it (for route tests).
+#[cfg(test)]
+pub(crate) fn test_request(
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: &str,
+) -> Request {
+    Request {
+        method: method.into(),
+        path: path.into(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: body.as_bytes().to_vec(),
+        close: false,
+    }
+}

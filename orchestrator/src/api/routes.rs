@@ -320,18 +320,7 @@ pub fn route(req: &Request) -> Result<Route, HttpError> {
 mod tests {
     use super::*;
 
-    fn req(method: &str, path: &str, query: &[(&str, &str)], body: &str) -> Request {
-        Request {
-            method: method.into(),
-            path: path.into(),
-            query: query
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-            close: false,
-        }
-    }
+    use crate::api::http::test_request as req;
 
     #[test]
     fn key_routes() {

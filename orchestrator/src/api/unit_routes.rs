@@ -222,18 +222,7 @@ pub fn route(req: &Request) -> Option<Result<UnitRoute, HttpError>> {
 mod tests {
     use super::*;
 
-    fn req(method: &str, path: &str, query: &[(&str, &str)], body: &str) -> Request {
-        Request {
-            method: method.into(),
-            path: path.into(),
-            query: query
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-            close: false,
-        }
-    }
+    use crate::api::http::test_request as req;
 
     #[test]
     fn exec_routes_check_the_command_and_timeout() {

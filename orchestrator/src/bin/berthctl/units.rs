@@ -434,8 +434,15 @@ fn status(c: &Client, name: &str, lines: usize, json_out: bool) -> anyhow::Resul
     Ok(())
 }
 
-fn list_unit_files(c: &Client, json_out: bool) -> anyhow::Result<()> {
-    let v = c.json("GET", "/v1/units", None)?;
+/// GETs a JSON list and prints it (as JSON, or as a table with one row per element).
+fn print_list(
+    c: &Client,
+    path: &str,
+    json_out: bool,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    let v = c.json("GET", path, None)?;
     if json_out {
         print_json(&v);
         return Ok(());
@@ -445,7 +452,19 @@ fn list_unit_files(c: &Client, json_out: bool) -> anyhow::Result<()> {
         .map(|a| a.as_slice())
         .unwrap_or_default()
         .iter()
-        .map(|u| {
+        .map(row)
+        .collect();
+    table(headers, &rows);
+    Ok(())
+}
+
+fn list_unit_files(c: &Client, json_out: bool) -> anyhow::Result<()> {
+    print_list(
+        c,
+        "/v1/units",
+        json_out,
+        &["UNIT", "HASH", "DSTATE", "STATE", "TARGET"],
+        |u| {
             let states = u.get("states").and_then(|x| x.as_array());
             let state = match states.map(|a| a.as_slice()).unwrap_or_default() {
                 [] => "inactive".to_string(),
@@ -468,32 +487,23 @@ fn list_unit_files(c: &Client, json_out: bool) -> anyhow::Result<()> {
                 state,
                 target,
             ]
-        })
-        .collect();
-    table(&["UNIT", "HASH", "DSTATE", "STATE", "TARGET"], &rows);
-    Ok(())
+        },
+    )
 }
 
 fn list_units(c: &Client, json_out: bool) -> anyhow::Result<()> {
-    let v = c.json("GET", "/v1/unit-states", None)?;
-    if json_out {
-        print_json(&v);
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|st| {
+    print_list(
+        c,
+        "/v1/unit-states",
+        json_out,
+        &["UNIT", "MACHINE", "ACTIVE", "SUB"],
+        |st| {
             vec![
                 s(st, "unit"),
                 format!("{}/{}", s(st, "machine"), s(st, "addr")),
                 s(st, "active"),
                 s(st, "sub"),
             ]
-        })
-        .collect();
-    table(&["UNIT", "MACHINE", "ACTIVE", "SUB"], &rows);
-    Ok(())
+        },
+    )
 }
