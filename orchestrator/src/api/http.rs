@@ -208,6 +208,26 @@ pub fn chunk(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A parsed request as the router sees it (for route tests).
+#[cfg(test)]
+pub(crate) fn test_request(
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: &str,
+) -> Request {
+    Request {
+        method: method.into(),
+        path: path.into(),
+        query: query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: body.as_bytes().to_vec(),
+        close: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,25 +301,5 @@ mod tests {
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("{\"error\":\"x\"}\n"));
         assert_eq!(chunk(b"abc"), b"3\r\nabc\r\n");
-    }
-}
-
-/// A parsed request as the router sees it (for route tests).
-#[cfg(test)]
-pub(crate) fn test_request(
-    method: &str,
-    path: &str,
-    query: &[(&str, &str)],
-    body: &str,
-) -> Request {
-    Request {
-        method: method.into(),
-        path: path.into(),
-        query: query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: body.as_bytes().to_vec(),
-        close: false,
     }
 }
