@@ -12,6 +12,7 @@ pub mod fixture;
 pub mod layout;
 pub mod proxy;
 pub mod registry;
+pub mod token_server;
 pub mod tree;
 
 use std::fs;

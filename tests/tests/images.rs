@@ -29,6 +29,8 @@ mod pull_hostile;
 mod pull_resume;
 #[path = "images/push.rs"]
 mod push;
+#[path = "images/registry_auth.rs"]
+mod registry_auth;
 #[path = "images/run.rs"]
 mod run;
 #[path = "images/semantics.rs"]

@@ -256,6 +256,51 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     out
 }
 
+/// The scopes of `wanted` and `challenged` together (space-separated
+/// `type:name:actions` items), each resource once with the union of its
+/// actions (`pull`, `push`, then others by name): a token asked for once
+/// then serves every request of the kind that asked. Pure.
+pub fn merge_scopes(wanted: &str, challenged: &str) -> String {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for item in wanted
+        .split_whitespace()
+        .chain(challenged.split_whitespace())
+    {
+        let (resource, actions) = match item.rsplit_once(':') {
+            Some((r, a)) if r.contains(':') => (r, a),
+            _ => (item, ""),
+        };
+        let i = match out.iter().position(|(r, _)| r == resource) {
+            Some(i) => i,
+            None => {
+                out.push((resource.to_string(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        for a in actions.split(',').filter(|a| !a.is_empty()) {
+            if !out[i].1.iter().any(|x| x == a) {
+                out[i].1.push(a.to_string());
+            }
+        }
+    }
+    let rank = |a: &str| match a {
+        "pull" => 0,
+        "push" => 1,
+        _ => 2,
+    };
+    out.into_iter()
+        .map(|(r, mut actions)| {
+            actions.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+            if actions.is_empty() {
+                r
+            } else {
+                format!("{r}:{}", actions.join(","))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Bearer tokens per (registry, scope) until they expire.
 #[derive(Default)]
 pub struct TokenCache {
@@ -339,6 +384,30 @@ mod tests {
         );
         assert!(store(&f, "h:1", None).unwrap());
         assert_eq!(lookup(&[f], "h:1").unwrap(), None);
+    }
+
+    #[test]
+    fn scopes_merge_per_resource() {
+        assert_eq!(
+            merge_scopes("repository:a:pull,push", "repository:a:pull"),
+            "repository:a:pull,push"
+        );
+        assert_eq!(
+            merge_scopes(
+                "repository:c:pull,push repository:a:pull",
+                "repository:c:push,pull repository:a:pull"
+            ),
+            "repository:c:pull,push repository:a:pull"
+        );
+        assert_eq!(
+            merge_scopes("repository:a:pull", "registry:catalog:*"),
+            "repository:a:pull registry:catalog:*"
+        );
+        assert_eq!(
+            merge_scopes("", "repository:a:delete,pull"),
+            "repository:a:pull,delete"
+        );
+        assert_eq!(merge_scopes("repository:a:pull", ""), "repository:a:pull");
     }
 
     #[test]

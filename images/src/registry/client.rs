@@ -3,9 +3,10 @@
 //! go to the registry only), TLS roots from the system bundle plus certs.d,
 //! plain HTTP only for registries listed as insecure, and the auth flow for
 //! every request: a 401 with `Basic` sends the credentials, a 401 with
-//! `Bearer` fetches a token for the challenge's scopes (with the
-//! credentials, if any, else anonymously), caches it until it expires and
-//! retries once (a request body is sent again: bodies here are slices or
+//! `Bearer` fetches a token for the challenge's scopes merged with the
+//! request's (with the credentials, if any, else anonymously; one fetch at
+//! a time per client, so parallel requests share it), caches it until it
+//! expires and retries once (a request body is sent again: bodies here are slices or
 //! file ranges, never one-shot streams). Authorization headers go only to
 //! the endpoint's own scheme and host: never on to another host after a
 //! redirect or an upload `Location`, never to a plain-HTTP token realm of a
@@ -19,7 +20,8 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ureq::http::{Method, Response};
@@ -135,6 +137,10 @@ pub struct Client {
     creds: Option<Credentials>,
     tokens: Arc<TokenCache>,
     push: bool,
+    /// The endpoint that served the last manifest (see [`super::fetch`]).
+    pub(crate) preferred: AtomicUsize,
+    /// Held while a token is fetched: parallel requests share one token.
+    token_lock: Mutex<()>,
 }
 
 fn tls_for(opts: &RegistryOptions, host: &str) -> Result<ureq::tls::TlsConfig, String> {
@@ -246,6 +252,8 @@ impl Client {
             creds,
             tokens,
             push: false,
+            preferred: AtomicUsize::new(0),
+            token_lock: Mutex::new(()),
         })
     }
 
@@ -323,7 +331,7 @@ impl Client {
         realm: &str,
         service: Option<&str>,
         scope: &str,
-    ) -> Result<Secret, RegistryError> {
+    ) -> Result<(Secret, Option<u64>), RegistryError> {
         if !realm_allowed(ep.plain_http, realm) {
             return Err(self.failed(
                 "token",
@@ -375,7 +383,7 @@ impl Client {
         let secret = Secret(format!("Bearer {tok}"));
         self.tokens
             .put(&self.registry, scope, secret.clone(), t.expires_in);
-        Ok(secret)
+        Ok((secret, t.expires_in))
     }
 
     /// Uses these credentials instead of the auth files' (login).
@@ -452,20 +460,39 @@ impl Client {
                     realm,
                     service,
                     scope,
-                }) => {
-                    let scope = scope.unwrap_or_else(|| call.scope.clone());
-                    let token = self.token(ep, &realm, service.as_deref(), &scope)?;
-                    if scope != call.scope {
-                        // Later requests of this kind need no 401 first.
-                        self.tokens
-                            .put(&self.registry, &call.scope, token.clone(), None);
-                    }
-                    token
-                }
+                }) => self.bearer(ep, call, auth.as_ref(), &realm, service.as_deref(), scope)?,
                 None => return Ok(resp),
             });
         }
         Err(self.failed(call.what, "unauthorized"))
+    }
+
+    /// A token for a Bearer challenge: one that another thread fetched
+    /// meanwhile (tokens are fetched one at a time per client), else a new
+    /// one for the scopes the request needs and the registry asked for
+    /// together, cached under the request's scope too.
+    fn bearer(
+        &self,
+        ep: &Endpoint,
+        call: &Call<'_>,
+        refused: Option<&Secret>,
+        realm: &str,
+        service: Option<&str>,
+        challenged: Option<String>,
+    ) -> Result<Secret, RegistryError> {
+        let _one = self.token_lock.lock().ok();
+        if let Some(t) = self.tokens.get(&self.registry, &call.scope) {
+            if Some(&t) != refused {
+                return Ok(t);
+            }
+        }
+        let scope = auth::merge_scopes(&call.scope, challenged.as_deref().unwrap_or(""));
+        let (token, expires_in) = self.token(ep, realm, service, &scope)?;
+        if scope != call.scope {
+            self.tokens
+                .put(&self.registry, &call.scope, token.clone(), expires_in);
+        }
+        Ok(token)
     }
 
     fn send_once(

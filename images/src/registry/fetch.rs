@@ -1,8 +1,10 @@
-//! The pull side of a [`Client`]: manifests and blobs, each tried on the
-//! endpoints in order (mirrors, then the registry) until one answers, and
-//! blobs from an offset with `Range` for resumed downloads.
+//! The pull side of a [`Client`]: manifests and blobs, tried on the
+//! endpoints in order (mirrors, then the registry) until one answers, blobs
+//! first from where the manifest came; and blobs from an offset with
+//! `Range` for resumed downloads.
 
 use std::io::Read;
+use std::sync::atomic::Ordering;
 
 use ureq::http::{Method, Response};
 use ureq::Body;
@@ -40,7 +42,9 @@ impl Client {
         )
     }
 
-    /// Tries each endpoint in order until one answers `ok` statuses.
+    /// Tries the endpoints until one answers `ok` statuses: the one that
+    /// served this client's last manifest first (an image's blobs come from
+    /// where its manifest came from), then the others in order.
     fn get_any(
         &self,
         path: &str,
@@ -49,9 +53,19 @@ impl Client {
         what: &str,
     ) -> Result<Response<Body>, RegistryError> {
         let mut last = None;
-        for ep in &self.endpoints {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let order = std::iter::once(first).chain((0..self.endpoints.len()).filter(|&i| i != first));
+        for i in order {
+            let Some(ep) = self.endpoints.get(i) else {
+                continue;
+            };
             match self.get(ep, path, headers.to_vec(), what) {
-                Ok(resp) if ok.contains(&resp.status().as_u16()) => return Ok(resp),
+                Ok(resp) if ok.contains(&resp.status().as_u16()) => {
+                    if path.starts_with("manifests/") {
+                        self.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(resp);
+                }
                 Ok(resp) => last = Some(self.status_error(what, resp, Some(&ep.host))),
                 Err(e) => last = Some(e),
             }
