@@ -116,6 +116,9 @@ fn pump(
             let room = limit.load(Ordering::SeqCst).saturating_sub(sent);
             if room == 0 {
                 if shared.stop.load(Ordering::SeqCst) {
+                    // Closes the connection for both pumps (they hold clones).
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
                     return;
                 }
                 shared.stalled.store(true, Ordering::SeqCst);
@@ -199,6 +202,7 @@ impl Proxy {
     }
 }
 
+/// Dropping the proxy closes the connections it holds stalled.
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
