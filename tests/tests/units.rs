@@ -21,6 +21,10 @@ mod failover;
 mod lifecycle;
 #[path = "units/network.rs"]
 mod network;
+#[path = "units/network_modes.rs"]
+mod network_modes;
+#[path = "units/network_routes.rs"]
+mod network_routes;
 #[path = "units/pull.rs"]
 mod pull;
 

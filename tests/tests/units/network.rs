@@ -26,7 +26,7 @@ MachineMetadata=slot={slot}
     )
 }
 
-fn plugins_installed() {
+pub(super) fn plugins_installed() {
     for p in [
         "bridge",
         "host-local",
@@ -63,7 +63,7 @@ fn active_state(c: &Cluster, k: usize, unit: &str) -> Result<(String, Ipv4Addr, 
 
 /// Runs a program of the web image inside the container whose init is `pid` (its network
 /// and mount namespaces, so its resolv.conf too).
-fn in_container(pid: u32, args: &[&str]) -> Result<String, String> {
+pub(super) fn in_container(pid: u32, args: &[&str]) -> Result<String, String> {
     let out = Command::new("timeout")
         .args([
             "5",
@@ -92,7 +92,7 @@ fn in_container(pid: u32, args: &[&str]) -> Result<String, String> {
 }
 
 /// Runs a command in node `k`'s network namespace; its stdout.
-fn in_node(c: &Cluster, k: usize, args: &[&str]) -> String {
+pub(super) fn in_node(c: &Cluster, k: usize, args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(["netns", "exec", &c.net.slot(k).netns])
         .args(args)
@@ -111,12 +111,12 @@ fn in_node(c: &Cluster, k: usize, args: &[&str]) -> String {
 /// What networking a node holds for its units: veths on the cluster bridge, host-local
 /// leases, nat rules naming container addresses, namespace files, attachment records.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Held {
-    veths: usize,
-    leases: Vec<String>,
-    nat: Vec<String>,
-    netns: Vec<String>,
-    records: Vec<String>,
+pub(super) struct Held {
+    pub(super) veths: usize,
+    pub(super) leases: Vec<String>,
+    pub(super) nat: Vec<String>,
+    pub(super) netns: Vec<String>,
+    pub(super) records: Vec<String>,
 }
 
 fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
@@ -132,7 +132,7 @@ fn files(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
     v
 }
 
-fn held(c: &Cluster, k: usize, bridge: &str, network: &str) -> Held {
+pub(super) fn held(c: &Cluster, k: usize, bridge: &str, network: &str) -> Held {
     let node = c.node(k);
     let links = in_node(c, k, &["ip", "-o", "link", "show"]);
     let veths = links
@@ -420,75 +420,4 @@ fn a_malformed_conflist_or_a_failing_plugin_fails_the_unit_and_leaves_nothing() 
         })
         .is_empty()
     );
-}
-
-/// Node `k`'s host-gw routes (berthd's protocol) as "subnet via address" lines.
-fn routes(c: &Cluster, k: usize) -> Vec<String> {
-    let mut v: Vec<String> = in_node(c, k, &["ip", "-4", "route", "show", "proto", "152"])
-        .lines()
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w.len() >= 3 && w[1] == "via").then(|| format!("{} via {}", w[0], w[2]))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-#[test]
-fn every_machine_routes_the_others_subnets_until_they_leave() {
-    let mut c = Cluster::with_agents();
-    c.start_voters("units", 3);
-    c.wait_for_agreed_leader(&c.all());
-    let k = c.add_learner("units", 0);
-    c.wait_for_member(k);
-    let subnet = |c: &Cluster, m: &str| -> Result<String, String> {
-        let v = c
-            .node(0)
-            .get_key(&format!("/network/subnets/{m}"))?
-            .ok_or(format!("no subnet for {m}"))?;
-        Ok(v["value"].as_str().unwrap_or_default().to_string())
-    };
-    // Each node routes every other node's subnet via that node's address, and not its own.
-    let expected = |c: &Cluster, me: usize, of: &[usize]| -> Result<Vec<String>, String> {
-        let mut v = Vec::new();
-        for &j in of.iter().filter(|&&j| j != me) {
-            v.push(format!(
-                "{} via {}",
-                subnet(c, &format!("n{j}"))?,
-                c.net.slot(j).ip
-            ));
-        }
-        v.sort();
-        Ok(v)
-    };
-    let all = c.all();
-    for me in c.all() {
-        wait_until("the host-gw routes", UNIT_PATIENCE, || {
-            let want = expected(&c, me, &all)?;
-            let got = routes(&c, me);
-            (got == want)
-                .then_some(())
-                .ok_or(format!("n{me}: {got:?} != {want:?}"))
-        });
-    }
-    // The learner leaves the cluster: its subnet is freed and every route to it removed.
-    c.kill_node(k);
-    ctl(&c, 0, &["cluster", "remove-member", &format!("n{k}")]);
-    let rest: Vec<usize> = (0..k).collect();
-    wait_until("the subnet to be freed", UNIT_PATIENCE, || {
-        match c.node(0).get_key(&format!("/network/subnets/n{k}"))? {
-            None => Ok(()),
-            Some(v) => Err(format!("still {v}")),
-        }
-    });
-    for &me in &rest {
-        wait_until("the departed node's route to go", UNIT_PATIENCE, || {
-            let want = expected(&c, me, &rest)?;
-            let got = routes(&c, me);
-            (got == want)
-                .then_some(())
-                .ok_or(format!("n{me}: {got:?} != {want:?}"))
-        });
-    }
 }
