@@ -71,11 +71,11 @@ impl Daemon {
                 Ok(None)
             }
             Route::GetKey { key } => match reg.get(&key) {
-                Some(kv) => now(kv_json(kv)),
+                Some(kv) => now(kv_json(&kv)),
                 None => Err(err(404, format!("key {key} not found"))),
             },
             Route::Range { prefix } => {
-                let kvs: Vec<Value> = reg.range(&prefix).into_iter().map(kv_json).collect();
+                let kvs: Vec<Value> = reg.range(&prefix).iter().map(kv_json).collect();
                 now(json!({"revision": reg.revision(), "kvs": kvs}))
             }
             Route::Services => {

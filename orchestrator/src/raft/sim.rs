@@ -194,12 +194,7 @@ impl Sim {
     }
 
     fn dump(&self, on: u64) -> Vec<KeyValue> {
-        self.nodes[&on]
-            .registry()
-            .range("/")
-            .into_iter()
-            .cloned()
-            .collect()
+        self.nodes[&on].registry().range("/")
     }
 }
 

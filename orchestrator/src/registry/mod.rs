@@ -131,7 +131,7 @@ pub enum ApplyError {
     InvalidTxn { reason: String },
 }
 
-/// A stored key.
+/// A stored key, as reads return it (a copy: the registry keeps each key and value once).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: String,
@@ -157,9 +157,58 @@ pub struct Event {
     #[serde(rename = "type")]
     pub kind: EventKind,
     pub key: String,
-    /// The new value for a put; empty for a delete.
-    pub value: String,
+    /// The new value for a put; empty for a delete. Shared with the stored key's record,
+    /// so the watch history holds no second copy of it.
+    pub value: Shared,
     pub mod_revision: u64,
+}
+
+/// An immutable string shared by reference count (a stored value and the events that
+/// carry it). Serialised as a plain string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Shared(std::sync::Arc<str>);
+
+impl Shared {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Shared {
+    fn from(s: &str) -> Self {
+        Shared(s.into())
+    }
+}
+
+impl From<String> for Shared {
+    fn from(s: String) -> Self {
+        Shared(s.into())
+    }
+}
+
+impl PartialEq<&str> for Shared {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl Serialize for Shared {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shared {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Shared::from)
+    }
 }
 
 /// Why a watch could not start.

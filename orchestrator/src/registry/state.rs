@@ -12,7 +12,7 @@ type VecDeque<T> = imbl::Vector<T>;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    validate_key, ApplyError, Command, Compare, Event, EventKind, KeyValue, Outcome, TxnOp,
+    validate_key, ApplyError, Command, Compare, Event, EventKind, KeyValue, Outcome, Shared, TxnOp,
     WatchError, MAX_TXN_OPS, MAX_VALUE_LEN,
 };
 
@@ -21,6 +21,32 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 /// At most this many key and value bytes are kept in the event history.
 pub const HISTORY_MAX_BYTES: usize = 16 << 20;
 const MAX_TTL_MS: u64 = 86_400_000;
+
+/// A stored key's record; the key itself is the map's key (not repeated), the value is
+/// shared with the watch history's events. Snapshots of older versions carried the key in
+/// the record too; it is ignored when they are read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    value: Shared,
+    create_revision: u64,
+    mod_revision: u64,
+    version: u64,
+    #[serde(default)]
+    lease: u64,
+}
+
+impl Record {
+    fn view(&self, key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: self.value.to_string(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Lease {
@@ -32,7 +58,7 @@ struct Lease {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
     revision: u64,
-    kvs: BTreeMap<String, KeyValue>,
+    kvs: BTreeMap<String, Record>,
     leases: BTreeMap<u64, Lease>,
     next_lease: u64,
     history: VecDeque<Event>,
@@ -70,17 +96,30 @@ impl Registry {
         self.revision
     }
 
-    pub fn get(&self, key: &str) -> Option<&KeyValue> {
-        self.kvs.get(key)
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.kvs.get(key).map(|r| r.view(key))
     }
 
     /// Every key starting with `prefix`, in key order.
-    pub fn range(&self, prefix: &str) -> Vec<&KeyValue> {
+    pub fn range(&self, prefix: &str) -> Vec<KeyValue> {
+        self.range_records(prefix).map(|(k, r)| r.view(k)).collect()
+    }
+
+    /// How many keys start with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.range_records(prefix).count()
+    }
+
+    fn range_records<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Record)> + 'a {
         self.kvs
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
-            .collect()
+            .range::<_, str>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
     /// The TTL of a lease, if it exists.
@@ -292,11 +331,11 @@ impl Registry {
         if let Some(l) = self.leases.get_mut(&lease) {
             l.keys.insert(key.to_string());
         }
+        let value = Shared::from(value);
         self.kvs.insert(
             key.to_string(),
-            KeyValue {
-                key: key.to_string(),
-                value: value.to_string(),
+            Record {
+                value: value.clone(),
                 create_revision,
                 mod_revision: revision,
                 version,
@@ -306,7 +345,7 @@ impl Registry {
         Event {
             kind: EventKind::Put,
             key: key.to_string(),
-            value: value.to_string(),
+            value,
             mod_revision: revision,
         }
     }
@@ -314,16 +353,11 @@ impl Registry {
     fn delete(&mut self, key: &str, prefix: bool) -> Result<(Outcome, Vec<Event>), ApplyError> {
         validate_key(key)?;
         let keys: Vec<String> = if prefix {
-            self.range(key)
-                .into_iter()
-                .map(|kv| kv.key.clone())
-                .collect()
+            self.range_records(key).map(|(k, _)| k.clone()).collect()
+        } else if self.kvs.contains_key(key) {
+            vec![key.to_string()]
         } else {
-            self.kvs
-                .get(key)
-                .map(|kv| kv.key.clone())
-                .into_iter()
-                .collect()
+            Vec::new()
         };
         let events = self.remove_keys(&keys);
         Ok((
@@ -356,7 +390,7 @@ impl Registry {
         Some(Event {
             kind: EventKind::Delete,
             key: key.to_string(),
-            value: String::new(),
+            value: Shared::default(),
             mod_revision: revision,
         })
     }

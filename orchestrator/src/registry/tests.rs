@@ -135,7 +135,7 @@ fn keys_vanish_with_their_lease() {
     assert_eq!(events[0].key, "/services/web/a/1");
     assert!(r.get("/services/web/a/1").is_none());
     assert_eq!(
-        r.get("/machines/a").map(|kv| kv.value.as_str()),
+        r.get("/machines/a").map(|kv| kv.value).as_deref(),
         Some("detached")
     );
     assert!(r.get("/other").is_some());
@@ -296,7 +296,7 @@ fn txn_writes_everything_at_one_revision() {
     assert_eq!(events.len(), 3);
     assert!(events.iter().all(|e| e.mod_revision == 2));
     assert_eq!(r.get("/a").map(|kv| kv.mod_revision), Some(2));
-    assert_eq!(r.get("/b").map(|kv| kv.value.as_str()), Some("2"));
+    assert_eq!(r.get("/b").map(|kv| kv.value).as_deref(), Some("2"));
     assert!(r.get("/gone").is_none());
     assert_eq!(r.events_since("/", 2).map(|e| e.len()), Ok(3));
 }
