@@ -152,6 +152,54 @@ impl Disk {
         txn.commit().map_err(|e| (self.err("commit"))(e.into()))
     }
 
+    /// Entries `low..high` (all present: the caller knows the log's bounds), stopping
+    /// once they pass `max_bytes` (at least one entry is returned).
+    pub fn read_entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, DiskError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| (self.err("begin read"))(e.into()))?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(|e| (self.err("open entries"))(e.into()))?;
+        let range = table
+            .range(low..high)
+            .map_err(|e| (self.err("read entries"))(e.into()))?;
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for item in range {
+            let (k, v) = item.map_err(|e| (self.err("read entry"))(e.into()))?;
+            let expected = low + out.len() as u64;
+            if k.value() != expected {
+                return Err(DiskError::Corrupt {
+                    what: format!(
+                        "log has a gap: expected entry {expected}, found {}",
+                        k.value()
+                    ),
+                });
+            }
+            bytes += v.value().len() as u64;
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(Entry::decode(v.value()).map_err(|err| DiskError::Decode {
+                what: format!("entry {expected}"),
+                err,
+            })?);
+        }
+        if out.is_empty() && low < high {
+            return Err(DiskError::Corrupt {
+                what: format!("entry {low} is missing"),
+            });
+        }
+        Ok(out)
+    }
+
     pub fn load(&self) -> Result<Loaded, DiskError> {
         let txn = self
             .db

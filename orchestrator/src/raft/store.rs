@@ -1,9 +1,15 @@
-//! The Raft log storage: an in-memory copy that raft-rs reads through [`raft::Storage`], written
-//! through to a durable [`Disk`] (redb) first when one is attached. A [`Batch`] (one Ready's
-//! snapshot, entries and hard state) is one disk transaction: one fsync before anything that
-//! depends on it is sent or applied.
+//! The Raft log storage that raft-rs reads through [`raft::Storage`], written through to a
+//! durable [`Disk`] (redb) first when one is attached. A [`Batch`] (one Ready's snapshot,
+//! entries and hard state) is one disk transaction: one fsync before anything that depends
+//! on it is sent or applied.
+//!
+//! Memory is bounded: every entry's term is kept (8 bytes each), but only the newest entries
+//! themselves, up to [`CACHE_BYTES`] (those raft-rs sends to followers and applies next);
+//! older ones are read back from disk when a lagging follower or a restart's replay needs
+//! them. A store without a disk (the scenario tests) keeps every entry.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -34,8 +40,14 @@ pub struct LogStore {
     hard: HardState,
     /// The latest snapshot; its metadata index is the compaction point.
     snapshot: Snapshot,
-    /// Entries after the snapshot, contiguous.
-    entries: Vec<Entry>,
+    /// The term of every entry after the snapshot (`terms[i]` is entry `snapshot + 1 + i`'s).
+    terms: Vec<u64>,
+    /// The newest entries, contiguous and ending at the last one (all of them without a disk).
+    cache: VecDeque<Entry>,
+    /// Approximate bytes held in `cache`.
+    cache_bytes: usize,
+    /// Most bytes `cache` holds (at least one entry stays).
+    cache_limit: usize,
     disk: Option<Disk>,
     /// raft-rs asked for a snapshot the latest one cannot serve (too old, or its configuration
     /// predates the peer it is for): the node should take a fresh one.
@@ -51,6 +63,13 @@ pub struct LogStore {
 
 /// Old entries removed from disk per write.
 const TRIM_PER_WRITE: u64 = 256;
+/// Most bytes of entries kept in memory by a store with a disk.
+pub const CACHE_BYTES: usize = 2 << 20;
+
+/// What an entry costs in the cache (its payloads and the struct around them).
+fn entry_bytes(e: &Entry) -> usize {
+    e.data.len() + e.context.len() + std::mem::size_of::<Entry>()
+}
 
 impl LogStore {
     /// A store kept in memory only (scenario tests).
@@ -58,7 +77,10 @@ impl LogStore {
         Self {
             hard: HardState::default(),
             snapshot: Snapshot::default(),
-            entries: Vec::new(),
+            terms: Vec::new(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            cache_limit: usize::MAX,
             disk: None,
             snapshot_wanted: Cell::new(false),
             trim_to: 0,
@@ -73,21 +95,75 @@ impl LogStore {
             snapshot_index: loaded.snapshot.get_metadata().index,
             inner: loaded,
         };
-        Ok(Self {
+        let mut store = Self {
             hard: loaded.inner.hard_state,
             snapshot: loaded.inner.snapshot,
-            entries: loaded.inner.entries,
+            terms: Vec::new(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            cache_limit: CACHE_BYTES,
             disk: Some(disk),
             snapshot_wanted: Cell::new(false),
             // Whatever lies below the snapshot gets trimmed (a crash may have left some).
             trim_to: loaded.snapshot_index,
             trimmed_to: 0,
-        })
+        };
+        store.append(loaded.inner.entries);
+        Ok(store)
+    }
+
+    /// Sets how many bytes of entries stay in memory (tests).
+    pub fn set_cache_limit(&mut self, bytes: usize) {
+        self.cache_limit = bytes;
+        self.evict();
+    }
+
+    /// Index of the first entry held in memory.
+    fn cache_from(&self) -> u64 {
+        self.last() + 1 - self.cache.len() as u64
+    }
+
+    fn last(&self) -> u64 {
+        self.snap_index() + self.terms.len() as u64
+    }
+
+    /// Appends `entries` (contiguous), replacing any held at or after the first one's index.
+    fn append(&mut self, entries: Vec<Entry>) {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        let keep = first.saturating_sub(self.snap_index() + 1) as usize;
+        self.terms.truncate(keep);
+        while self.cache.back().is_some_and(|e| e.index >= first) {
+            if let Some(e) = self.cache.pop_back() {
+                self.cache_bytes -= entry_bytes(&e);
+            }
+        }
+        if self.cache.back().is_some_and(|e| e.index + 1 != first) {
+            // The new entries do not continue the cached ones (cannot happen: raft-rs
+            // appends contiguously); restart the cache at them.
+            self.cache.clear();
+            self.cache_bytes = 0;
+        }
+        for e in entries {
+            self.terms.push(e.term);
+            self.cache_bytes += entry_bytes(&e);
+            self.cache.push_back(e);
+        }
+        self.evict();
+    }
+
+    fn evict(&mut self) {
+        while self.cache_bytes > self.cache_limit && self.cache.len() > 1 {
+            if let Some(e) = self.cache.pop_front() {
+                self.cache_bytes -= entry_bytes(&e);
+            }
+        }
     }
 
     /// True when nothing was ever stored (a new node).
     pub fn is_blank(&self) -> bool {
-        self.snapshot.get_metadata().index == 0 && self.entries.is_empty() && self.hard.term == 0
+        self.snapshot.get_metadata().index == 0 && self.terms.is_empty() && self.hard.term == 0
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -143,12 +219,13 @@ impl LogStore {
             self.trimmed_to = t;
         }
         if let Some(snap) = batch.snapshot {
-            self.entries.clear();
+            self.terms.clear();
+            self.cache.clear();
+            self.cache_bytes = 0;
             self.snapshot = snap;
         }
-        if let Some(first) = first_new {
-            self.entries.retain(|e| e.index < first);
-            self.entries.extend(batch.entries);
+        if first_new.is_some() {
+            self.append(batch.entries);
         }
         self.hard = hard;
         Ok(())
@@ -184,7 +261,13 @@ impl LogStore {
             })?;
         }
         self.trim_to = self.trim_to.max(index);
-        self.entries.retain(|e| e.index > index);
+        let gone = index.saturating_sub(self.snap_index()) as usize;
+        self.terms.drain(..gone.min(self.terms.len()));
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.cache.pop_front() {
+                self.cache_bytes -= entry_bytes(&e);
+            }
+        }
         self.snapshot = snap;
         Ok(())
     }
@@ -230,10 +313,29 @@ impl raft::Storage for LogStore {
         if high > last + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let lo = (low - first) as usize;
-        let hi = (high - first) as usize;
-        let mut out = self.entries[lo..hi].to_vec();
-        raft::util::limit_size(&mut out, max_size.into());
+        let max_size = max_size.into();
+        let cached = self.cache_from();
+        let mut out = Vec::new();
+        if low < cached {
+            // Older than the cache: from disk (a lagging follower, a restart's replay).
+            let disk = self
+                .disk
+                .as_ref()
+                .ok_or(raft::Error::Store(StorageError::Unavailable))?;
+            out = disk
+                .read_entries(low, high.min(cached), max_size.unwrap_or(u64::MAX))
+                .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+            if low + (out.len() as u64) < high.min(cached) {
+                return Ok(out); // the size limit cut it short
+            }
+        }
+        let from = low.max(cached);
+        if from < high {
+            let lo = (from - cached) as usize;
+            let hi = (high - cached) as usize;
+            out.extend(self.cache.range(lo..hi).cloned());
+        }
+        raft::util::limit_size(&mut out, max_size);
         Ok(out)
     }
 
@@ -246,9 +348,9 @@ impl raft::Storage for LogStore {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         let pos = (idx - snap.index - 1) as usize;
-        self.entries
+        self.terms
             .get(pos)
-            .map(|e| e.term)
+            .copied()
             .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
@@ -257,7 +359,7 @@ impl raft::Storage for LogStore {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.entries.last().map_or(self.snap_index(), |e| e.index))
+        Ok(self.last())
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
@@ -271,5 +373,103 @@ impl raft::Storage for LogStore {
                 StorageError::SnapshotTemporarilyUnavailable,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: format!("entry {index} of term {term}").into_bytes(),
+            ..Entry::default()
+        }
+    }
+
+    fn append(s: &mut LogStore, from: u64, to: u64, term: u64) {
+        let entries = (from..=to).map(|i| entry(i, term)).collect();
+        s.persist(Batch {
+            entries,
+            hard_state: Some(HardState {
+                term,
+                ..HardState::default()
+            }),
+            ..Batch::default()
+        })
+        .expect("persist");
+    }
+
+    fn read(s: &LogStore, low: u64, high: u64) -> Vec<(u64, u64, Vec<u8>)> {
+        s.entries(low, high, None, GetEntriesContext::empty(false))
+            .expect("entries")
+            .into_iter()
+            .map(|e| (e.index, e.term, e.data))
+            .collect()
+    }
+
+    fn expected(low: u64, high: u64, term_of: impl Fn(u64) -> u64) -> Vec<(u64, u64, Vec<u8>)> {
+        (low..high)
+            .map(|i| (i, term_of(i), entry(i, term_of(i)).data))
+            .collect()
+    }
+
+    /// A disk-backed store keeps only its newest entries in memory and reads older ones
+    /// back from disk, across overwrites, compaction and a reopen.
+    #[test]
+    fn small_cache_reads_older_entries_from_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft.redb");
+        let mut s = LogStore::open(Disk::open(&path).expect("disk")).expect("store");
+        s.set_cache_limit(10 * entry_bytes(&entry(1, 1)));
+        append(&mut s, 1, 100, 1);
+        assert!(
+            (2..=10).contains(&s.cache.len()),
+            "cache holds {}",
+            s.cache.len()
+        );
+        assert_eq!(s.cache_from(), 101 - s.cache.len() as u64);
+        assert_eq!(read(&s, 1, 101), expected(1, 101, |_| 1));
+        assert_eq!(read(&s, 85, 95), expected(85, 95, |_| 1));
+        assert_eq!(s.term(50), Ok(1));
+        // A new leader overwrites the tail from 60 on: disk and memory agree.
+        append(&mut s, 60, 120, 2);
+        let term_of = |i| if i < 60 { 1 } else { 2 };
+        assert_eq!(read(&s, 1, 121), expected(1, 121, term_of));
+        assert_eq!(s.term(59), Ok(1));
+        assert_eq!(s.term(60), Ok(2));
+        assert_eq!(s.last_index(), Ok(120));
+        // A size limit stops a disk read early, never below one entry.
+        let one = s
+            .entries(5, 50, Some(1), GetEntriesContext::empty(false))
+            .expect("entries");
+        assert_eq!(one.len(), 1);
+        // Compaction drops terms and cached entries at or below the snapshot.
+        s.compact(70, ConfState::default(), b"snap".to_vec())
+            .expect("compact");
+        assert_eq!(s.first_index(), Ok(71));
+        assert_eq!(
+            s.entries(70, 80, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        );
+        assert_eq!(read(&s, 71, 121), expected(71, 121, term_of));
+        drop(s);
+        let mut s = LogStore::open(Disk::open(&path).expect("disk")).expect("reopen");
+        s.set_cache_limit(10 * entry_bytes(&entry(1, 1)));
+        assert_eq!(s.first_index(), Ok(71));
+        assert_eq!(s.last_index(), Ok(120));
+        assert_eq!(read(&s, 71, 121), expected(71, 121, term_of));
+    }
+
+    /// Without a disk every entry stays in memory.
+    #[test]
+    fn in_memory_store_keeps_everything() {
+        let mut s = LogStore::in_memory();
+        append(&mut s, 1, 1000, 1);
+        assert_eq!(s.cache.len(), 1000);
+        assert_eq!(read(&s, 1, 1001), expected(1, 1001, |_| 1));
     }
 }
