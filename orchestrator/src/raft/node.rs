@@ -256,12 +256,21 @@ impl Node {
     }
 
     /// The link to the leader broke (its process died, most likely): stop honouring its lease,
-    /// so this follower grants pre-votes at once and campaigns after the random part of its
-    /// election timeout instead of the whole of it. Liveness only; safety is Raft's as usual.
+    /// so this follower grants pre-votes at once, and campaign in this node's turn (see
+    /// [`link_lost_wait`]) instead of after a whole election timeout. Liveness only; safety
+    /// is Raft's as usual.
     pub fn leader_link_lost(&mut self, peer: u64) {
+        let voters: Vec<u64> = self.conf.voters.clone();
         let r = &mut self.raw.raft;
         if r.state == StateRole::Follower && r.leader_id == peer && r.leader_id != 0 {
-            r.election_elapsed = r.election_elapsed.max(r.election_timeout());
+            let et = r.election_timeout();
+            let jitter = rand::random::<u32>() as usize;
+            let wait = link_lost_wait(&voters, r.id, peer, et, jitter);
+            r.election_elapsed = r.election_elapsed.max(et);
+            // raft-rs campaigns once election_elapsed reaches the randomized timeout, which
+            // must lie in [et, 2 et): this node's turn, counted from now.
+            let due = (r.election_elapsed + wait).clamp(et, 2 * et - 1);
+            r.set_randomized_election_timeout(due);
         }
     }
 
@@ -484,6 +493,27 @@ impl Node {
     pub fn store(&self) -> &LogStore {
         self.raw.store()
     }
+}
+
+/// Ticks a follower that lost its link to the leader waits before it campaigns. The voters
+/// other than the lost leader take turns in the order of their ids, `2/5` of an election
+/// timeout apart (100 ms by default), with a jitter of up to a tenth of one inside the turn:
+/// two survivors drawing the same moment would split the vote, and a split costs a whole
+/// randomized election timeout (250-500 ms by default) before anyone tries again. A node
+/// that cannot win (its log is behind) is refused and the next in turn wins.
+pub fn link_lost_wait(
+    voters: &[u64],
+    me: u64,
+    lost: u64,
+    election_tick: usize,
+    jitter: usize,
+) -> usize {
+    let mut order: Vec<u64> = voters.iter().copied().filter(|v| *v != lost).collect();
+    order.sort_unstable();
+    let rank = order.iter().position(|v| *v == me).unwrap_or(order.len());
+    let turn = (election_tick * 2 / 5).max(2);
+    let spread = (election_tick / 10).max(1);
+    rank * turn + jitter % spread
 }
 
 fn decode_registry(snap: &Snapshot, dir: Option<&std::path::Path>) -> Result<Registry, RaftError> {
