@@ -191,6 +191,24 @@ pub struct Writer {
     inflight: Option<mpsc::Receiver<Written>>,
 }
 
+/// Makes the calling thread yield the CPU to the event loop: a snapshot of a large registry
+/// is seconds of serialising, which on a busy machine would otherwise delay every write and
+/// heartbeat while it runs (best effort: a failure leaves the thread at normal priority).
+fn lower_priority() {
+    // SAFETY: gettid(2) has no preconditions; setpriority(2) on our own thread id only
+    // changes this thread's nice value.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "cannot lower the snapshot thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 impl Writer {
     pub fn busy(&self) -> bool {
         self.inflight.is_some()
@@ -202,6 +220,7 @@ impl Writer {
         let spawned = std::thread::Builder::new()
             .name("berthd-snapshot".into())
             .spawn(move || {
+                lower_priority();
                 let result = write(&dir, index, &registry);
                 drop(registry);
                 let _ = tx.send(Written {
