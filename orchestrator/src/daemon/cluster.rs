@@ -32,6 +32,7 @@ impl Daemon {
             for m in self.node.begin_ready() {
                 self.send_raft(m);
             }
+            self.flush_peers();
             let out = match self.node.process_ready() {
                 Ok(out) => out,
                 Err(RaftError::Disk(e)) => {
@@ -47,6 +48,7 @@ impl Daemon {
             for m in out.messages {
                 self.send_raft(m);
             }
+            self.flush_peers();
             for peer in std::mem::take(&mut self.leader_links_lost) {
                 self.node.leader_link_lost(peer);
             }

@@ -210,6 +210,8 @@ pub(crate) struct Daemon {
     next_housekeeping: Instant,
     last_warn: Option<Instant>,
     metrics: Metrics,
+    /// Peer links with Raft messages queued but not yet written (see flush_peers).
+    unflushed: Vec<Token>,
     /// Link failures and snapshot results to report to raft-rs once no Ready is in flight.
     reports: Vec<(u64, Option<raft::SnapshotStatus>)>,
     /// Leaders whose link broke, for raft once no Ready is in flight.
@@ -417,6 +419,7 @@ impl Daemon {
             next_housekeeping: now,
             last_warn: None,
             metrics: Metrics::default(),
+            unflushed: Vec::new(),
             reports: Vec::new(),
             leader_links_lost: Vec::new(),
             stop_deadline: None,

@@ -326,7 +326,6 @@ impl Daemon {
         } else {
             None
         };
-        let cluster_id = self.cfg.cluster_id.clone();
         let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
             return;
         };
@@ -352,15 +351,29 @@ impl Daemon {
         if snap_file.is_some() {
             p.snap_out = snap_file;
         }
-        let mut failed = None;
-        if p.connected && !p.wire.is_handshaking() {
-            failed = flush_link(p, &cluster_id).err();
-        }
         if is_snapshot {
             self.reports.push((to, Some(SnapshotStatus::Finish)));
         }
-        if let Some(why) = failed {
-            self.drop_peer(token, &why);
+        // Written by flush_peers: every message of one Ready to a peer leaves in one TLS
+        // write (one record and one syscall where they fit).
+        if !self.unflushed.contains(&token) {
+            self.unflushed.push(token);
+        }
+    }
+
+    /// Writes what send_raft queued since the last call, one write per link.
+    pub(super) fn flush_peers(&mut self) {
+        let cluster_id = self.cfg.cluster_id.clone();
+        for token in std::mem::take(&mut self.unflushed) {
+            let Some(Conn::Peer(p)) = self.conns.get_mut(&token) else {
+                continue;
+            };
+            if !p.connected || p.wire.is_handshaking() {
+                continue; // the link's writable event flushes it
+            }
+            if let Err(why) = flush_link(p, &cluster_id) {
+                self.drop_peer(token, &why);
+            }
         }
     }
 
