@@ -63,6 +63,10 @@ enum Cmd {
     /// Raft membership
     #[command(subcommand)]
     Cluster(Cluster),
+    /// The gossip key ring of the node answering (serf's `keys`); rotate a key by running
+    /// install on every node, then use on every node, then remove the old key on every node
+    #[command(subcommand)]
+    Gossip(Gossip),
     #[command(flatten)]
     Units(units::UnitCmd),
     /// Run a command in a unit's container, wherever it runs: exec UNIT -- CMD [ARGS...]
@@ -129,6 +133,44 @@ enum Cluster {
     RemoveVoter { name: String },
     /// Remove a (dead) member from the Raft configuration; a live one is re-added as a learner
     RemoveMember { name: String },
+}
+
+#[derive(Subcommand)]
+enum Gossip {
+    /// Fingerprints of the node's gossip keys, the primary (sealing) key first; never keys
+    Keys,
+    /// Add a key to the ring: datagrams sealed with it are accepted from now on
+    Install {
+        /// The key in hex (`berthd credentials keygen` prints one); `-` reads it from stdin,
+        /// which keeps it out of the process list
+        key: String,
+    },
+    /// Seal datagrams with this key from now on (it must be installed)
+    Use {
+        /// The key in hex, or `-` for stdin
+        key: String,
+    },
+    /// Drop a key from the ring (not the one in use)
+    Remove {
+        /// The key in hex, or `-` for stdin
+        key: String,
+    },
+}
+
+/// A gossip key from the command line, or from stdin for `-`.
+fn gossip_key(arg: &str) -> anyhow::Result<String> {
+    if arg != "-" {
+        return Ok(arg.trim().to_string());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the gossip key from stdin")?;
+    let key = line.trim();
+    if key.is_empty() {
+        anyhow::bail!("no gossip key on stdin");
+    }
+    Ok(key.to_string())
 }
 
 fn main() -> ExitCode {
@@ -477,6 +519,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .collect();
             table(&["MEMBER", "ADDR", "ROLE", "ID"], &rows);
+        }
+        Cmd::Gossip(g) => {
+            let (op, arg) = match &g {
+                Gossip::Keys => ("", ""),
+                Gossip::Install { key } => ("install", key.as_str()),
+                Gossip::Use { key } => ("use", key.as_str()),
+                Gossip::Remove { key } => ("remove", key.as_str()),
+            };
+            let v = if op.is_empty() {
+                c.json("GET", "/v1/gossip/keys", None)?
+            } else {
+                let body = json!({ "op": op, "key": gossip_key(arg)? });
+                c.json("POST", "/v1/gossip/keys", Some(&body))?
+            };
+            if json_out {
+                print_json(&v);
+                return Ok(());
+            }
+            if v["sealed"] != json!(true) {
+                println!("gossip is not sealed on this node (--insecure)");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v["keys"]
+                .as_array()
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let fp = k.as_str().map_or_else(|| k.to_string(), str::to_string);
+                    let role = if i == 0 { "primary" } else { "accepted" };
+                    vec![fp, role.to_string()]
+                })
+                .collect();
+            table(&["FINGERPRINT", "ROLE"], &rows);
         }
         Cmd::Cluster(Cluster::AddVoter { name }) => {
             let v = c.json("POST", "/v1/cluster/voters", Some(&json!({ "name": name })))?;

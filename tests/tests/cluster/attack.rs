@@ -414,26 +414,22 @@ fn gossip_key_rotation_under_traffic_loses_no_membership() {
                 Some(new_key.clone())
             };
             for k in c.all() {
-                let body = match &key {
-                    Some(key) => json!({"op": op, "key": key}),
+                // Through berthctl: the new key as an argument, the old one (named by the
+                // ring file the harness made) on stdin.
+                let out = match &key {
+                    Some(key) => gossip_ctl(&c, k, &[op, key], None),
                     None => {
-                        // The old key is named by the ring file the harness made.
                         let ring =
                             std::fs::read_to_string(c.dir().join("creds-rotate/ca/gossip.keys"))
                                 .expect("read the original ring");
-                        json!({"op": op, "key": ring.trim()})
+                        gossip_ctl(&c, k, &[op, "-"], Some(ring.trim()))
                     }
                 };
-                let r = c
-                    .node(k)
-                    .call("POST", "/v1/gossip/keys", Some(&body))
-                    .expect("call");
                 assert!(
-                    r.ok(),
-                    "{op} on {}: {} {}",
+                    out.status.success(),
+                    "{op} on {}: {}",
                     c.node(k).name,
-                    r.status,
-                    r.text()
+                    out_text(&out)
                 );
                 std::thread::sleep(Duration::from_millis(700));
             }
@@ -454,6 +450,20 @@ fn gossip_key_rotation_under_traffic_loses_no_membership() {
     for k in c.all() {
         let v = c.node(k).get_json("/v1/gossip/keys").expect("keys");
         let keys = v["keys"].as_array().cloned().unwrap_or_default();
+        let listed = gossip_ctl(&c, k, &["keys"], None);
+        let table = out_text(&listed);
+        assert!(
+            listed.status.success()
+                && keys
+                    .iter()
+                    .all(|fp| table.contains(fp.as_str().unwrap_or("?"))),
+            "berthctl gossip keys on {} lists the ring {v}: {table}",
+            c.node(k).name
+        );
+        assert!(
+            !table.contains(&new_key),
+            "berthctl gossip keys shows a key, not only fingerprints: {table}"
+        );
         assert_eq!(keys.len(), 1, "{}: {v}", c.node(k).name);
         assert_ne!(
             keys[0],
@@ -463,4 +473,34 @@ fn gossip_key_rotation_under_traffic_loses_no_membership() {
         );
     }
     wait_converged(&c, &c.all(), "/t/r/");
+}
+
+/// Runs `berthctl --endpoint <node k> gossip ARGS`, with `stdin` fed in when given.
+fn gossip_ctl(c: &Cluster, k: usize, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(berth_tests::workspace_bin("berthctl"))
+        .arg("--endpoint")
+        .arg(&c.node(k).socket)
+        .arg("gossip")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berthctl");
+    if let Some(mut input) = child.stdin.take() {
+        if let Some(text) = stdin {
+            writeln!(input, "{text}").expect("write berthctl's stdin");
+        }
+    }
+    child.wait_with_output().expect("wait for berthctl")
+}
+
+fn out_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
