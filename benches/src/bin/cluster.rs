@@ -20,10 +20,16 @@
 //!   cargo build --release -p berth-orchestrator --bins -p berth-benches --bin cluster
 //!   sudo target/release/cluster [--trials N] [--samples N] [--writes N] [--load-secs S] [--no-etcd]
 //!   (--writes: the bulk run's puts, default 50000; --insecure: berthd without TLS and
-//!   gossip sealing, to see what they cost)
+//!   gossip sealing, to see what they cost; --strace: count every member's syscalls per
+//!   bulk put with strace -c -f, which slows the run)
+//!
+//! Besides wall-clock figures (which drift with the machine's load) it reports what a bulk
+//! put costs each member: CPU time of all its threads and context switches per put
+//! (cluster/cost.rs), the leader (the member written to) apart from the followers.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::Add;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -32,10 +38,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use berth_tests::cluster::http::{unix_request, LineStream};
+use berth_tests::cluster::http::{read_response, unix_request, write_request, LineStream};
 use berth_tests::cluster::Cluster;
 use serde_json::{json, Value};
 
+#[path = "cluster/cost.rs"]
+mod cost;
 #[path = "cluster/etcd.rs"]
 mod etcd;
 
@@ -47,6 +55,8 @@ struct Opts {
     etcd: bool,
     /// berthd without TLS and gossip sealing (to measure what they cost).
     insecure: bool,
+    /// Count every member's syscalls during the bulk run with `strace -c -f` (slows it).
+    strace: bool,
 }
 
 fn parse_opts() -> Result<Opts> {
@@ -57,6 +67,7 @@ fn parse_opts() -> Result<Opts> {
         load_secs: 10,
         etcd: true,
         insecure: false,
+        strace: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -74,6 +85,7 @@ fn parse_opts() -> Result<Opts> {
             "--load-secs" => o.load_secs = u64::try_from(num("--load-secs")?)?,
             "--no-etcd" => o.etcd = false,
             "--insecure" => o.insecure = true,
+            "--strace" => o.strace = true,
             other => bail!("unknown argument {other:?} (see the file's header for usage)"),
         }
     }
@@ -92,6 +104,8 @@ struct Figures {
     bulk: Vec<f64>,
     /// VmHWM of each member after the bulk run.
     hwm_mib: Vec<f64>,
+    /// What each member spent per bulk put (the leader, or the member written to, first).
+    cost: Vec<cost::PerPut>,
     /// Disk use of each member's data directory after the bulk run, and the live data.
     disk_mib: Vec<f64>,
     live_mib: f64,
@@ -193,10 +207,17 @@ fn disk_mib(dir: &std::path::Path) -> f64 {
 /// high-water mark afterwards.
 pub(crate) fn bulk_run(
     f: &mut Figures,
-    n: usize,
+    o: &Opts,
     pids: &[u32],
     mut put: impl FnMut(usize) -> Result<()>,
 ) -> Result<()> {
+    let n = o.writes;
+    let tracers = if o.strace {
+        cost::Tracers::attach(pids)?
+    } else {
+        cost::Tracers::default()
+    };
+    let before: Vec<cost::Usage> = pids.iter().map(|&p| cost::usage(p)).collect();
     let t0 = Instant::now();
     for i in 0..n {
         let started = Instant::now();
@@ -211,6 +232,22 @@ pub(crate) fn bulk_run(
         }
     }
     f.writes_per_s = Some(n as f64 / t0.elapsed().as_secs_f64());
+    // Where the slowest puts fell (snapshots are taken every 10,000 entries by default).
+    let mut slow: Vec<(usize, f64)> = f.bulk.iter().copied().enumerate().collect();
+    slow.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let slow: Vec<String> = slow
+        .iter()
+        .take(5)
+        .map(|(i, ms)| format!("#{i}: {ms:.1} ms"))
+        .collect();
+    eprintln!("  slowest puts: {}", slow.join(", "));
+    let syscalls = tracers.finish();
+    f.cost = pids
+        .iter()
+        .zip(&before)
+        .enumerate()
+        .map(|(k, (&p, b))| cost::per_put(b, &cost::usage(p), n, syscalls.get(k)))
+        .collect();
     f.hwm_mib = pids
         .iter()
         .filter_map(|&p| status_mib(p, "VmHWM:"))
@@ -226,6 +263,48 @@ fn berth_put(c: &Cluster, k: usize, key: &str, value: &str, timeout: Duration) -
     c.node(k)
         .put_with_timeout(key, value, timeout)
         .map_err(|e| anyhow!(e))
+}
+
+/// A keep-alive HTTP/1.1 connection to one node's API socket (as the etcd side keeps its
+/// gateway connection), reopened after an error.
+struct BerthConn {
+    socket: PathBuf,
+    conn: Option<std::io::BufReader<UnixStream>>,
+}
+
+impl BerthConn {
+    fn new(c: &Cluster, k: usize) -> BerthConn {
+        BerthConn {
+            socket: c.node(k).socket.clone(),
+            conn: None,
+        }
+    }
+
+    fn put(&mut self, key: &str, value: &str, timeout: Duration) -> Result<()> {
+        if self.conn.is_none() {
+            let s = UnixStream::connect(&self.socket)
+                .with_context(|| format!("connect {}", self.socket.display()))?;
+            self.conn = Some(std::io::BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().context("connected above")?;
+        conn.get_ref().set_read_timeout(Some(timeout))?;
+        let target = format!("/v1/keys/{}", key.trim_start_matches('/'));
+        let body = json!({ "value": value }).to_string().into_bytes();
+        let res = write_request(conn.get_mut(), "PUT", &target, Some(&body), true)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| read_response(conn, "PUT", &target).map_err(anyhow::Error::from));
+        match res {
+            Ok(r) if r.ok() => Ok(()),
+            Ok(r) => {
+                self.conn = None;
+                bail!("PUT {key}: {} {}", r.status, r.text())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Opens a watch on node `k` and forwards (value-or-key, arrival time) of every event.
@@ -289,10 +368,11 @@ fn bench_berth(o: &Opts, berthd: PathBuf) -> Result<Figures> {
         berth_watch(&c, k, "/services/bench-svc/", tx.clone())?;
     }
     std::thread::sleep(Duration::from_millis(300));
+    let mut conn = BerthConn::new(&c, leader);
     for i in 0..o.samples {
         let key = format!("/bench/w/{i:06}");
         let t0 = Instant::now();
-        berth_put(&c, leader, &key, "x", Duration::from_secs(5))?;
+        conn.put(&key, "x", Duration::from_secs(5))?;
         for at in collect(&rx, &followers, &format!("/{i:06}"))?.values() {
             f.watch.push(ms(at.duration_since(t0)));
         }
@@ -310,16 +390,16 @@ fn bench_berth(o: &Opts, berthd: PathBuf) -> Result<Figures> {
     }
 
     // The bulk run of sequential durable writes on the leader.
-    let pids: Vec<u32> = all.iter().filter_map(|&k| c.node(k).pid()).collect();
-    let bulk = bulk_run(&mut f, o.writes, &pids, |i| {
-        berth_put(
-            &c,
-            leader,
+    // The leader first: cost rows name it apart from the followers.
+    let mut pids: Vec<u32> = Vec::new();
+    pids.extend(c.node(leader).pid());
+    pids.extend(followers.iter().filter_map(|&k| c.node(k).pid()));
+    let bulk = bulk_run(&mut f, o, &pids, |i| {
+        conn.put(
             &format!("/bench/seq/{i:08}"),
             &bulk_value(i),
             Duration::from_secs(5),
         )
-        .map(|_| ())
     });
     if let Err(e) = bulk {
         for &k in &all {
@@ -557,7 +637,7 @@ fn main() -> Result<()> {
             "etcd: not installed".into()
         }
     )?;
-    writeln!(out, "3 members, each in its own netns on one bridge; trials={} samples={} bulk writes={}; berthd with peer TLS 1.3 and sealed gossip; etcd through its v3 JSON gateway (HTTP/1.1 keep-alive), berthd through its unix-socket API (one connection per request); failover puts go to a survivor with 50 ms attempts, retried\n", o.trials, o.samples, o.writes)?;
+    writeln!(out, "3 members, each in its own netns on one bridge; trials={} samples={} bulk writes={}; berthd with peer TLS 1.3 and sealed gossip; etcd through its v3 JSON gateway (HTTP/1.1 keep-alive), berthd through its unix-socket API (HTTP/1.1 keep-alive; failover puts open one connection per request); failover puts go to a survivor with 50 ms attempts, retried\n", o.trials, o.samples, o.writes)?;
     write!(out, "{:<46}{:>16}", "metric (ms: p50 / p99)", "target")?;
     for (name, _) in &cols {
         write!(out, "{name:>20}")?;
@@ -604,6 +684,24 @@ fn main() -> Result<()> {
             |f| pct(&f.bulk, 100),
         ),
         row(
+            "CPU us per put (leader / follower max)",
+            "",
+            |f| cost::cell(&f.cost, |c| c.cpu_us),
+            |f| f.cost.iter().map(|c| c.cpu_us).reduce(f64::add),
+        ),
+        row(
+            "context switches per put (leader / foll.)",
+            "",
+            |f| cost::cell(&f.cost, |c| c.switches),
+            |f| f.cost.first().map(|c| c.switches),
+        ),
+        row(
+            "minor page faults per put (leader / foll.)",
+            "",
+            |f| cost::cell(&f.cost, |c| c.faults),
+            |f| f.cost.first().map(|c| c.faults),
+        ),
+        row(
             "RSS high-water per member MiB (max)",
             "<40",
             |f| pct(&f.hwm_mib, 100).map_or("-".into(), |m| format!("{m:.1}")),
@@ -648,9 +746,20 @@ fn main() -> Result<()> {
         };
         writeln!(out, "{ratio:>14}")?;
     }
+    if o.strace {
+        writeln!(
+            out,
+            "\nsyscalls per bulk put (strace -c -f): calls per put (system CPU per call), leader / followers:"
+        )?;
+        for (name, f) in &cols {
+            for l in cost::syscall_lines(name, &f.cost) {
+                writeln!(out, "{l}")?;
+            }
+        }
+    }
     writeln!(
         out,
-        "\n(ratio: berthd median / etcd hb50/el250 median (worst / max for the bulk rows); targets from issues 5 and 11; live data = keys and values of the bulk run)"
+        "\n(ratio: berthd median / etcd hb50/el250 median (worst / max for the bulk rows; CPU: all members' sum); targets from issues 5 and 11; live data = keys and values of the bulk run)"
     )?;
     Ok(())
 }
