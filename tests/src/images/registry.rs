@@ -53,6 +53,9 @@ pub struct Setup {
     pub token: Option<TokenAuth>,
     /// With TLS: require client certificates signed by the CA in this PEM file (mTLS).
     pub client_ca: Option<PathBuf>,
+    /// Keep the registry's storage, config and log under this directory (benches put it on
+    /// tmpfs) rather than in `$TMPDIR`.
+    pub parent_dir: Option<PathBuf>,
 }
 
 /// The registry side of the token flow: where clients get tokens, and what the registry
@@ -246,10 +249,13 @@ impl Registry {
     /// Starts a registry on loopback with `setup`.
     pub fn start(setup: Setup) -> Registry {
         let bin = crate::require_program("docker-registry", "docker-registry");
-        let dir = tempfile::Builder::new()
-            .prefix("berth-reg-")
-            .tempdir()
-            .expect("registry dir");
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("berth-reg-");
+        let dir = match &setup.parent_dir {
+            Some(parent) => dir.tempdir_in(parent),
+            None => dir.tempdir(),
+        }
+        .expect("registry dir");
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
