@@ -13,6 +13,9 @@ use crate::digest::Digest;
 use crate::import::{self, ImportError};
 use crate::store::{ImageRecord, Lock, SnapshotRecord, Store, StoreError};
 
+mod overlay;
+pub use overlay::{overlay_mount, Mount};
+
 /// Errors of snapshots.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -28,7 +31,7 @@ pub enum SnapshotError {
         "overlay path {path} contains `,`, `:` or a newline, which overlayfs options cannot carry"
     )]
     BadPath { path: PathBuf },
-    #[error("overlay mount options are {len} bytes, over mount(2)'s {max}-byte limit ({layers} layers), and this kernel has no `lowerdir+` (Linux 6.8+) to give them one by one")]
+    #[error("overlay mount options are {len} bytes even with each of the {layers} layers named by a descriptor, over mount(2)'s {max}-byte limit, and this kernel has no `lowerdir+` (Linux 6.8+) to give them one by one")]
     TooManyLayers {
         len: usize,
         max: usize,
@@ -42,53 +45,6 @@ pub enum SnapshotError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Import(#[from] ImportError),
-}
-
-/// A mount to perform (as containerd's snapshotters return them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub fstype: String,
-    pub source: String,
-    pub target: PathBuf,
-    pub options: Vec<String>,
-    /// The lower layers, top first, for the new mount API when the options
-    /// do not fit mount(2)'s one page.
-    pub lowers: Vec<PathBuf>,
-    pub upper: PathBuf,
-    pub work: PathBuf,
-}
-
-impl Mount {
-    /// Performs the mount (needs CAP_SYS_ADMIN): with mount(2) when its
-    /// options fit a page, else through the new mount API with one
-    /// `lowerdir+` per layer (Linux 6.8+; older kernels refuse, and the
-    /// error says how many layers that was).
-    pub fn perform(&self) -> Result<(), SnapshotError> {
-        let data = self.options.join(",");
-        if data.len() <= MAX_MOUNT_DATA {
-            return crate::sys::mount_overlay(&self.target, &data).map_err(|errno| {
-                SnapshotError::Mount {
-                    target: self.target.clone(),
-                    errno,
-                }
-            });
-        }
-        match crate::sys::mount_overlay_layers(&self.target, &self.lowers, &self.upper, &self.work)
-        {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-                Err(SnapshotError::TooManyLayers {
-                    len: data.len(),
-                    max: MAX_MOUNT_DATA,
-                    layers: self.lowers.len(),
-                })
-            }
-            Err(errno) => Err(SnapshotError::Mount {
-                target: self.target.clone(),
-                errno,
-            }),
-        }
-    }
 }
 
 /// The directories of one snapshot.
@@ -137,41 +93,6 @@ pub fn validate_name(name: &str) -> Result<(), SnapshotError> {
     } else {
         Err(SnapshotError::Name(name.to_string()))
     }
-}
-
-/// Page size: the kernel's limit on mount option data.
-const MAX_MOUNT_DATA: usize = 4095;
-
-/// The overlay mount for `lowers` (top layer first), pure.
-pub fn overlay_mount(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    target: &Path,
-) -> Result<Mount, SnapshotError> {
-    for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
-        let s = p.to_string_lossy();
-        if s.contains(',') || s.contains(':') || s.contains('\n') {
-            return Err(SnapshotError::BadPath {
-                path: p.to_path_buf(),
-            });
-        }
-    }
-    let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-    let options = vec![
-        format!("lowerdir={}", lower.join(":")),
-        format!("upperdir={}", upper.display()),
-        format!("workdir={}", work.display()),
-    ];
-    Ok(Mount {
-        fstype: "overlay".into(),
-        source: "overlay".into(),
-        target: target.to_path_buf(),
-        options,
-        lowers: lowers.to_vec(),
-        upper: upper.to_path_buf(),
-        work: work.to_path_buf(),
-    })
 }
 
 /// The lowerdirs for an image's layers (`diff_ids` bottom first): top first,
@@ -430,79 +351,6 @@ pub fn unmount(snap: &Snapshot) -> Result<(), SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn overlay_mount_puts_top_layer_first() {
-        let lowers = vec![
-            PathBuf::from("/s/layers/top"),
-            PathBuf::from("/s/layers/base"),
-        ];
-        let m = overlay_mount(
-            &lowers,
-            Path::new("/s/c/upper"),
-            Path::new("/s/c/work"),
-            Path::new("/s/c/rootfs"),
-        )
-        .unwrap();
-        assert_eq!(m.fstype, "overlay");
-        assert_eq!(
-            m.options,
-            vec![
-                "lowerdir=/s/layers/top:/s/layers/base".to_string(),
-                "upperdir=/s/c/upper".into(),
-                "workdir=/s/c/work".into()
-            ]
-        );
-        assert_eq!(m.target, PathBuf::from("/s/c/rootfs"));
-    }
-
-    #[test]
-    fn overlay_mount_refuses_unsafe_paths_and_overlong_options() {
-        let bad = vec![PathBuf::from("/a,b")];
-        assert!(matches!(
-            overlay_mount(&bad, Path::new("/u"), Path::new("/w"), Path::new("/t")),
-            Err(SnapshotError::BadPath { .. })
-        ));
-    }
-
-    /// 100 layers with store-length paths: far past mount(2)'s page of
-    /// options (it held about 40), mounted through `lowerdir+`.
-    #[test]
-    fn a_hundred_layers_mount() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "mounting overlayfs needs root"
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let lowers: Vec<PathBuf> = (0..100)
-            .map(|i| {
-                let d = tmp.path().join(format!("{i:064}"));
-                fs::create_dir(&d).unwrap();
-                fs::write(d.join(format!("l{i}")), format!("{i}")).unwrap();
-                fs::write(d.join("top"), format!("{i}")).unwrap();
-                d
-            })
-            .rev()
-            .collect();
-        let (u, w, t) = (
-            tmp.path().join("u"),
-            tmp.path().join("w"),
-            tmp.path().join("t"),
-        );
-        for d in [&u, &w, &t] {
-            fs::create_dir(d).unwrap();
-        }
-        let m = overlay_mount(&lowers, &u, &w, &t).unwrap();
-        assert!(m.options.join(",").len() > MAX_MOUNT_DATA);
-        m.perform().unwrap();
-        let seen = (
-            fs::read_to_string(t.join("l0")),
-            fs::read_to_string(t.join("top")),
-        );
-        crate::sys::unmount(&t).unwrap();
-        assert_eq!(seen.0.unwrap(), "0");
-        assert_eq!(seen.1.unwrap(), "99", "the top layer wins");
-    }
 
     #[test]
     fn a_layer_listed_twice_is_one_lowerdir_at_its_top_position() {
