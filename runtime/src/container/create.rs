@@ -2,7 +2,7 @@
 //! protocol with init, state.json. Any failure undoes everything made so far.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::guard::Guard;
@@ -180,13 +180,22 @@ fn create_inner(
         Some(OwnedFd::from(theirs))
     };
 
-    // Join a pid namespace by path here: setns(pid) applies to our children.
+    // A pid namespace joined by path is joined by init once the container is built:
+    // it then forks the container's init into it, so processes already there never
+    // see it holding the host's root or descriptors. That needs a procfs made for
+    // that namespace from outside (procfs's `pidns` of recent kernels, probed); on older
+    // kernels init is cloned into it, as runc's is, and builds the container there.
     let ns = &plan.namespaces;
+    let mut spawn = false;
     if let Some((_, p)) = ns.join.iter().find(|(k, _)| *k == NsKind::Pid) {
         let fd = sys::fs::open(p, libc::O_RDONLY).map_err(io("opening pid namespace", p))?;
-        sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID).map_err(io("joining pid namespace", p))?;
+        spawn = sys::mountfd::procfs_takes_pidns(fd.as_fd());
+        if !spawn {
+            sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID)
+                .map_err(io("joining pid namespace", p))?;
+        }
     }
-    let slow_path = ns.join.iter().any(|(k, _)| *k != NsKind::Pid);
+    let slow_path = spawn || ns.join.iter().any(|(k, _)| *k != NsKind::Pid);
     // A new cgroup namespace is made by init once it is in its cgroup, so that the
     // namespace's root is the container's cgroup (as runc does).
     let clone_flags = if slow_path {
@@ -230,6 +239,7 @@ fn create_inner(
                 chan: Channel::new(child_sock),
                 start,
                 slow_path,
+                spawn,
                 old_sigmask,
                 no_pivot: opts.no_pivot,
                 no_new_keyring: opts.no_new_keyring,
@@ -278,6 +288,12 @@ fn create_inner(
             if !in_cgroup {
                 cgroups::membership::join_v2(&cgroup, pid)?;
             }
+            if let (Some(adj), true) = (plan.process.oom_score_adj, spawn) {
+                // init, outside the container's pid namespace, cannot name itself in
+                // the container's procfs; the container's init inherits the value.
+                let p = PathBuf::from(format!("/proc/{pid}/oom_score_adj"));
+                std::fs::write(&p, adj.to_string()).map_err(io("writing", &p))?;
+            }
             sent(chan.send(&Message::Go))?;
             // State (and pid file) are written on a thread of their own, started now:
             // their fsyncs (milliseconds each on a busy disk) overlap init's work and
@@ -290,7 +306,7 @@ fn create_inner(
                 Path::new(&format!("/proc/{pid}")),
             ))?;
             let annotations: BTreeMap<String, String> = plan.annotations.iter().cloned().collect();
-            let state = State {
+            let mut state = State {
                 oci_version: plan.oci_version.clone(),
                 id: opts.id.clone(),
                 pid,
@@ -316,9 +332,9 @@ fn create_inner(
             let mut writer = StateWriter::start(
                 dir.state_path(),
                 state_bytes,
-                pid_file.map(|pf| (pf, pid.to_string())),
+                pid_file.clone().map(|pf| (pf, pid.to_string())),
             );
-            let rest = (|| -> Result<(), ContainerError> {
+            let rest = (|| -> Result<Option<i32>, ContainerError> {
                 if defer_v1 {
                     guard.cgroup_dirs(cgroups::membership::create_part(&cgroup, Part::V1)?);
                     apply_resources(&cgroup)?;
@@ -351,11 +367,29 @@ fn create_inner(
                         chan.send(&Message::HooksDone).map_err(|e| fail(e.into()))?;
                     }
                 }
-                chan.expect(Message::Ready, "Ready").map_err(fail)
+                let spawned = if spawn {
+                    let p = expect_init_pid(&chan).map_err(fail)?;
+                    guard.child(p);
+                    sys::wait(pid)
+                        .map_err(io("waiting for", Path::new(&format!("/proc/{pid}"))))?;
+                    guard.reaped(pid);
+                    Some(p)
+                } else {
+                    None
+                };
+                chan.expect(Message::Ready, "Ready").map_err(fail)?;
+                Ok(spawned)
             })();
             let written = writer.finish();
-            rest?;
+            let spawned = rest?;
             written?;
+            let pidfd = match spawned {
+                Some(p) => {
+                    respawned(&mut state, p, &dir.state_path(), pid_file.as_deref())?;
+                    None
+                }
+                None => pidfd,
+            };
 
             // Run in the foreground with a terminal: take the pty master now.
             let pty_master = match &own_console {
@@ -368,6 +402,41 @@ fn create_inner(
             Ok((state, chan, pidfd, old_sigmask, pty_master))
         }
     }
+}
+
+/// `InitPid`: the pid of the container's init, forked into a joined pid namespace by
+/// the first init (see `init::spawn_into_pid_ns`); it must be our child.
+fn expect_init_pid(chan: &Channel) -> Result<i32, ExpectError> {
+    match chan.recv()? {
+        Message::InitPid(p) if p > 0 && sys::is_child(p) => Ok(p),
+        Message::Error(e) => Err(ExpectError::Init(e)),
+        got => Err(ExpectError::Channel(ChannelError::Unexpected {
+            got: Box::new(got),
+            want: "InitPid (a child's pid)",
+        })),
+    }
+}
+
+/// The container's init is `pid` (forked into a joined pid namespace): state.json and
+/// the pid file, written with the first init's pid, are written again.
+fn respawned(
+    state: &mut State,
+    pid: i32,
+    state_path: &Path,
+    pid_file: Option<&Path>,
+) -> Result<(), ContainerError> {
+    state.pid = pid;
+    state.pid_start_time = sys::process_start_time(pid).map_err(|source| ContainerError::Io {
+        step: "reading start time of",
+        path: PathBuf::from(format!("/proc/{pid}")),
+        source,
+    })?;
+    let bytes = serde_json::to_vec(&*state).map_err(|e| ContainerError::Other(e.to_string()))?;
+    super::state::write_atomic(state_path, &bytes)?;
+    if let Some(pf) = pid_file {
+        super::state::write_atomic(pf, pid.to_string().as_bytes())?;
+    }
+    Ok(())
 }
 
 fn write_id_maps(pid: i32, plan: &Plan) -> Result<(), ContainerError> {

@@ -39,6 +39,9 @@ pub struct InitArgs<'a> {
     pub start: StartSignal,
     /// Namespaces are joined by path and created with unshare, not by clone.
     pub slow_path: bool,
+    /// A pid namespace joined by path: init builds the container outside it and forks
+    /// the container's init into it at the end ([`spawn_into_pid_ns`]).
+    pub spawn: bool,
     pub old_sigmask: libc::sigset_t,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
@@ -77,9 +80,11 @@ pub fn run(args: InitArgs<'_>) -> ! {
 
 fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     let plan = a.plan;
-    if a.slow_path {
-        join_and_unshare(a)?;
-    }
+    let pid_ns = if a.slow_path {
+        join_and_unshare(a)?
+    } else {
+        None
+    };
     wait_for(&a.chan, Message::Go, "Go")?;
     if !a.cgroup_deferred {
         enter_cgroup(a, &a.self_join)?;
@@ -141,6 +146,7 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
         a.cgroup,
         a.cgroup_rel,
         &mut enter_deferred,
+        pid_ns.as_ref().map(std::os::fd::AsFd::as_fd),
     )?;
     if let Some(h) = &plan.hooks {
         use crate::hooks::HookKind;
@@ -176,7 +182,8 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     if let Some(d) = &plan.domainname {
         setdomainname(d).map_err(|e| InitError::io("setdomainname", None, &e))?;
     }
-    if let (Some(adj), Some(proc)) = (plan.process.oom_score_adj, &proc) {
+    // Outside the procfs's pid namespace (spawn), the parent wrote it.
+    if let (Some(adj), Some(proc), false) = (plan.process.oom_score_adj, &proc, a.spawn) {
         crate::rootfs::procfs::write_oom_score_adj(proc, adj)?;
     }
     drop(proc);
@@ -186,10 +193,14 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     let mut keep = vec![a.chan.fd().as_raw_fd()];
     keep.extend(start_fd(a));
     keep.extend(a.trampoline.as_ref().map(AsRawFd::as_raw_fd));
+    keep.extend(pid_ns.as_ref().map(AsRawFd::as_raw_fd));
     confine::close_host_fds(a.preserve_fds, &keep)?;
     confine::set_rlimits(&plan.process.rlimits)?;
     let p = &plan.process;
     confine::enter_cwd(&p.cwd)?;
+    if a.spawn {
+        spawn_into_pid_ns(a, pid_ns)?;
+    }
     confine::become_user(p, a.seccomp.as_ref(), plan.namespaces.has(NsKind::User))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
         p.umask.unwrap_or(0o022),
@@ -313,14 +324,32 @@ pub(crate) fn wait_for(chan: &Channel, want: Message, name: &'static str) -> Res
 }
 
 /// Slow path: join namespaces by path (user first), then create the new ones.
-fn join_and_unshare(a: &InitArgs<'_>) -> Result<(), InitError> {
+///
+/// A pid namespace to join (with [`InitArgs::spawn`]; else the parent joined it) is
+/// opened and returned: the procfs is made for it, and it is joined once the container
+/// is built ([`spawn_into_pid_ns`]); only when the container makes a user namespace of
+/// its own, which would leave init without the privilege over the pid namespace's
+/// owner, is it joined now (setns(pid) applies to children only, so init itself still
+/// stays outside; createContainer hooks then start inside it).
+fn join_and_unshare(a: &InitArgs<'_>) -> Result<Option<OwnedFd>, InitError> {
     let ns = &a.plan.namespaces;
+    let mut pid_ns = None;
     for (kind, path) in &ns.join {
-        if *kind == NsKind::Pid {
+        if *kind == NsKind::Pid && !a.spawn {
             continue; // joined by the parent before clone
         }
-        let fd = sys::fs::open(path, libc::O_RDONLY)
+        let fd = sys::fs::open(path, libc::O_RDONLY | libc::O_CLOEXEC)
             .map_err(|e| InitError::io("opening namespace", Some(path), &e))?;
+        if *kind == NsKind::Pid && !ns.creates(NsKind::User) {
+            pid_ns = Some(fd);
+            continue;
+        }
+        if *kind == NsKind::Pid {
+            sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID)
+                .map_err(|e| InitError::io("joining pid namespace", Some(path), &e))?;
+            pid_ns = Some(fd);
+            continue;
+        }
         sys::setns(fd.as_raw_fd(), kind.clone_flag()).map_err(|e| {
             InitError::io(
                 format!("joining {} namespace", kind.spec_name()),
@@ -341,7 +370,47 @@ fn join_and_unshare(a: &InitArgs<'_>) -> Result<(), InitError> {
     if rest != 0 {
         sys::unshare(rest).map_err(|e| InitError::io("unshare(namespaces)", None, &e))?;
     }
-    Ok(())
+    Ok(pid_ns)
+}
+
+/// A pid namespace joined by path (a pod's, another container's): the processes
+/// already in it must never see init while it holds the host's root, cwd or
+/// descriptors, which /proc/<pid> shows to one with CAP_SYS_PTRACE. So init builds
+/// the container outside that namespace; now, pivoted, in the container's cwd and with
+/// no host descriptor, it joins it (`pid_ns`, unless joined before) and forks the
+/// container's init into it (CLONE_PARENT: a child of `create`), born non-dumpable,
+/// reports its pid (`InitPid`) and exits. Returns in the new init, once that report
+/// is sent, so it precedes everything the new init says.
+fn spawn_into_pid_ns(a: &InitArgs<'_>, pid_ns: Option<OwnedFd>) -> Result<(), InitError> {
+    match pid_ns {
+        Some(fd) if !a.plan.namespaces.creates(NsKind::User) => {
+            sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID)
+                .map_err(|e| InitError::io("joining pid namespace", None, &e))?;
+        }
+        _ => {}
+    }
+    sys::set_dumpable(false).map_err(|e| InitError::io("prctl(PR_SET_DUMPABLE, 0)", None, &e))?;
+    let (reported, report_done) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| InitError::io("pipe2", None, &e.into()))?;
+    let pid = sys::fork_sibling()
+        .map_err(|e| InitError::io("forking init into the pid namespace", None, &e))?;
+    if pid == 0 {
+        drop(report_done);
+        let mut b = [0u8; 1];
+        loop {
+            match nix::unistd::read(&reported, &mut b) {
+                Ok(0) => return Ok(()),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(InitError::io("waiting for the pid report", None, &e.into())),
+            }
+        }
+    }
+    drop(reported);
+    if let Err(e) = a.chan.send(&Message::InitPid(pid)) {
+        let _ = sys::kill(pid, libc::SIGKILL);
+        return Err(InitError::msg("reporting init's pid", None, e.to_string()));
+    }
+    sys::exit_now(0)
 }
 
 /// Finds the program like execvp would, in the container's PATH (or the default PATH

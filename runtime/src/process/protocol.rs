@@ -20,6 +20,8 @@
 //!                                                   rlimits, user, PATH lookup, [with the
 //!                                                   trampoline] seccomp, exec of the sealed
 //!                                                   trampoline, which is init from now on
+//!  [joined pid ns] reaps the first ◀──── InitPid    [joined pid ns: after cwd] forks the
+//!                                                   init into that namespace, exits
 //!                          ◀──── Ready | Error{step, path, errno, message}
 //!  exits (create)
 //!  [run]                   ───────────── Start ──▶ (create: `berth start` writes exec.fifo)
@@ -50,6 +52,9 @@ pub enum Message {
     /// createRuntime hooks, then answers `HooksDone`.
     RuntimeHooks,
     HooksDone,
+    /// A pid namespace joined by path: the container's init, forked into it at the end
+    /// of the setup, has this pid (in the parent's pid namespace).
+    InitPid(i32),
     Ready,
     Start,
     Error(InitError),

@@ -39,13 +39,15 @@ pub struct Rootfs {
 /// Everything before pivot_root. `idmapped`: the trees `create` prepared for the
 /// idmapped binds, by mount ([`idmap::prepare`]). `enter_cgroup` is called once, before
 /// the first cgroup mount and the device nodes (or at the end): init may start mounting
-/// before its cgroup exists.
+/// before its cgroup exists. `pid_ns`: the pid namespace a procfs is for, when not
+/// init's own (see [`mounts::mount_one`]).
 pub fn prepare(
     plan: &Plan,
     idmapped: &[Option<OwnedFd>],
     cgroup: &CgroupHandle,
     cgroup_rel: &Path,
     enter_cgroup: &mut dyn FnMut() -> Result<()>,
+    pid_ns: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> Result<Rootfs> {
     let requested = plan.rootfs_propagation;
     mount(
@@ -79,7 +81,7 @@ pub fn prepare(
             enter_cgroup()?;
         }
         let prepared = idmapped.get(i).and_then(Option::as_ref);
-        let made = mounts::mount_one(&root, m, prepared, cgroup, in_userns, cgroup_rel)?;
+        let made = mounts::mount_one(&root, m, prepared, cgroup, in_userns, cgroup_rel, pid_ns)?;
         // The procfs that counts is the last mount made at /proc.
         if m.destination == Path::new("/proc") {
             proc = match made {

@@ -4,7 +4,7 @@
 //! swapped after the bind cannot leave a read-only volume writable (CVE-2021-30465
 //! family). Kernels without mount_setattr (before 5.12) get the old remount, by path.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use super::{io, Result};
@@ -17,7 +17,8 @@ use crate::sys::mountfd::{self, Attrs};
 
 /// Makes mount `m` inside the rootfs `root`; `prepared`: its idmapped tree, made by
 /// `create` (see [`super::idmap`]). Returns the root of a procfs it mounted (see
-/// [`super::procfs`]).
+/// [`super::procfs`]), which is `pid_ns`'s when given (init outside a pid namespace
+/// it joins: see `init::spawn_into_pid_ns`), else init's own pid namespace's.
 pub fn mount_one(
     root: &OwnedFd,
     m: &MountPlan,
@@ -25,6 +26,7 @@ pub fn mount_one(
     cgroup: &CgroupHandle,
     in_userns: bool,
     cgroup_rel: &Path,
+    pid_ns: Option<BorrowedFd<'_>>,
 ) -> Result<Option<OwnedFd>> {
     let root_fd = root.as_raw_fd();
     let dest = &m.destination;
@@ -51,8 +53,12 @@ pub fn mount_one(
             root_fd, &target, m, cgroup, in_userns, cgroup_rel,
         )?),
         MountKind::Proc => {
-            let fd = mountfd::new_fs("proc", &m.data, Attrs::from_ms(m.flags).set)
-                .map_err(io(&step, dest))?;
+            let attrs = Attrs::from_ms(m.flags).set;
+            let fd = match pid_ns {
+                Some(ns) => mountfd::new_procfs_of(ns, &m.data, attrs),
+                None => mountfd::new_fs("proc", &m.data, attrs),
+            }
+            .map_err(io(&step, dest))?;
             mountfd::attach(&fd, target.as_fd()).map_err(io(&step, dest))?;
             Some(fd)
         }

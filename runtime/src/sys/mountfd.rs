@@ -18,6 +18,7 @@ const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 const FSOPEN_CLOEXEC: u32 = 1;
 const FSCONFIG_SET_FLAG: u32 = 0;
 const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_SET_FD: u32 = 5;
 const FSCONFIG_CMD_CREATE: u32 = 6;
 const FSMOUNT_CLOEXEC: u32 = 1;
 
@@ -168,6 +169,37 @@ pub fn new_fs(fstype: &str, data: &str, attrs: u64) -> io::Result<OwnedFd> {
     new_fs_from(fstype, None, data, attrs)
 }
 
+/// A new procfs ([`new_fs`]) for the pid namespace `pid_ns` (an nsfs descriptor)
+/// instead of the caller's (the `pidns` parameter of recent kernels).
+pub fn new_procfs_of(pid_ns: BorrowedFd<'_>, data: &str, attrs: u64) -> io::Result<OwnedFd> {
+    let ctx = fs_context("proc")?;
+    set_pidns(&ctx, pid_ns)?;
+    configure(&ctx, None, data)?;
+    create_and_mount(&ctx, attrs)
+}
+
+/// Whether this kernel's procfs takes a `pidns` parameter (tried on a context that is
+/// never created).
+pub fn procfs_takes_pidns(pid_ns: BorrowedFd<'_>) -> bool {
+    fs_context("proc").is_ok_and(|ctx| set_pidns(&ctx, pid_ns).is_ok())
+}
+
+fn set_pidns(ctx: &OwnedFd, pid_ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: the key is a NUL-terminated literal; FSCONFIG_SET_FD takes no value
+    // pointer and the descriptor as aux.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            ctx.as_raw_fd(),
+            FSCONFIG_SET_FD,
+            c"pidns".as_ptr(),
+            std::ptr::null::<libc::c_void>(),
+            pid_ns.as_raw_fd(),
+        )
+    })
+    .map(|_| ())
+}
+
 /// [`new_fs`] with a `source` (the device, or the name shown in mountinfo).
 pub fn new_fs_from(
     fstype: &str,
@@ -175,9 +207,20 @@ pub fn new_fs_from(
     data: &str,
     attrs: u64,
 ) -> io::Result<OwnedFd> {
+    let ctx = fs_context(fstype)?;
+    configure(&ctx, source, data)?;
+    create_and_mount(&ctx, attrs)
+}
+
+/// fsopen(`fstype`).
+fn fs_context(fstype: &str) -> io::Result<OwnedFd> {
     let ty = CString::new(fstype).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: fsopen reads the NUL-terminated name; the result is a new descriptor.
-    let ctx = owned(unsafe { libc::syscall(libc::SYS_fsopen, ty.as_ptr(), FSOPEN_CLOEXEC) })?;
+    owned(unsafe { libc::syscall(libc::SYS_fsopen, ty.as_ptr(), FSOPEN_CLOEXEC) })
+}
+
+/// fsconfig of the source and of each option of `data` (`key=value` or a flag `key`).
+fn configure(ctx: &OwnedFd, source: Option<&str>, data: &str) -> io::Result<()> {
     let source = source.map(|s| format!("source={s}"));
     let opts = source.iter().map(String::as_str).chain(data.split(','));
     for opt in opts.filter(|o| !o.is_empty()) {
@@ -198,6 +241,11 @@ pub fn new_fs_from(
         // outlive the call.
         cvt(unsafe { libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), cmd, k.as_ptr(), vp, 0) })?;
     }
+    Ok(())
+}
+
+/// Creates the filesystem and mounts it detached, with `attrs`.
+fn create_and_mount(ctx: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
     cvt(unsafe {
         libc::syscall(

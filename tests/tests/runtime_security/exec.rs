@@ -292,3 +292,101 @@ fn failed_exec_leaves_no_process_behind() {
     c.delete(true).ok();
     c.assert_no_leftovers();
 }
+
+/// The same class through `create` with a pid namespace joined by path (a pod's, or
+/// `--pid container:X`): a CAP_SYS_PTRACE container watches every new pid of its
+/// namespace while 30 containers joining it are created and deleted. Their init must
+/// never show up there with the host's root, cwd, a host directory descriptor or the
+/// host's runtime binary; each created one must be in that namespace. Before the fix
+/// (init cloned straight into the namespace, then built the rootfs there) the watcher
+/// reached the host's root, cwd and cgroup directory through every one of the first 6.
+#[test]
+fn init_joining_a_pid_namespace_shows_nothing_of_the_host() {
+    let env = TestEnv::new("sec-joinpid-ptrace");
+    let (bin, _) = writable_runtime_binary(&env);
+    let marker = HostMarker::new(&env);
+    let watch = format!(
+        "echo ready; while :; do for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
+         [ \"$p\" = 1 ] && continue; {} done; done",
+        probe(&marker)
+    );
+    let c = env.container(|b| {
+        with_ptrace(b);
+        runtime_ref(b, &bin);
+        b.sh(&watch);
+    });
+    c.create_and_start();
+    c.wait_stdout("ready");
+    let ns = format!("/proc/{}/ns/pid", c.pid());
+    let ns_id = fs::read_link(&ns).expect("the watcher's pid namespace");
+    const CREATES: usize = 30;
+    for _ in 0..CREATES {
+        let d = env.container(|b| {
+            b.namespace("pid", Some(&ns));
+            b.args(&["true"]);
+        });
+        d.create().ok();
+        let joined = fs::read_link(format!("/proc/{}/ns/pid", d.pid()));
+        d.delete(true).ok();
+        assert_eq!(
+            joined.ok().as_ref(),
+            Some(&ns_id),
+            "the init is in the namespace"
+        );
+        d.assert_no_leftovers();
+    }
+    let out = c.stdout();
+    c.delete(true).ok();
+    assert!(
+        !out.contains("escape"),
+        "a container process reached the host through a joining container's init:\n{out}"
+    );
+    c.assert_no_leftovers();
+}
+
+/// A container joining another's pid namespace (init built it outside and forked the
+/// container's init into it) runs in it and sees it: its /proc is that namespace's
+/// (pid 1 is the owner's program), its oomScoreAdj is set; alone, and with the owner's
+/// user namespace joined too (root inside, the owner's mapping).
+#[test]
+fn joining_a_pid_namespace_gives_its_procfs() {
+    let env = TestEnv::new("joinpid");
+    let probe = "readlink /proc/self/ns/pid; tr '\\0' ' ' < /proc/1/cmdline; echo; \
+                 cat /proc/self/oom_score_adj; id -u; tr -s ' ' < /proc/self/uid_map";
+    for userns in [false, true] {
+        let owner = env.container(|b| {
+            if userns {
+                b.namespace("user", None);
+                let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+                b.set("/linux/uidMappings", map.clone());
+                b.set("/linux/gidMappings", map);
+            }
+            b.args(&["sleep", "1000"]);
+        });
+        owner.create_and_start();
+        let ns = |kind: &str| format!("/proc/{}/ns/{kind}", owner.pid());
+        let want = fs::read_link(ns("pid")).expect("the owner's pid namespace");
+        let c = env.container(|b| {
+            b.namespace("pid", Some(&ns("pid")));
+            if userns {
+                b.namespace("user", Some(&ns("user")));
+            }
+            b.set("/process/oomScoreAdj", json!(123));
+            b.sh(probe);
+        });
+        let out = c.output();
+        let map = if userns {
+            " 0 200000 65536"
+        } else {
+            " 0 0 4294967295"
+        };
+        assert_eq!(
+            out,
+            format!("{}\nsleep 1000 \n123\n0\n{map}\n", want.display()),
+            "user namespace joined: {userns}"
+        );
+        c.assert_no_leftovers();
+        owner.delete(true).ok();
+        owner.assert_no_leftovers();
+    }
+}
