@@ -75,7 +75,7 @@ fn serve(
 
 /// Pulls from `reg`, which must fail saying `says`, leaving the store empty.
 #[track_caller]
-fn refused(case: &str, reg: &FakeRegistry, says: &[&str]) {
+fn refused(case: &str, reg: &FakeRegistry, says: &[&str]) -> String {
     let env = ImageEnv::new();
     let empty = env.store_bytes();
     let reference = format!("{}/test/x:1", reg.addr);
@@ -98,6 +98,7 @@ fn refused(case: &str, reg: &FakeRegistry, says: &[&str]) {
         "{case}: the store kept {} bytes",
         env.store_bytes() - empty
     );
+    out.stderr
 }
 
 #[test]
@@ -158,6 +159,45 @@ fn hostile_registries_are_refused_and_leave_nothing() {
         Some(Reply::Ok(OCI_MANIFEST.into(), vec![b' '; 10 << 20])),
     );
     refused("a manifest of 10 MB", &reg, &["larger than"]);
+
+    let b = blobs(None);
+    let reg = serve(
+        b,
+        || Reply::Status(500, vec![]),
+        Some(Reply::Ok(
+            "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+            br#"{"schemaVersion": 1, "name": "test/x", "tag": "1", "fsLayers": []}"#.to_vec(),
+        )),
+    );
+    refused("a schema 1 manifest", &reg, &["schema 1"]);
+
+    // An error body with terminal escapes (a title change, clearing the screen) and a
+    // bidirectional override: shown escaped, never as the bytes themselves.
+    let b = blobs(None);
+    let reg = serve(
+        b,
+        || Reply::Full {
+            status: 403,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: "denied \x1b]0;pwned\x07\x1b[2J \u{202e}txt.exe"
+                .as_bytes()
+                .to_vec(),
+        },
+        None,
+    );
+    let out = refused(
+        "an error body with control characters",
+        &reg,
+        &["403", "denied"],
+    );
+    assert!(
+        !out.contains(['\x1b', '\x07', '\u{202e}']),
+        "control characters reached the terminal: {out:?}"
+    );
+    assert!(
+        out.contains("\\x1b]0;pwned\\x07") && out.contains("\\u{202e}"),
+        "the error does not show the escapes: {out:?}"
+    );
 
     let me = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
     let me2 = me.clone();
