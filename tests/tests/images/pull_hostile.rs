@@ -9,15 +9,15 @@ use serde_json::json;
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An image's blobs: (manifest, config, layer) bytes and their digests.
-struct Blobs {
-    manifest: Vec<u8>,
-    config: Vec<u8>,
-    config_digest: String,
-    layer: Vec<u8>,
-    layer_digest: String,
+pub(crate) struct Blobs {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub config_digest: String,
+    pub layer: Vec<u8>,
+    pub layer_digest: String,
 }
 
-fn blobs(layer_size_claim: Option<u64>) -> Blobs {
+pub(crate) fn blobs(layer_size_claim: Option<u64>) -> Blobs {
     let mut tar = RawTar::new();
     tar.file("hello", 0o644, b"hello\n");
     let tar = tar.finish();

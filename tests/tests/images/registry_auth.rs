@@ -1,13 +1,17 @@
 //! Pull and push against docker-registry set up as real deployments are: bearer tokens from
 //! a token server (`auth: token:`, tokens signed by a key the test makes), mirrors from
-//! registries.conf tried in order before the registry, and TLS with client certificates
-//! (mTLS) from certs.d.
+//! registries.conf tried in order before the registry, TLS with client certificates
+//! (mTLS) from certs.d, and blob downloads redirected to another host (a CDN).
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
+use base64::Engine;
+
+use berth_tests::images::fake_registry::{FakeRegistry, Reply};
 use berth_tests::images::layout::{Compression, OciLayout, RawTar};
 use berth_tests::images::registry::{make_client_certs, Access, Registry, Setup};
 use berth_tests::images::token_server::{TokenRequest, TokenServer};
@@ -329,4 +333,63 @@ fn client_certificates_from_certs_d_open_a_registry_that_requires_them() {
         .failed();
     assert!(out.stderr.contains(&reg.addr), "{out}");
     other.assert_store_empty("a refused client certificate");
+}
+
+/// A registry that sends blob downloads to another host, as Docker Hub sends them to its
+/// CDN: the pull follows the redirect, and that host never sees the registry's credentials.
+#[test]
+fn a_blob_redirected_to_another_host_is_fetched_without_the_credentials() {
+    const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    let b = crate::pull_hostile::blobs(None);
+    // (path, Authorization header) of each request the other host got.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let cdn_seen: Seen = Arc::default();
+    let (seen, layer) = (cdn_seen.clone(), b.layer.clone());
+    let cdn = FakeRegistry::start_with(move |req| {
+        let auth = req.header("authorization").map(String::from);
+        seen.lock().expect("seen").push((req.path.clone(), auth));
+        Reply::Ok("application/octet-stream".into(), layer.clone())
+    });
+    let creds = base64::engine::general_purpose::STANDARD.encode("alice:cdn-test-pw");
+    let basic = format!("Basic {creds}");
+    let to_cdn = format!("http://{}/cdn/{}?sig=signed", cdn.addr, b.layer_digest);
+    let reg = FakeRegistry::start_with(move |req| {
+        if req.header("authorization") != Some(basic.as_str()) {
+            let challenge = ("WWW-Authenticate".into(), "Basic realm=\"test\"".into());
+            return Reply::Status(401, vec![challenge]);
+        }
+        let p = req.path.as_str();
+        if p == "/v2/" {
+            Reply::Ok("application/json".into(), b"{}".to_vec())
+        } else if p.starts_with("/v2/test/x/manifests/") {
+            Reply::Ok(OCI_MANIFEST.into(), b.manifest.clone())
+        } else if p == format!("/v2/test/x/blobs/{}", b.config_digest) {
+            Reply::Ok("application/octet-stream".into(), b.config.clone())
+        } else if p == format!("/v2/test/x/blobs/{}", b.layer_digest) {
+            Reply::Status(307, vec![("Location".into(), to_cdn.clone())])
+        } else {
+            Reply::Status(404, vec![])
+        }
+    });
+    let env = ImageEnv::new();
+    let authfile = env.work().join("auth.json");
+    fs::write(
+        &authfile,
+        json!({"auths": {reg.addr.clone(): {"auth": creds}}}).to_string(),
+    )
+    .expect("auth.json");
+    let image = format!("{}/test/x:1", reg.addr);
+    let auth = authfile.to_str().expect("utf-8");
+    env.image(&["pull", "--insecure", "--quiet", "--authfile", auth, &image])
+        .ok();
+    assert_eq!(hello_of(&env, &image), "hello\n");
+    let seen = cdn_seen.lock().expect("seen").clone();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|(path, _)| path.contains("?sig=signed")),
+        "the layer did not come from the redirect: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|(_, auth)| auth.is_none()),
+        "the credentials went to the other host: {seen:?}"
+    );
 }
