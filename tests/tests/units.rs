@@ -27,6 +27,8 @@ mod network_modes;
 mod network_routes;
 #[path = "units/pull.rs"]
 mod pull;
+#[path = "units/signals.rs"]
+mod signals;
 
 /// Waits longer than the harness's default: a unit start includes image snapshots.
 const UNIT_PATIENCE: Duration = Duration::from_secs(30);

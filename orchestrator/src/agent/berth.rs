@@ -81,6 +81,7 @@ impl Berth {
         stdio: Option<&OwnedFd>,
     ) -> std::io::Result<Child> {
         let mut cmd = Command::new(&self.binary);
+        super::sys::unblock_signals_in_child(&mut cmd);
         cmd.args(self.args(op, id, log)).stdin(Stdio::null());
         match stdio {
             Some(fd) => {

@@ -101,6 +101,7 @@ impl ExecJob {
     fn run(self) -> ExecOutcome {
         let _ = std::fs::remove_file(&self.pid_file);
         let mut cmd = Command::new(&self.berth.binary);
+        super::sys::unblock_signals_in_child(&mut cmd);
         cmd.arg("--root")
             .arg(&self.berth.root)
             .arg("exec")

@@ -1,7 +1,9 @@
-//! The agent's few system calls: pidfds, the boot-time clock, fifos.
+//! The agent's few system calls: pidfds, the boot-time clock, fifos, children's signal
+//! masks.
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
+use std::process::Command;
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
@@ -14,6 +16,27 @@ pub fn boottime_ms() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
         .map(|t| t.tv_sec() as u64 * 1_000 + t.tv_nsec() as u64 / 1_000_000)
         .unwrap_or(0)
+}
+
+/// Makes `cmd`'s child start with no signal blocked. berthd blocks SIGTERM and SIGINT (they
+/// arrive through its signalfd), and a child inherits the mask through fork and exec:
+/// `berth create` handed it on to the container's program, which then never received a
+/// stop's SIGTERM (every stop waited for TimeoutStopSec and SIGKILL), and `berth exec`
+/// to what it runs.
+pub fn unblock_signals_in_child(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // sigemptyset and sigprocmask, which are async-signal-safe and allocate nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        })
+    }
 }
 
 /// A pidfd for `pid` (readable once the process has exited).
