@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::{Daemon, Internal, Responder};
 use crate::keyspace::{self, MachineRecord};
 use crate::network::apply::{apply_plan, Applied};
+use crate::network::replan::Replan;
 use crate::network::{
     node_plan, parse_allocations, plan_subnets, subnet_members, Allocated, NetworkConfig, NodePlan,
     SUBNET_PREFIX,
@@ -29,16 +30,15 @@ const ALLOCATE_EVERY: Duration = Duration::from_secs(1);
 /// The cluster network's state in the daemon.
 pub(super) struct ClusterNet {
     cfg: NetworkConfig,
-    /// Registry keys the plans depend on changed.
+    /// Registry keys the subnet allocation depends on changed (the leader's pass).
     dirty: bool,
     /// A subnet transaction is being committed.
     alloc_in_flight: bool,
     last_alloc: Option<Instant>,
     /// Applies node plans (None on a node without an agent: no conflist, no routes).
     worker: Option<Worker>,
-    /// The plan last handed to the worker, and when.
-    sent: Option<(NodePlan, Instant)>,
-    busy: bool,
+    /// When this node's plan is handed to the worker.
+    replan: Replan,
 }
 
 struct Worker {
@@ -63,8 +63,7 @@ impl ClusterNet {
             alloc_in_flight: false,
             last_alloc: None,
             worker,
-            sent: None,
-            busy: false,
+            replan: Replan::new(RESYNC_EVERY),
         })
     }
 }
@@ -98,6 +97,7 @@ impl Daemon {
             .any(|e| e.key.starts_with("/network/") || e.key.starts_with(keyspace::MACHINES))
         {
             self.cluster_net.dirty = true;
+            self.cluster_net.replan.changed();
         }
     }
 
@@ -117,14 +117,11 @@ impl Daemon {
         };
         let results: Vec<Applied> = w.done.try_iter().collect();
         for r in results {
-            self.cluster_net.busy = false;
             for e in &r.errors {
                 tracing::warn!("cluster network: {e}");
             }
-            if !r.errors.is_empty() {
-                // Try again at the next housekeeping.
-                self.cluster_net.sent = None;
-            }
+            // After errors: tried again at the next housekeeping.
+            self.cluster_net.replan.applied(r.errors.is_empty());
             if let Some(agent) = self.agent.as_mut() {
                 agent.set_cluster_network(r.ready);
             }
@@ -213,38 +210,24 @@ impl Daemon {
     }
 
     fn plan_node(&mut self, now: Instant) {
-        if self.cluster_net.worker.is_none() || self.cluster_net.busy {
+        if self.cluster_net.worker.is_none() || !self.cluster_net.replan.due(now) {
             return;
         }
-        let stale = match &self.cluster_net.sent {
-            None => true,
-            Some((_, at)) => now.duration_since(*at) >= RESYNC_EVERY,
-        };
-        if !self.cluster_net.dirty && !stale {
-            return;
-        }
-        let allocations = parse_allocations(&self.allocations());
         let mut addrs = self.machine_addrs();
         addrs.insert(self.cfg.name.clone(), self.cfg.advertise.ip());
+        let allocations = parse_allocations(&self.allocations());
         let plan = node_plan(&self.cfg.name, &allocations, &addrs);
-        if !stale
-            && self
-                .cluster_net
-                .sent
-                .as_ref()
-                .is_some_and(|(p, _)| *p == plan)
-        {
+        let Some(next) = self.cluster_net.replan.offer(now, plan) else {
             return;
-        }
+        };
         let Some(w) = &self.cluster_net.worker else {
             return;
         };
-        if w.jobs.send(plan.clone()).is_ok() {
-            if self.cluster_net.sent.as_ref().map(|(p, _)| p) != Some(&plan) {
-                tracing::info!(subnet = ?plan.subnet, routes = plan.routes.len(), "cluster network plan");
-            }
-            self.cluster_net.busy = true;
-            self.cluster_net.sent = Some((plan, now));
+        if next.new {
+            tracing::info!(subnet = ?next.plan.subnet, routes = next.plan.routes.len(), "cluster network plan");
+        }
+        if w.jobs.send(next.plan).is_err() {
+            self.cluster_net.replan.not_sent();
         }
     }
 }
@@ -253,6 +236,7 @@ impl Daemon {
     /// A snapshot replaced the registry: every plan is made again from it.
     pub(super) fn note_snapshot_installed(&mut self) {
         self.cluster_net.dirty = true;
+        self.cluster_net.replan.changed();
         self.mark_dns_stale();
     }
 }

@@ -7,6 +7,7 @@
 //! - [`routes`]: the host routes a node should have and the diff to get there (pure).
 //! - [`route_io`]: applying that diff with `ip route` (the only IO here).
 //! - [`node`]: which machines get subnets, and a node's own subnet and routes (pure).
+//! - [`replan`]: when a node applies its plan again (pure).
 //! - [`config`]: berthd's network flags and `[network]` table.
 //!
 //! No socket or event-loop code: the daemon calls these from its loop (pure parts) and
@@ -16,6 +17,7 @@ pub mod apply;
 pub mod config;
 pub mod conflist;
 pub mod node;
+pub mod replan;
 pub mod route_io;
 pub mod routes;
 pub mod subnet;

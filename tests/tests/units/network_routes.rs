@@ -19,7 +19,7 @@ fn routes(c: &Cluster, k: usize) -> Vec<String> {
     v
 }
 
-/// Machine `m`'s subnet as node 0 reads it from the registry.
+/// Machine `m`'s subnet as node `k` reads it from the registry.
 fn subnet(c: &Cluster, k: usize, m: &str) -> Result<String, String> {
     let v = c
         .node(k)
@@ -28,13 +28,14 @@ fn subnet(c: &Cluster, k: usize, m: &str) -> Result<String, String> {
     Ok(v["value"].as_str().unwrap_or_default().to_string())
 }
 
-/// The routes node `me` should have: every other node of `of`'s subnet via its address.
+/// The routes node `me` should have: every other node of `of`'s subnet via its address
+/// (the allocations as `me` reads them).
 fn expected(c: &Cluster, me: usize, of: &[usize]) -> Result<Vec<String>, String> {
     let mut v = Vec::new();
     for &j in of.iter().filter(|&&j| j != me) {
         v.push(format!(
             "{} via {}",
-            subnet(c, 0, &format!("n{j}"))?,
+            subnet(c, me, &format!("n{j}"))?,
             c.net.slot(j).ip
         ));
     }
