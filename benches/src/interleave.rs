@@ -1,11 +1,15 @@
 //! Timing shell commands of several tools in interleaved rounds, so that load changes on
-//! the machine hit every tool alike, and printing their medians, p99 and ratios.
+//! the machine hit every tool alike, and printing their medians, p99 and ratios. Each
+//! sample also records the CPU time (user + system) of the command and everything it
+//! waited for (`getrusage(RUSAGE_CHILDREN)` before and after), which a loaded machine
+//! changes far less than the wall time.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use nix::sys::resource::{getrusage, UsageWho};
 
 use crate::shell::sh;
 
@@ -16,6 +20,8 @@ pub struct Row {
     /// Run untimed before each sample (clearing the previous output).
     pub setup: String,
     pub samples: Vec<Duration>,
+    /// CPU time of each sample, in the same order.
+    pub cpu: Vec<Duration>,
     pub error: Option<String>,
 }
 
@@ -26,6 +32,7 @@ impl Row {
             command: command.to_string(),
             setup: setup.to_string(),
             samples: Vec::new(),
+            cpu: Vec::new(),
             error: None,
         }
     }
@@ -38,6 +45,12 @@ impl Row {
 
     pub fn median(&self) -> Option<Duration> {
         let s = self.sorted();
+        s.get(s.len() / 2).copied()
+    }
+
+    pub fn cpu_median(&self) -> Option<Duration> {
+        let mut s = self.cpu.clone();
+        s.sort();
         s.get(s.len() / 2).copied()
     }
 
@@ -63,6 +76,7 @@ pub fn measure_interleaved(rows: &[Row], runs: usize) -> Result<Vec<Row>> {
         print!("round {round}/{runs}:");
         for row in rows.iter_mut().filter(|r| r.error.is_none()) {
             sh(&row.setup)?;
+            let cpu_before = children_cpu()?;
             let start = Instant::now();
             let out = Command::new("sh")
                 .arg("-c")
@@ -72,6 +86,7 @@ pub fn measure_interleaved(rows: &[Row], runs: usize) -> Result<Vec<Row>> {
                 .output()
                 .context("run sh")?;
             let took = start.elapsed();
+            let cpu = children_cpu()?.saturating_sub(cpu_before);
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
                 row.error = Some(format!("{}: {err}", out.status));
@@ -80,6 +95,7 @@ pub fn measure_interleaved(rows: &[Row], runs: usize) -> Result<Vec<Row>> {
             }
             if round > 0 {
                 row.samples.push(took);
+                row.cpu.push(cpu);
             }
             print!(" {:.3}s", took.as_secs_f64());
             std::io::stdout().flush()?;
@@ -87,6 +103,16 @@ pub fn measure_interleaved(rows: &[Row], runs: usize) -> Result<Vec<Row>> {
         println!();
     }
     Ok(rows)
+}
+
+/// User plus system time of this process's waited-for descendants so far.
+fn children_cpu() -> Result<Duration> {
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Ok(tv(u.user_time()) + tv(u.system_time()))
 }
 
 /// Prints each row's median, p99, min and max, and its median's ratio to the median of
@@ -98,8 +124,8 @@ pub fn print_table(title: &str, rows: &[Row], baselines: &[&str]) {
         .collect();
     println!("\n{title}");
     print!(
-        "{:<44} {:>9} {:>9} {:>9} {:>9}",
-        "", "median", "p99", "min", "max"
+        "{:<44} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "median", "p99", "min", "max", "cpu med"
     );
     for i in 0..baselines.len() {
         print!(" {:>9}", format!("ratio{}", i + 1));
@@ -117,12 +143,13 @@ pub fn print_table(title: &str, rows: &[Row], baselines: &[&str]) {
         let s = row.sorted();
         let secs = |d: Option<Duration>| d.unwrap_or_default().as_secs_f64();
         print!(
-            "{:<44} {:>8.3}s {:>8.3}s {:>8.3}s {:>8.3}s",
+            "{:<44} {:>8.3}s {:>8.3}s {:>8.3}s {:>8.3}s {:>8.3}s",
             row.name,
             median.as_secs_f64(),
             secs(row.p99()),
             secs(s.first().copied()),
             secs(s.last().copied()),
+            secs(row.cpu_median()),
         );
         for base in &bases {
             let ratio = base
@@ -138,6 +165,7 @@ pub fn print_table(title: &str, rows: &[Row], baselines: &[&str]) {
             i + 1
         );
     }
+    println!("(cpu med: median user + system time of the command and all it waited for)");
     println!("commands:");
     for row in rows {
         println!("  {}: {}", row.name, row.command);
