@@ -208,6 +208,20 @@ fn bridge_hostlocal_portmap_loopback_add_and_del() {
         Err(e) => panic!("CHECK: {e}"),
     }
     assert_eq!(inv.attachments().unwrap().len(), 1);
+    // CHECK finds a broken attachment: the container's default route taken away (the
+    // address stays: bridge 1.1's DEL reads it from the interface to find its masquerade
+    // rules), the bridge plugin (first in the chain) reports it with its own message.
+    run("ip", &["-n", &ns.container, "route", "del", "default"]);
+    match inv.check(&key) {
+        Err(Error::Plugin { plugin, error, .. }) => {
+            assert_eq!(plugin, "bridge", "{error:?}");
+            assert!(
+                error.msg.contains("Route") && error.msg.contains("not found"),
+                "{error:?}"
+            );
+        }
+        other => panic!("CHECK of a container without its default route: {other:?}"),
+    }
 
     assert!(inv.del(&key).unwrap());
     let links = host_links();
