@@ -16,29 +16,36 @@
 //! timed), the namespace is deleted (timed); then podman runs busybox `true` once with
 //! `--network none` and once on the CNI network with `-p`, in alternating order. podman's
 //! networking overhead is the per-trial difference of the two (it includes podman's own
-//! namespace handling, the plugins' ADD and DEL and its bookkeeping). podman runs with
-//! its CNI backend (`network_backend = "cni"`), runc, cgroupfs, vfs storage in a temp
-//! dir, and nofile/nproc limits this VM's root may set (its defaults need
-//! CAP_SYS_RESOURCE, which root lacks here).
+//! namespace handling, the plugins' ADD and DEL and its bookkeeping); how podman is set up
+//! is in network/podman.rs.
+//!
+//! The time networking adds to a unit's start and stop inside berthd: `unit_network`.
 
 #[path = "network/dns.rs"]
 mod dns;
+#[path = "network/dns_client.rs"]
+mod dns_client;
+#[path = "network/podman.rs"]
+mod podman;
+#[path = "network/util.rs"]
+mod util;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use podman::Podman;
+use util::{ms, pct, private_netns, row, timed, versions, PLUGINS};
+
 use berth_cni::{
     Attachment, AttachmentKey, Error as CniError, Invocation, Invoker, NetworkConfigList,
     PluginRunner, PortMapping, ProcessRunner, RuntimeConfig,
 };
-
-const PLUGINS: &str = "/usr/lib/cni";
 
 struct Opts {
     trials: usize,
@@ -67,46 +74,7 @@ fn parse_args() -> Result<Opts> {
     Ok(o)
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("{cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn timed(cmd: &mut Command) -> Result<Duration> {
-    let t = Instant::now();
-    run(cmd)?;
-    Ok(t.elapsed())
-}
-
-fn first_line(cmd: &mut Command) -> String {
-    cmd.output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-/// A private network namespace for this process (before any thread exists).
-fn private_netns() -> Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-    run(Command::new("ip").args(["link", "set", "lo", "up"]))
-}
-
+/// bridge (gateway, masquerade) + host-local + portmap, as podman's CNI backend uses them.
 fn conflist(name: &str, bridge: &str, subnet: &str, ipam: &Path) -> String {
     format!(
         r#"{{"cniVersion":"1.0.0","name":"{name}","plugins":[
@@ -115,81 +83,6 @@ fn conflist(name: &str, bridge: &str, subnet: &str, ipam: &Path) -> String {
           {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
         ipam.display()
     )
-}
-
-struct Podman {
-    dir: PathBuf,
-}
-
-impl Podman {
-    fn setup(dir: &Path) -> Result<Self> {
-        let busybox = Path::new("/usr/bin/busybox");
-        if !busybox.is_file() {
-            bail!("busybox missing: apt-get install busybox-static");
-        }
-        let rootfs = dir.join("rootfs/bin");
-        std::fs::create_dir_all(&rootfs)?;
-        std::fs::copy(busybox, rootfs.join("busybox"))?;
-        std::os::unix::fs::symlink("busybox", rootfs.join("true"))?;
-        run(Command::new("tar")
-            .arg("-C")
-            .arg(dir.join("rootfs"))
-            .arg("-cf")
-            .arg(dir.join("rootfs.tar"))
-            .arg("."))?;
-        std::fs::create_dir_all(dir.join("cni"))?;
-        std::fs::write(
-            dir.join("cni/benchnet.conflist"),
-            conflist("benchnet", "bpm0", "10.254.0.0/24", &dir.join("ipam")),
-        )?;
-        std::fs::write(
-            dir.join("containers.conf"),
-            format!(
-                "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{PLUGINS}\"]\nnetwork_config_dir = \"{}\"\n\
-                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\n",
-                dir.join("cni").display()
-            ),
-        )?;
-        let p = Podman {
-            dir: dir.to_path_buf(),
-        };
-        run(p
-            .cmd()
-            .arg("import")
-            .arg(dir.join("rootfs.tar"))
-            .arg("localhost/berth-bench-bb"))?;
-        Ok(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .arg("--root")
-            .arg(self.dir.join("storage"))
-            .arg("--runroot")
-            .arg(self.dir.join("run"))
-            .args(["--storage-driver", "vfs"]);
-        c
-    }
-
-    fn run_true(&self, network: &str, port: Option<u16>) -> Result<Duration> {
-        let mut c = self.cmd();
-        c.args([
-            "run",
-            "--rm",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--network",
-            network,
-        ]);
-        if let Some(p) = port {
-            c.args(["-p", &format!("{p}:80")]);
-        }
-        c.args(["localhost/berth-bench-bb", "/bin/true"]);
-        timed(&mut c)
-    }
 }
 
 /// The real runner, timing each plugin run (for the per-plugin breakdown).
@@ -240,28 +133,6 @@ struct Samples {
     podman_net: Vec<Duration>,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Nearest-rank percentile.
-fn pct(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
-    s[rank.min(s.len()) - 1]
-}
-
-fn row(out: &mut String, what: &str, v: &[f64]) {
-    let _ = writeln!(
-        out,
-        "| {what} | {:.2} | {:.2} | {:.2} |",
-        pct(v, 50.0),
-        pct(v, 90.0),
-        pct(v, 99.0)
-    );
-}
-
 fn main() -> Result<()> {
     let opts = parse_args()?;
     if !nix::unistd::geteuid().is_root() {
@@ -274,10 +145,19 @@ fn main() -> Result<()> {
     }
     private_netns()?;
     let tmp = tempfile::tempdir()?;
+    let pdir = tmp.path().join("podman");
     let podman = if opts.podman {
         Some(
-            Podman::setup(&tmp.path().join("podman"))
-                .context("podman setup (apt-get install podman)")?,
+            Podman::setup(
+                &pdir,
+                &conflist(
+                    podman::NETWORK,
+                    "bpm0",
+                    "10.254.0.0/24",
+                    &Podman::ipam_dir(&pdir),
+                ),
+            )
+            .context("podman setup (apt-get install podman)")?,
         )
     } else {
         None
@@ -348,14 +228,7 @@ fn main() -> Result<()> {
             s.own_del.push(own_del);
         }
         if let Some(p) = &podman {
-            let port = Some(21000 + (i % 1000) as u16);
-            let (none, with) = if i % 2 == 0 {
-                let n = p.run_true("none", None)?;
-                (n, p.run_true("benchnet", port)?)
-            } else {
-                let w = p.run_true("benchnet", port)?;
-                (p.run_true("none", None)?, w)
-            };
+            let (none, with) = p.pair(i, 21000 + (i % 1000) as u16)?;
             if keep {
                 s.podman_none.push(none);
                 s.podman_net.push(with);
@@ -390,8 +263,8 @@ fn main() -> Result<()> {
             })
             .unwrap_or(0)
     };
-    let left = leases(tmp.path().join("ipam/berthbench"))
-        + leases(tmp.path().join("podman/ipam/benchnet"));
+    let left =
+        leases(tmp.path().join("ipam/berthbench")) + podman.as_ref().map_or(0, Podman::leases);
     println!("\nIPAM leases left after the run: {left}");
     Ok(())
 }
@@ -413,38 +286,7 @@ fn report(opts: &Opts, s: &Samples, podman: bool) -> String {
         "trials: {} after {} warm-ups, interleaved; wall time",
         opts.trials, opts.warmup
     );
-    let _ = writeln!(
-        out,
-        "commit: {}",
-        first_line(Command::new("git").args(["rev-parse", "--short", "HEAD"]))
-    );
-    let _ = writeln!(
-        out,
-        "kernel: {}",
-        first_line(Command::new("uname").arg("-r"))
-    );
-    let _ = writeln!(
-        out,
-        "plugins: containernetworking-plugins {}",
-        first_line(Command::new("dpkg-query").args([
-            "-W",
-            "-f",
-            "${Version}",
-            "containernetworking-plugins"
-        ]))
-    );
-    if podman {
-        let _ = writeln!(
-            out,
-            "podman: {}",
-            first_line(Command::new("podman").arg("--version"))
-        );
-        let _ = writeln!(
-            out,
-            "runc: {}",
-            first_line(Command::new("runc").arg("--version"))
-        );
-    }
+    versions(&mut out, podman);
     let _ = writeln!(
         out,
         "\n| step | p50 ms | p90 ms | p99 ms |\n|---|---:|---:|---:|"

@@ -7,12 +7,13 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use berth_cni::{Attachment, AttachmentKey, Invoker, NetworkConfigList, PluginRunner};
 use berth_orchestrator::dns::{serve_one, Endpoint, Responder, Snapshot, RECV_BUFFER};
-use simple_dns::{Name, Packet, Question, CLASS, QCLASS, QTYPE, TYPE};
+
+use crate::dns_client::lookups;
 
 /// Microseconds per lookup.
 pub struct Latencies {
@@ -34,46 +35,6 @@ fn snapshot() -> Snapshot {
         );
     }
     s
-}
-
-fn query(id: u16) -> Result<Vec<u8>> {
-    let mut p = Packet::new_query(id);
-    p.questions.push(Question::new(
-        Name::new_unchecked("web.service.berth"),
-        QTYPE::TYPE(TYPE::A),
-        QCLASS::CLASS(CLASS::IN),
-        false,
-    ));
-    Ok(p.build_bytes_vec()?)
-}
-
-/// `n` sequential lookups after `warmup` (microseconds each), each checked to carry the
-/// three addresses.
-fn client(server: SocketAddr, warmup: usize, n: usize) -> Result<Vec<f64>> {
-    let sock = UdpSocket::bind("0.0.0.0:0")?;
-    sock.connect(server)?;
-    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = [0u8; 1500];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..warmup + n {
-        let q = query(i as u16)?;
-        let t = Instant::now();
-        sock.send(&q)?;
-        let len = sock.recv(&mut buf).context("no DNS answer within 2 s")?;
-        let took = t.elapsed();
-        let p = Packet::parse(&buf[..len])?;
-        if p.id() != i as u16 || p.answers.len() != 3 {
-            bail!(
-                "unexpected DNS answer: id {} with {} answers",
-                p.id(),
-                p.answers.len()
-            );
-        }
-        if i >= warmup {
-            out.push(took.as_secs_f64() * 1e6);
-        }
-    }
-    Ok(out)
 }
 
 /// Attaches a container namespace, serves DNS on the bridge's address, and times lookups.
@@ -132,11 +93,11 @@ fn serve_and_measure(bind: SocketAddr, container_ns: &Path, n: usize) -> Result<
     let ns = std::fs::File::open(container_ns)?;
     let container = std::thread::spawn(move || -> Result<Vec<f64>> {
         nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
-        client(server, 100, n)
+        lookups(server, "web.service.berth", 3, 100, n)
     })
     .join()
     .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
-    let host = client(server, 100, n);
+    let host = lookups(server, "web.service.berth", 3, 100, n);
     stop.store(true, Ordering::Relaxed);
     let _ = thread.join();
     Ok(Latencies {
