@@ -29,7 +29,7 @@
 //! Build and run as root (needs containernetworking-plugins, busybox-static, podman and
 //! runc for the comparison: `scripts/install-deps bench`):
 //!   cargo build --release --workspace --bins && cargo build --release -p berth-benches --bin unit_network
-//!   sudo target/release/unit_network [--trials 30] [--warmup 3] [--no-podman]
+//!   BERTH_BIN_DIR=target/release target/release/unit_network [--trials 30] [--warmup 3] [--dns N] [--no-podman]
 //! The whole run is in a private network namespace made at start (the test bridge and
 //! podman's bridge and nat rules vanish with it).
 
