@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use berth_tests::images::layout::{busybox_layer, Compression, OciLayout, RawTar};
 use berth_tests::images::{fixture, tree, wait_with_timeout, ImageEnv};
 
 /// Interface names in /proc/net/dev output.
@@ -420,4 +421,35 @@ fn image_run_rootfs_is_the_image_as_umoci_unpacks_it() {
         "the container's rootfs differs from umoci's unpack:\n{}",
         differences.join("\n")
     );
+}
+
+/// An image of 127 layers, as the largest real images have (mount(2)'s page of options held
+/// about 40 store layers): `image run` mounts it, and the container sees every layer's own
+/// file and the top layer's version of the file that all of them write.
+#[test]
+fn image_run_mounts_an_image_of_127_layers() {
+    let env = ImageEnv::new();
+    let dir = env.work().join("layers127");
+    let mut layout = OciLayout::new(&dir);
+    layout.add_layer(
+        &busybox_layer(&["sh", "cat", "ls", "wc"]),
+        Compression::Gzip,
+    );
+    for i in 1..127 {
+        let mut t = RawTar::new();
+        let n = format!("{i}\n");
+        t.dir("layers/", 0o755)
+            .file(&format!("layers/{i:03}"), 0o644, n.as_bytes())
+            .file("top", 0o644, n.as_bytes());
+        layout.add_layer(&t.finish(), Compression::Gzip);
+    }
+    layout.tag("t", serde_json::json!({}));
+    env.import(&dir, "many:1").ok();
+    let script = "ls /layers | wc -l; cat /top /layers/001 /layers/126";
+    let out = env
+        .image(&[
+            "run", "--rm", "--net", "none", "many:1", "/bin/sh", "-c", script,
+        ])
+        .ok();
+    assert_eq!(out.stdout, "126\n126\n1\n126\n", "{out}");
 }
