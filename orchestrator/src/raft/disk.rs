@@ -10,8 +10,11 @@ use redb::{Database, TableDefinition};
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const HARD_STATE: &str = "hard_state";
-/// redb's page cache (its default grows to 1 GiB).
-const DB_CACHE: usize = 8 << 20;
+/// redb's page cache (its default grows to 1 GiB): nine tenths read cache, one tenth write
+/// buffer. A write touches a handful of pages (the log's last leaf and its path, the hard
+/// state, the header), all of which stay cached; older entries are read back only by a lagging
+/// follower or a restart. 8 MiB of it was a fifth of berthd's memory after 50,000 writes.
+const DB_CACHE: usize = 2 << 20;
 const SNAPSHOT: &str = "snapshot";
 
 #[derive(Debug, thiserror::Error)]

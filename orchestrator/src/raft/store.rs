@@ -64,7 +64,7 @@ pub struct LogStore {
 /// Old entries removed from disk per write.
 const TRIM_PER_WRITE: u64 = 256;
 /// Most bytes of entries kept in memory by a store with a disk.
-pub const CACHE_BYTES: usize = 2 << 20;
+pub const CACHE_BYTES: usize = 1 << 20;
 
 /// What an entry costs in the cache (its payloads and the struct around them).
 fn entry_bytes(e: &Entry) -> usize {
