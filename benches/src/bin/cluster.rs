@@ -46,6 +46,8 @@ use serde_json::{json, Value};
 mod cost;
 #[path = "cluster/etcd.rs"]
 mod etcd;
+#[path = "cluster/snapwatch.rs"]
+mod snapwatch;
 
 struct Opts {
     trials: usize,
@@ -104,6 +106,10 @@ struct Figures {
     bulk: Vec<f64>,
     /// VmHWM of each member after the bulk run.
     hwm_mib: Vec<f64>,
+    /// Snapshots the members wrote during the bulk run, and the worst put near one
+    /// (berthd only: see cluster/snapwatch.rs).
+    snapshots: Option<usize>,
+    near_snapshot_worst: Option<f64>,
     /// What each member spent per bulk put (the leader, or the member written to, first).
     cost: Vec<cost::PerPut>,
     /// Disk use of each member's data directory after the bulk run, and the live data.
@@ -209,6 +215,7 @@ pub(crate) fn bulk_run(
     f: &mut Figures,
     o: &Opts,
     pids: &[u32],
+    snap_dirs: Vec<PathBuf>,
     mut put: impl FnMut(usize) -> Result<()>,
 ) -> Result<()> {
     let n = o.writes;
@@ -218,11 +225,14 @@ pub(crate) fn bulk_run(
         cost::Tracers::default()
     };
     let before: Vec<cost::Usage> = pids.iter().map(|&p| cost::usage(p)).collect();
+    let watch = snapwatch::SnapWatch::start(snap_dirs);
+    let mut starts = Vec::with_capacity(n);
     let t0 = Instant::now();
     for i in 0..n {
         let started = Instant::now();
         put(i)?;
         f.bulk.push(ms(started.elapsed()));
+        starts.push(started);
         if i % 10_000 == 9_999 {
             eprintln!(
                 "  {} puts, {:.0}/s",
@@ -232,6 +242,11 @@ pub(crate) fn bulk_run(
         }
     }
     f.writes_per_s = Some(n as f64 / t0.elapsed().as_secs_f64());
+    if let Some(snaps) = watch.finish() {
+        let puts: Vec<(Instant, f64)> = starts.into_iter().zip(f.bulk.iter().copied()).collect();
+        f.snapshots = Some(snaps.len());
+        f.near_snapshot_worst = snapwatch::worst_near(&puts, &snaps);
+    }
     // Where the slowest puts fell (snapshots are taken every 10,000 entries by default).
     let mut slow: Vec<(usize, f64)> = f.bulk.iter().copied().enumerate().collect();
     slow.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -394,7 +409,11 @@ fn bench_berth(o: &Opts, berthd: PathBuf) -> Result<Figures> {
     let mut pids: Vec<u32> = Vec::new();
     pids.extend(c.node(leader).pid());
     pids.extend(followers.iter().filter_map(|&k| c.node(k).pid()));
-    let bulk = bulk_run(&mut f, o, &pids, |i| {
+    let snap_dirs = all
+        .iter()
+        .map(|&k| c.node(k).data_dir.join("orchestrator"))
+        .collect();
+    let bulk = bulk_run(&mut f, o, &pids, snap_dirs, |i| {
         conn.put(
             &format!("/bench/seq/{i:08}"),
             &bulk_value(i),
@@ -640,7 +659,7 @@ fn main() -> Result<()> {
     writeln!(out, "3 members, each in its own netns on one bridge; trials={} samples={} bulk writes={}; berthd with peer TLS 1.3 and sealed gossip; etcd through its v3 JSON gateway (HTTP/1.1 keep-alive), berthd through its unix-socket API (HTTP/1.1 keep-alive; failover puts open one connection per request); failover puts go to a survivor with 50 ms attempts, retried\n", o.trials, o.samples, o.writes)?;
     write!(out, "{:<46}{:>16}", "metric (ms: p50 / p99)", "target")?;
     for (name, _) in &cols {
-        write!(out, "{name:>20}")?;
+        write!(out, "{name:>24}")?;
     }
     writeln!(out, "{:>14}", "berthd/etcd")?;
     let rows = vec![
@@ -675,13 +694,30 @@ fn main() -> Result<()> {
             |f| f.writes_per_s,
         ),
         row(
-            "bulk put latency ms (p99 / worst)",
+            "bulk put ms (p50 / p90 / p99 / worst)",
             "worst <50",
-            |f| match (pct(&f.bulk, 99), pct(&f.bulk, 100)) {
-                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+            |f| match (
+                pct(&f.bulk, 50),
+                pct(&f.bulk, 90),
+                pct(&f.bulk, 99),
+                pct(&f.bulk, 100),
+            ) {
+                (Some(a), Some(b), Some(c), Some(d)) => {
+                    format!("{a:.1} / {b:.1} / {c:.1} / {d:.0}")
+                }
                 _ => "-".into(),
             },
             |f| pct(&f.bulk, 100),
+        ),
+        row(
+            "worst put near a snapshot (snapshots)",
+            "<50",
+            |f| match (f.near_snapshot_worst, f.snapshots) {
+                (Some(w), Some(n)) => format!("{w:.1} ({n})"),
+                (None, Some(n)) => format!("- ({n})"),
+                _ => "-".into(),
+            },
+            |f| f.near_snapshot_worst,
         ),
         row(
             "CPU us per put (leader / follower max)",
@@ -735,7 +771,7 @@ fn main() -> Result<()> {
     for r in rows {
         write!(out, "{:<46}{:>16}", r.label, r.target)?;
         for (_, f) in &cols {
-            write!(out, "{:>20}", (r.show)(f))?;
+            write!(out, "{:>24}", (r.show)(f))?;
         }
         let ratio = match (cols.first(), cols.get(1)) {
             (Some((_, b)), Some((_, e))) => match ((r.median)(b), (r.median)(e)) {

@@ -384,7 +384,7 @@ pub fn bench_etcd(o: &Opts, tuned: bool, peer_tls: bool) -> Result<Figures> {
                 .chain(followers.iter().copied())
                 .filter_map(|k| e.children[k].as_ref().map(|c| c.id()))
                 .collect();
-            bulk_run(&mut f, o, &pids, |i| {
+            bulk_run(&mut f, o, &pids, Vec::new(), |i| {
                 conns[leader].put(&format!("/bench/seq/{i:08}"), &bulk_value(i), Duration::from_secs(5))
             })?;
             std::thread::sleep(Duration::from_secs(2));
