@@ -217,6 +217,7 @@ fn wait_exit(pid: i32) -> Result<()> {
 struct Stats {
     median: f64,
     p90: f64,
+    p99: f64,
     peak_rss_mib: f64,
 }
 
@@ -234,6 +235,7 @@ fn stats(samples: &[Sample]) -> Stats {
     Stats {
         median: pick(0.5),
         p90: pick(0.9),
+        p99: pick(0.99),
         peak_rss_mib: peak as f64 / 1024.0,
     }
 }
@@ -344,7 +346,7 @@ struct Table {
 /// One table; ratios are against the `reference` runtime's row, or, for tables without
 /// that row (the baselines), against `fallback` (the reference's `run` median).
 fn render(table: &Table, reference: &str, fallback: Option<f64>) -> String {
-    let mut out = format!("\n### {}\n\n| runtime | median ms | p90 ms | vs {reference} | peak RSS MiB |\n|---|---:|---:|---:|---:|\n", table.title);
+    let mut out = format!("\n### {}\n\n| runtime | median ms | p90 ms | p99 ms | vs {reference} | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|\n", table.title);
     let base = table
         .rows
         .iter()
@@ -357,8 +359,8 @@ fn render(table: &Table, reference: &str, fallback: Option<f64>) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "| {name} | {:.2} | {:.2} | {ratio} | {:.1} |",
-            s.median, s.p90, s.peak_rss_mib
+            "| {name} | {:.2} | {:.2} | {:.2} | {ratio} | {:.1} |",
+            s.median, s.p90, s.p99, s.peak_rss_mib
         );
     }
     out
