@@ -18,8 +18,11 @@
 //! Preparing runs two jobs at once when the unit is on a CNI network: the bundle
 //! ([`Effect::Prepare`]) and the network ([`Effect::Attach`]: its namespace and the CNI
 //! ADD); Creating begins when both are done, and a failure of either fails the start once
-//! both have finished. The network, like the bundle, lives until the instance ends (a
-//! restart reuses both, so the container keeps its address); Cleaning removes both at once
+//! both have finished. The bundle lives until the instance is removed, and the network as
+//! long as the container may run again: a restart reuses both (the container keeps its
+//! address), a run that ended for good (`Inactive`, `Failed`: no restart coming) gives the
+//! network back first (Cleaning, [`Effect::Detach`]: no lease, veth or port rules held for a
+//! container that is gone); removal's Cleaning removes what is left at once
 //! ([`Effect::Cleanup`], [`Effect::Detach`]). Nothing of the network is on the path of a
 //! kill: it is attached before the container exists and detached after it is deleted.
 //!
@@ -167,6 +170,9 @@ pub struct Instance {
     attached: bool,
     /// Jobs under way in Preparing or Cleaning, and the first error one of them returned.
     jobs: setup::Jobs,
+    /// Where Cleaning ends when its jobs succeed: Done (removal), or Inactive / Failed (a
+    /// run that ended gave its network back).
+    after_cleaning: Phase,
     restarts: u32,
     failures: u32,
     started_at: u64,
@@ -203,6 +209,7 @@ impl Instance {
             container: false,
             attached: false,
             jobs: setup::Jobs::default(),
+            after_cleaning: Phase::Done,
             restarts: 0,
             failures: 0,
             started_at: 0,
@@ -515,10 +522,13 @@ impl Instance {
             self.restarts += 1;
             let until = now.saturating_add(self.backoff().as_millis() as u64);
             self.set(Phase::Backoff { until }, now, out);
-        } else if success {
-            self.set(Phase::Inactive, now, out);
         } else {
-            self.set(Phase::Failed, now, out);
+            let end = if success {
+                Phase::Inactive
+            } else {
+                Phase::Failed
+            };
+            self.release_network(end, now, out);
         }
     }
 

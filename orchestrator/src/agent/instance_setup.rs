@@ -75,8 +75,25 @@ impl Instance {
         out
     }
 
+    /// The container is gone and will not run again unless asked: detaches the network
+    /// (Cleaning), then `end`; the bundle stays until removal.
+    pub(super) fn release_network(&mut self, end: Phase, now: u64, out: &mut Vec<Effect>) {
+        if !self.attached {
+            return self.set(end, now, out);
+        }
+        self.jobs = Jobs {
+            bundle: false,
+            network: true,
+            error: None,
+        };
+        self.after_cleaning = end;
+        self.set(Phase::Cleaning, now, out);
+        out.push(Effect::Detach);
+    }
+
     /// Removes what is left: the container first, then the bundle and the network at once.
     pub(super) fn finish(&mut self, now: u64, out: &mut Vec<Effect>) {
+        self.after_cleaning = Phase::Done;
         if self.container {
             self.set(Phase::Deleting, now, out);
             out.push(Effect::Delete);
@@ -124,8 +141,11 @@ impl Instance {
         if self.jobs.busy() || self.phase != Phase::Cleaning {
             return out;
         }
+        let end = std::mem::replace(&mut self.after_cleaning, Phase::Done);
         match self.jobs.error.take() {
-            None => self.set(Phase::Done, now, &mut out),
+            // Removal asked while a run's network was given back: the rest goes too.
+            None if self.want == Want::Remove && end != Phase::Done => self.finish(now, &mut out),
+            None => self.set(end, now, &mut out),
             Some(e) => {
                 // Keep the instance (and its report) so the leftover is visible; retried
                 // on the next removal request.

@@ -442,3 +442,59 @@ fn removal_while_preparing_a_network_removes_both_halves() {
         vec![Effect::Cleanup, Effect::Detach]
     );
 }
+
+#[test]
+fn a_run_that_ends_for_good_gives_its_network_back_and_keeps_the_bundle() {
+    // A failed start (create failed after the network was attached), no restart coming.
+    let mut i = Instance::new(networked(Restart::No), 0);
+    i.run(true, 0);
+    i.attached(Ok(()), 1);
+    i.prepared(Ok(()), 1);
+    assert_eq!(
+        without_reports(i.created(Err("exec: no-such-program: not found".into()), 2)),
+        vec![Effect::Delete]
+    );
+    assert_eq!(without_reports(i.deleted(Ok(()), 2)), vec![Effect::Detach]);
+    assert_eq!(i.status().active, "deactivating");
+    assert_eq!(without_reports(i.detached(Ok(()), 3)), vec![]);
+    assert_eq!(i.phase(), &Phase::Failed);
+    assert!(!i.is_attached());
+    assert!(i
+        .status()
+        .error
+        .is_some_and(|e| e.contains("no-such-program")));
+    // Removal cleans the bundle only.
+    assert_eq!(without_reports(i.remove(4)), vec![Effect::Cleanup]);
+    i.cleaned(Ok(()), 5);
+    assert!(i.is_done());
+
+    // A clean exit with Restart=on-failure: Inactive after the DEL; a removal asked while
+    // it runs removes the bundle once it is done.
+    let mut i = running_networked(Restart::OnFailure);
+    assert_eq!(
+        without_reports(i.exited(ExitStatus::Code(0), 10)),
+        vec![Effect::Delete]
+    );
+    assert_eq!(without_reports(i.deleted(Ok(()), 11)), vec![Effect::Detach]);
+    assert!(i.remove(12).is_empty());
+    assert_eq!(
+        without_reports(i.detached(Ok(()), 13)),
+        vec![Effect::Cleanup]
+    );
+    i.cleaned(Ok(()), 14);
+    assert!(i.is_done());
+
+    // Without removal: Inactive, detached.
+    let mut i = running_networked(Restart::No);
+    i.exited(ExitStatus::Code(0), 10);
+    i.deleted(Ok(()), 11);
+    i.detached(Ok(()), 12);
+    assert_eq!(i.phase(), &Phase::Inactive);
+    assert!(!i.is_attached());
+
+    // A failure that restarts keeps the network (the container keeps its address).
+    let mut i = running_networked(Restart::OnFailure);
+    i.exited(ExitStatus::Code(1), 10);
+    assert_eq!(without_reports(i.deleted(Ok(()), 11)), vec![]);
+    assert!(i.is_attached());
+}

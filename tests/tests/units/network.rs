@@ -421,3 +421,34 @@ fn a_malformed_conflist_or_a_failing_plugin_fails_the_unit_and_leaves_nothing() 
         .is_empty()
     );
 }
+
+#[test]
+fn a_container_that_fails_to_start_gives_its_network_back() {
+    plugins_installed();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = cluster_with_web(tmp.path());
+    // The ADD succeeds (the cluster network is fine); the container's program does not
+    // exist, so its start fails after the attachment was made.
+    let f = unit_file(
+        tmp.path(),
+        "nox.service",
+        "[Container]\nImage=web:1\nExec=/bin/no-such-program\nPublishPort=8086:80\n\n[X-Fleet]\nMachineMetadata=slot=1\n",
+    );
+    let out = c.berthctl(0, &["start", "--no-block", f.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{out:?}");
+    let err = wait_until("the unit to fail", UNIT_PATIENCE, || {
+        let states = c.node(0).unit_states()?;
+        let s = states
+            .iter()
+            .find(|s| s["unit"] == "nox.service" && s["active"] == "failed")
+            .ok_or_else(|| format!("{states:?}"))?;
+        Ok(s["error"].as_str().unwrap_or_default().to_string())
+    });
+    assert!(err.contains("no-such-program"), "{err}");
+    wait_until("nox's network to be gone", UNIT_PATIENCE, || {
+        let now = held(&c, 1, "berth0", "berth");
+        (now == Held::default())
+            .then_some(())
+            .ok_or(format!("{now:?}"))
+    });
+}
