@@ -12,6 +12,8 @@ use berth_tests::cluster::{wait_until, Cluster, KeyState, PATIENCE};
 mod api;
 #[path = "cluster/attack.rs"]
 mod attack;
+#[path = "cluster/dns.rs"]
+mod dns;
 #[path = "cluster/hygiene.rs"]
 mod hygiene;
 #[path = "cluster/leader.rs"]
