@@ -1,8 +1,9 @@
-//! `Network=none` and `Network=host` units, as their containers see their network: a
-//! namespace of their own with loopback only, or the machine's own namespace (a published
-//! port answering on the machine's address from another machine); neither takes anything
-//! from the cluster network (no veth, lease, nat rule, namespace file or attachment record)
-//! and neither is registered at a container address.
+//! `Network=none`, `Network=host` and `Network=<a CNI network's name>` units, as their
+//! containers see their network: a namespace of their own with loopback only, or the
+//! machine's own namespace (a published port answering on the machine's address from
+//! another machine), neither taking anything from the cluster network (no veth, lease, nat
+//! rule, namespace file or attachment record) nor registered at a container address; or an
+//! address of the named network's own range, given back when the unit stops.
 
 use std::path::Path;
 
@@ -100,4 +101,81 @@ fn a_none_unit_has_loopback_only_and_a_host_unit_the_machines_network() {
         .filter(|n| !n.starts_with("eth0@"))
         .collect();
     assert!(veths.is_empty(), "veths on n1: {links}");
+}
+
+#[test]
+fn a_unit_on_a_named_network_gets_its_address_and_gives_it_back() {
+    plugins_installed();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = cluster_with_web(tmp.path());
+    let conf_dir = c.cni_conf_dir("n1");
+    std::fs::create_dir_all(&conf_dir).expect("net.d");
+    let ipam = c.node(1).data_dir.join("lab-ipam");
+    std::fs::write(
+        conf_dir.join("30-lab.conflist"),
+        format!(
+            r#"{{"cniVersion": "1.0.0", "name": "lab", "plugins": [
+                {{"type": "bridge", "bridge": "lab0", "isGateway": true,
+                  "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "10.77.0.0/24"}}]],
+                           "dataDir": "{}"}}}},
+                {{"type": "loopback"}}]}}"#,
+            ipam.display()
+        ),
+    )
+    .expect("write");
+    let f = unit_file(
+        tmp.path(),
+        "labbed.service",
+        "[Container]\nImage=web:1\nExec=sleep 1000\nNetwork=lab\n\n[Service]\nTimeoutStopSec=1s\n\n[X-Fleet]\nMachineMetadata=slot=1\n",
+    );
+    ctl(&c, 0, &["start", f.to_str().expect("utf-8")]);
+    let (pid, ip) = wait_until("the unit to run", UNIT_PATIENCE, || {
+        let states = c.node(0).unit_states()?;
+        let s = states
+            .iter()
+            .find(|s| s["unit"] == "labbed.service" && s["active"] == "active")
+            .ok_or_else(|| format!("not active: {states:?}"))?;
+        assert_eq!(s["network"], "lab", "{s}");
+        let ip = s["ip"].as_str().ok_or(format!("no ip: {s}"))?.to_string();
+        Ok((s["pid"].as_u64().ok_or(format!("{s}"))? as u32, ip))
+    });
+    assert!(ip.starts_with("10.77.0."), "{ip}");
+    // The container's eth0 has it, on lab0's side of n1.
+    let addrs = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-o",
+            "-4",
+            "addr",
+            "show",
+            "eth0",
+        ])
+        .output()
+        .expect("nsenter");
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    assert!(addrs.contains(&format!("inet {ip}/24")), "{addrs}");
+    assert_eq!(held(&c, 1, "lab0", "lab").veths, 1);
+    let lease = ipam.join("lab").join(&ip);
+    assert!(lease.is_file(), "{}", lease.display());
+    // The cluster network was not used (the one namespace file is this unit's).
+    let berth = held(&c, 1, "berth0", "berth");
+    assert_eq!(berth.netns.len(), 1, "{berth:?}");
+    assert_eq!(
+        berth,
+        Held {
+            netns: berth.netns.clone(),
+            ..Held::default()
+        }
+    );
+
+    ctl(&c, 0, &["stop", "labbed.service"]);
+    wait_until("lab's attachment to be gone", UNIT_PATIENCE, || {
+        let now = held(&c, 1, "lab0", "lab");
+        (now == Held::default() && !lease.exists())
+            .then_some(())
+            .ok_or(format!("{now:?}, lease {}", lease.exists()))
+    });
 }
