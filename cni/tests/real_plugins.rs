@@ -429,3 +429,138 @@ fn leftovers_of_a_dead_process_are_cleaned_by_the_next_one() {
     assert!(!nat_rules().contains("--dport 18082"), "portmap rules left");
     assert!(next.attachments().unwrap().is_empty());
 }
+
+/// Where the ADD of [`an_add_killed_halfway_is_deleted_by_the_next_process`] runs: a child
+/// process (this test binary again), so the test can SIGKILL it in the middle of the chain.
+/// Does nothing unless that test started it.
+#[test]
+#[ignore = "a helper run by an_add_killed_halfway_is_deleted_by_the_next_process"]
+fn helper_add_until_killed() {
+    let Ok(dir) = std::env::var("BERTH_CNI_HALFWAY") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let doc = std::fs::read(dir.join("net.conflist")).unwrap();
+    let net = NetworkConfigList::from_conflist(&doc, None).unwrap();
+    let att = Attachment {
+        container_id: "halfway".into(),
+        netns: PathBuf::from(std::env::var("BERTH_CNI_NETNS").unwrap()),
+        ifname: "eth0".into(),
+        args: vec![],
+        runtime_config: RuntimeConfig {
+            port_mappings: vec![PortMapping {
+                host_port: 18083,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: None,
+            }],
+            extra: Default::default(),
+        },
+    };
+    let inv = invoker(
+        &dir.join("state"),
+        vec![PLUGINS.into(), dir.join("plugins")],
+    );
+    let _ = inv.add(&net, &att);
+    panic!("the ADD was expected to hang until killed");
+}
+
+#[test]
+fn an_add_killed_halfway_is_deleted_by_the_next_process() {
+    prerequisites();
+    let ns = Namespaces::new("k");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pid = std::process::id();
+    let (name, bridge) = (format!("bcnik{pid}"), format!("bck{}", pid % 1_000_000));
+    // A plugin after portmap that hangs in ADD (and says where it is), and succeeds in DEL.
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let mark = dir.join("hanging");
+    std::fs::write(
+        plugins.join("hang"),
+        format!(
+            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then echo $$ > {m}.tmp; mv {m}.tmp {m}; exec sleep 60; fi\nexit 0\n",
+            m = mark.display()
+        ),
+    )
+    .unwrap();
+    run("chmod", &["755", plugins.join("hang").to_str().unwrap()]);
+    std::fs::write(
+        dir.join("net.conflist"),
+        conflist(
+            &name,
+            &bridge,
+            "10.251.11.0/24",
+            &dir.join("ipam"),
+            r#",{"type":"hang"}"#,
+        ),
+    )
+    .unwrap();
+    // Started from this thread, the child is in the test's "host" namespace too.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "helper_add_until_killed"])
+        .env("BERTH_CNI_HALFWAY", dir)
+        .env("BERTH_CNI_NETNS", ns.container_path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !mark.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chain never reached the hanging plugin"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // bridge and portmap have run: a veth, a lease and nat rules exist.
+    assert!(
+        host_links().contains(&format!("master {bridge}")),
+        "no veth"
+    );
+    let leases = || -> Vec<String> {
+        std::fs::read_dir(dir.join("ipam").join(&name))
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("10."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(leases().len(), 1);
+    assert!(nat_rules().contains("--dport 18083"), "no portmap rule");
+    // kill -9 of the process in the middle of its ADD (and of the plugin it waits for).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let hang: i32 = std::fs::read_to_string(&mark)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hang),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+
+    // The next process finds the incomplete record and DELs the whole chain.
+    let next = invoker(&dir.join("state"), vec![PLUGINS.into(), plugins.clone()]);
+    let records = next.attachments().unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(!records[0].complete, "{records:?}");
+    let report = next.cleanup_leftovers(|_| true).unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(
+        !host_links().contains(&format!("master {bridge}")),
+        "veth left: {}",
+        host_links()
+    );
+    assert!(leases().is_empty(), "lease left: {:?}", leases());
+    let nat = nat_rules();
+    assert!(
+        !nat.contains("--dport 18083") && !nat.contains("halfway"),
+        "nat rules left: {nat}"
+    );
+    assert!(next.attachments().unwrap().is_empty());
+}
