@@ -137,6 +137,30 @@ fn failing_mount_before_the_cgroup_is_reported_by_init() {
     }
 }
 
+/// An option berth does not know goes to the filesystem as data; one the kernel
+/// refuses fails the create naming the mount and that option (among others it takes),
+/// for a plain mount and for one made detached (recursive attributes). Before, the
+/// error named only the mount and EINVAL.
+#[test]
+fn option_the_kernel_refuses_is_named() {
+    for (round, extra) in [None, Some("rnosuid")].into_iter().enumerate() {
+        let mut options = vec!["nosuid", "mode=755", "no-such-tmpfs-option", "size=1m"];
+        options.extend(extra);
+        refused_create(
+            &format!("tmpfsopt{round}"),
+            |b| {
+                b.push(
+                    "/mounts",
+                    json!({"destination": "/opts", "type": "tmpfs", "source": "tmpfs",
+                           "options": options}),
+                );
+            },
+            |_| {},
+            &["/opts: the kernel refuses option \"no-such-tmpfs-option\": invalid argument"],
+        );
+    }
+}
+
 #[test]
 fn unknown_namespace_type() {
     refused_create(

@@ -111,7 +111,8 @@ fn other(target: &OwnedFd, m: &MountPlan, step: &str) -> Result<Option<OwnedFd>>
     if !m.tmpcopyup && m.rec_set == 0 && m.rec_clear == 0 {
         let fstype = (!m.fstype.is_empty()).then_some(m.fstype.as_str());
         let tpath = sfs::proc_fd_path(target);
-        mount(Some(source), &tpath, fstype, m.flags, Some(&m.data)).map_err(io(step, dest))?;
+        mount(Some(source), &tpath, fstype, m.flags, Some(&m.data))
+            .map_err(|e| mount_error(m, step, e))?;
         return Ok(None);
     }
     let fs = mountfd::new_fs_from(
@@ -120,12 +121,26 @@ fn other(target: &OwnedFd, m: &MountPlan, step: &str) -> Result<Option<OwnedFd>>
         &m.data,
         Attrs::from_ms(m.flags).set,
     )
-    .map_err(io(step, dest))?;
+    .map_err(|e| mount_error(m, step, e))?;
     if m.tmpcopyup {
         super::copyup::copy_dir(target, &fs).map_err(io("copying up into the tmpfs at", dest))?;
     }
     mountfd::attach(&fs, target.as_fd()).map_err(io(step, dest))?;
     Ok(Some(fs))
+}
+
+/// A failed mount's error; for EINVAL, naming the option the kernel refuses when it
+/// can tell which (options berth does not know go to the filesystem as data).
+fn mount_error(m: &MountPlan, step: &str, e: std::io::Error) -> InitError {
+    if e.raw_os_error() == Some(libc::EINVAL) && !m.fstype.is_empty() {
+        if let Some((opt, refused)) = mountfd::refused_option(&m.fstype, &m.data) {
+            let opt: String = opt.chars().take(80).collect();
+            let mut err = InitError::io(step, Some(&m.destination), &refused);
+            err.message = format!("the kernel refuses option {opt:?}: {}", err.message);
+            return err;
+        }
+    }
+    InitError::io(step, Some(&m.destination), &e)
 }
 
 /// A bind of the mount's source onto `target`: cloned detached (with every mount below

@@ -184,6 +184,17 @@ pub fn procfs_takes_pidns(pid_ns: BorrowedFd<'_>) -> bool {
     fs_context("proc").is_ok_and(|ctx| set_pidns(&ctx, pid_ns).is_ok())
 }
 
+/// The first option of `data` (comma-separated) that the kernel refuses for a
+/// `fstype` filesystem, each tried on one context that is never created: to name it
+/// after a mount failed. `None` when every option is taken on its own (the kernel
+/// refused a combination, or judges options only when the filesystem is made).
+pub fn refused_option(fstype: &str, data: &str) -> Option<(String, io::Error)> {
+    let ctx = fs_context(fstype).ok()?;
+    data.split(',')
+        .filter(|o| !o.is_empty())
+        .find_map(|o| configure(&ctx, None, o).err().map(|e| (o.to_string(), e)))
+}
+
 fn set_pidns(ctx: &OwnedFd, pid_ns: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: the key is a NUL-terminated literal; FSCONFIG_SET_FD takes no value
     // pointer and the descriptor as aux.
