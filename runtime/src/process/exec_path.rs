@@ -16,8 +16,10 @@
 //! The trampoline needs its code for this architecture and a seccomp profile that lets
 //! the syscalls it makes after the filter is installed through; for init also a new pid
 //! namespace (with a shared one, processes already there could reach init before it
-//! becomes the trampoline) and no createContainer or startContainer hooks (init would
-//! exec them as berth).
+//! becomes the trampoline: the host's pid namespace, or a joined one, where the
+//! container's init is forked in as berth, holding nothing of the host but showing its
+//! binary until it execs; see `init::spawn_into_pid_ns`) and no createContainer or
+//! startContainer hooks (init would exec them as berth).
 
 use crate::hooks::HookKind;
 use crate::spec::{NsKind, Plan};
