@@ -109,7 +109,7 @@ struct Figures {
     /// Snapshots the members wrote during the bulk run, and the worst put near one
     /// (berthd only: see cluster/snapwatch.rs).
     snapshots: Option<usize>,
-    near_snapshot_worst: Option<f64>,
+    near_snapshot: Vec<f64>,
     /// What each member spent per bulk put (the leader, or the member written to, first).
     cost: Vec<cost::PerPut>,
     /// Disk use of each member's data directory after the bulk run, and the live data.
@@ -242,18 +242,29 @@ pub(crate) fn bulk_run(
         }
     }
     f.writes_per_s = Some(n as f64 / t0.elapsed().as_secs_f64());
-    if let Some(snaps) = watch.finish() {
-        let puts: Vec<(Instant, f64)> = starts.into_iter().zip(f.bulk.iter().copied()).collect();
+    let snaps = watch.finish();
+    if let Some(snaps) = &snaps {
+        let puts: Vec<(Instant, f64)> =
+            starts.iter().copied().zip(f.bulk.iter().copied()).collect();
         f.snapshots = Some(snaps.len());
-        f.near_snapshot_worst = snapwatch::worst_near(&puts, &snaps);
+        f.near_snapshot = snapwatch::near(&puts, snaps);
     }
-    // Where the slowest puts fell (snapshots are taken every 10,000 entries by default).
+    // Where the slowest puts fell (snapshots are taken every 10,000 entries by default),
+    // and when, from the moment the nearest new snapshot file appeared.
     let mut slow: Vec<(usize, f64)> = f.bulk.iter().copied().enumerate().collect();
     slow.sort_by(|a, b| b.1.total_cmp(&a.1));
     let slow: Vec<String> = slow
         .iter()
-        .take(5)
-        .map(|(i, ms)| format!("#{i}: {ms:.1} ms"))
+        .take(8)
+        .map(|(i, ms)| {
+            match snaps
+                .as_deref()
+                .and_then(|s| snapwatch::offset_ms(starts[*i], s))
+            {
+                Some(off) => format!("#{i}: {ms:.1} ms ({off:+.0} ms from a snapshot)"),
+                None => format!("#{i}: {ms:.1} ms"),
+            }
+        })
         .collect();
     eprintln!("  slowest puts: {}", slow.join(", "));
     let syscalls = tracers.finish();
@@ -710,14 +721,23 @@ fn main() -> Result<()> {
             |f| pct(&f.bulk, 100),
         ),
         row(
-            "worst put near a snapshot (snapshots)",
-            "<50",
-            |f| match (f.near_snapshot_worst, f.snapshots) {
-                (Some(w), Some(n)) => format!("{w:.1} ({n})"),
-                (None, Some(n)) => format!("- ({n})"),
+            "puts +-0.5 s of a snapshot: p99 / worst (n)",
+            "worst <50",
+            |f| match (
+                pct(&f.near_snapshot, 99),
+                pct(&f.near_snapshot, 100),
+                f.snapshots,
+            ) {
+                (Some(p), Some(w), Some(n)) => {
+                    format!(
+                        "{p:.1} / {w:.0} ({} puts, {n} snaps)",
+                        f.near_snapshot.len()
+                    )
+                }
+                (_, _, Some(n)) => format!("- ({n} snaps)"),
                 _ => "-".into(),
             },
-            |f| f.near_snapshot_worst,
+            |f| pct(&f.near_snapshot, 100),
         ),
         row(
             "CPU us per put (leader / follower max)",

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A put counts as "during compaction" when it overlaps this window around the moment a
-/// member's new snapshot file appeared: its writing before, the log trimming after.
-pub const BEFORE: Duration = Duration::from_secs(2);
-pub const AFTER: Duration = Duration::from_secs(1);
+/// member's new snapshot file appeared: its writing before (a 13 MB registry is serialised
+/// and fsynced in well under that), the log trimming after (256 entries per write).
+pub const BEFORE: Duration = Duration::from_millis(500);
+pub const AFTER: Duration = Duration::from_millis(500);
 
 pub struct SnapWatch {
     stop: Arc<AtomicBool>,
@@ -67,8 +68,8 @@ impl SnapWatch {
     }
 }
 
-/// The worst latency of the puts (start, ms) that overlap a window around a snapshot.
-pub fn worst_near(puts: &[(Instant, f64)], snaps: &[Instant]) -> Option<f64> {
+/// The latencies of the puts (start, ms) that overlap a window around a snapshot.
+pub fn near(puts: &[(Instant, f64)], snaps: &[Instant]) -> Vec<f64> {
     puts.iter()
         .filter(|(at, ms)| {
             let end = *at + Duration::from_secs_f64(ms / 1000.0);
@@ -77,5 +78,19 @@ pub fn worst_near(puts: &[(Instant, f64)], snaps: &[Instant]) -> Option<f64> {
                 .any(|s| end + BEFORE >= *s && *at <= *s + AFTER)
         })
         .map(|(_, ms)| *ms)
-        .reduce(f64::max)
+        .collect()
+}
+
+/// Milliseconds from the nearest snapshot's appearance to `at` (negative: before it).
+pub fn offset_ms(at: Instant, snaps: &[Instant]) -> Option<f64> {
+    snaps
+        .iter()
+        .map(|s| {
+            if at >= *s {
+                at.duration_since(*s).as_secs_f64() * 1000.0
+            } else {
+                -(s.duration_since(at).as_secs_f64() * 1000.0)
+            }
+        })
+        .min_by(|a, b| a.abs().total_cmp(&b.abs()))
 }
