@@ -259,6 +259,20 @@ impl Daemon {
         kind: ReplyKind,
         result: Result<Outcome, String>,
     ) {
+        if let (
+            ReplyKind::UnitSubmit { name, hash },
+            Ok(Outcome::Failed {
+                error: ApplyError::CasMismatch { actual, .. },
+            }),
+        ) = (&kind, &result)
+        {
+            let same = super::units_api::unit_record(self.node.registry(), name)
+                .is_some_and(|(rec, rev)| rev == *actual && rec.hash == *hash);
+            if same {
+                let body = json!({ "revision": actual, "unchanged": true });
+                return self.respond_later(token, 200, &body);
+            }
+        }
         let (status, body) = match result {
             Err(e) => (503, json!({ "error": e })),
             Ok(Outcome::Failed { error }) => {
@@ -285,7 +299,7 @@ impl Daemon {
             ),
             Ok(Outcome::Heartbeat) => (200, json!({})),
         };
-        debug_assert_eq!(kind, ReplyKind::Registry);
+        debug_assert_ne!(kind, ReplyKind::Conf);
         self.respond_later(token, status, &body);
     }
 

@@ -100,12 +100,16 @@ enum Responder {
     Internal(Internal),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ReplyKind {
     /// A registry write: the outcome as JSON.
     Registry,
     /// A configuration change: the new voters and learners.
     Conf,
+    /// A unit submit (a registry write that creates `/units/NAME`): losing the race to a
+    /// submit of the same content (a client retrying a write whose answer it lost to a
+    /// leader change) answers "unchanged", as a submit of an existing identical unit does.
+    UnitSubmit { name: String, hash: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

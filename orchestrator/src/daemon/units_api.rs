@@ -18,7 +18,7 @@ use crate::unit::{self, UnitName};
 
 type Answer = Result<Option<(u16, Value)>, HttpError>;
 
-fn unit_record(reg: &Registry, name: &str) -> Option<(UnitRecord, u64)> {
+pub(super) fn unit_record(reg: &Registry, name: &str) -> Option<(UnitRecord, u64)> {
     let kv = reg.get(&keyspace::unit_key(name))?;
     Some((keyspace::decode(&kv.value)?, kv.mod_revision))
 }
@@ -184,10 +184,14 @@ impl Daemon {
             hash: parsed.hash.clone(),
             desired: Desired::Inactive,
         };
-        self.put_unit(token, &rec, 0)
+        let kind = ReplyKind::UnitSubmit {
+            name: name.clone(),
+            hash: rec.hash.clone(),
+        };
+        self.put_unit(token, &rec, 0, kind)
     }
 
-    fn put_unit(&mut self, token: Token, rec: &UnitRecord, prev: u64) -> Answer {
+    fn put_unit(&mut self, token: Token, rec: &UnitRecord, prev: u64, kind: ReplyKind) -> Answer {
         let value = serde_json::to_string(rec).map_err(|e| err(500, e.to_string()))?;
         let cmd = Command::Put {
             key: keyspace::unit_key(&rec.name),
@@ -195,7 +199,7 @@ impl Daemon {
             lease: 0,
             prev_revision: Some(prev),
         };
-        self.write(token, ReplyKind::Registry, cmd)
+        self.write(token, kind, cmd)
     }
 
     /// Many units' desired state in one transaction (each compared on its record's
@@ -283,7 +287,7 @@ impl Daemon {
 
     fn set_desired(&mut self, token: Token, name: String, desired: Desired) -> Answer {
         match self.desired_write(&name, desired)? {
-            Some((rec, prev)) => self.put_unit(token, &rec, prev),
+            Some((rec, prev)) => self.put_unit(token, &rec, prev, ReplyKind::Registry),
             None => {
                 let rev = unit_record(self.node.registry(), &name).map_or(0, |(_, r)| r);
                 Ok(Some((200, json!({"revision": rev, "unchanged": true}))))

@@ -3,6 +3,7 @@
 //! unit files.
 
 use super::*;
+use berth_tests::cluster::http::unix_request;
 
 /// The web unit: serves /www on 8080, where it first writes what it sees from inside.
 const WEB: &str = "[Unit]
@@ -194,6 +195,41 @@ fn restart_on_failure_restarts_a_failing_program_and_bad_units_are_refused() {
         err.contains("Replaces") && err.contains("ra.service"),
         "{err}"
     );
+    // Identical submits at once through every node (what a client retrying a submit whose
+    // answer a leader change lost looks like): every one is answered 200 and exactly one
+    // created the unit (a submit that lost the race to an identical one had a 409).
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..6)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    let body = serde_json::json!({
+                        "name": "twice.service",
+                        "text": "[Service]\nExecStart=/bin/true\n",
+                    });
+                    let r = unix_request(
+                        &c.node(i % 3).socket,
+                        "POST",
+                        "/v1/units",
+                        Some(&body),
+                        Duration::from_secs(10),
+                    )
+                    .expect("POST /v1/units");
+                    (r.status, r.json())
+                })
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|h| h.join().expect("submit thread"))
+            .collect()
+    });
+    assert!(answers.iter().all(|(st, _)| *st == 200), "{answers:?}");
+    let created = answers
+        .iter()
+        .filter(|(_, b)| b["unchanged"] != true)
+        .count();
+    assert_eq!(created, 1, "{answers:?}");
     let files = ctl(&c, 0, &["list-unit-files"]);
     assert!(
         !files.contains("bad.service")
