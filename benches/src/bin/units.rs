@@ -3,7 +3,8 @@
 //! `berth`. Prints medians and p99.
 //!
 //! Measures:
-//! - submit -> running and registered on every node: `POST /v1/units` + start on one node,
+//! - submit -> running and registered on every node, with `Network=host` and on the cluster
+//!   network (CNI), trials taking turns: `POST /v1/units` + start on one node,
 //!   until the unit's published port is a service entry on all three (watch streams);
 //! - kill -9 of a whole node (berthd, its watchdog, its containers) -> the unit runs on
 //!   another node and its registration is on every survivor;
@@ -17,7 +18,7 @@
 //!
 //! Build and run as root (not in CI):
 //!   cargo build --release --workspace --bins && cargo build --release -p berth-benches --bin units
-//!   sudo target/release/units [--trials N] [--failovers N] [--machines N] [--units N] [--containers N] [--no-podman] [--no-containerd]
+//!   sudo BERTH_BIN_DIR=target/release target/release/units [--phases start,failover,throughput,memory] [--trials N] [--failovers N] [--machines N] [--units N] [--containers N] [--no-podman] [--no-containerd]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::net::UnixStream;
@@ -43,7 +44,11 @@ struct Opts {
     containers: usize,
     podman: bool,
     containerd: bool,
+    phases: Vec<String>,
 }
+
+/// The bench's parts, run in this order (`--phases` picks some).
+const PHASES: [&str; 4] = ["start", "failover", "throughput", "memory"];
 
 fn parse_opts() -> Result<Opts> {
     let mut o = Opts {
@@ -54,6 +59,7 @@ fn parse_opts() -> Result<Opts> {
         containers: 100,
         podman: true,
         containerd: true,
+        phases: PHASES.iter().map(|p| p.to_string()).collect(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -72,6 +78,16 @@ fn parse_opts() -> Result<Opts> {
             "--containers" => o.containers = num("--containers")?,
             "--no-podman" => o.podman = false,
             "--no-containerd" => o.containerd = false,
+            "--phases" => {
+                let v = args.next().context("--phases needs a value")?;
+                o.phases = v.split(',').map(str::to_string).collect();
+                if let Some(bad) = o.phases.iter().find(|p| !PHASES.contains(&p.as_str())) {
+                    bail!(
+                        "--phases: unknown phase {bad:?} (known: {})",
+                        PHASES.join(",")
+                    );
+                }
+            }
             other => bail!("unknown argument {other:?} (see the file's header for usage)"),
         }
     }
@@ -166,9 +182,10 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[idx.min(s.len() - 1)]
 }
 
-fn web_unit(port: u16) -> String {
+/// The web unit on `network` (`host`, or `berth`: the cluster network through CNI).
+fn web_unit(port: u16, network: &str) -> String {
     format!(
-        "[Container]\nImage=web:1\nExec=httpd -f -p {port} -h /www\nPublishPort={port}:{port}\n\n[Service]\nTimeoutStopSec=1s\n"
+        "[Container]\nImage=web:1\nExec=httpd -f -p {port} -h /www\nPublishPort={port}:{port}\nNetwork={network}\n\n[Service]\nTimeoutStopSec=1s\n"
     )
 }
 
@@ -184,42 +201,65 @@ fn agent_cluster(tmp: &Path) -> Cluster {
     c
 }
 
-/// submit -> running and registered on every node, `trials` times.
-fn start_latency(c: &Cluster, trials: usize) -> Result<Vec<f64>> {
+/// submit -> running and registered on every node, `trials` times for each of `networks`,
+/// taking turns (the machine's speed drifts: each network's trials see the same drift).
+fn start_latency(c: &Cluster, trials: usize, networks: &[&str]) -> Result<Vec<Vec<f64>>> {
     let (tx, rx) = mpsc::channel();
     for k in c.all() {
         watch(c, k, "/services/", tx.clone())?;
     }
-    let mut out = Vec::new();
+    let mut out = vec![Vec::new(); networks.len()];
     for i in 0..trials {
-        let name = format!("lat{i}.service");
-        let svc = format!("/services/lat{i}/");
-        let t0 = Instant::now();
-        submit_and_start(c, i % 3, &name, &web_unit(8100 + (i % 50) as u16))?;
-        let mut seen = BTreeMap::new();
-        while seen.len() < 3 {
-            let e = rx
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| anyhow!("{name}: not registered on every node within 30 s"))?;
-            if e.put && e.key.starts_with(&svc) {
-                seen.entry(e.node).or_insert(e.at);
-            }
-        }
-        let last = seen.values().max().copied().unwrap_or(t0);
-        out.push(last.duration_since(t0).as_secs_f64() * 1000.0);
-        // Destroyed (not timed): wait until the entry left every node.
-        call(c, 0, "DELETE", &format!("/v1/units/{name}"), None)?;
-        let mut gone = BTreeSet::new();
-        while gone.len() < 3 {
-            let e = rx
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| anyhow!("{name}: registration not removed within 30 s"))?;
-            if !e.put && e.key.starts_with(&svc) {
-                gone.insert(e.node);
-            }
+        for (n, network) in networks.iter().enumerate() {
+            let port = 8100 + (i % 50) as u16;
+            out[n].push(start_once(
+                c,
+                &rx,
+                i % 3,
+                &format!("lat{n}x{i}"),
+                port,
+                network,
+            )?);
         }
     }
     Ok(out)
+}
+
+/// One submit of unit `base`.service through node `k`: milliseconds until its service is
+/// registered on every node; then it is destroyed (not timed) until the entry left them.
+fn start_once(
+    c: &Cluster,
+    rx: &mpsc::Receiver<Event>,
+    k: usize,
+    base: &str,
+    port: u16,
+    network: &str,
+) -> Result<f64> {
+    let name = format!("{base}.service");
+    let svc = format!("/services/{base}/");
+    let t0 = Instant::now();
+    submit_and_start(c, k, &name, &web_unit(port, network))?;
+    let mut seen = BTreeMap::new();
+    while seen.len() < 3 {
+        let e = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| anyhow!("{name}: not registered on every node within 30 s"))?;
+        if e.put && e.key.starts_with(&svc) {
+            seen.entry(e.node).or_insert(e.at);
+        }
+    }
+    let last = seen.values().max().copied().unwrap_or(t0);
+    call(c, 0, "DELETE", &format!("/v1/units/{name}"), None)?;
+    let mut gone = BTreeSet::new();
+    while gone.len() < 3 {
+        let e = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| anyhow!("{name}: registration not removed within 30 s"))?;
+        if !e.put && e.key.starts_with(&svc) {
+            gone.insert(e.node);
+        }
+    }
+    Ok(last.duration_since(t0).as_secs_f64() * 1000.0)
 }
 
 /// kill -9 of the node running a unit -> running elsewhere and registered on every
@@ -229,7 +269,7 @@ fn failover(c: &mut Cluster, trials: usize) -> Result<Vec<f64>> {
     for k in c.all() {
         watch(c, k, "/services/fo/", tx.clone())?;
     }
-    submit_and_start(c, 0, "fo.service", &web_unit(8300))?;
+    submit_and_start(c, 0, "fo.service", &web_unit(8300, "berth"))?;
     let mut out = Vec::new();
     for _ in 0..trials {
         let host = wait_host(c, "fo.service")?;
@@ -368,35 +408,61 @@ fn main() -> Result<()> {
     println!("machine: {}", machine());
     println!("berthd: {}", berth_tests::workspace_bin("berthd").display());
 
-    let mut c = agent_cluster(tmp.path());
-    let lat = start_latency(&c, o.trials)?;
-    let fo = failover(&mut c, o.failovers)?;
-    drop(c);
-    let (rate, secs) = throughput(o.machines, o.units)?;
-    let mem = memory::measure(tmp.path(), o.containers, o.podman, o.containerd)?;
-
+    let on = |p: &str| o.phases.iter().any(|q| q == p);
+    let networks = ["host", "berth"];
+    let mut rows = Vec::new();
+    if on("start") || on("failover") {
+        let mut c = agent_cluster(tmp.path());
+        if on("start") {
+            for (n, lat) in networks.iter().zip(start_latency(&c, o.trials, &networks)?) {
+                let what = format!("submit -> running and registered on every node, Network={n}");
+                rows.push(row(&what, &lat, 1));
+            }
+        }
+        if on("failover") {
+            let fo = failover(&mut c, o.failovers)?;
+            let what =
+                "kill -9 of the unit's node -> running elsewhere, registered on every survivor";
+            rows.push(row(what, &fo, 0));
+        }
+    }
+    if on("throughput") {
+        let (rate, secs) = throughput(o.machines, o.units)?;
+        rows.push(format!(
+            "| scheduling: {} units onto {} machines, applied on 3 nodes | {rate:.0} placements/s ({secs:.3} s) | | 1 |",
+            o.units, o.machines
+        ));
+    }
+    let mem = if on("memory") {
+        Some(memory::measure(
+            tmp.path(),
+            o.containers,
+            o.podman,
+            o.containerd,
+        )?)
+    } else {
+        None
+    };
     println!();
     println!("| metric | p50 | p99 | n |");
     println!("|---|---|---|---|");
-    println!(
-        "| submit -> running and registered on every node | {:.1} ms | {:.1} ms | {} |",
-        percentile(&lat, 50.0),
-        percentile(&lat, 99.0),
-        lat.len()
-    );
-    println!(
-        "| kill -9 of the unit's node -> running elsewhere, registered on every survivor | {:.0} ms | {:.0} ms | {} |",
-        percentile(&fo, 50.0),
-        percentile(&fo, 99.0),
-        fo.len()
-    );
-    println!(
-        "| scheduling: {} units onto {} machines, applied on 3 nodes | {rate:.0} placements/s ({secs:.3} s) | | 1 |",
-        o.units, o.machines
-    );
-    println!();
-    mem.print();
+    for r in rows {
+        println!("{r}");
+    }
+    if let Some(mem) = mem {
+        println!();
+        mem.print();
+    }
     Ok(())
+}
+
+/// A table row of `v`'s p50 and p99 in ms with `decimals` places.
+fn row(what: &str, v: &[f64], decimals: usize) -> String {
+    let (p50, p99) = (percentile(v, 50.0), percentile(v, 99.0));
+    format!(
+        "| {what} | {p50:.decimals$} ms | {p99:.decimals$} ms | {} |",
+        v.len()
+    )
 }
 
 fn machine() -> String {
