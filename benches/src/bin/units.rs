@@ -301,23 +301,31 @@ fn failover(c: &mut Cluster, trials: usize) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// The machine running `unit` (active on exactly one), waiting up to 30 s.
+/// The machine running `unit` (active on exactly one) as every node reports it, waiting up
+/// to 30 s: a node just restarted answers from its own copy of the registry, which may not
+/// have caught up yet (asking it alone once named the machine the unit had left).
 fn wait_host(c: &Cluster, unit: &str) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let states = call(c, 0, "GET", "/v1/unit-states", None)?;
-        let active: Vec<String> = states
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["unit"] == unit && s["active"] == "active")
-            .filter_map(|s| s["machine"].as_str().map(str::to_string))
-            .collect();
-        if active.len() == 1 {
-            return Ok(active[0].clone());
+        let mut views = BTreeSet::new();
+        for k in c.all() {
+            let states = call(c, k, "GET", "/v1/unit-states", None)?;
+            let active: Vec<String> = states
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["unit"] == unit && s["active"] == "active")
+                .filter_map(|s| s["machine"].as_str().map(str::to_string))
+                .collect();
+            views.insert(active);
+        }
+        if let [one] = views.iter().collect::<Vec<_>>()[..] {
+            if let [host] = &one[..] {
+                return Ok(host.clone());
+            }
         }
         if Instant::now() > deadline {
-            bail!("{unit} is not running on exactly one machine: {states}");
+            bail!("the nodes do not agree that {unit} runs on one machine: {views:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
