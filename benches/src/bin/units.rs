@@ -239,27 +239,38 @@ fn start_once(
     let svc = format!("/services/{base}/");
     let t0 = Instant::now();
     submit_and_start(c, k, &name, &web_unit(port, network))?;
+    let within = Duration::from_secs(30);
+    let last = last_of_nodes(rx, 3, within, &format!("{name} registered"), |e| {
+        e.put && e.key.starts_with(&svc)
+    })?;
+    call(c, 0, "DELETE", &format!("/v1/units/{name}"), None)?;
+    last_of_nodes(rx, 3, within, &format!("{name} deregistered"), |e| {
+        !e.put && e.key.starts_with(&svc)
+    })?;
+    Ok(last.duration_since(t0).as_secs_f64() * 1000.0)
+}
+
+/// Receives events until `nodes` distinct nodes each delivered one that `matches`, within
+/// `within`; the arrival of the last node's first such event.
+fn last_of_nodes(
+    rx: &mpsc::Receiver<Event>,
+    nodes: usize,
+    within: Duration,
+    what: &str,
+    matches: impl Fn(&Event) -> bool,
+) -> Result<Instant> {
     let mut seen = BTreeMap::new();
-    while seen.len() < 3 {
+    while seen.len() < nodes {
         let e = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| anyhow!("{name}: not registered on every node within 30 s"))?;
-        if e.put && e.key.starts_with(&svc) {
+            .recv_timeout(within)
+            .map_err(|_| anyhow!("{what}: not on {nodes} nodes within {within:?}"))?;
+        if matches(&e) {
             seen.entry(e.node).or_insert(e.at);
         }
     }
-    let last = seen.values().max().copied().unwrap_or(t0);
-    call(c, 0, "DELETE", &format!("/v1/units/{name}"), None)?;
-    let mut gone = BTreeSet::new();
-    while gone.len() < 3 {
-        let e = rx
-            .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| anyhow!("{name}: registration not removed within 30 s"))?;
-        if !e.put && e.key.starts_with(&svc) {
-            gone.insert(e.node);
-        }
-    }
-    Ok(last.duration_since(t0).as_secs_f64() * 1000.0)
+    seen.into_values()
+        .max()
+        .ok_or_else(|| anyhow!("{what}: no node to wait for"))
 }
 
 /// kill -9 of the node running a unit -> running elsewhere and registered on every
@@ -279,17 +290,11 @@ fn failover(c: &mut Cluster, trials: usize) -> Result<Vec<f64>> {
         let t0 = Instant::now();
         c.kill_node(k);
         let survivors: BTreeSet<usize> = c.all().into_iter().filter(|&j| j != k).collect();
-        let mut seen = BTreeMap::new();
-        while seen.len() < survivors.len() {
-            let e = rx
-                .recv_timeout(Duration::from_secs(60))
-                .map_err(|_| anyhow!("fo.service did not move off {host} within 60 s"))?;
-            let moved = e.put && !e.key.starts_with(&format!("/services/fo/{host}/"));
-            if moved && survivors.contains(&e.node) {
-                seen.entry(e.node).or_insert(e.at);
-            }
-        }
-        let last = seen.values().max().copied().unwrap_or(t0);
+        let old = format!("/services/fo/{host}/");
+        let what = format!("fo.service moved off {host}");
+        let last = last_of_nodes(&rx, survivors.len(), Duration::from_secs(60), &what, |e| {
+            e.put && !e.key.starts_with(&old) && survivors.contains(&e.node)
+        })?;
         let ms = last.duration_since(t0).as_secs_f64() * 1000.0;
         eprintln!("  failover off {host}: {ms:.0} ms");
         out.push(ms);

@@ -259,18 +259,18 @@ impl Daemon {
         kind: ReplyKind,
         result: Result<Outcome, String>,
     ) {
+        // Replies come as this node applies the entry: the registry is as the write found it.
         if let (
             ReplyKind::UnitSubmit { name, hash },
             Ok(Outcome::Failed {
-                error: ApplyError::CasMismatch { actual, .. },
+                error: ApplyError::CasMismatch { .. },
             }),
         ) = (&kind, &result)
         {
             let same = super::units_api::unit_record(self.node.registry(), name)
-                .is_some_and(|(rec, rev)| rev == *actual && rec.hash == *hash);
-            if same {
-                let body = json!({ "revision": actual, "unchanged": true });
-                return self.respond_later(token, 200, &body);
+                .filter(|(rec, _)| rec.hash == *hash);
+            if let Some((_, rev)) = same {
+                return self.respond_later(token, 200, &super::units_api::unchanged(rev));
             }
         }
         let (status, body) = match result {

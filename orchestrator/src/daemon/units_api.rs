@@ -18,6 +18,11 @@ use crate::unit::{self, UnitName};
 
 type Answer = Result<Option<(u16, Value)>, HttpError>;
 
+/// The answer to a write that found the registry already as asked.
+pub(super) fn unchanged(revision: u64) -> Value {
+    json!({"revision": revision, "unchanged": true})
+}
+
 pub(super) fn unit_record(reg: &Registry, name: &str) -> Option<(UnitRecord, u64)> {
     let kv = reg.get(&keyspace::unit_key(name))?;
     Some((keyspace::decode(&kv.value)?, kv.mod_revision))
@@ -144,7 +149,7 @@ impl Daemon {
         let reg = self.node.registry();
         if let Some((existing, rev)) = unit_record(reg, &name) {
             if existing.hash == parsed.hash {
-                return Ok(Some((200, json!({"revision": rev, "unchanged": true}))));
+                return Ok(Some((200, unchanged(rev))));
             }
             return Err(err(
                 409,
@@ -234,10 +239,7 @@ impl Daemon {
             ));
         }
         if ops.is_empty() {
-            return Ok(Some((
-                200,
-                json!({"revision": self.node.registry().revision(), "unchanged": true}),
-            )));
+            return Ok(Some((200, unchanged(self.node.registry().revision()))));
         }
         self.write(token, ReplyKind::Registry, Command::Txn { compare, ops })
     }
@@ -290,7 +292,7 @@ impl Daemon {
             Some((rec, prev)) => self.put_unit(token, &rec, prev, ReplyKind::Registry),
             None => {
                 let rev = unit_record(self.node.registry(), &name).map_or(0, |(_, r)| r);
-                Ok(Some((200, json!({"revision": rev, "unchanged": true}))))
+                Ok(Some((200, unchanged(rev))))
             }
         }
     }
