@@ -10,6 +10,28 @@ use berth_orchestrator::client::Client;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+/// `println!` that ends the program quietly when the reader has gone away
+/// (`berthctl list-units | head -1`), as `head` and `grep -q` expect, instead of panicking
+/// on EPIPE; any other stdout failure is an error with its cause.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(&e);
+        }
+    }};
+}
+
+/// `print!` with `out!`'s handling of a closed stdout.
+macro_rules! out_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(&e);
+        }
+    }};
+}
+
 #[path = "berthctl/exec.rs"]
 mod exec;
 #[path = "berthctl/units.rs"]
@@ -173,6 +195,14 @@ fn gossip_key(arg: &str) -> anyhow::Result<String> {
     Ok(key.to_string())
 }
 
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("berthctl: writing to stdout: {e}");
+    std::process::exit(1);
+}
+
 fn main() -> ExitCode {
     if let Some(code) =
         berth_packaging::generate_if_requested(<Cli as clap::CommandFactory>::command)
@@ -199,7 +229,7 @@ fn key_path(key: &str) -> String {
 }
 
 fn print_json(v: &Value) {
-    println!("{v}");
+    out!("{v}");
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) {
@@ -219,7 +249,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        out!("{}", out.trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -339,7 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                println!("{}", s(&v, "value"));
+                out!("{}", s(&v, "value"));
             }
         }
         Cmd::Kv(Kv::Put { key, value, ttl }) => {
@@ -352,7 +382,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                println!("revision {}", s(&v, "revision"));
+                out!("revision {}", s(&v, "revision"));
             }
         }
         Cmd::Kv(Kv::Rm { key, prefix }) => {
@@ -365,7 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                println!(
+                out!(
                     "deleted {} (revision {})",
                     s(&v, "deleted"),
                     s(&v, "revision")
@@ -411,12 +441,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             c.stream(&target, |line| {
                 if json_out {
-                    println!("{line}");
+                    out!("{line}");
                 } else if let Ok(e) = serde_json::from_str::<Value>(line) {
                     if e.get("error").is_some() {
-                        println!("error: {}", s(&e, "error"));
+                        out!("error: {}", s(&e, "error"));
                     } else {
-                        println!(
+                        out!(
                             "{} {} {} (revision {})",
                             s(&e, "type"),
                             s(&e, "key"),
@@ -476,7 +506,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                println!(
+                out!(
                     "registered {name} at {ip}:{port} (revision {})",
                     s(&v, "revision")
                 );
@@ -488,14 +518,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print_json(&v);
                 return Ok(());
             }
-            println!(
+            out!(
                 "cluster {}  node {}  term {}  leader {}",
                 s(&v, "cluster_id"),
                 s(&v, "name"),
                 s(&v, "term"),
                 s(&v, "leader")
             );
-            println!(
+            out!(
                 "commit index {}  applied index {}",
                 s(&v, "commit_index"),
                 s(&v, "applied_index")
@@ -538,7 +568,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return Ok(());
             }
             if v["sealed"] != json!(true) {
-                println!("gossip is not sealed on this node (--insecure)");
+                out!("gossip is not sealed on this node (--insecure)");
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = v["keys"]
@@ -560,7 +590,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                println!("{name} is now a voter");
+                out!("{name} is now a voter");
             }
         }
         Cmd::Cluster(Cluster::RemoveMember { name }) => {
@@ -572,7 +602,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                println!("{name} is no longer a member");
+                out!("{name} is no longer a member");
             }
         }
         Cmd::Cluster(Cluster::RemoveVoter { name }) => {
@@ -584,7 +614,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                println!("{name} is now a learner");
+                out!("{name} is now a learner");
             }
         }
     }

@@ -294,6 +294,24 @@ fn berthctl_lists_machines_and_reads_and_writes_keys() {
         );
     }
 
+    // A reader that stops early (`| grep -q`, `| head -1`) is not an error:
+    // berthctl must end quietly, not panic on EPIPE.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let closed = std::process::Command::new(&ctl)
+        .arg("--endpoint")
+        .arg(&c.node(1).socket)
+        .arg("list-machines")
+        .stdout(writer)
+        .output()
+        .expect("run berthctl");
+    let err = String::from_utf8_lossy(&closed.stderr);
+    assert!(
+        closed.status.success() && err.is_empty(),
+        "list-machines into a closed pipe: {:?} {err}",
+        closed.status
+    );
+
     let put = run(1, &["kv", "put", "/t/ctl", "hello"]);
     assert!(
         put.status.success(),

@@ -149,7 +149,7 @@ fn submit_file(c: &Client, path: &Path) -> anyhow::Result<String> {
         Some(&json!({"name": name, "text": text})),
     )?;
     if v.get("unchanged") != Some(&Value::Bool(true)) {
-        println!("Unit {name} submitted");
+        out!("Unit {name} submitted");
     }
     Ok(name)
 }
@@ -258,7 +258,7 @@ fn wait_for(
 ) -> anyhow::Result<()> {
     if w.no_block {
         for n in names {
-            println!("Triggered unit {n} {verb}");
+            out!("Triggered unit {n} {verb}");
         }
         return Ok(());
     }
@@ -271,12 +271,12 @@ fn wait_for(
             let u = c.json("GET", &unit_path(&n), None)?;
             match progress(&u, desired) {
                 Progress::Done(m) if desired == "launched" => {
-                    println!("Unit {n} launched on {m}")
+                    out!("Unit {n} launched on {m}")
                 }
                 Progress::Done(m) if verb == "loaded" && !m.is_empty() => {
-                    println!("Unit {n} loaded on {m}")
+                    out!("Unit {n} loaded on {m}")
                 }
-                Progress::Done(_) => println!("Unit {n} {verb}"),
+                Progress::Done(_) => out!("Unit {n} {verb}"),
                 Progress::Failed(why) => failed.push(format!("{n}: {why}")),
                 Progress::Waiting => still.push(n),
             }
@@ -314,7 +314,7 @@ pub fn run(c: &Client, json_out: bool, cmd: UnitCmd) -> anyhow::Result<()> {
         UnitCmd::Destroy { units } => {
             for n in resolve(c, &units, false)? {
                 c.json("DELETE", &unit_path(&n), None)?;
-                println!("Destroyed {n}");
+                out!("Destroyed {n}");
             }
         }
         UnitCmd::Cat { unit } => {
@@ -322,7 +322,7 @@ pub fn run(c: &Client, json_out: bool, cmd: UnitCmd) -> anyhow::Result<()> {
             if json_out {
                 print_json(&u);
             } else {
-                print!("{}", u.get("text").and_then(|t| t.as_str()).unwrap_or(""));
+                out_part!("{}", u.get("text").and_then(|t| t.as_str()).unwrap_or(""));
             }
         }
         UnitCmd::Status { units, lines } => {
@@ -346,7 +346,7 @@ pub fn run(c: &Client, json_out: bool, cmd: UnitCmd) -> anyhow::Result<()> {
                 target.push_str(&format!("&machine={}", percent_encode(&m)));
             }
             c.stream(&target, |line| {
-                println!("{line}");
+                out!("{line}");
                 true
             })?;
         }
@@ -387,11 +387,11 @@ fn status(c: &Client, name: &str, lines: usize, json_out: bool) -> anyhow::Resul
         .and_then(|d| d.as_str())
         .map(|d| format!(" - {d}"))
         .unwrap_or_default();
-    println!("● {name}{desc}");
-    println!("   Desired: {}", s(&u, "desired"));
+    out!("● {name}{desc}");
+    out!("   Desired: {}", s(&u, "desired"));
     let reason = s(&u, "reason");
     if reason != "-" && !reason.is_empty() {
-        println!("   Not placed: {reason}");
+        out!("   Not placed: {reason}");
     }
     let states = u
         .get("states")
@@ -399,36 +399,36 @@ fn status(c: &Client, name: &str, lines: usize, json_out: bool) -> anyhow::Resul
         .cloned()
         .unwrap_or_default();
     if states.is_empty() {
-        println!("   Active: inactive (not on any machine)");
+        out!("   Active: inactive (not on any machine)");
     }
     for st in &states {
-        println!("   Machine: {}", s(st, "machine"));
-        println!("    Active: {}", active_text(st));
+        out!("   Machine: {}", s(st, "machine"));
+        out!("    Active: {}", active_text(st));
         if let Some(pid) = st.get("pid").and_then(|p| p.as_u64()) {
-            println!("  Main PID: {pid}");
+            out!("  Main PID: {pid}");
         }
-        println!("  Restarts: {}", s(st, "restarts"));
+        out!("  Restarts: {}", s(st, "restarts"));
         if let Some(code) = st.get("exit_code").and_then(|p| p.as_i64()) {
-            println!(" Last exit: status {code}");
+            out!(" Last exit: status {code}");
         }
         if let Some(sig) = st.get("exit_signal").and_then(|p| p.as_i64()) {
-            println!(" Last exit: signal {sig}");
+            out!(" Last exit: signal {sig}");
         }
         if let Some(e) = st.get("error").and_then(|e| e.as_str()) {
-            println!("     Error: {e}");
+            out!("     Error: {e}");
         }
         if let Some(p) = st.get("pulling").and_then(|e| e.as_str()) {
-            println!("     Image: {p}");
+            out!("     Image: {p}");
         }
     }
     if lines > 0 && !states.is_empty() {
-        println!();
+        out!();
         let target = format!("{}/journal?lines={lines}", unit_path(name));
         if let Err(e) = c.stream(&target, |line| {
-            println!("{line}");
+            out!("{line}");
             true
         }) {
-            println!("(journal unavailable: {e})");
+            out!("(journal unavailable: {e})");
         }
     }
     Ok(())
