@@ -130,6 +130,27 @@ fn exec_with_process_json_and_detach() {
         cgroup.contains(&format!("/berth-test/{}", c.id)),
         "{cgroup}"
     );
+    // As with runc, the program runs once `exec --detach` returns, not still the exec
+    // trampoline (a race the pid file's fsync used to hide). A large environment
+    // makes the exec itself slow enough to lose that race every time.
+    let big: Vec<String> = (0..12)
+        .map(|k| format!("BIG{k}={}", "x".repeat(100_000)))
+        .collect();
+    for i in 0..5 {
+        let pid_file = env.path().join(format!("exec-{i}.pid"));
+        let mut flags = vec!["--detach", "--pid-file", pid_file.to_str().expect("utf-8")];
+        for b in &big {
+            flags.extend(["--env", b.as_str()]);
+        }
+        c.verb("exec", &flags, &["sleep", "998"]).ok();
+        let pid = fs::read_to_string(&pid_file).expect("pid file");
+        let cmdline = fs::read(format!("/proc/{}/cmdline", pid.trim())).expect("alive");
+        assert_eq!(
+            String::from_utf8_lossy(&cmdline),
+            "sleep\x00998\x00",
+            "exec {i}"
+        );
+    }
     let ps = c.verb("ps", &["--format", "json"], &[]);
     ps.ok();
     let pids: Vec<i64> = serde_json::from_str(&ps.stdout).expect("ps json");

@@ -216,7 +216,14 @@ fn start_process(
             )));
         }
         guard.child(pid);
-        return Ok(pid);
+        // The process holds its end until its exec succeeds or it exits (a failed
+        // exec says why on stderr): once it is closed, the program runs, as after
+        // `runc exec` returns.
+        return match chan.recv_raw() {
+            Err(ChannelError::Closed) => Ok(pid),
+            Ok(_) => Err(fail("unexpected packet after the pid report".into())),
+            Err(e) => Err(fail(format!("waiting for the process's exec: {e}"))),
+        };
     }
     match serde_json::from_slice::<Message>(&packet) {
         Ok(Message::Error(e)) => Err(ContainerError::Other(format!("exec failed: {e}"))),

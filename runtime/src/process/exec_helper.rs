@@ -146,10 +146,14 @@ fn process(
     args: &[std::ffi::CString],
     env: &[std::ffi::CString],
 ) -> ! {
-    sys::close_raw(report);
-    let err = match tty.then(|| sys::take_terminal(0)) {
-        Some(Err(e)) => InitError::io("making the pty the controlling terminal", None, &e),
-        _ => confine::exec_program(None, path, args, env),
+    // Open until the exec, whose closing of it tells `berth exec` the program runs.
+    let err = if let Err(e) = sys::set_cloexec(report, true) {
+        InitError::io("marking the report channel close-on-exec", None, &e)
+    } else {
+        match tty.then(|| sys::take_terminal(0)) {
+            Some(Err(e)) => InitError::io("making the pty the controlling terminal", None, &e),
+            _ => confine::exec_program(None, path, args, env),
+        }
     };
     eprintln!("berth init: {err}");
     sys::exit_now(127)

@@ -52,7 +52,8 @@ pub enum TrampolineMode {
     /// every namespace and confined itself, unseen by the container; the trampoline
     /// becomes non-dumpable and clones the process (CLONE_PARENT: a child of `berth
     /// exec`), writes its pid (4 bytes, native order) to `report_fd` and exits; the
-    /// process closes `report_fd`, with `tty` takes its stdin as controlling terminal
+    /// process marks `report_fd` close-on-exec (its closing tells `berth exec` the
+    /// program runs), with `tty` takes its stdin as controlling terminal
     /// (setsid, TIOCSCTTY), and execs. It is born in the pid namespace as this sealed
     /// image, never as the host's berth.
     Spawn { report_fd: i32, tty: bool },

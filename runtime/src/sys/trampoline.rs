@@ -16,8 +16,8 @@
 //! CONTROL says what to do first ([`crate::process::exec_path::TrampolineMode`]):
 //! `x` nothing; `w<r>,<w>` (init) write the `Ready` message to descriptor r, wait for
 //! a byte on w, mark both close-on-exec; `s<fd>[t]` (exec) clone the process with CLONE_PARENT,
-//! write its pid to fd and exit, while the process closes fd, with `t` takes its
-//! terminal, and execs. Started any other way (argv[0] is not the magic: the program
+//! write its pid to fd and exit, while the process marks fd close-on-exec, with `t` takes
+//! its terminal, and execs. Started any other way (argv[0] is not the magic: the program
 //! was /proc/self/exe, or a script it interprets), it refuses, instead of taking its
 //! arguments for a program and running itself again.
 //!
@@ -146,9 +146,13 @@ core::arch::global_asm!(
     "xor edi, edi",
     "mov eax, 231",
     "syscall",
+    // The report descriptor closes at the exec (F_SETFD FD_CLOEXEC): `berth exec`
+    // waits for that, so the program runs when it returns, as with runc.
     ".Lbt_child:",
     "mov edi, r13d",
-    "mov eax, 3",
+    "mov esi, 2",
+    "mov edx, 1",
+    "mov eax, 72",
     "syscall",
     "cmp qword ptr [rsp + 8], 0x74", // 't'
     "jne .Lbt_exec",
