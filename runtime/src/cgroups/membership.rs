@@ -60,7 +60,23 @@ fn create_inner(
     Ok(())
 }
 
+/// Makes `dir` and any missing parents, recording what it made. The leaf is tried
+/// first: its parents almost always exist, and each probe walks the kernfs path.
 fn mkdir_all(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            created.push(dir.to_path_buf());
+            return Ok(());
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(CgroupError::Create {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    }
     let mut missing = Vec::new();
     let mut cur = dir;
     while !cur.exists() {

@@ -120,6 +120,7 @@ pub fn plan(r: &LinuxResources, version: Version) -> Result<Vec<Write>, Resource
 /// given together are written in the order the kernel accepts (memsw >= limit must
 /// hold after each write), which depends on the current memsw value.
 pub fn apply(handle: &CgroupHandle, writes: &[Write]) -> Result<(), ResourceError> {
+    let mut files = OpenFile::default();
     match handle {
         CgroupHandle::V1 { .. } => {
             let ordered = v1::order_memory(handle, writes);
@@ -131,12 +132,12 @@ pub fn apply(handle: &CgroupHandle, writes: &[Write]) -> Result<(), ResourceErro
                             controller: w.controller.to_string(),
                             field: w.field.to_string(),
                         })?;
-                write_one(dir, w)?;
+                write_one(dir, w, &mut files)?;
             }
         }
         CgroupHandle::V2 { dir } => {
             for w in writes {
-                write_one(dir, w)?;
+                write_one(dir, w, &mut files)?;
             }
         }
     }
@@ -203,36 +204,68 @@ pub fn update(
     Ok(merged)
 }
 
-fn open_existing(path: &Path) -> std::io::Result<std::fs::File> {
-    OpenOptions::new().write(true).truncate(true).open(path)
+/// The file the last write went to, kept open for the next: the v1 device rules are a
+/// dozen writes to devices.allow, and each open walks the kernfs path again. A cgroup
+/// file takes every write(2) as a value of its own, whatever the offset.
+#[derive(Default)]
+struct OpenFile(Option<(PathBuf, std::fs::File)>);
+
+/// Why a write did not happen: the file is not there, or the open or write failed.
+enum WriteFailure {
+    Missing,
+    Failed(std::io::Error),
 }
 
-fn write_one(dir: &Path, w: &Write) -> Result<(), ResourceError> {
-    let mut target = (dir.join(&w.file), w.value.as_str());
-    if !target.0.exists() {
-        match &w.fallback {
-            Some((f, v)) if dir.join(f).exists() => target = (dir.join(f), v.as_str()),
-            _ if w.optional => return Ok(()),
-            _ => {
-                return Err(ResourceError::MissingFile {
-                    path: target.0,
-                    field: w.field.to_string(),
-                })
-            }
+impl OpenFile {
+    fn write(&mut self, path: &Path, value: &str) -> Result<(), WriteFailure> {
+        if self.0.as_ref().is_none_or(|(p, _)| p != path) {
+            self.0 = None;
+            // No O_CREAT: a file the kernel does not provide stays missing.
+            let file = match OpenOptions::new().write(true).truncate(true).open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(WriteFailure::Missing),
+                Err(e) => return Err(WriteFailure::Failed(e)),
+            };
+            self.0 = Some((path.to_path_buf(), file));
         }
+        let Some((_, file)) = self.0.as_mut() else {
+            return Err(WriteFailure::Missing);
+        };
+        file.write_all(value.as_bytes())
+            .map_err(WriteFailure::Failed)
     }
-    let (path, value) = target;
-    let res = open_existing(&path).and_then(|mut f| f.write_all(value.as_bytes()));
-    match res {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound && w.optional => Ok(()),
-        Err(source) => Err(CgroupError::Write {
+}
+
+/// `w` into `dir`: its file, else its fallback file, else nothing if it is optional.
+fn write_one(dir: &Path, w: &Write, files: &mut OpenFile) -> Result<(), ResourceError> {
+    let failed = |path: PathBuf, value: &str, source| {
+        ResourceError::from(CgroupError::Write {
             path,
             value: value.to_string(),
             source,
-        }
-        .into()),
+        })
+    };
+    let path = dir.join(&w.file);
+    match files.write(&path, &w.value) {
+        Ok(()) => return Ok(()),
+        Err(WriteFailure::Failed(e)) => return Err(failed(path, &w.value, e)),
+        Err(WriteFailure::Missing) => {}
     }
+    if let Some((f, v)) = &w.fallback {
+        let fallback = dir.join(f);
+        match files.write(&fallback, v) {
+            Ok(()) => return Ok(()),
+            Err(WriteFailure::Failed(e)) => return Err(failed(fallback, v, e)),
+            Err(WriteFailure::Missing) => {}
+        }
+    }
+    if w.optional {
+        return Ok(());
+    }
+    Err(ResourceError::MissingFile {
+        path,
+        field: w.field.to_string(),
+    })
 }
 
 /// runc's default device allow list, applied after the spec's rules on v1 (as runc's
