@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::guard::Guard;
-use super::state::{rfc3339_now, ContainerDir, State};
+use super::state::{rfc3339_now, write_atomic, ContainerDir, State};
 use super::ContainerError;
 use crate::cgroups::{self, CgroupHandle};
 use crate::process::exec_path::{self, ExecPath};
@@ -203,6 +203,17 @@ fn create_inner(
     } else {
         ns.new_flags & !libc::CLONE_NEWCGROUP
     };
+    // A new network namespace costs about 0.3 ms of kernel work (every protocol's
+    // per-namespace set-up), an ipc one a mqueue mount. Made by clone, that is paid
+    // before init exists; unshared by init first thing, it runs beside this process's
+    // own work after the clone (on v1, the cgroup init then waits for). Not with a new
+    // user namespace, which must own them and gets its id maps only after the clone.
+    let late_unshare = if slow_path || clone_flags & libc::CLONE_NEWUSER != 0 {
+        0
+    } else {
+        clone_flags & (libc::CLONE_NEWNET | libc::CLONE_NEWIPC)
+    };
+    let clone_flags = clone_flags & !late_unshare;
     // Idmapped binds need privilege over their filesystem that init may not have.
     let idmapped = crate::rootfs::idmap::prepare(plan).map_err(ContainerError::Other)?;
     // init moves itself into the v1 hierarchies (no RCU wait, see SelfJoin) ...
@@ -239,6 +250,7 @@ fn create_inner(
                 chan: Channel::new(child_sock),
                 start,
                 slow_path,
+                late_unshare,
                 spawn,
                 old_sigmask,
                 no_pivot: opts.no_pivot,
@@ -295,12 +307,6 @@ fn create_inner(
                 std::fs::write(&p, adj.to_string()).map_err(io("writing", &p))?;
             }
             sent(chan.send(&Message::Go))?;
-            // State (and pid file) are written on a thread of their own, started now:
-            // their fsyncs (milliseconds each on a busy disk) overlap init's work and
-            // the cgroup work below instead of adding to them. It is joined before
-            // anything may read the state (a hook may run `berth state`) and before
-            // any cleanup; a failure later removes them with the rest; the state dir
-            // stays locked until create returns.
             let pid_start_time = sys::process_start_time(pid).map_err(io(
                 "reading start time of",
                 Path::new(&format!("/proc/{pid}")),
@@ -329,11 +335,6 @@ fn create_inner(
             if let Some(pf) = &pid_file {
                 guard.file(pf.clone());
             }
-            let mut writer = StateWriter::start(
-                dir.state_path(),
-                state_bytes,
-                pid_file.clone().map(|pf| (pf, pid.to_string())),
-            );
             let rest = (|| -> Result<Option<i32>, ContainerError> {
                 if defer_v1 {
                     guard.cgroup_dirs(cgroups::membership::create_part(&cgroup, Part::V1)?);
@@ -344,12 +345,19 @@ fn create_inner(
                 } else {
                     apply_resources(&cgroup)?;
                 }
+                // Written while init builds the rest of its rootfs (the cgroup work
+                // above is what it waits for), and before anything may read the state
+                // (a hook may run `berth state`); the state dir stays locked until
+                // create returns, and a failure later removes both with the rest.
+                write_atomic(&dir.state_path(), &state_bytes)?;
+                if let Some(pf) = &pid_file {
+                    write_atomic(pf, pid.to_string().as_bytes())?;
+                }
                 if let Some(h) = &plan.hooks {
                     use crate::hooks::HookKind;
                     if !HookKind::Prestart.of(h).is_empty()
                         || !HookKind::CreateRuntime.of(h).is_empty()
                     {
-                        writer.finish()?;
                         chan.expect(Message::RuntimeHooks, "RuntimeHooks")
                             .map_err(fail)?;
                         // The runtime-spec's statuses: prestart (a legacy hook run
@@ -380,9 +388,7 @@ fn create_inner(
                 chan.expect(Message::Ready, "Ready").map_err(fail)?;
                 Ok(spawned)
             })();
-            let written = writer.finish();
             let spawned = rest?;
-            written?;
             let pidfd = match spawned {
                 Some(p) => {
                     respawned(&mut state, p, &dir.state_path(), pid_file.as_deref())?;
@@ -432,9 +438,9 @@ fn respawned(
         source,
     })?;
     let bytes = serde_json::to_vec(&*state).map_err(|e| ContainerError::Other(e.to_string()))?;
-    super::state::write_atomic(state_path, &bytes)?;
+    write_atomic(state_path, &bytes)?;
     if let Some(pf) = pid_file {
-        super::state::write_atomic(pf, pid.to_string().as_bytes())?;
+        write_atomic(pf, pid.to_string().as_bytes())?;
     }
     Ok(())
 }
@@ -512,62 +518,6 @@ pub(super) fn trampoline_or_reexec(
             Err(ContainerError::Other(format!(
                 "re-executing berth from a protected copy ({why}): {e}"
             )))
-        }
-    }
-}
-
-/// Writes state.json (and the pid file) atomically, on a thread when one can be
-/// started (see its use in [`create_inner`]), else at once. Dropped unfinished (a
-/// failure returned early), it still waits for the thread, so the guard never removes
-/// the state directory under it.
-struct StateWriter {
-    thread: Option<std::thread::JoinHandle<Result<(), ContainerError>>>,
-    done: Option<Result<(), ContainerError>>,
-}
-
-impl StateWriter {
-    fn start(state_path: PathBuf, state: Vec<u8>, pid_file: Option<(PathBuf, String)>) -> Self {
-        let write = |state_path: &Path, state: &[u8], pid_file: &Option<(PathBuf, String)>| {
-            super::state::write_atomic(state_path, state)?;
-            if let Some((pf, pid)) = pid_file {
-                super::state::write_atomic(pf, pid.as_bytes())?;
-            }
-            Ok(())
-        };
-        let (p, st, pf) = (state_path.clone(), state.clone(), pid_file.clone());
-        match std::thread::Builder::new()
-            .name("state-writer".into())
-            .spawn(move || write(&p, &st, &pf))
-        {
-            Ok(h) => StateWriter {
-                thread: Some(h),
-                done: None,
-            },
-            // No thread: write here, as before.
-            Err(_) => StateWriter {
-                thread: None,
-                done: Some(write(&state_path, &state, &pid_file)),
-            },
-        }
-    }
-
-    /// Waits for the write (once; later calls return Ok).
-    fn finish(&mut self) -> Result<(), ContainerError> {
-        if let Some(h) = self.thread.take() {
-            return h.join().unwrap_or_else(|_| {
-                Err(ContainerError::Other(
-                    "writing state.json: the writer thread panicked".into(),
-                ))
-            });
-        }
-        self.done.take().unwrap_or(Ok(()))
-    }
-}
-
-impl Drop for StateWriter {
-    fn drop(&mut self) {
-        if let Some(h) = self.thread.take() {
-            let _ = h.join();
         }
     }
 }

@@ -165,12 +165,12 @@ impl ContainerDir {
         })
     }
 
-    /// Writes state.json atomically: temp file, fsync, rename, fsync of the dir.
     /// Where [`save`](Self::save) writes.
     pub fn state_path(&self) -> PathBuf {
         self.path.join(STATE_FILE)
     }
 
+    /// Writes state.json atomically (see [`write_atomic`]).
     pub fn save(&self, state: &State) -> Result<(), ContainerError> {
         let bytes = serde_json::to_vec(state).map_err(|e| ContainerError::Other(e.to_string()))?;
         write_atomic(&self.path.join(STATE_FILE), &bytes)
@@ -217,7 +217,13 @@ fn lock_dir(path: &Path) -> Result<OwnedFd, ContainerError> {
     Ok(fd)
 }
 
-/// temp + fsync + rename + fsync(dir): readers see the old or the new file, never half.
+/// Temp file + rename: readers see the old or the new file, never half.
+///
+/// No fsync, as in runc and crun: this is runtime state (runc's root is meant to be
+/// a tmpfs), describing processes that do not survive the power loss an fsync would
+/// guard against. On a disk-backed root the two fsyncs cost 0.2-0.4 ms of every
+/// `create`; a file torn by a crash is reported as corrupt, and `delete --force`
+/// removes it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ContainerError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -237,14 +243,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ContainerError> {
     };
     let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
     f.write_all(bytes).map_err(io("writing", &tmp))?;
-    f.sync_all().map_err(io("syncing", &tmp))?;
     drop(f);
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(io("renaming into place", path)(e));
-    }
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
     }
     Ok(())
 }

@@ -39,6 +39,9 @@ pub struct InitArgs<'a> {
     pub start: StartSignal,
     /// Namespaces are joined by path and created with unshare, not by clone.
     pub slow_path: bool,
+    /// Namespaces the clone left out for init to unshare first thing (see
+    /// [`crate::container::create`]): made while the parent builds the cgroup.
+    pub late_unshare: libc::c_int,
     /// A pid namespace joined by path: init builds the container outside it and forks
     /// the container's init into it at the end ([`spawn_into_pid_ns`]).
     pub spawn: bool,
@@ -85,6 +88,10 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     } else {
         None
     };
+    if a.late_unshare != 0 {
+        sys::unshare(a.late_unshare)
+            .map_err(|e| InitError::io("unshare(network, ipc namespaces)", None, &e))?;
+    }
     wait_for(&a.chan, Message::Go, "Go")?;
     if !a.cgroup_deferred {
         enter_cgroup(a, &a.self_join)?;

@@ -4,6 +4,7 @@
 //!  berth create / run (parent)                    container init (child)
 //!  ----------------------------                   ----------------------
 //!  clone3(CLONE_NEW*) ───────────────────────────▶ starts, restores signal mask
+//!  (fast path without a userns: not NET, IPC)       [those two] unshare(net, ipc)
 //!  [fast path, new userns] writes uid/gid maps
 //!                         ◀─────────── NeedIdMaps  [slow path] setns(paths), unshare(new)
 //!  writes uid/gid maps    ─────────── IdMapsWritten ▶
@@ -12,7 +13,7 @@
 //!  [v1] creates the cgroup; applies limits          (those before the first cgroup mount)
 //!                          ── CgroupReady+fds ────▶ [v1] writes 0 to each `tasks` (moves
 //!                                                   itself), unshare(cgroup ns)
-//!  writes state.json (fsync) meanwhile              cgroup mounts, devices
+//!  writes state.json                                cgroup mounts, devices
 //!  [hooks] prestart, createRuntime ◀── RuntimeHooks
 //!                          ────────── HooksDone ──▶ createContainer hooks, pivot_root, sysctl,
 //!                                                   masked/readonly paths, hostname,
