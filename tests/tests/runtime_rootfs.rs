@@ -60,6 +60,11 @@ fn masked_and_readonly_paths_and_readonly_root() {
         firmware.options.contains(&"ro".to_string()),
         "masked dir is an empty ro mount: {firmware:?}"
     );
+    // One empty tmpfs for every masked directory, bound where needed.
+    assert!(
+        acpi.fs_type == "tmpfs" && firmware.fs_type == "tmpfs" && acpi.dev == firmware.dev,
+        "masked dirs share one tmpfs: {acpi:?} {firmware:?}"
+    );
     for path in ["/proc/sys", "/proc/fs"] {
         let m = visible(&mounts, path);
         assert!(

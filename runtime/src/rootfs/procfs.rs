@@ -103,13 +103,23 @@ fn resolve(root: &OwnedFd, proc: Option<&Proc>, path: &Path) -> Result<Option<Ow
 /// below included); each made detached and attached onto the descriptor of its target.
 pub fn protect(root: &OwnedFd, proc: Option<&Proc>, plan: &Plan) -> Result<()> {
     let mut dev_null: Option<OwnedFd> = None;
+    // One empty read-only tmpfs covers every masked directory: the first is mounted,
+    // the others are binds of it (no superblock each to make, and to tear down when
+    // the container exits).
+    let mut empty_dir: Option<OwnedFd> = None;
     for p in &plan.masked_paths {
         let Some(target) = resolve(root, proc, p)? else {
             continue;
         };
         let is_dir = sfs::file_type(&target).map_err(io("masking", p))? == libc::S_IFDIR;
         let cover = if is_dir {
-            mountfd::new_fs("tmpfs", "", MOUNT_ATTR_RDONLY).map_err(io("masking", p))?
+            match &empty_dir {
+                Some(first) => mountfd::clone_tree(first.as_raw_fd(), Path::new(""), false)
+                    .map_err(io("masking", p))?,
+                None => {
+                    mountfd::new_fs("tmpfs", "", MOUNT_ATTR_RDONLY).map_err(io("masking", p))?
+                }
+            }
         } else {
             if dev_null.is_none() {
                 dev_null = Some(container_dev_null(root)?);
@@ -118,6 +128,10 @@ pub fn protect(root: &OwnedFd, proc: Option<&Proc>, plan: &Plan) -> Result<()> {
             mountfd::clone_tree(null, Path::new(""), false).map_err(io("masking", p))?
         };
         mountfd::attach(&cover, target.as_fd()).map_err(io("masking", p))?;
+        if is_dir && empty_dir.is_none() {
+            // Attached now, so in this mount namespace: a source open_tree may clone.
+            empty_dir = Some(cover);
+        }
     }
     let in_userns = plan.namespaces.has(NsKind::User);
     for p in &plan.readonly_paths {

@@ -94,6 +94,8 @@ pub fn assert_no_leftovers(rt: &Runtime, id: &str, bundle: &Bundle) {
 /// Fields of one /proc/self/mountinfo line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MountEntry {
+    /// The filesystem's device (major:minor): one superblock, one value.
+    pub dev: String,
     pub root: String,
     pub mount_point: String,
     pub options: Vec<String>,
@@ -114,6 +116,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             continue;
         }
         entries.push(MountEntry {
+            dev: fields[2].to_string(),
             root: unescape_mountinfo(fields[3]),
             mount_point: unescape_mountinfo(fields[4]),
             options: fields[5].split(',').map(String::from).collect(),
