@@ -467,3 +467,72 @@ fn force_delete_of_a_paused_container() {
     });
     c.assert_no_leftovers();
 }
+
+/// The container's /sys/fs/cgroup on this hybrid host: a read-only tmpfs with a
+/// read-only bind of the container's directory in every hierarchy the host mounts,
+/// whether berth builds that tree before init attaches it (no user namespace) or init
+/// builds it itself (in a user namespace).
+#[test]
+fn the_cgroup_mount_binds_every_hierarchy_read_only_with_or_without_a_user_namespace() {
+    let host = fs::read_to_string("/proc/self/mountinfo").expect("host mountinfo");
+    let mut want: Vec<String> = berth_tests::runtime::parse_mountinfo(&host)
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .filter_map(|m| {
+            m.mount_point
+                .strip_prefix("/sys/fs/cgroup/")
+                .map(String::from)
+        })
+        .collect();
+    want.sort();
+    assert!(want.len() >= 2, "a v1 or hybrid host: {want:?}");
+    for userns in [false, true] {
+        let env = TestEnv::new(if userns { "cgmntu" } else { "cgmnt" });
+        let c = env.container(|b| {
+            if userns {
+                b.namespace("user", None);
+                let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+                b.set("/linux/uidMappings", map.clone());
+                b.set("/linux/gidMappings", map);
+            }
+            b.sh("cat /proc/self/mountinfo; echo ---; cat /sys/fs/cgroup/pids/cgroup.procs");
+        });
+        let out = c.output();
+        let (mountinfo, procs) = out.split_once("---").expect("separator");
+        let mounts = berth_tests::runtime::parse_mountinfo(mountinfo);
+        let tmpfs = mounts
+            .iter()
+            .rfind(|m| m.mount_point == "/sys/fs/cgroup")
+            .unwrap_or_else(|| panic!("no /sys/fs/cgroup mount (userns {userns}):\n{out}"));
+        assert!(
+            tmpfs.fs_type == "tmpfs" && tmpfs.options.contains(&"ro".to_string()),
+            "userns {userns}: {tmpfs:?}"
+        );
+        let binds: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.mount_point.starts_with("/sys/fs/cgroup/"))
+            .collect();
+        let mut got: Vec<String> = binds
+            .iter()
+            .map(|m| {
+                m.mount_point
+                    .trim_start_matches("/sys/fs/cgroup/")
+                    .to_string()
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "userns {userns}:\n{out}");
+        for m in &binds {
+            assert!(
+                m.options.contains(&"ro".to_string()) && m.fs_type.starts_with("cgroup"),
+                "userns {userns}: {m:?}"
+            );
+        }
+        // The pids hierarchy shows the container's own cgroup: its processes only.
+        let pids: Vec<&str> = procs.split_whitespace().collect();
+        assert!(
+            pids.contains(&"1") && pids.len() <= 3,
+            "userns {userns}: {procs:?}"
+        );
+    }
+}

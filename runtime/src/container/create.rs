@@ -340,8 +340,24 @@ fn create_inner(
                     guard.cgroup_dirs(cgroups::membership::create_part(&cgroup, Part::V1)?);
                     apply_resources(&cgroup)?;
                     let join = cgroups::membership::SelfJoin::open(&cgroup)?;
-                    let (paths, fds) = join.paths_and_fds();
-                    sent(chan.send_with_fds(&Message::CgroupReady(paths), &fds))?;
+                    let (tasks, mut fds) = join.paths_and_fds();
+                    // The first cgroup mount's tree, built here while init makes its
+                    // network namespace and earlier mounts (not for a user namespace's
+                    // init, which builds its own); if that fails, init builds it.
+                    let tree = plan
+                        .mounts
+                        .iter()
+                        .find(|m| m.kind == crate::spec::MountKind::Cgroup)
+                        .filter(|_| !ns.has(NsKind::User))
+                        .and_then(|m| {
+                            crate::rootfs::mounts::cgroup_v1_tree(m, &cgroup, cgroup_rel).ok()
+                        });
+                    fds.extend(tree.as_ref().map(AsRawFd::as_raw_fd));
+                    let ready = Message::CgroupReady {
+                        tasks,
+                        tree: tree.is_some(),
+                    };
+                    sent(chan.send_with_fds(&ready, &fds))?;
                 } else {
                     apply_resources(&cgroup)?;
                 }

@@ -119,33 +119,35 @@ fn setup(a: &InitArgs<'_>) -> Result<CString, InitError> {
     }
 
     let mut entered = !a.cgroup_deferred;
-    let mut enter_deferred = || -> Result<(), InitError> {
+    let mut enter_deferred = || -> Result<Option<OwnedFd>, InitError> {
         if entered {
-            return Ok(());
+            return Ok(None);
         }
         entered = true;
-        let (m, fds) = a
+        let (m, mut fds) = a
             .chan
             .recv_with_fds(64)
             .map_err(|e| InitError::msg("waiting for the cgroup", None, e.to_string()))?;
-        let Message::CgroupReady(paths) = m else {
+        let Message::CgroupReady { tasks, tree } = m else {
             return Err(InitError::msg(
                 "waiting for the cgroup",
                 None,
                 format!("unexpected message {m:?}"),
             ));
         };
-        if paths.len() != fds.len() {
+        if tasks.len() + usize::from(tree) != fds.len() {
             return Err(InitError::msg(
                 "waiting for the cgroup",
                 None,
-                format!("{} paths but {} descriptors", paths.len(), fds.len()),
+                format!("{} paths but {} descriptors", tasks.len(), fds.len()),
             ));
         }
+        let tree = if tree { fds.pop() } else { None };
         enter_cgroup(
             a,
-            &crate::cgroups::membership::SelfJoin::from_received(paths, fds),
-        )
+            &crate::cgroups::membership::SelfJoin::from_received(tasks, fds),
+        )?;
+        Ok(tree)
     };
     let root = crate::rootfs::prepare(
         plan,

@@ -11,6 +11,7 @@
 //!  [no CLONE_INTO_CGROUP] joins the v2 cgroup
 //!                          ───────────────── Go ──▶ [v2] unshare(cgroup ns); rootfs mounts
 //!  [v1] creates the cgroup; applies limits          (those before the first cgroup mount)
+//!  [v1, no userns] builds the cgroup mount's tree
 //!                          ── CgroupReady+fds ────▶ [v1] writes 0 to each `tasks` (moves
 //!                                                   itself), unshare(cgroup ns)
 //!  writes state.json                                cgroup mounts, devices
@@ -47,8 +48,13 @@ pub enum Message {
     IdMapsWritten,
     Go,
     /// The container's v1 cgroup exists: its `tasks` files (these paths) travel as
-    /// descriptors with the message, for init to move itself in.
-    CgroupReady(Vec<String>),
+    /// descriptors with the message, for init to move itself in; with `tree`, one more
+    /// descriptor follows them: the first cgroup mount's tree, built by the parent
+    /// ([`crate::rootfs::mounts::cgroup_v1_tree`]) for init to attach.
+    CgroupReady {
+        tasks: Vec<String>,
+        tree: bool,
+    },
     /// The rootfs is mounted (not yet pivoted): the parent runs prestart and
     /// createRuntime hooks, then answers `HooksDone`.
     RuntimeHooks,
@@ -239,7 +245,10 @@ mod tests {
         let (a, b) = (Channel::new(a), Channel::new(b));
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"shared").unwrap();
-        let m = Message::CgroupReady(vec!["/x/tasks".into()]);
+        let m = Message::CgroupReady {
+            tasks: vec!["/x/tasks".into()],
+            tree: false,
+        };
         a.send_with_fds(&m, &[f.as_raw_fd()]).unwrap();
         let (got, fds) = b.recv_with_fds(4).unwrap();
         assert_eq!(got, m);

@@ -8,7 +8,7 @@ mod copyup;
 pub mod devices;
 pub mod idmap;
 mod mountinfo;
-mod mounts;
+pub mod mounts;
 pub mod procfs;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,16 +37,17 @@ pub struct Rootfs {
 }
 
 /// Everything before pivot_root. `idmapped`: the trees `create` prepared for the
-/// idmapped binds, by mount ([`idmap::prepare`]). `enter_cgroup` is called once, before
-/// the first cgroup mount and the device nodes (or at the end): init may start mounting
-/// before its cgroup exists. `pid_ns`: the pid namespace a procfs is for, when not
+/// idmapped binds, by mount ([`idmap::prepare`]). `enter_cgroup` is called before each
+/// cgroup mount and the device nodes (it acts once): init may start mounting before its
+/// cgroup exists; it returns the tree the parent built for the first cgroup mount, if it
+/// did ([`mounts::cgroup_v1_tree`]). `pid_ns`: the pid namespace a procfs is for, when not
 /// init's own (see [`mounts::mount_one`]).
 pub fn prepare(
     plan: &Plan,
     idmapped: &[Option<OwnedFd>],
     cgroup: &CgroupHandle,
     cgroup_rel: &Path,
-    enter_cgroup: &mut dyn FnMut() -> Result<()>,
+    enter_cgroup: &mut dyn FnMut() -> Result<Option<OwnedFd>>,
     pid_ns: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> Result<Rootfs> {
     let requested = plan.rootfs_propagation;
@@ -77,11 +78,15 @@ pub fn prepare(
     let in_userns = plan.namespaces.has(NsKind::User);
     let mut proc = None;
     for (i, m) in plan.mounts.iter().enumerate() {
-        if m.kind == MountKind::Cgroup {
-            enter_cgroup()?;
-        }
-        let prepared = idmapped.get(i).and_then(Option::as_ref);
-        let made = mounts::mount_one(&root, m, prepared, cgroup, in_userns, cgroup_rel, pid_ns)?;
+        let prebuilt = if m.kind == MountKind::Cgroup {
+            enter_cgroup()?.map(mounts::Prebuilt::CgroupTree)
+        } else {
+            idmapped
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(mounts::Prebuilt::Idmapped)
+        };
+        let made = mounts::mount_one(&root, m, prebuilt, cgroup, in_userns, cgroup_rel, pid_ns)?;
         // The procfs that counts is the last mount made at /proc.
         if m.destination == Path::new("/proc") {
             proc = match made {
@@ -90,7 +95,7 @@ pub fn prepare(
             };
         }
     }
-    enter_cgroup()?;
+    drop(enter_cgroup()?);
     devices::create(&root, plan, in_userns)?;
     // The cwd is created now, while the host's view is still at hand.
     sfs::mkdir_all_in_root(

@@ -15,19 +15,31 @@ use crate::sys::fs::{self as sfs, Leaf};
 use crate::sys::mount::mount;
 use crate::sys::mountfd::{self, Attrs};
 
-/// Makes mount `m` inside the rootfs `root`; `prepared`: its idmapped tree, made by
-/// `create` (see [`super::idmap`]). Returns the root of a procfs it mounted (see
+/// A tree the parent built for a mount, for init to attach.
+pub enum Prebuilt<'a> {
+    /// An idmapped bind's, made by `create` before the clone (see [`super::idmap`]).
+    Idmapped(&'a OwnedFd),
+    /// The first cgroup mount's, made after the clone ([`cgroup_v1_tree`]).
+    CgroupTree(OwnedFd),
+}
+
+/// Makes mount `m` inside the rootfs `root`, from `prebuilt` when the parent made it. Returns the root of a procfs it mounted (see
 /// [`super::procfs`]), which is `pid_ns`'s when given (init outside a pid namespace
 /// it joins: see `init::spawn_into_pid_ns`), else init's own pid namespace's.
 pub fn mount_one(
     root: &OwnedFd,
     m: &MountPlan,
-    prepared: Option<&OwnedFd>,
+    prebuilt: Option<Prebuilt<'_>>,
     cgroup: &CgroupHandle,
     in_userns: bool,
     cgroup_rel: &Path,
     pid_ns: Option<BorrowedFd<'_>>,
 ) -> Result<Option<OwnedFd>> {
+    let (prepared, cgroup_tree) = match prebuilt {
+        Some(Prebuilt::Idmapped(fd)) => (Some(fd), None),
+        Some(Prebuilt::CgroupTree(fd)) => (None, Some(fd)),
+        None => (None, None),
+    };
     let root_fd = root.as_raw_fd();
     let dest = &m.destination;
     let leaf = if m.kind == MountKind::Bind && !sfs::is_dir(Path::new(&m.source)) {
@@ -50,7 +62,13 @@ pub fn mount_one(
         MountKind::Bind => Some(bind(root_fd, &target, m, prepared, in_userns)?),
         MountKind::Sysfs => Some(sysfs(root_fd, &target, m, in_userns, &step)?),
         MountKind::Cgroup => Some(mount_cgroup(
-            root_fd, &target, m, cgroup, in_userns, cgroup_rel,
+            root_fd,
+            &target,
+            m,
+            cgroup,
+            in_userns,
+            cgroup_rel,
+            cgroup_tree,
         )?),
         MountKind::Proc => {
             let attrs = Attrs::from_ms(m.flags).set;
@@ -261,8 +279,13 @@ fn mount_cgroup(
     cgroup: &CgroupHandle,
     in_userns: bool,
     cgroup_rel: &Path,
+    prebuilt: Option<OwnedFd>,
 ) -> Result<OwnedFd> {
     let dest = &m.destination;
+    if let Some(tree) = prebuilt {
+        mountfd::attach(&tree, target.as_fd()).map_err(io("attaching the cgroup tree on", dest))?;
+        return Ok(tree);
+    }
     match cgroup {
         CgroupHandle::V2 { dir } => {
             let mut b = m.clone();
@@ -280,22 +303,54 @@ fn mount_cgroup(
             mountfd::attach(&tmpfs, target.as_fd())
                 .map_err(io("mounting tmpfs for cgroups on", dest))?;
             let entries = hierarchies(dirs.values(), unified.as_ref(), cgroup_rel);
-            // The mount points go into the tmpfs just mounted, reached through its own
-            // descriptor: two calls each, no walk from the rootfs's root.
-            for (name, dir) in &entries {
-                let sub = dest.join(name);
-                let st =
-                    sfs::mkdir_and_open_at(&tmpfs, name, 0o755).map_err(io("creating", &sub))?;
-                let tree = mountfd::clone_tree(libc::AT_FDCWD, dir, true)
-                    .map_err(io("cloning cgroup", dir))?;
-                mountfd::attach(&tree, st.as_fd()).map_err(io("bind-mounting cgroup", dir))?;
-            }
+            bind_hierarchies(&tmpfs, &entries)
+                .map_err(|(step, path, e)| InitError::io(step, Some(&dest.join(path)), &e))?;
             if m.flags & libc::MS_RDONLY != 0 {
                 read_only_v1(root_fd, &tmpfs, m, &entries, in_userns)?;
             }
             Ok(tmpfs)
         }
     }
+}
+
+/// Binds each hierarchy's directory of the container on a mount point made inside the
+/// cgroup tmpfs, reached through the tmpfs's own descriptor (attached or not): two
+/// calls each, no walk from the rootfs's root. A failure names its step and entry.
+fn bind_hierarchies(
+    tmpfs: &OwnedFd,
+    entries: &[(String, PathBuf)],
+) -> std::result::Result<(), (&'static str, PathBuf, std::io::Error)> {
+    for (name, dir) in entries {
+        let st = sfs::mkdir_and_open_at(tmpfs, name, 0o755)
+            .map_err(|e| ("creating", PathBuf::from(name), e))?;
+        let tree = mountfd::clone_tree(libc::AT_FDCWD, dir, true)
+            .map_err(|e| ("cloning cgroup", dir.clone(), e))?;
+        mountfd::attach(&tree, st.as_fd()).map_err(|e| ("bind-mounting cgroup", dir.clone(), e))?;
+    }
+    Ok(())
+}
+
+/// The tree of cgroup mount `m` on a v1 (or hybrid) host, built detached by the parent
+/// while init makes its network namespace and earlier mounts: the cgroup tmpfs with a
+/// bind of each hierarchy's directory of the container, read-only when `m` is. init
+/// attaches it (see [`mount_one`]) instead of making the eleven mounts itself. An
+/// error (a kernel that cannot mount on a detached tree, say) leaves that to init.
+pub fn cgroup_v1_tree(
+    m: &MountPlan,
+    cgroup: &CgroupHandle,
+    cgroup_rel: &Path,
+) -> std::io::Result<OwnedFd> {
+    let CgroupHandle::V1 { dirs, unified } = cgroup else {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let attrs = Attrs::from_ms(m.flags & !libc::MS_RDONLY);
+    let tmpfs = mountfd::new_fs("tmpfs", "mode=755", attrs.set)?;
+    let entries = hierarchies(dirs.values(), unified.as_ref(), cgroup_rel);
+    bind_hierarchies(&tmpfs, &entries).map_err(|(_, _, e)| e)?;
+    if m.flags & libc::MS_RDONLY != 0 {
+        mountfd::set_attrs(tmpfs.as_fd(), true, Attrs::from_ms(m.flags & REMOUNT_FLAGS))?;
+    }
+    Ok(tmpfs)
 }
 
 /// (name under /sys/fs/cgroup, host directory) of each v1 hierarchy of the container,
