@@ -38,6 +38,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_benches::shell::first_line;
 use berth_tests::cluster::http::{read_response, unix_request, write_request, LineStream};
 use berth_tests::cluster::Cluster;
 use serde_json::{json, Value};
@@ -587,20 +588,6 @@ fn cell(v: &[f64]) -> String {
     }
 }
 
-fn first_line(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
 fn main() -> Result<()> {
     let o = parse_opts()?;
     let bin_dir = std::env::var_os("BERTH_BIN_DIR")
@@ -654,15 +641,15 @@ fn main() -> Result<()> {
         out,
         "machine: {cpu}, {} cores, kernel {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        first_line("uname", &["-r"])
+        first_line(Command::new("uname").arg("-r"))
     )?;
     writeln!(
         out,
         "berthd {} ({berthd_path}, workspace git {}); {}",
         env!("CARGO_PKG_VERSION"),
-        first_line("git", &["rev-parse", "--short", "HEAD"]),
+        first_line(Command::new("git").args(["rev-parse", "--short", "HEAD"])),
         if have_etcd {
-            first_line("etcd", &["--version"])
+            first_line(Command::new("etcd").arg("--version"))
         } else {
             "etcd: not installed".into()
         }

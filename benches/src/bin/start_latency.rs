@@ -46,6 +46,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_benches::shell::first_line;
 use serde_json::{json, Value};
 
 #[path = "start_latency/burst.rs"]
@@ -327,27 +328,6 @@ fn parse_options() -> Result<Options> {
     Ok(opts)
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
-fn first_line(cmd: &mut Command) -> String {
-    cmd.output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
 /// Writes a bundle (busybox rootfs, config.json from `runc spec` or berth's) at `dir`.
 fn make_bundle(dir: &Path, spec_from: &Path, seccomp: Option<&Value>) -> Result<()> {
     berth_tests::runtime::make_busybox_rootfs(&dir.join("rootfs"));
@@ -486,8 +466,8 @@ fn main() -> Result<()> {
                 Some(opts.berth.clone()).filter(|p| p.is_file()),
                 false,
             ),
-            "runc" => ("runc", which("runc"), false),
-            "crun" => ("crun", which("crun"), hybrid),
+            "runc" => ("runc", berth_benches::shell::which("runc").ok(), false),
+            "crun" => ("crun", berth_benches::shell::which("crun").ok(), hybrid),
             other => bail!("unknown runtime {other:?}"),
         };
         match bin {
@@ -515,7 +495,8 @@ fn main() -> Result<()> {
     }
     // One config for every runtime: runc's default spec (ociVersion 1.0.2-dev, which crun
     // 1.8 accepts), else the first runtime's.
-    let spec_from = which("runc")
+    let spec_from = berth_benches::shell::which("runc")
+        .ok()
         .or_else(|| runtimes.first().map(|r| r.bin.clone()))
         .context("no runtime to measure")?;
 

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_benches::shell::first_line;
 
 pub const PLUGINS: &str = "/usr/lib/cni";
 
@@ -28,19 +29,6 @@ pub fn timed(cmd: &mut Command) -> Result<Duration> {
     let t = Instant::now();
     run(cmd)?;
     Ok(t.elapsed())
-}
-
-pub fn first_line(cmd: &mut Command) -> String {
-    cmd.output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_else(|| "?".into())
 }
 
 /// A private network namespace for this process (before any thread exists), so bridges
