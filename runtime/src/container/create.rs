@@ -326,8 +326,6 @@ fn create_inner(
                 resources: plan.resources.clone(),
                 hooks: plan.hooks.clone(),
             };
-            let state_bytes =
-                serde_json::to_vec(&state).map_err(|e| ContainerError::Other(e.to_string()))?;
             let pid_file = match &opts.pid_file {
                 Some(pf) => Some(absolute(pf)?),
                 None => None,
@@ -365,10 +363,7 @@ fn create_inner(
                 // above is what it waits for), and before anything may read the state
                 // (a hook may run `berth state`); the state dir stays locked until
                 // create returns, and a failure later removes both with the rest.
-                write_atomic(&dir.state_path(), &state_bytes)?;
-                if let Some(pf) = &pid_file {
-                    write_atomic(pf, pid.to_string().as_bytes())?;
-                }
+                write_state(&state, &dir.state_path(), pid_file.as_deref())?;
                 if let Some(h) = &plan.hooks {
                     use crate::hooks::HookKind;
                     if !HookKind::Prestart.of(h).is_empty()
@@ -453,10 +448,19 @@ fn respawned(
         path: PathBuf::from(format!("/proc/{pid}")),
         source,
     })?;
-    let bytes = serde_json::to_vec(&*state).map_err(|e| ContainerError::Other(e.to_string()))?;
+    write_state(state, state_path, pid_file)
+}
+
+/// state.json, and the pid file when asked for, each written atomically.
+fn write_state(
+    state: &State,
+    state_path: &Path,
+    pid_file: Option<&Path>,
+) -> Result<(), ContainerError> {
+    let bytes = serde_json::to_vec(state).map_err(|e| ContainerError::Other(e.to_string()))?;
     write_atomic(state_path, &bytes)?;
     if let Some(pf) = pid_file {
-        write_atomic(pf, pid.to_string().as_bytes())?;
+        write_atomic(pf, state.pid.to_string().as_bytes())?;
     }
     Ok(())
 }

@@ -349,13 +349,11 @@ fn join_and_unshare(a: &InitArgs<'_>) -> Result<Option<OwnedFd>, InitError> {
         }
         let fd = sys::fs::open(path, libc::O_RDONLY | libc::O_CLOEXEC)
             .map_err(|e| InitError::io("opening namespace", Some(path), &e))?;
-        if *kind == NsKind::Pid && !ns.creates(NsKind::User) {
-            pid_ns = Some(fd);
-            continue;
-        }
         if *kind == NsKind::Pid {
-            sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID)
-                .map_err(|e| InitError::io("joining pid namespace", Some(path), &e))?;
+            if ns.creates(NsKind::User) {
+                sys::setns(fd.as_raw_fd(), libc::CLONE_NEWPID)
+                    .map_err(|e| InitError::io("joining pid namespace", Some(path), &e))?;
+            }
             pid_ns = Some(fd);
             continue;
         }

@@ -23,8 +23,8 @@ pub enum Prebuilt<'a> {
     CgroupTree(OwnedFd),
 }
 
-/// Makes mount `m` inside the rootfs `root`, from `prebuilt` when the parent made it. Returns the root of a procfs it mounted (see
-/// [`super::procfs`]), which is `pid_ns`'s when given (init outside a pid namespace
+/// Makes mount `m` inside the rootfs `root`, from `prebuilt` when the parent made it.
+/// Returns the root of a procfs it mounted (see [`super::procfs`]), which is `pid_ns`'s when given (init outside a pid namespace
 /// it joins: see `init::spawn_into_pid_ns`), else init's own pid namespace's.
 pub fn mount_one(
     root: &OwnedFd,

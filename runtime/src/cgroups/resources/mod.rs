@@ -218,18 +218,18 @@ enum WriteFailure {
 
 impl OpenFile {
     fn write(&mut self, path: &Path, value: &str) -> Result<(), WriteFailure> {
-        if self.0.as_ref().is_none_or(|(p, _)| p != path) {
-            self.0 = None;
-            // No O_CREAT: a file the kernel does not provide stays missing.
-            let file = match OpenOptions::new().write(true).truncate(true).open(path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Err(WriteFailure::Missing),
-                Err(e) => return Err(WriteFailure::Failed(e)),
-            };
-            self.0 = Some((path.to_path_buf(), file));
-        }
-        let Some((_, file)) = self.0.as_mut() else {
-            return Err(WriteFailure::Missing);
+        let file = match &mut self.0 {
+            Some((open, file)) if open == path => file,
+            slot => {
+                *slot = None;
+                // No O_CREAT: a file the kernel does not provide stays missing.
+                let file = match OpenOptions::new().write(true).truncate(true).open(path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Err(WriteFailure::Missing),
+                    Err(e) => return Err(WriteFailure::Failed(e)),
+                };
+                &mut slot.insert((path.to_path_buf(), file)).1
+            }
         };
         file.write_all(value.as_bytes())
             .map_err(WriteFailure::Failed)
