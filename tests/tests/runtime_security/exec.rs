@@ -50,18 +50,11 @@ fn probe(marker: &HostMarker) -> String {
     )
 }
 
-/// CVE-2019-5736 class through `exec`, with CAP_SYS_PTRACE and no user namespace: the
-/// container's init watches every new pid while `berth exec` runs 100 times. A process
-/// entering the container must already have the container's root and cwd, hold no
-/// host descriptor and not be the host's runtime binary from the moment it is
-/// visible. Before the fix, the helper that `exec` forked joined the pid namespace
-/// before the mount namespace, and the watcher saw its host root, cwd and cgroup
-/// directory descriptor, and the runtime binary as its exe, in most of 100 runs.
-#[test]
-fn exec_helpers_show_nothing_of_the_host_to_a_ptrace_capable_container() {
-    let env = TestEnv::new("sec-exec-ptrace");
-    let (bin, _) = writable_runtime_binary(&env);
-    let marker = HostMarker::new(&env);
+/// A started container with CAP_SYS_PTRACE whose init runs [`probe`] on every other
+/// process of its pid namespace, over and over; the marker must live as long as it.
+fn started_watcher(env: &TestEnv) -> (Container, HostMarker) {
+    let (bin, _) = writable_runtime_binary(env);
+    let marker = HostMarker::new(env);
     let watch = format!(
         "echo ready; while :; do for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
          [ \"$p\" = 1 ] && continue; {} done; done",
@@ -74,6 +67,20 @@ fn exec_helpers_show_nothing_of_the_host_to_a_ptrace_capable_container() {
     });
     c.create_and_start();
     c.wait_stdout("ready");
+    (c, marker)
+}
+
+/// CVE-2019-5736 class through `exec`, with CAP_SYS_PTRACE and no user namespace: the
+/// container's init watches every new pid while `berth exec` runs 100 times. A process
+/// entering the container must already have the container's root and cwd, hold no
+/// host descriptor and not be the host's runtime binary from the moment it is
+/// visible. Before the fix, the helper that `exec` forked joined the pid namespace
+/// before the mount namespace, and the watcher saw its host root, cwd and cgroup
+/// directory descriptor, and the runtime binary as its exe, in most of 100 runs.
+#[test]
+fn exec_helpers_show_nothing_of_the_host_to_a_ptrace_capable_container() {
+    let env = TestEnv::new("sec-exec-ptrace");
+    let (c, _marker) = started_watcher(&env);
     const EXECS: usize = 100;
     for _ in 0..EXECS {
         c.verb("exec", &[], &["true"]).ok();
@@ -303,20 +310,7 @@ fn failed_exec_leaves_no_process_behind() {
 #[test]
 fn init_joining_a_pid_namespace_shows_nothing_of_the_host() {
     let env = TestEnv::new("sec-joinpid-ptrace");
-    let (bin, _) = writable_runtime_binary(&env);
-    let marker = HostMarker::new(&env);
-    let watch = format!(
-        "echo ready; while :; do for d in /proc/[0-9]*; do p=${{d#/proc/}}; \
-         [ \"$p\" = 1 ] && continue; {} done; done",
-        probe(&marker)
-    );
-    let c = env.container(|b| {
-        with_ptrace(b);
-        runtime_ref(b, &bin);
-        b.sh(&watch);
-    });
-    c.create_and_start();
-    c.wait_stdout("ready");
+    let (c, _marker) = started_watcher(&env);
     let ns = format!("/proc/{}/ns/pid", c.pid());
     let ns_id = fs::read_link(&ns).expect("the watcher's pid namespace");
     const CREATES: usize = 30;
