@@ -184,6 +184,27 @@ impl ImageEnv {
         cmd
     }
 
+    /// Runs `berth image ARGS...` to completion with `input` on its stdin (a password
+    /// for `login --password-stdin`).
+    pub fn image_with_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let mut child = self
+            .image_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start berth image");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("berth image")
+    }
+
     /// Runs `berth image ARGS...` to completion.
     pub fn image(&self, args: &[&str]) -> Outcome {
         run_command(self.image_command(args), &self.scratch())

@@ -81,8 +81,6 @@ fn pull_from_a_plain_http_registry_unpacks_like_umoci_and_runs() {
 #[test]
 fn pull_over_tls_with_a_generated_ca_and_basic_auth_after_login() {
     use berth_tests::images::registry::Setup;
-    use std::io::Write;
-    use std::process::Stdio;
     const PASSWORD: &str = "s3cret-pw-9f1";
     let env = ImageEnv::new();
     let image = fixture::build(&env.work(), &env.work());
@@ -138,8 +136,8 @@ fn pull_over_tls_with_a_generated_ca_and_basic_auth_after_login() {
 
     // Login checks the password (from stdin only) before storing it.
     let login = |password: &str| {
-        let mut child = env
-            .image_command(&[
+        env.image_with_stdin(
+            &[
                 "login",
                 &reg.addr,
                 "--username",
@@ -151,19 +149,9 @@ fn pull_over_tls_with_a_generated_ca_and_basic_auth_after_login() {
                 &authfile,
                 "--registries-conf",
                 "/nonexistent",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start login");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(format!("{password}\n").as_bytes())
-            .expect("write password");
-        child.wait_with_output().expect("login")
+            ],
+            &format!("{password}\n"),
+        )
     };
     let bad = login("wrong-password");
     assert!(!bad.status.success());

@@ -4,9 +4,7 @@
 //! (mTLS) from certs.d, and blob downloads redirected to another host (a CDN).
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -42,8 +40,8 @@ fn hello_of(env: &ImageEnv, reference: &str) -> String {
 
 fn login(env: &ImageEnv, registry: &str, user: &str, password: &str, authfile: &Path) -> bool {
     let authfile = authfile.to_str().expect("utf-8");
-    let mut child = env
-        .image_command(&[
+    env.image_with_stdin(
+        &[
             "login",
             registry,
             "-u",
@@ -54,19 +52,11 @@ fn login(env: &ImageEnv, registry: &str, user: &str, password: &str, authfile: &
             authfile,
             "--registries-conf",
             "/nonexistent",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start login");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("password");
-    child.wait_with_output().expect("login").status.success()
+        ],
+        &format!("{password}\n"),
+    )
+    .status
+    .success()
 }
 
 #[test]
