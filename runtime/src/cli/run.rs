@@ -54,7 +54,7 @@ pub fn run(g: &GlobalOpts, a: RunArgs) -> anyhow::Result<i32> {
     };
     let created = create(&g.root, &opts, true)?;
     if a.detach {
-        ops::start_over_channel(&created.state, created.chan)?;
+        ops::after_start(&created.state, created.chan);
         return Ok(0);
     }
     Ok(ops::run_foreground(created, a.keep)?)

@@ -51,7 +51,8 @@ type Made = (
     Option<OwnedFd>,
 );
 
-/// `create`: returns once init is ready and waiting.
+/// `create`: returns once init is ready and waits for start; with `run_mode`, `Start` is
+/// already queued, so the program may be running.
 pub fn create(root: &Path, opts: &CreateOpts, run_mode: bool) -> Result<Created, ContainerError> {
     super::validate_id(&opts.id)?;
     let bundle = absolute(&opts.bundle)?;
@@ -385,6 +386,12 @@ fn create_inner(
                         }
                         chan.send(&Message::HooksDone).map_err(|e| fail(e.into()))?;
                     }
+                }
+                // `run` queues Start now, behind the last message init reads before
+                // it: the program is exec'd as soon as init is ready, instead of after
+                // a round trip (this process woken by Ready, init by Start).
+                if run_mode {
+                    sent(chan.send(&Message::Start))?;
                 }
                 let spawned = if spawn {
                     let p = expect_init_pid(&chan).map_err(fail)?;

@@ -6,7 +6,6 @@ use super::create::Created;
 use super::state::{ContainerDir, State, Status};
 use super::ContainerError;
 use crate::cgroups;
-use crate::process::protocol::Message;
 use crate::sys;
 
 /// `start`: releases a created container's init by writing into exec.fifo.
@@ -168,15 +167,10 @@ fn kill_all_and_wait(state: &State) {
     }
 }
 
-/// `run`'s start: `Start` over the channel; with poststart hooks, they run once init's
-/// end of the channel has closed, at the program's exec (or its death), as the
-/// runtime-spec says.
-pub fn start_over_channel(
-    state: &State,
-    chan: crate::process::protocol::Channel,
-) -> Result<(), ContainerError> {
-    chan.send(&Message::Start)
-        .map_err(|e| ContainerError::Other(format!("starting container {}: {e}", state.id)))?;
+/// `run`'s start, after `create` queued `Start` on the channel: with poststart hooks,
+/// they run once init's end of the channel has closed, at the program's exec (or its
+/// death), as the runtime-spec says.
+pub fn after_start(state: &State, chan: crate::process::protocol::Channel) {
     let has_poststart = state
         .hooks
         .as_ref()
@@ -185,7 +179,6 @@ pub fn start_over_channel(
         while chan.recv().is_ok() {}
         run_warn_hooks(state, crate::hooks::HookKind::Poststart, Status::Running);
     }
-    Ok(())
 }
 
 /// `run` in the foreground: starts init, forwards signals to it, reaps children and
@@ -202,7 +195,7 @@ pub fn run_foreground(created: Created, keep: bool) -> Result<i32, ContainerErro
         ..
     } = created;
     let pid = state.pid;
-    start_over_channel(&state, chan)?;
+    after_start(&state, chan);
     // Unlock: `state`, `kill` and `delete` from other processes must work while we wait.
     let dir_path = dir.path.clone();
     drop(dir);

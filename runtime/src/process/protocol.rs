@@ -22,11 +22,12 @@
 //!                                                   rlimits, user, PATH lookup, [with the
 //!                                                   trampoline] seccomp, exec of the sealed
 //!                                                   trampoline, which is init from now on
+//!  [run] queues Start now  ───────────── Start ──▶ (read once ready)
 //!  [joined pid ns] reaps the first ◀──── InitPid    [joined pid ns: after cwd] forks the
 //!                                                   init into that namespace, exits
 //!                          ◀──── Ready | Error{step, path, errno, message}
-//!  exits (create)
-//!  [run]                   ───────────── Start ──▶ (create: `berth start` writes exec.fifo)
+//!  exits (create)                                   waits for start (create: `berth
+//!                                                   start` writes exec.fifo; run: Start)
 //!                                                   [without the trampoline: startContainer
 //!                                                   hooks, seccomp] exec of process.args
 //! ```
