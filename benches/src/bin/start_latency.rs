@@ -8,7 +8,8 @@
 //! Runtimes take turns trial by trial (interleaved), so a load change on a shared machine
 //! hits them alike. Measured, per runtime, wall time from spawning the runtime's command to its exit, and
 //! the peak RSS wait4(2) reports for that command (the largest of the runtime process and
-//! the descendants it reaped):
+//! the descendants it reaped; each such command is forked, see `measure`; the burst's are
+//! spawned as std spawns them, posix_spawn, as an engine spawns its runtime):
 //! The runtimes' state roots (`--root`) are on a tmpfs the bench mounts, as their
 //! defaults under /run are on a usual host ([`StateTmpfs`]); the bundles are not.
 //!
@@ -109,9 +110,19 @@ struct Sample {
     maxrss_kib: i64,
 }
 
+/// How a measured command is spawned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spawn {
+    /// Forked, for its own peak RSS (see [`measure`]).
+    Rss,
+    /// However std spawns it (posix_spawn's vfork unless there is a prologue), as an
+    /// engine spawns its runtime; its ru_maxrss is not its own. For the burst.
+    TimeOnly,
+}
+
 /// Spawns `cmd` (optionally after the private-mount prologue) and waits for it with
 /// wait4, returning its wall time and peak RSS; fails with its stderr if it fails.
-fn measure(cmd: &mut Command, prologue: Prologue) -> Result<Sample> {
+fn measure(cmd: &mut Command, prologue: Prologue, spawn: Spawn) -> Result<Sample> {
     // stderr to a file, not a pipe: a detached container inherits it and would hold a
     // pipe open forever.
     let mut err_file = match STATE_DIR.get() {
@@ -131,9 +142,10 @@ fn measure(cmd: &mut Command, prologue: Prologue) -> Result<Sample> {
             // peak RSS as the child's own (ru_maxrss), which hid every runtime's real
             // figure under this bench's. Forked, the child starts with a copy of only
             // this process's anonymous pages (about 1.4 MiB), as with the prologues.
-            Prologue::None => {
+            Prologue::None if spawn == Spawn::Rss => {
                 cmd.pre_exec(|| Ok(()));
             }
+            Prologue::None => {}
             // crun on a hybrid host: no cgroup2 mount at all.
             Prologue::NoUnified => {
                 cmd.pre_exec(|| private_mounts(c"/sys/fs/cgroup/unified", None));
@@ -216,13 +228,17 @@ impl Runtime {
     }
 
     fn measure(&self, args: &[&str]) -> Result<Sample> {
-        measure(&mut self.command(args), self.prologue)
+        self.measure_as(args, Spawn::Rss)
+    }
+
+    fn measure_as(&self, args: &[&str], spawn: Spawn) -> Result<Sample> {
+        measure(&mut self.command(args), self.prologue, spawn)
             .with_context(|| format!("{} {}", self.name, args.join(" ")))
     }
 
     fn quiet(&self, args: &[&str]) {
         let mut cmd = self.command(args);
-        let _ = measure(&mut cmd, self.prologue);
+        let _ = measure(&mut cmd, self.prologue, Spawn::TimeOnly);
     }
 }
 
@@ -663,6 +679,7 @@ fn main() -> Result<()> {
                 "/bin/true",
             ]),
             Prologue::None,
+            Spawn::Rss,
         )?;
         if i >= opts.warmup {
             samples.push(s);
@@ -683,7 +700,7 @@ fn main() -> Result<()> {
     if let Some((prologue, label)) = prologue {
         let mut samples = Vec::new();
         for i in 0..total {
-            let s = measure(&mut Command::new("/bin/true"), prologue)?;
+            let s = measure(&mut Command::new("/bin/true"), prologue, Spawn::Rss)?;
             if i >= opts.warmup {
                 samples.push(s);
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::Runtime;
+use super::{Runtime, Spawn};
 
 /// What one runtime did over all rounds.
 pub struct BurstResult {
@@ -45,13 +45,13 @@ fn round(
                 }
                 let id = format!("{prefix}-{i}");
                 let t0 = Instant::now();
-                let created = rt.measure(&["create", "--bundle", bundle, &id]);
+                let created = rt.measure_as(&["create", "--bundle", bundle, &id], Spawn::TimeOnly);
                 if created.is_ok() {
                     if let Ok(mut m) = made.lock() {
                         m.push(id.clone());
                     }
                 }
-                match created.and_then(|_| rt.measure(&["start", &id])) {
+                match created.and_then(|_| rt.measure_as(&["start", &id], Spawn::TimeOnly)) {
                     Ok(_) => {
                         if let Ok(mut t) = times.lock() {
                             t.push(t0.elapsed());
