@@ -303,3 +303,45 @@ fn detached_run_runs_poststart_hooks() {
     c.delete(true).ok();
     c.assert_no_leftovers();
 }
+
+/// `run` queues `Start` for init behind the messages of the create-time hooks: with
+/// prestart and createRuntime hooks (run by berth while init waits) and a poststart one,
+/// the program runs once, after both, and so does poststart. Each hook and the
+/// program append their name to one file, in a directory the container shares.
+#[test]
+fn run_starts_the_program_after_the_create_time_hooks() {
+    let env = TestEnv::new("run-hook-order");
+    let dir = env.path().join("order");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let log = dir.join("log");
+    let append = |name: &str| {
+        json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo {name} >> {}", log.display())],
+            "env": ["PATH=/usr/bin:/bin"],
+        })
+    };
+    let c = env.container(|b| {
+        share_dir(b, &dir);
+        for hook in ["prestart", "createRuntime", "poststart"] {
+            b.push(&format!("/hooks/{hook}"), append(hook));
+        }
+        b.args(&["sh", "-c", &format!("echo program >> {}", log.display())]);
+    });
+    for round in 1..=3 {
+        c.run().ok();
+        let seen = fs::read_to_string(&log).expect("the hooks and the program ran");
+        let lines: Vec<&str> = seen.lines().collect();
+        assert_eq!(lines.len(), 4, "round {round}: {seen}");
+        assert_eq!(
+            lines[..2],
+            ["prestart", "createRuntime"],
+            "round {round}: {seen}"
+        );
+        let mut rest = lines[2..].to_vec();
+        rest.sort_unstable();
+        assert_eq!(rest, ["poststart", "program"], "round {round}: {seen}");
+        fs::remove_file(&log).expect("rm log");
+    }
+    c.assert_no_leftovers();
+}
