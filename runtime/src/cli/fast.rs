@@ -47,29 +47,24 @@ const CREATE: &[Flag] = &[
     flag("preserve-fds", None, true),
 ];
 
-const RUN: &[Flag] = &[
-    flag("bundle", Some('b'), true),
-    flag("console-socket", None, true),
+/// `run`'s flags besides create's.
+const RUN_ONLY: &[Flag] = &[
     flag("detach", Some('d'), false),
     flag("keep", None, false),
-    flag("pid-file", None, true),
-    flag("no-pivot", None, false),
-    flag("no-new-keyring", None, false),
     flag("no-subreaper", None, false),
-    flag("preserve-fds", None, true),
 ];
 
 const DELETE: &[Flag] = &[flag("force", Some('f'), false)];
 const KILL: &[Flag] = &[flag("all", Some('a'), false)];
 
-/// The verb's flags and how many positionals it takes (at least, at most).
-fn verb_spec(verb: &str) -> Option<(&'static [Flag], usize, usize)> {
+/// The verb's flags (in groups) and how many positionals it takes (at least, at most).
+fn verb_spec(verb: &str) -> Option<(&'static [&'static [Flag]], usize, usize)> {
     Some(match verb {
-        "create" => (CREATE, 1, 1),
-        "run" => (RUN, 1, 1),
+        "create" => (&[CREATE], 1, 1),
+        "run" => (&[CREATE, RUN_ONLY], 1, 1),
         "start" | "state" => (&[], 1, 1),
-        "delete" => (DELETE, 1, 1),
-        "kill" => (KILL, 1, 2),
+        "delete" => (&[DELETE], 1, 1),
+        "kill" => (&[KILL], 1, 2),
         _ => return None,
     })
 }
@@ -117,7 +112,7 @@ fn scan(args: &[OsString]) -> Option<Line<'_>> {
     while let Some(word) = words.next() {
         let word = word.to_str()?;
         let verb_flags = line.verb.and_then(verb_spec).map_or(&[][..], |s| s.0);
-        let mut known = GLOBAL.iter().chain(verb_flags);
+        let mut known = GLOBAL.iter().chain(verb_flags.iter().copied().flatten());
         let (f, inline) = if let Some(long) = word.strip_prefix("--") {
             let (name, inline) = match long.split_once('=') {
                 Some((n, v)) => (n, Some(v)),
