@@ -187,22 +187,10 @@ impl ImageEnv {
     /// Runs `berth image ARGS...` to completion with `input` on its stdin (a password
     /// for `login --password-stdin`).
     pub fn image_with_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
-        use std::io::Write as _;
         use std::process::Stdio;
-        let mut child = self
-            .image_command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start berth image");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("berth image")
+        let mut cmd = self.image_command(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        crate::output_with_input(&mut cmd, input.as_bytes()).expect("run berth image")
     }
 
     /// Runs `berth image ARGS...` to completion.

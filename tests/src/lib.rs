@@ -52,3 +52,17 @@ pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
     }
     panic!("`{program}` is required by this test: install it with `apt-get install -y {debian_package}`");
 }
+
+/// Runs `cmd` with `input` on its stdin (closed once written) and waits for it: its
+/// status and whatever of stdout and stderr the caller piped.
+pub fn output_with_input(
+    cmd: &mut std::process::Command,
+    input: &[u8],
+) -> std::io::Result<std::process::Output> {
+    use std::io::Write as _;
+    let mut child = cmd.stdin(std::process::Stdio::piped()).spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    child.wait_with_output()
+}

@@ -12,7 +12,6 @@
 //! collide even if their subnets were to match; names carry a per-process, per-cluster id.
 //! Everything made here is removed in `Drop`, also when the test panics.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -205,22 +204,12 @@ impl Net {
 
     fn nft_stdin(&self, k: usize, rules: &str) {
         let ns = &self.slots[k].netns;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "nft", "-f", "-"])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run nft in {ns}: {e}"));
-        child
-            .stdin
-            .take()
-            .expect("stdin was piped")
-            .write_all(rules.as_bytes())
-            .unwrap_or_else(|e| panic!("cannot write nft rules for {ns}: {e}"));
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("nft in {ns}: {e}"));
+            .stderr(Stdio::piped());
+        let out = crate::output_with_input(&mut cmd, rules.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot run nft -f in {ns}: {e}"));
         assert!(
             out.status.success(),
             "nft -f in {ns} failed: {}\n{rules}",

@@ -5,7 +5,6 @@
 //! HTTP Basic; a known user gets what it asks for, anyone else only `pull` under `public/`.
 //! Every token request is recorded. Served over the fake registry's HTTP server.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,21 +140,12 @@ fn make_keys(dir: &Path) {
 
 /// RS256 over `input` with `dir/token.key`.
 fn sign(dir: &Path, input: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("openssl")
-        .args(["dgst", "-sha256", "-sign"])
+    let mut cmd = Command::new("openssl");
+    cmd.args(["dgst", "-sha256", "-sign"])
         .arg(dir.join("token.key"))
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run openssl dgst");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write to openssl");
-    let out = child.wait_with_output().expect("openssl dgst");
+        .stderr(Stdio::null());
+    let out = crate::output_with_input(&mut cmd, input).expect("run openssl dgst");
     assert!(out.status.success(), "openssl dgst -sign failed");
     out.stdout
 }

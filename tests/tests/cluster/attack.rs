@@ -477,24 +477,16 @@ fn gossip_key_rotation_under_traffic_loses_no_membership() {
 
 /// Runs `berthctl --endpoint <node k> gossip ARGS`, with `stdin` fed in when given.
 fn gossip_ctl(c: &Cluster, k: usize, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write as _;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(berth_tests::workspace_bin("berthctl"))
-        .arg("--endpoint")
+    let mut cmd = Command::new(berth_tests::workspace_bin("berthctl"));
+    cmd.arg("--endpoint")
         .arg(&c.node(k).socket)
         .arg("gossip")
         .args(args)
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run berthctl");
-    if let Some(mut input) = child.stdin.take() {
-        if let Some(text) = stdin {
-            writeln!(input, "{text}").expect("write berthctl's stdin");
-        }
-    }
-    child.wait_with_output().expect("wait for berthctl")
+        .stderr(Stdio::piped());
+    let input = stdin.map(|text| format!("{text}\n")).unwrap_or_default();
+    berth_tests::output_with_input(&mut cmd, input.as_bytes()).expect("run berthctl")
 }
 
 fn out_text(out: &std::process::Output) -> String {
