@@ -490,10 +490,7 @@ fn the_cgroup_mount_binds_every_hierarchy_read_only_with_or_without_a_user_names
         let env = TestEnv::new(if userns { "cgmntu" } else { "cgmnt" });
         let c = env.container(|b| {
             if userns {
-                b.namespace("user", None);
-                let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-                b.set("/linux/uidMappings", map.clone());
-                b.set("/linux/gidMappings", map);
+                b.user_namespace(100000);
             }
             b.sh("cat /proc/self/mountinfo; echo ---; cat /sys/fs/cgroup/pids/cgroup.procs");
         });

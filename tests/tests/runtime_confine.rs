@@ -269,16 +269,10 @@ fn features_parse_and_agree_with_behaviour() {
     for kind in &namespaces {
         let file = ns_file(kind);
         let c = env.container(|b| {
-            b.namespace(kind, None);
             if kind == "user" {
-                b.set(
-                    "/linux/uidMappings",
-                    json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
-                );
-                b.set(
-                    "/linux/gidMappings",
-                    json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
-                );
+                b.user_namespace(200000);
+            } else {
+                b.namespace(kind, None);
             }
             b.args(&["readlink", &format!("/proc/self/ns/{file}")]);
         });

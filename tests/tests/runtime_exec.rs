@@ -441,15 +441,7 @@ fn foreground_run_with_a_terminal_uses_the_callers_pty() {
 fn exec_into_a_user_namespace_container() {
     let env = TestEnv::new("execuserns");
     let c = env.container(|b| {
-        b.namespace("user", None);
-        b.set(
-            "/linux/uidMappings",
-            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-        );
-        b.set(
-            "/linux/gidMappings",
-            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-        );
+        b.user_namespace(100000);
         b.set("/hostname", json!("userns-host"));
         b.args(&["sleep", "1000"]);
     });

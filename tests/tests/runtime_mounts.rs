@@ -264,11 +264,8 @@ fn idmapped_bind_in_a_user_namespace_takes_the_containers_mappings() {
     let src = env.path().join("volume");
     fs::create_dir(&src).expect("mkdir");
     fs::write(src.join("f"), "x").expect("write");
-    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     let c = env.container(|b| {
-        b.namespace("user", None);
-        b.set("/linux/uidMappings", map.clone());
-        b.set("/linux/gidMappings", map.clone());
+        b.user_namespace(100000);
         b.push(
             "/mounts",
             json!({"destination": "/vol", "type": "bind", "source": src,

@@ -90,15 +90,7 @@ fn user_group_and_additional_gids() {
 fn user_namespace_with_mappings() {
     let env = TestEnv::new("userns");
     let c = env.container(|b| {
-        b.namespace("user", None);
-        b.set(
-            "/linux/uidMappings",
-            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-        );
-        b.set(
-            "/linux/gidMappings",
-            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-        );
+        b.user_namespace(100000);
         b.sh(
             "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; echo ready; exec sleep 1000",
         );

@@ -341,15 +341,7 @@ fn no_pivot_still_confines_the_root() {
 fn spec_device_inside_a_user_namespace() {
     let env = TestEnv::new("usernsdev");
     let c = env.container(|b| {
-        b.namespace("user", None);
-        b.set(
-            "/linux/uidMappings",
-            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-        );
-        b.set(
-            "/linux/gidMappings",
-            json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
-        );
+        b.user_namespace(100000);
         // A user namespace cannot mknod: the runtime binds the host's node instead.
         b.push(
             "/linux/devices",

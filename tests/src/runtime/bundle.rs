@@ -166,6 +166,14 @@ impl Bundle {
         self.push("/linux/namespaces", ns)
     }
 
+    /// A new user namespace whose uids and gids 0..65536 are the host's from `host_id`.
+    pub fn user_namespace(&mut self, host_id: u32) -> &mut Self {
+        let map = json!([{"containerID": 0, "hostID": host_id, "size": 65536}]);
+        self.namespace("user", None);
+        self.set("/linux/uidMappings", map.clone());
+        self.set("/linux/gidMappings", map)
+    }
+
     /// The device-rule scenario both cgroup versions are tested with: deny every device
     /// but c 10:200 (runc's defaults and the spec's own nodes stay allowed), and a
     /// script that tries /dev/mem (1:1), the host console (5:1, which runc's current

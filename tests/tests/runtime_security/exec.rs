@@ -350,10 +350,7 @@ fn joining_a_pid_namespace_gives_its_procfs() {
     for userns in [false, true] {
         let owner = env.container(|b| {
             if userns {
-                b.namespace("user", None);
-                let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-                b.set("/linux/uidMappings", map.clone());
-                b.set("/linux/gidMappings", map);
+                b.user_namespace(200000);
             }
             b.args(&["sleep", "1000"]);
         });
